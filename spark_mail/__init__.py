@@ -1,0 +1,3 @@
+"""spark-mail: a terminal-first publishing tool for email newsletters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from spark_mail.cli import main
+
+main()

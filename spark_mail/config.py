@@ -1,0 +1,275 @@
+"""Settings, resolved in one place.
+
+Precedence, lowest to highest:
+
+1. built-in defaults (the dataclass fields below);
+2. the newsletter file: ``spark-mail.toml``, or ``[tool.spark-mail]`` in ``pyproject.toml``,
+   found from the current directory upward; its folder is the newsletter's root;
+3. ``.env`` in that root (secrets and per-machine values, never committed);
+4. the process environment (``SPARK_MAIL_*``);
+5. command-line flags, passed in by the CLI as ``overrides``.
+
+Secrets (API key, SMTP password, signing secret) may only come from 3-5: a secret in the
+newsletter file is refused, since that file is committed. Core code receives a Settings
+object and never reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spark_mail.errors import ConfigError
+
+SETTINGS_FILE = "spark-mail.toml"
+PACKAGE_LAYOUTS = Path(__file__).resolve().parent / "layouts"
+
+
+class Secret:
+    """A string that never shows itself: repr, str and format all print a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Brand:
+    logo_url: str = ""
+    accent_color: str = "#e8590c"
+    background_color: str = "#f4f4f5"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything spark-mail needs to know about a newsletter and how to send it."""
+
+    root: Path = field(default_factory=Path.cwd)
+    # The newsletter
+    name: str = "My Newsletter"
+    from_address: str = ""
+    reply_to: str = ""
+    postal_address: str = ""
+    base_url: str = ""  # web copy of an issue; "{slug}" is replaced
+    unsubscribe_url: str = ""
+    unsubscribe_mailto: str = ""
+    poll_url: str = ""  # "{slug}" and "{option}" (and "{index}") are replaced
+    disclaimer: str = ""
+    share_text: str = "Share the newsletter with your friends and colleagues if you find it valuable."
+    share_url: str = ""
+    timezone: str = "UTC"
+    language: str = "en"
+    brand: Brand = field(default_factory=Brand)
+    # Folders, relative to root
+    issues_dir: str = "issues"
+    layouts_dir: str = "layouts"
+    out_dir: str = "dist"
+    state_dir: str = ".spark-mail"
+    # Checks
+    link_cache_hours: float = 24.0
+    link_timeout: float = 10.0
+    # Scheduling
+    late_window_hours: float = 24.0
+    ledger_path: str = ""  # default: <state_dir>/ledger.sqlite3
+    # Own-list sending
+    audience: str = ""
+    suppression_file: str = ""
+    # Sending (environment / .env)
+    provider: str = ""
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    api_url: str = ""
+    audience_id: str = ""
+    test_recipients: tuple[str, ...] = ()
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_user: str = ""
+    smtp_password: Secret = field(default_factory=lambda: Secret(""))
+    smtp_tls: str = "starttls"
+    signing_secret: Secret = field(default_factory=lambda: Secret(""))
+
+    # -- derived paths -------------------------------------------------------
+    def path(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def issues_path(self) -> Path:
+        return self.path(self.issues_dir)
+
+    @property
+    def out_path(self) -> Path:
+        return self.path(self.out_dir)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path(self.state_dir)
+
+    @property
+    def ledger_file(self) -> Path:
+        return self.path(self.ledger_path) if self.ledger_path else self.state_path / "ledger.sqlite3"
+
+    def layout_dirs(self) -> list[Path]:
+        """Where layouts are looked up: the newsletter's own folder first, then the package's."""
+        return [self.path(self.layouts_dir), PACKAGE_LAYOUTS]
+
+    def web_url(self, slug: str) -> str:
+        return self.base_url.replace("{slug}", slug) if self.base_url else ""
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **_coerce(clean, "command line"))
+
+
+# Keys of the newsletter file: every field except the secrets and the root.
+SECRET_FIELDS = {"api_key", "smtp_password", "signing_secret"}
+FILE_ALIASES = {"from": "from_address"}
+# Environment variable -> field. SPARK_MAIL_<FIELD> for every non-path field.
+ENV_PREFIX = "SPARK_MAIL_"
+
+
+def _fields() -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
+
+
+def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Turn raw values (toml, env strings) into the field types, with clear errors."""
+    fields = _fields()
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        try:
+            if isinstance(default, Secret):
+                out[key] = raw if isinstance(raw, Secret) else Secret(str(raw))
+            elif isinstance(default, tuple):
+                items = raw.split(",") if isinstance(raw, str) else list(raw)
+                out[key] = tuple(str(i).strip() for i in items if str(i).strip())
+            elif isinstance(default, bool):
+                out[key] = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+            elif isinstance(default, int | float) and not isinstance(default, bool):
+                out[key] = type(default)(raw) if raw != "" else default
+            elif isinstance(default, Brand):
+                if not isinstance(raw, Mapping):
+                    raise ValueError("must be a table: [brand]")
+                unknown = set(raw) - {b.name for b in dataclasses.fields(Brand)}
+                if unknown:
+                    raise ValueError(f"unknown brand key {sorted(unknown)[0]!r}")
+                out[key] = Brand(**{k: str(v) for k, v in raw.items()})
+            else:
+                if isinstance(raw, Mapping | list):
+                    raise ValueError("must be a string")
+                out[key] = str(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{source}: setting {key!r} has a wrong value ({exc})",
+                hint=f"fix {key!r} there",
+            ) from None
+    return out
+
+
+def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest spark-mail.toml, or pyproject.toml with [tool.spark-mail], from start upward."""
+    for folder in [start, *start.parents]:
+        candidate = folder / SETTINGS_FILE
+        if candidate.is_file():
+            return candidate, _read_toml(candidate)
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
+            if isinstance(table, dict):
+                return pyproject, table
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _from_file(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
+    known = _fields()
+    values: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = FILE_ALIASES.get(raw_key, raw_key.replace("-", "_"))
+        if key in SECRET_FIELDS:
+            raise ConfigError(
+                f"{path}: {raw_key!r} is a secret and must not live in a committed file",
+                hint=f"move it to .env as {ENV_PREFIX}{key.upper()}",
+            )
+        if key not in known:
+            close = difflib.get_close_matches(key, [*known, *FILE_ALIASES], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "remove it"
+            raise ConfigError(f"{path}: unknown setting {raw_key!r}", hint=hint)
+        values[key] = value
+    return _coerce(values, str(path))
+
+
+def _from_env(env: Mapping[str, str], source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in _fields():
+        name = ENV_PREFIX + key.upper()
+        if name in env and key != "brand":
+            values[key] = env[name]
+    # SPARK_MAIL_FROM is the documented name for from_address.
+    if ENV_PREFIX + "FROM" in env:
+        values["from_address"] = env[ENV_PREFIX + "FROM"]
+    return _coerce(values, source)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # small, but only needed when a .env exists
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    start: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve settings for the newsletter around `start` (default: the current directory)."""
+    start = (start or Path.cwd()).resolve()
+    env = os.environ if env is None else env
+    found = find_settings_file(start)
+    if found is None:
+        root = start
+        values: dict[str, Any] = {}
+    else:
+        settings_file, table = found
+        root = settings_file.parent
+        values = _from_file(settings_file, table)
+    values.update(_from_env(read_dotenv(root / ".env"), str(root / ".env")))
+    values.update(_from_env(env, "environment"))
+    settings = Settings(root=root, **values)
+    return settings.with_overrides(**(overrides or {}))

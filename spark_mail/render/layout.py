@@ -1,0 +1,117 @@
+"""Layouts: Jinja2 renders a layout's MJML, mjml-python (MRML) compiles it to HTML.
+
+A layout is a folder with `email.mjml` (the entry) and any partials it includes. It is looked
+up in the newsletter's `layouts/` first, then in the default layouts shipped with spark-mail;
+includes fall back the same way, so a custom layout can reuse the default partials.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from spark_mail.errors import LayoutError
+
+ENTRY = "email.mjml"
+INLINE_STYLE_RE = re.compile(
+    r"<mj-style\b[^>]*\binline\s*=\s*[\"']inline[\"'][^>]*>(.*?)</mj-style>", re.S | re.I
+)
+UNKNOWN_TAG_RE = re.compile(r"<(mj-[a-z-]+)")
+POSITION_RE = re.compile(r"at position (\d+):(\d+)")
+
+
+def find_layout(name: str, search: list[Path]) -> Path:
+    for folder in search:
+        candidate = folder / name
+        if (candidate / ENTRY).is_file():
+            return candidate
+    available = sorted(
+        {p.parent.name for folder in search if folder.is_dir() for p in folder.glob(f"*/{ENTRY}")}
+    )
+    raise LayoutError(
+        f"unknown layout {name!r} (looked in {', '.join(str(s) for s in search[:1])})",
+        hint=f"use one of: {', '.join(available) or 'default'}, or create layouts/{name}/{ENTRY}",
+    )
+
+
+@lru_cache(maxsize=16)
+def environment(search: tuple[Path, ...]) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_mjml(layout_dir: Path, fallback: list[Path], context: dict[str, Any]) -> str:
+    search = (layout_dir, *(f / "default" for f in fallback if (f / "default") != layout_dir))
+    env = environment(tuple(p for p in search if p.is_dir()))
+    entry = layout_dir / ENTRY
+    try:
+        template = env.get_template(ENTRY)
+        return template.render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{exc.filename or entry}:{exc.lineno}"
+        raise LayoutError(f"{where}: template error: {exc.message}", hint="fix the Jinja syntax") from None
+    except jinja2.UndefinedError as exc:
+        raise LayoutError(
+            f"{_template_location(exc, entry)}: {exc.message}",
+            hint="the layout uses a value the issue or settings do not provide; "
+            "guard it with {% if %} or add it",
+        ) from None
+    except jinja2.TemplateNotFound as exc:
+        raise LayoutError(f"{entry}: includes missing template {exc.name!r}") from None
+    except jinja2.TemplateError as exc:
+        raise LayoutError(f"{_template_location(exc, entry)}: template error: {exc}") from None
+
+
+def _template_location(exc: BaseException, entry: Path) -> str:
+    """The innermost layout file and line of a Jinja runtime error, from its traceback."""
+    tb, found = exc.__traceback__, str(entry)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".mjml", ".j2", ".html")):
+            found = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def split_inline_css(mjml_text: str) -> tuple[str, str]:
+    """Take the `<mj-style inline="inline">` blocks out: MRML would not inline them, we do."""
+    css = "\n".join(m.group(1) for m in INLINE_STYLE_RE.finditer(mjml_text))
+    return INLINE_STYLE_RE.sub("", mjml_text), css
+
+
+def compile_mjml(mjml_text: str, layout_dir: Path) -> str:
+    from mjml import mjml2html
+
+    entry = layout_dir / ENTRY
+    try:
+        # Comments inside mj-wrapper leak a stray <tr><td> into MRML's Outlook markup.
+        html = mjml2html(mjml_text, disable_comments=True, fonts={})
+    except (ValueError, RuntimeError) as exc:
+        message = str(exc)
+        line = ""
+        match = POSITION_RE.search(message)
+        if match:
+            offset = int(match.group(1))
+            lineno = mjml_text.encode()[:offset].count(b"\n") + 1
+            line = f", line {lineno} of the rendered MJML"
+        raise LayoutError(
+            f"{entry}: MJML error: {message}{line}",
+            hint="check that every mj- tag is closed and allowed where it stands",
+        ) from None
+    unknown = UNKNOWN_TAG_RE.search(html)
+    if unknown:
+        raise LayoutError(
+            f"{entry}: unknown MJML tag <{unknown.group(1)}> (MJML copied it into the email)",
+            hint="fix the tag name; see https://documentation.mjml.io for the tags",
+        )
+    return html
