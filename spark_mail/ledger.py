@@ -1,0 +1,287 @@
+"""The send ledger: one SQLite file (WAL) that remembers what was sent, so nothing goes twice.
+
+One row per issue send (the audience send; test sends are not recorded here):
+
+    pending -> sending -> sent
+                      \\-> failed      (the ESP said no: safe to try again)
+                      \\-> uncertain   (we crashed or lost the answer mid-request:
+                                        a human decides, `send --resend-uncertain`)
+    scheduled           (handed to the ESP's own scheduler)
+
+`claim()` moves a row to `sending` inside one `BEGIN IMMEDIATE` transaction, so of two
+processes that race for the same issue exactly one wins; the other gets SendInProgress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from spark_mail.errors import AlreadySent, LedgerError, SparkMailError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SendState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    SCHEDULED = "scheduled"
+
+
+class SendInProgress(SparkMailError):
+    """Another process is sending this issue right now (or crashed while doing so)."""
+
+    exit_code = 0
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    slug: str
+    content_hash: str
+    provider: str
+    mode: str
+    state: SendState
+    esp_ids: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+    sent_at: str | None = None
+    scheduled_for: str | None = None
+    last_error: str | None = None
+
+
+MIGRATIONS: list[str] = [
+    # 1: the send table
+    """
+    CREATE TABLE sends (
+        slug TEXT PRIMARY KEY,
+        content_hash TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        state TEXT NOT NULL,
+        esp_ids TEXT NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        sent_at TEXT,
+        scheduled_for TEXT,
+        last_error TEXT
+    );
+    """,
+]
+
+
+def _now(now: dt.datetime | None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    # -- connection ------------------------------------------------------------
+    def open(self) -> Ledger:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            self._db = db
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        except OSError as exc:
+            raise LedgerError(f"{self.path}: cannot open the ledger ({exc.strerror})") from None
+        return self
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Ledger:
+        return self.open() if self._db is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return LedgerError(
+                f"{self.path}: the ledger is locked by another process ({text})",
+                hint="wait for the other spark-mail to finish, then run again",
+            )
+        return LedgerError(
+            f"{self.path}: the ledger is unreadable ({text})",
+            hint="restore it from a backup or move it aside; nothing was sent",
+        )
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: takes the write lock at once, so read-then-write cannot race."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise LedgerError(
+                    f"{self.path}: ledger schema {version} is newer than this spark-mail knows",
+                    hint="upgrade spark-mail",
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in filter(str.strip, MIGRATIONS[number].split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    # -- reading ---------------------------------------------------------------
+    @staticmethod
+    def _record(row: sqlite3.Row) -> SendRecord:
+        data: dict[str, Any] = dict(row)
+        data["esp_ids"] = json.loads(data["esp_ids"] or "{}")
+        data["state"] = SendState(data["state"])
+        return SendRecord(**data)
+
+    def get(self, slug: str) -> SendRecord | None:
+        try:
+            row = self.db.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return None if row is None else self._record(row)
+
+    def all(self) -> list[SendRecord]:
+        try:
+            rows = self.db.execute("SELECT * FROM sends ORDER BY created_at, slug").fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return [self._record(r) for r in rows]
+
+    # -- state changes -----------------------------------------------------------
+    def claim(
+        self,
+        slug: str,
+        content_hash: str,
+        provider: str,
+        mode: str = "send",
+        *,
+        now: dt.datetime | None = None,
+        allow_uncertain: bool = False,
+    ) -> SendRecord:
+        """Mark the issue `sending` for this process, or refuse: sent / being sent / uncertain."""
+        stamp = _now(now)
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
+            if row is not None:
+                current = self._record(row)
+                if current.state == SendState.SENT:
+                    raise AlreadySent(
+                        f"{slug}: already sent on {current.sent_at} via {current.provider}",
+                        hint="an issue is sent once; see `spark-mail status`",
+                    )
+                if current.state == SendState.SCHEDULED:
+                    raise AlreadySent(
+                        f"{slug}: scheduled with {current.provider} for {current.scheduled_for}",
+                        hint=f"the ESP sends it; `spark-mail unschedule {slug}` to take it back",
+                    )
+                if current.state == SendState.SENDING:
+                    raise SendInProgress(f"{slug}: is being sent by another spark-mail process")
+                if current.state == SendState.UNCERTAIN and not allow_uncertain:
+                    raise AlreadySent(
+                        f"{slug}: an earlier send may have gone out (state: uncertain)",
+                        hint="check with your ESP, then `spark-mail send "
+                        f"{slug} --resend-uncertain` if it did not",
+                    )
+                db.execute(
+                    "UPDATE sends SET content_hash = ?, provider = ?, mode = ?, state = ?, "
+                    "attempts = attempts + 1, updated_at = ?, last_error = NULL WHERE slug = ?",
+                    (content_hash, provider, mode, SendState.SENDING, stamp, slug),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO sends (slug, content_hash, provider, mode, state, attempts, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    (slug, content_hash, provider, mode, SendState.SENDING, stamp, stamp),
+                )
+        record = self.get(slug)
+        assert record is not None
+        return record
+
+    def _update(self, slug: str, now: dt.datetime | None, **values: Any) -> SendRecord:
+        if "esp_ids" in values:
+            values["esp_ids"] = json.dumps(values["esp_ids"], sort_keys=True)
+        values["updated_at"] = _now(now)
+        columns = ", ".join(f"{k} = ?" for k in values)
+        with self.transaction() as db:
+            cursor = db.execute(f"UPDATE sends SET {columns} WHERE slug = ?", (*values.values(), slug))
+            if cursor.rowcount != 1:
+                raise LedgerError(f"{self.path}: no send recorded for {slug!r}")
+        record = self.get(slug)
+        assert record is not None
+        return record
+
+    def record_ids(self, slug: str, esp_ids: dict[str, str], *, now: dt.datetime | None = None) -> SendRecord:
+        """Remember ids the ESP gave (draft, broadcast) before the request that sends leaves."""
+        current = self.get(slug)
+        merged = {**(current.esp_ids if current else {}), **esp_ids}
+        return self._update(slug, now, esp_ids=merged)
+
+    def mark_sent(
+        self, slug: str, esp_ids: dict[str, str] | None = None, *, now: dt.datetime | None = None
+    ) -> SendRecord:
+        current = self.get(slug)
+        merged = {**(current.esp_ids if current else {}), **(esp_ids or {})}
+        return self._update(slug, now, state=SendState.SENT, esp_ids=merged, sent_at=_now(now))
+
+    def mark_failed(self, slug: str, error: str, *, now: dt.datetime | None = None) -> SendRecord:
+        return self._update(slug, now, state=SendState.FAILED, last_error=error)
+
+    def mark_uncertain(self, slug: str, reason: str, *, now: dt.datetime | None = None) -> SendRecord:
+        return self._update(slug, now, state=SendState.UNCERTAIN, last_error=reason)
+
+    def mark_scheduled(
+        self, slug: str, at: dt.datetime, esp_ids: dict[str, str], *, now: dt.datetime | None = None
+    ) -> SendRecord:
+        return self._update(
+            slug, now, state=SendState.SCHEDULED, esp_ids=esp_ids, scheduled_for=at.isoformat()
+        )
+
+    def forget(self, slug: str) -> None:
+        """Drop a row (unschedule)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sends WHERE slug = ?", (slug,))
