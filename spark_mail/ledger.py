@@ -8,14 +8,21 @@ One row per issue send (the audience send; test sends are not recorded here):
                                         a human decides, `send --resend-uncertain`)
     scheduled           (handed to the ESP's own scheduler)
 
-`claim()` moves a row to `sending` inside one `BEGIN IMMEDIATE` transaction, so of two
-processes that race for the same issue exactly one wins; the other gets SendInProgress.
+Two guards keep an issue from going out twice:
+- `claim()` first takes an OS lock on `<ledger>.locks/<slug>.lock` (flock, non-blocking) and
+  holds it until the send is settled; a second process gets SendInProgress at once, no waiting.
+  The OS drops the lock when its holder dies, even by SIGKILL.
+- then, inside one `BEGIN IMMEDIATE` transaction, it moves the row to `sending`. A row found in
+  `sending` while we hold the lock was left by a process that died mid-send: StaleSend, and
+  the caller must find out from the ESP what happened (spark_mail/recovery.py), not send blindly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,9 +47,20 @@ class SendState(StrEnum):
 
 
 class SendInProgress(SparkMailError):
-    """Another process is sending this issue right now (or crashed while doing so)."""
+    """Another live process is sending this issue right now."""
 
     exit_code = 0
+
+
+class StaleSend(SparkMailError):
+    """A process died while sending this issue: the row says `sending` and nobody holds it."""
+
+    def __init__(self, record: SendRecord) -> None:
+        super().__init__(
+            f"{record.slug}: an earlier send was interrupted (ids: {record.esp_ids or 'none'})",
+            hint="spark-mail asks the ESP what happened before sending again",
+        )
+        self.record = record
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._locks: dict[str, int] = {}  # slug -> fd of the held lock file
 
     # -- connection ------------------------------------------------------------
     def open(self) -> Ledger:
@@ -109,6 +128,8 @@ class Ledger:
         return self
 
     def close(self) -> None:
+        for slug in list(self._locks):
+            self.release(slug)
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -192,6 +213,30 @@ class Ledger:
             raise self._error(exc) from None
         return [self._record(r) for r in rows]
 
+    # -- the per-issue OS lock -------------------------------------------------------
+    def lock_path(self, slug: str) -> Path:
+        return self.path.with_name(self.path.name + ".locks") / f"{slug}.lock"
+
+    def acquire(self, slug: str) -> None:
+        """Take the issue's lock without waiting; SendInProgress if a live process holds it."""
+        if slug in self._locks:
+            return
+        path = self.lock_path(slug)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SendInProgress(f"{slug}: is being sent by another spark-mail process") from None
+        self._locks[slug] = fd
+
+    def release(self, slug: str) -> None:
+        fd = self._locks.pop(slug, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     # -- state changes -----------------------------------------------------------
     def claim(
         self,
@@ -203,8 +248,30 @@ class Ledger:
         now: dt.datetime | None = None,
         allow_uncertain: bool = False,
     ) -> SendRecord:
-        """Mark the issue `sending` for this process, or refuse: sent / being sent / uncertain."""
+        """Mark the issue `sending` for this process, or refuse: sent / being sent / uncertain.
+
+        The issue's lock stays held until `release(slug)` (or close / process exit).
+        Raises StaleSend for a row a dead process left in `sending`; the lock is then held
+        by this process, so the caller can settle it (`resolve_stale`).
+        """
         stamp = _now(now)
+        self.acquire(slug)
+        try:
+            return self._claim_locked(slug, content_hash, provider, mode, stamp, allow_uncertain)
+        except BaseException as exc:
+            if not isinstance(exc, StaleSend):
+                self.release(slug)
+            raise
+
+    def _claim_locked(
+        self,
+        slug: str,
+        content_hash: str,
+        provider: str,
+        mode: str,
+        stamp: str,
+        allow_uncertain: bool,
+    ) -> SendRecord:
         with self.transaction() as db:
             row = db.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
             if row is not None:
@@ -220,7 +287,8 @@ class Ledger:
                         hint=f"the ESP sends it; `spark-mail unschedule {slug}` to take it back",
                     )
                 if current.state == SendState.SENDING:
-                    raise SendInProgress(f"{slug}: is being sent by another spark-mail process")
+                    # We hold the lock, so whoever wrote `sending` is gone.
+                    raise StaleSend(current)
                 if current.state == SendState.UNCERTAIN and not allow_uncertain:
                     raise AlreadySent(
                         f"{slug}: an earlier send may have gone out (state: uncertain)",
@@ -253,6 +321,8 @@ class Ledger:
                 raise LedgerError(f"{self.path}: no send recorded for {slug!r}")
         record = self.get(slug)
         assert record is not None
+        if record.state != SendState.SENDING:
+            self.release(slug)  # settled: the next process may look at it
         return record
 
     def record_ids(self, slug: str, esp_ids: dict[str, str], *, now: dt.datetime | None = None) -> SendRecord:
