@@ -79,7 +79,9 @@ class Settings:
     unsubscribe_mailto: str = ""
     poll_url: str = ""  # "{slug}" and "{option}" (and "{index}") are replaced
     disclaimer: str = ""
-    share_text: str = "Share the newsletter with your friends and colleagues if you find it valuable."
+    share_text: str = (
+        "Share the newsletter with your friends and colleagues if you find it valuable."
+    )
     share_url: str = ""
     timezone: str = "UTC"
     language: str = "en"
@@ -130,7 +132,9 @@ class Settings:
 
     @property
     def ledger_file(self) -> Path:
-        return self.path(self.ledger_path) if self.ledger_path else self.state_path / "ledger.sqlite3"
+        return (
+            self.path(self.ledger_path) if self.ledger_path else self.state_path / "ledger.sqlite3"
+        )
 
     def layout_dirs(self) -> list[Path]:
         """Where layouts are looked up: the newsletter's own folder first, then the package's."""
@@ -155,13 +159,20 @@ def _fields() -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
 
 
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    factory: Any = f.default_factory
+    return factory()
+
+
 def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Turn raw values (toml, env strings) into the field types, with clear errors."""
     fields = _fields()
     out: dict[str, Any] = {}
     for key, raw in values.items():
         f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _default(f)
         try:
             if isinstance(default, Secret):
                 out[key] = raw if isinstance(raw, Secret) else Secret(str(raw))
@@ -169,7 +180,9 @@ def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
                 items = raw.split(",") if isinstance(raw, str) else list(raw)
                 out[key] = tuple(str(i).strip() for i in items if str(i).strip())
             elif isinstance(default, bool):
-                out[key] = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+                out[key] = (
+                    raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+                )
             elif isinstance(default, int | float) and not isinstance(default, bool):
                 out[key] = type(default)(raw) if raw != "" else default
             elif isinstance(default, Brand):

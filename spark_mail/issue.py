@@ -277,7 +277,8 @@ def _poll(f: _Fields, value: Any) -> Poll | None:
     if not POLL_MIN_OPTIONS <= len(options) <= POLL_MAX_OPTIONS:
         raise f.fail(
             ("poll", "options"),
-            f"a poll has {POLL_MIN_OPTIONS} to {POLL_MAX_OPTIONS} options, this one has {len(options)}",
+            f"a poll has {POLL_MIN_OPTIONS} to {POLL_MAX_OPTIONS} options, "
+            f"this one has {len(options)}",
             "add or remove options",
         )
     return Poll(question=question, options=tuple(str(o) for o in options))
@@ -296,7 +297,9 @@ def load_issue(path: Path | str) -> Issue:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise IssueError(path, "no such file", hint="check the path (issues live in issues/)") from None
+        raise IssueError(
+            path, "no such file", hint="check the path (issues live in issues/)"
+        ) from None
     except IsADirectoryError:
         raise IssueError(path, "is a folder, not an issue file") from None
     except OSError as exc:

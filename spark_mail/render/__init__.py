@@ -1,7 +1,7 @@
 """The render pipeline: Issue + Settings -> RenderedEmail. Pure: no clock, no network.
 
-    markdown (markdown-it-py) -> Jinja2 renders the layout's MJML -> mjml-python compiles it
-    -> premailer inlines the CSS;   the plain text comes from the same Markdown tokens.
+markdown (markdown-it-py) -> Jinja2 renders the layout's MJML -> mjml-python compiles it
+-> premailer inlines the CSS;   the plain text comes from the same Markdown tokens.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class RenderedEmail:
     def html_bytes(self) -> int:
         return len(self.html.encode())
 
-    def to_mime(self, to: str | list[str] | None = None, subject: str | None = None) -> EmailMessage:
+    def to_mime(
+        self, to: str | list[str] | None = None, subject: str | None = None
+    ) -> EmailMessage:
         """A complete multipart/alternative message (text first, HTML preferred)."""
         msg = EmailMessage()
         msg["From"] = self.from_address
@@ -201,7 +203,9 @@ def plain_text(issue: Issue, settings: Settings, blocks: list[md.Block]) -> str:
     parts.append(f"{settings.name} - {long_date(issue.date)}")
     for block in blocks:
         body = text_mod.tokens_to_text(block.tokens)
-        parts.append(text_mod.boxed(block.label, block.sponsor, body) if block.kind == "sponsor" else body)
+        parts.append(
+            text_mod.boxed(block.label, block.sponsor, body) if block.kind == "sponsor" else body
+        )
     if issue.promo:
         p = issue.promo
         body = text_mod.markdown_text(p.body)

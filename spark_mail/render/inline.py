@@ -70,7 +70,7 @@ def inline_css(html: str, css: str) -> str:
         exclude_pseudoclasses=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
-    if not out.lstrip()[:9].lower() == "<!doctype":
+    if out.lstrip()[:9].lower() != "<!doctype":
         out = DOCTYPE + "\n" + out
     # Marks inside Outlook conditional comments are not elements, so premailer leaves them.
     out = out.replace(' data-premailer="ignore"', "")

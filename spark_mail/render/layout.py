@@ -59,7 +59,9 @@ def render_mjml(layout_dir: Path, fallback: list[Path], context: dict[str, Any])
         return template.render(context)
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or entry}:{exc.lineno}"
-        raise LayoutError(f"{where}: template error: {exc.message}", hint="fix the Jinja syntax") from None
+        raise LayoutError(
+            f"{where}: template error: {exc.message}", hint="fix the Jinja syntax"
+        ) from None
     except jinja2.UndefinedError as exc:
         raise LayoutError(
             f"{_template_location(exc, entry)}: {exc.message}",

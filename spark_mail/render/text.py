@@ -136,4 +136,6 @@ def boxed(label: str, title: str, body: str) -> str:
     """A sponsor / promo block in plain text: a labelled box a reader can skip."""
     bar = "-" * WIDTH
     head = f"{label}: {title}" if title else label
-    return "\n".join(p for p in (bar, head, "", body, bar) if p is not None).replace("\n\n\n", "\n\n")
+    return "\n".join(p for p in (bar, head, "", body, bar) if p is not None).replace(
+        "\n\n\n", "\n\n"
+    )
