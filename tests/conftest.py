@@ -1,0 +1,56 @@
+"""Shared fixtures: a throw-away newsletter folder with the sample settings and issue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_ISSUE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
+SAMPLE_SLUG = SAMPLE_ISSUE.stem
+
+
+@pytest.fixture
+def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A newsletter folder (settings + the sample issue), made the current directory.
+
+    SPARK_MAIL_* variables of the machine running the tests are removed, so the tests see
+    only what they set themselves.
+    """
+    root = tmp_path / "newsletter"
+    (root / "issues").mkdir(parents=True)
+    shutil.copy(REPO / "spark-mail.toml", root / "spark-mail.toml")
+    shutil.copy(SAMPLE_ISSUE, root / "issues" / SAMPLE_ISSUE.name)
+    for name in list(os.environ):
+        if name.startswith("SPARK_MAIL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(root)
+    yield root
+
+
+def write_issue(root: Path, name: str, front: str, body: str = "Hello, readers.\n") -> Path:
+    """Write issues/<name>.md with the given front matter lines."""
+    path = root / "issues" / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"---\n{front.strip()}\n---\n{body}", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
+    """Run `python -m spark_mail ARGS` as a real process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "spark_mail", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
