@@ -169,11 +169,28 @@ def _check_keys(f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tu
             )
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text (we parse them, with errors that name the line)
+    and reads yes/no/on/off as text (a poll option "Yes" must stay "Yes"), as YAML 1.2 does."""
+
+
+_TIMESTAMP, _BOOL = "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool"
+_TRUE_FALSE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, _TRUE_FALSE if tag == _BOOL else regexp)
+        for tag, regexp in resolvers
+        if tag != _TIMESTAMP
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_issue(path: Path, text: str) -> Issue:
     front, body, body_line = split_front_matter(path, text)
     try:
-        node = yaml.compose(front, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(front)
+        node = yaml.compose(front, Loader=_Loader)
+        data = yaml.load(front, Loader=_Loader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

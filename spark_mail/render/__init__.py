@@ -86,6 +86,8 @@ class RenderedEmail:
             msg[name] = value
         msg.set_content(self.text, cte="quoted-printable")
         msg.add_alternative(self.html, subtype="html", cte="quoted-printable")
+        # A boundary from the content, not random: the same issue gives the same bytes.
+        msg.set_boundary(f"=_spark-mail_{self.content_hash[:32]}")
         return msg
 
 

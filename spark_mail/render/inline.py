@@ -29,6 +29,7 @@ MERGE_TAG_RE = re.compile(
 )
 PLACEHOLDER = "spkmrgtag{}x"
 PLACEHOLDER_RE = re.compile(r"spkmrgtag(\d+)x")
+IMPORT_RE = re.compile(r"@import\s+[^;]+;", re.I)
 STYLE_OPEN_RE = re.compile(r"<style(?![^>]*data-premailer)", re.I)
 DOCTYPE = "<!DOCTYPE html>"
 
@@ -54,6 +55,13 @@ def inline_css(html: str, css: str) -> str:
     from premailer import Premailer  # heavy (lxml, cssutils): imported only when building
 
     protected, tags = protect_merge_tags(html)
+    # cssutils fetches @import while parsing, whatever premailer's allow_network says: an
+    # @import cannot be inlined anyway, so it moves to a <style> premailer does not parse.
+    imports = IMPORT_RE.findall(css)
+    if imports:
+        css = IMPORT_RE.sub("", css)
+        kept = "<style>" + "\n".join(imports) + "</style>"
+        protected = protected.replace("</head>", kept + "</head>", 1)
     protected = STYLE_OPEN_RE.sub('<style data-premailer="ignore"', protected)
     if protected[:15].lower() == "<!doctype html>":
         protected = DOCTYPE + protected[15:]

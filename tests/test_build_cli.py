@@ -1,0 +1,152 @@
+"""`spark-mail build` end to end, as a real process, and its answers to bad input."""
+
+from __future__ import annotations
+
+import email
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLE_SLUG, run_cli, write_issue
+
+
+def test_build_sample_issue_writes_html_text_and_eml(newsletter: Path):
+    """The sample issue builds into dist/<slug>/, and email.eml parses as a complete message."""
+    result = run_cli("build", f"issues/{SAMPLE_SLUG}.md", cwd=newsletter)
+    assert result.returncode == 0, result.stderr
+    assert "of Gmail's" in result.stdout and "Sections" in result.stdout
+    folder = newsletter / "dist" / SAMPLE_SLUG
+    html = (folder / "email.html").read_text(encoding="utf-8")
+    text = (folder / "email.txt").read_text(encoding="utf-8")
+    msg = email.message_from_bytes((folder / "email.eml").read_bytes(), policy=policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["Subject"] == "Engineering Leadership: Tech, People, Product Mastery!"
+    assert msg["From"] == "Tiny Big Spark <hello@tinybigspark.com>"
+    assert msg["Reply-To"] == "editors@tinybigspark.com"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Message-ID"] and msg["Date"]
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg.get_body(("html",)).get_content() == html  # type: ignore[union-attr]
+    assert msg.get_body(("plain",)).get_content() == text  # type: ignore[union-attr]
+
+
+def test_build_by_slug_with_out_dir_and_json(newsletter: Path):
+    """An issue can be named by slug; --out picks the folder; --json reports for scripts."""
+    result = run_cli("build", SAMPLE_SLUG, "--out", "site", "--json", cwd=newsletter)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["slug"] == SAMPLE_SLUG and report["html_bytes"] < 100 * 1024
+    assert report["sections"] == ["header", "body", "sponsor", "promo", "poll", "share", "footer"]
+    assert (
+        Path(report["files"]["eml"]) == (newsletter / "site" / SAMPLE_SLUG / "email.eml").resolve()
+    )
+    assert (newsletter / "site" / SAMPLE_SLUG / "email.eml").is_file()
+
+
+def test_build_from_a_subfolder_finds_settings_upward(newsletter: Path):
+    """Settings are found from the current directory upward."""
+    result = run_cli("build", SAMPLE_SLUG, cwd=newsletter / "issues")
+    assert result.returncode == 0, result.stderr
+    assert (newsletter / "dist" / SAMPLE_SLUG / "email.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("front", "expected"),
+    [
+        ("title: x\ndate: someday", "'date' is not a date"),
+        ("title: x\ndate: 2025-01-01\npoll:\n  question: Q\n  options: [one]", "2 to 5 options"),
+        ("title: [unclosed\ndate: 2025-01-01", "not valid YAML"),
+        ("date: 2025-01-01", "no 'title'"),
+        ("title: x\ndate: 2025-01-01\nlayout: nope", "unknown layout 'nope'"),
+    ],
+)
+def test_bad_issue_gives_one_line_and_writes_nothing(newsletter: Path, front: str, expected: str):
+    """Bad input: one line naming the file, exit 2, no traceback, nothing written."""
+    path = write_issue(newsletter, "bad", front)
+    result = run_cli("build", str(path), cwd=newsletter)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (newsletter / "dist").exists()
+
+
+def test_missing_file_and_bad_settings(newsletter: Path):
+    """A missing issue, or a typo in the settings file, is one clear line."""
+    result = run_cli("build", "issues/nope.md", cwd=newsletter)
+    assert result.returncode == 2 and "no such file" in result.stderr
+    (newsletter / "spark-mail.toml").write_text('name = "X"\nunsubscribe_ur = "https://x"\n')
+    result = run_cli("build", SAMPLE_SLUG, cwd=newsletter)
+    assert result.returncode == 2
+    assert (
+        "unknown setting 'unsubscribe_ur'" in result.stderr and "unsubscribe_url" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_secret_in_settings_file_is_refused(newsletter: Path):
+    """An API key in the committed settings file is refused with where to put it."""
+    (newsletter / "spark-mail.toml").write_text('name = "X"\napi_key = "sk_live_123"\n')
+    result = run_cli("build", SAMPLE_SLUG, cwd=newsletter)
+    assert result.returncode == 2 and "SPARK_MAIL_API_KEY" in result.stderr
+    assert "sk_live_123" not in result.stderr + result.stdout
+
+
+def test_layout_error_from_cli_names_the_layout(newsletter: Path):
+    """A broken layout is reported with its file, exit 2."""
+    layout = newsletter / "layouts" / "broken"
+    layout.mkdir(parents=True)
+    (layout / "email.mjml").write_text("<mjml><mj-body>{% if %}</mj-body></mjml>")
+    path = write_issue(newsletter, "b", "title: x\ndate: 2025-01-01\nlayout: broken")
+    result = run_cli("build", str(path), cwd=newsletter)
+    assert result.returncode == 2 and str(layout / "email.mjml") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_module_entry_point(newsletter: Path):
+    """`python -m spark_mail --version` works."""
+    result = run_cli("--version", cwd=newsletter)
+    assert result.returncode == 0 and result.stdout.startswith("spark-mail ")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("setuptools") is None or importlib.util.find_spec("wheel") is None,
+    reason="building a wheel offline needs setuptools and wheel (.ci/run installs them)",
+)
+def test_wheel_ships_the_default_layout(tmp_path: Path):
+    """A pip-installed spark-mail finds the default layout: it is package data in the wheel."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("spark_mail-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for part in ("email.mjml", "partials/header.mjml", "partials/sponsor.mjml", "partials/promo.mjml",
+                 "partials/poll.mjml", "partials/share.mjml", "partials/footer.mjml"):  # fmt: skip
+        assert f"spark_mail/layouts/default/{part}" in names
+
+
+def test_build_without_local_layouts_uses_the_packaged_default(newsletter: Path):
+    """A newsletter folder with no layouts/ still builds with the default layout."""
+    assert not (newsletter / "layouts").exists()
+    result = run_cli("build", SAMPLE_SLUG, cwd=newsletter)
+    assert result.returncode == 0, result.stderr
