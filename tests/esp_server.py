@@ -1,0 +1,891 @@
+"""A fake ESP on 127.0.0.1: answers like the Buttondown, Resend and Postmark HTTP APIs.
+
+One server serves all three vendors' routes (their paths do not overlap), each with the
+vendor's auth header, status codes, JSON bodies and error bodies, so a provider pointed at
+`esp.url("resend")` cannot tell it from the real thing on the paths spark-mail uses:
+
+    buttondown  /v1/emails (create; default status `about_to_send` SENDS), /v1/emails/{id}
+                (GET, PATCH, DELETE), /v1/emails/{id}/send-draft, /v1/emails/{id}/publish;
+                `Authorization: Token KEY`; `X-Idempotency-Key` replays the first answer;
+                sending needs `X-Buttondown-Live-Dangerously: true` (newer API versions).
+    resend      /emails (max 50 `to`), /emails/batch (max 100), /broadcasts (create),
+                /broadcasts/{id} (GET, DELETE), /broadcasts/{id}/send (`scheduled_at`);
+                `Authorization: Bearer KEY`; `Idempotency-Key` on /emails and /emails/batch.
+    postmark    /email, /email/batch (max 500, HTTP 200 with a per-message `ErrorCode`);
+                `X-Postmark-Server-Token: KEY`; message streams `outbound` and `broadcast`.
+
+Request bodies are validated against the vendors' request schemas copied to tests/schemas/
+(a schema failure answers the vendor's 422 and is kept in `schema_errors`).
+
+Faults are programmed per request: `esp.fail(429, times=2, retry_after=1)`,
+`esp.fail(500)`, `esp.hold(2.0)` (process the request, then keep the answer back for 2 s),
+`esp.drop()` (process, then close the connection without an answer). Every request is
+recorded (`esp.requests`, or GET /_requests from another process).
+
+Use it as a context manager or through the `esp` pytest fixture, or as its own process:
+
+    python tests/esp_server.py --port 0 --provider resend --api-key KEY
+
+which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
+endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: status,
+times, retry_after, hold, drop, path), POST /_reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+RESEND_MAX_TO = 50
+RESEND_MAX_BATCH = 100
+POSTMARK_MAX_BATCH = 500
+POSTMARK_MAX_TO = 50
+POSTMARK_STREAMS = {"outbound", "broadcast"}
+
+
+@dataclass
+class Recorded:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes = field(repr=False, default=b"")
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("raw")
+        return data
+
+
+@dataclass
+class Fault:
+    status: int | None = None  # answer this status instead of processing
+    retry_after: float | None = None
+    hold: float = 0.0  # process, then wait this long before answering
+    drop: bool = False  # process, then close the connection without answering
+    times: int = 1
+    path: str | None = None  # only requests whose path contains this
+    method: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.path is not None and self.path not in path:
+            return False
+        return self.method is None or self.method.upper() == method
+
+
+class Reply(Exception):
+    """Raised by a route to answer at once: status, JSON body, extra headers."""
+
+    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def _load_schemas() -> dict[str, Any]:
+    schemas = {}
+    for path in SCHEMA_DIR.glob("*.json"):
+        schemas[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+    return schemas
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class FakeEsp:
+    """The server, its recorded requests, its state (emails, broadcasts) and its faults."""
+
+    def __init__(self, api_key: str = "test-key", *, validate: bool = True, port: int = 0):
+        self.api_key = api_key
+        self.validate = validate
+        self._port = port
+        self.lock = threading.RLock()
+        self.requests: list[Recorded] = []
+        self.schema_errors: list[str] = []
+        self.faults: list[Fault] = []
+        self.emails: dict[str, dict[str, Any]] = {}  # buttondown emails by id
+        self.broadcasts: dict[str, dict[str, Any]] = {}  # resend broadcasts by id
+        self.delivered: list[dict[str, Any]] = []  # every message that "went out"
+        self.idempotency: dict[str, tuple[str, int, Any]] = {}  # key -> (body hash, status, body)
+        self.postmark_inactive: set[str] = set()  # recipients Postmark refuses (ErrorCode 406)
+        self._ids = itertools.count(1)
+        self._schemas = _load_schemas() if validate else {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> FakeEsp:
+        esp = self
+
+        class Handler(EspHandler):
+            server_esp = esp
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeEsp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the server first"
+        return self._server.server_address[1]
+
+    def url(self, provider: str) -> str:
+        """The base URL for `provider`, as its API description's servers[0].url has it."""
+        base = f"http://127.0.0.1:{self.port}"
+        return f"{base}/v1" if provider == "buttondown" else base
+
+    # -- programming faults --------------------------------------------------------
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next `times` matching requests get `status` (the vendor's body) unprocessed."""
+        with self.lock:
+            self.faults.append(Fault(status, retry_after, 0.0, False, times, path, method))
+
+    def hold(
+        self, seconds: float, *, times: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
+        """Process the next matching requests, then keep each answer back for `seconds`."""
+        with self.lock:
+            self.faults.append(Fault(None, None, seconds, False, times, path, method))
+
+    def drop(self, *, times: int = 1, path: str | None = None, method: str | None = None) -> None:
+        """Process the next matching requests, then close the connection without answering."""
+        with self.lock:
+            self.faults.append(Fault(None, None, 0.0, True, times, path, method))
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.schema_errors.clear()
+            self.faults.clear()
+            self.emails.clear()
+            self.broadcasts.clear()
+            self.delivered.clear()
+            self.idempotency.clear()
+            self.postmark_inactive.clear()
+
+    # -- reading what happened -------------------------------------------------------
+    def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
+        """Recorded requests, optionally only those with this method and a path matching
+        `path` (a regular expression, anchored at both ends)."""
+        with self.lock:
+            found = list(self.requests)
+        if method:
+            found = [r for r in found if r.method == method.upper()]
+        if path:
+            found = [r for r in found if re.fullmatch(path, r.path)]
+        return found
+
+    @property
+    def audience_sends(self) -> list[dict[str, Any]]:
+        """Messages that went to an ESP-owned audience (Buttondown publish, Resend broadcast)."""
+        with self.lock:
+            return [d for d in self.delivered if d["kind"] == "audience"]
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "emails": self.emails,
+                "broadcasts": self.broadcasts,
+                "delivered": self.delivered,
+                "schema_errors": self.schema_errors,
+            }
+
+    # -- helpers for routes ---------------------------------------------------------
+    def new_id(self, prefix: str = "") -> str:
+        number = next(self._ids)
+        return f"{prefix}{uuid.UUID(int=number).hex[:8]}-{number:04d}"
+
+    def check_schema(self, name: str, body: Any) -> str | None:
+        schema = self._schemas.get(name)
+        if schema is None:
+            return None
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+        if not errors:
+            return None
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(body)"
+        message = f"{name}: {where}: {first.message}"
+        with self.lock:
+            self.schema_errors.append(message)
+        return message
+
+
+class EspHandler(BaseHTTPRequestHandler):
+    server_esp: FakeEsp
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # -- dispatch ------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        esp = self.server_esp
+        path = urlsplit(self.path).path
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if path.startswith("/_"):
+            self._control(method, path, raw)
+            return
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        record = Recorded(method, path, dict(self.headers.items()), body, raw)
+        with esp.lock:
+            esp.requests.append(record)
+        provider = vendor_of(path)
+        fault = esp._take_fault(method, path)
+        if fault is not None and fault.status is not None:
+            status, payload, headers = fault_answer(provider, fault)
+            self._send(status, payload, headers)
+            return
+        try:
+            status, payload, headers = route(esp, provider, method, path, record)
+        except Reply as reply:
+            status, payload, headers = reply.status, reply.body, reply.headers
+        if fault is not None and fault.drop:
+            self.close_connection = True
+            self.connection.close()
+            return
+        if fault is not None and fault.hold:
+            time.sleep(fault.hold)
+        self._send(status, payload, headers)
+
+    def _control(self, method: str, path: str, raw: bytes) -> None:
+        esp = self.server_esp
+        if path == "/_requests":
+            self._send(200, [r.to_json() for r in esp.calls()], {})
+        elif path == "/_state":
+            self._send(200, esp.state(), {})
+        elif path == "/_fault" and method == "POST":
+            spec = json.loads(raw or b"{}")
+            with esp.lock:
+                esp.faults.append(Fault(**spec))
+            self._send(200, {"ok": True}, {})
+        elif path == "/_reset" and method == "POST":
+            esp.reset()
+            self._send(200, {"ok": True}, {})
+        else:
+            self._send(404, {"detail": "no such control endpoint"}, {})
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            if payload is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): like a real server, carry on
+
+
+def vendor_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "buttondown"
+    if path.startswith(("/emails", "/broadcasts")):
+        return "resend"
+    if path.startswith("/email"):
+        return "postmark"
+    return "unknown"
+
+
+# -- vendor error bodies ----------------------------------------------------------------
+def error_body(provider: str, status: int, code: str, message: str) -> Any:
+    if provider == "resend":
+        return {"statusCode": status, "name": code, "message": message}
+    if provider == "postmark":
+        numbers = {"unauthorized": 10, "validation": 300, "inactive": 406, "stream": 1235}
+        return {"ErrorCode": numbers.get(code, 0), "Message": message}
+    return {"code": code, "detail": message, "metadata": {}}
+
+
+def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]:
+    status = fault.status or 500
+    headers: dict[str, str] = {}
+    if fault.retry_after is not None:
+        # Resend spells it lower-case; HTTP headers are case-insensitive anyway.
+        headers["retry-after" if provider == "resend" else "Retry-After"] = f"{fault.retry_after:g}"
+    if status == 429:
+        messages = {
+            "resend": (
+                "rate_limit_exceeded",
+                "Too many requests. You can only make 2 requests per second.",
+            ),
+            "postmark": ("rate_limit", "Rate limit exceeded."),
+            "buttondown": ("throttled", "Request was throttled."),
+        }
+        code, message = messages.get(provider, ("throttled", "Too many requests"))
+    elif status >= 500:
+        code, message = "internal_server_error", "An unexpected error occurred."
+    else:
+        code, message = "fault", f"injected {status}"
+    if provider == "postmark" and status >= 500:
+        return status, None, headers  # Postmark's 500 has no documented body
+    return status, error_body(provider, status, code, message), headers
+
+
+# -- routes -----------------------------------------------------------------------------
+def route(
+    esp: FakeEsp, provider: str, method: str, path: str, req: Recorded
+) -> tuple[int, Any, dict[str, str]]:
+    if provider == "buttondown":
+        return buttondown(esp, method, path, req)
+    if provider == "resend":
+        return resend(esp, method, path, req)
+    if provider == "postmark":
+        return postmark(esp, method, path, req)
+    return 404, {"detail": "Not found."}, {}
+
+
+def _idempotent(
+    esp: FakeEsp, provider: str, key: str | None, req: Recorded, handler: Any
+) -> tuple[int, Any, dict[str, str]]:
+    """Replay the first answer for a repeated idempotency key (same body), 409 otherwise."""
+    if not key:
+        return handler()
+    scoped = f"{provider}:{key}"
+    with esp.lock:
+        seen = esp.idempotency.get(scoped)
+        if seen is not None:
+            digest, status, body = seen
+            if digest != req.raw.hex():
+                raise Reply(
+                    409 if provider == "resend" else 400,
+                    error_body(
+                        provider,
+                        409,
+                        "invalid_idempotent_request",
+                        "Same idempotency key used with a different request payload.",
+                    ),
+                )
+            return status, body, {}
+        status, body, headers = handler()
+        if status < 400:
+            esp.idempotency[scoped] = (req.raw.hex(), status, body)
+        return status, body, headers
+
+
+# Buttondown ------------------------------------------------------------------------------
+BUTTONDOWN_SENDING = {"about_to_send", "scheduled"}
+
+
+def _buttondown_auth(esp: FakeEsp, req: Recorded) -> None:
+    if req.header("Authorization") != f"Token {esp.api_key}":
+        raise Reply(401, {"detail": "Invalid token."})
+
+
+def _buttondown_validate(esp: FakeEsp, schema: str, body: Any) -> None:
+    if body is None:
+        raise Reply(
+            422, {"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required"}]}
+        )
+    problem = esp.check_schema(schema, body)
+    if problem:
+        raise Reply(422, {"detail": [{"type": "value_error", "loc": ["body"], "msg": problem}]})
+
+
+def _buttondown_status_change(
+    esp: FakeEsp, email: dict[str, Any], update: dict[str, Any], req: Recorded
+) -> None:
+    status = update.get("status") or email["status"]
+    if status in BUTTONDOWN_SENDING and email["status"] not in BUTTONDOWN_SENDING | {"sent"}:
+        if (req.header("X-Buttondown-Live-Dangerously") or "").lower() != "true":
+            raise Reply(
+                400,
+                error_body(
+                    "buttondown",
+                    400,
+                    "sending_requires_confirmation",
+                    "This request would send an email; pass X-Buttondown-Live-Dangerously: true.",
+                ),
+            )
+        if status == "scheduled" and not (update.get("publish_date") or email.get("publish_date")):
+            raise Reply(
+                400,
+                error_body(
+                    "buttondown",
+                    400,
+                    "publish_date_missing",
+                    "Scheduled emails need a publish_date.",
+                ),
+            )
+    if email["status"] == "sent" and status != "sent":
+        raise Reply(
+            400, error_body("buttondown", 400, "status_invalid", "This email was already sent.")
+        )
+    for key in ("subject", "body", "description", "metadata"):
+        if update.get(key) is not None:
+            email[key] = update[key]
+    if "publish_date" in update:
+        email["publish_date"] = (
+            None if update["publish_date"] in (None, "none") else update["publish_date"]
+        )
+    if status == "about_to_send" and email["status"] != "sent":
+        email["status"] = "sent"  # the fake delivers at once
+        email["publish_date"] = email.get("publish_date") or _now()
+        esp.delivered.append(
+            {
+                "kind": "audience",
+                "provider": "buttondown",
+                "id": email["id"],
+                "subject": email["subject"],
+            }
+        )
+    elif status != "about_to_send":
+        email["status"] = status
+
+
+def buttondown(
+    esp: FakeEsp, method: str, path: str, req: Recorded
+) -> tuple[int, Any, dict[str, str]]:
+    _buttondown_auth(esp, req)
+    parts = path.strip("/").split("/")  # v1, emails, {id}, action
+    if parts[:2] != ["v1", "emails"]:
+        return 404, {"detail": "Not found."}, {}
+    key = req.header("X-Idempotency-Key")
+    if len(parts) == 2 and method == "POST":
+
+        def create() -> tuple[int, Any, dict[str, str]]:
+            _buttondown_validate(esp, "buttondown-EmailInput", req.body)
+            body = req.body
+            email = {
+                "id": esp.new_id(),
+                "creation_date": _now(),
+                "status": "draft",
+                "subject": body.get("subject", ""),
+                "body": body.get("body", ""),
+                "description": body.get("description", ""),
+                "metadata": body.get("metadata", {}),
+                "publish_date": None,
+            }
+            _buttondown_status_change(
+                esp,
+                email,
+                {
+                    "status": body.get("status", "about_to_send"),
+                    "publish_date": body.get("publish_date"),
+                },
+                req,
+            )
+            esp.emails[email["id"]] = email
+            return 201, dict(email), {}
+
+        return _idempotent(esp, "buttondown", key, req, create)
+    if len(parts) < 3:
+        return 405, {"detail": f'Method "{method}" not allowed.'}, {}
+    email = esp.emails.get(parts[2])
+    if email is None:
+        return 404, {"detail": "Not found."}, {}
+    action = parts[3] if len(parts) > 3 else ""
+    if action == "" and method == "GET":
+        return 200, dict(email), {}
+    if action == "" and method == "DELETE":
+        with esp.lock:
+            esp.emails.pop(email["id"], None)
+        return 204, None, {}
+    if (action == "" and method == "PATCH") or (action == "publish" and method == "POST"):
+
+        def update() -> tuple[int, Any, dict[str, str]]:
+            _buttondown_validate(esp, "buttondown-EmailUpdateInput", req.body)
+            with esp.lock:
+                _buttondown_status_change(esp, email, req.body, req)
+            return 200, dict(email), {}
+
+        return _idempotent(esp, "buttondown", key, req, update)
+    if action == "send-draft" and method == "POST":
+
+        def send_draft() -> tuple[int, Any, dict[str, str]]:
+            _buttondown_validate(esp, "buttondown-SendDraftInput", req.body)
+            recipients = req.body.get("recipients") or []
+            with esp.lock:
+                for to in recipients:
+                    esp.delivered.append(
+                        {
+                            "kind": "test",
+                            "provider": "buttondown",
+                            "id": email["id"],
+                            "to": to,
+                            "subject": email["subject"],
+                        }
+                    )
+            return 200, None, {}
+
+        return _idempotent(esp, "buttondown", key, req, send_draft)
+    return 405, {"detail": f'Method "{method}" not allowed.'}, {}
+
+
+# Resend ----------------------------------------------------------------------------------
+def _resend_auth(esp: FakeEsp, req: Recorded) -> None:
+    header = req.header("Authorization") or ""
+    if not header.startswith("Bearer ") or not header[7:]:
+        raise Reply(
+            401,
+            error_body(
+                "resend",
+                401,
+                "missing_api_key",
+                "Missing API key in the authorization header. Include the following header "
+                "in the request: Authorization: Bearer YOUR_API_KEY",
+            ),
+        )
+    if header[7:] != esp.api_key:
+        raise Reply(403, error_body("resend", 403, "invalid_api_key", "API key is invalid"))
+
+
+def _resend_invalid(esp: FakeEsp, schema: str, body: Any) -> None:
+    if not isinstance(body, dict | list):
+        raise Reply(422, error_body("resend", 422, "validation_error", "Invalid JSON body"))
+    problem = esp.check_schema(schema, body)
+    if problem:
+        raise Reply(422, error_body("resend", 422, "validation_error", problem))
+
+
+def _resend_email(esp: FakeEsp, body: dict[str, Any], kind: str) -> dict[str, Any]:
+    for name in ("from", "to", "subject"):
+        if not body.get(name):
+            raise Reply(
+                422, error_body("resend", 422, "missing_required_field", f"Missing `{name}` field.")
+            )
+    to = body["to"] if isinstance(body["to"], list) else [body["to"]]
+    if len(to) > RESEND_MAX_TO:
+        raise Reply(
+            422,
+            error_body(
+                "resend",
+                422,
+                "validation_error",
+                f"Too many recipients: `to` accepts at most {RESEND_MAX_TO} addresses.",
+            ),
+        )
+    email_id = esp.new_id()
+    esp.delivered.append(
+        {"kind": kind, "provider": "resend", "id": email_id, "to": to, "subject": body["subject"]}
+    )
+    return {"id": email_id}
+
+
+def resend(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    _resend_auth(esp, req)
+    parts = path.strip("/").split("/")
+    key = req.header("Idempotency-Key")
+    if parts == ["emails"] and method == "POST":
+
+        def send() -> tuple[int, Any, dict[str, str]]:
+            _resend_invalid(esp, "resend-SendEmailRequest", req.body)
+            with esp.lock:
+                return 200, _resend_email(esp, req.body, "message"), {}
+
+        return _idempotent(esp, "resend", key, req, send)
+    if parts == ["emails", "batch"] and method == "POST":
+
+        def batch() -> tuple[int, Any, dict[str, str]]:
+            if not isinstance(req.body, list) or not req.body:
+                raise Reply(
+                    422,
+                    error_body(
+                        "resend", 422, "validation_error", "Body must be a non-empty array."
+                    ),
+                )
+            if len(req.body) > RESEND_MAX_BATCH:
+                raise Reply(
+                    422,
+                    error_body(
+                        "resend",
+                        422,
+                        "validation_error",
+                        f"Too many emails: a batch holds at most {RESEND_MAX_BATCH}.",
+                    ),
+                )
+            for item in req.body:
+                _resend_invalid(esp, "resend-SendEmailRequest", item)
+                if "scheduled_at" in item:
+                    raise Reply(
+                        422,
+                        error_body(
+                            "resend",
+                            422,
+                            "validation_error",
+                            "`scheduled_at` is not supported in batch emails.",
+                        ),
+                    )
+            with esp.lock:
+                return 200, {"data": [_resend_email(esp, item, "message") for item in req.body]}, {}
+
+        return _idempotent(esp, "resend", key, req, batch)
+    if parts == ["broadcasts"] and method == "POST":
+        _resend_invalid(esp, "resend-CreateBroadcastOptions", req.body)
+        body = req.body
+        broadcast = {
+            "id": esp.new_id(),
+            "object": "broadcast",
+            "name": body.get("name", ""),
+            "segment_id": body.get("segment_id") or body.get("audience_id"),
+            "from": body["from"],
+            "subject": body["subject"],
+            "preview_text": body.get("preview_text", ""),
+            "html": body.get("html"),
+            "text": body.get("text"),
+            "status": "draft",
+            "created_at": _now(),
+            "scheduled_at": None,
+            "sent_at": None,
+        }
+        with esp.lock:
+            esp.broadcasts[broadcast["id"]] = broadcast
+            if body.get("send"):
+                _resend_send_broadcast(esp, broadcast, body.get("scheduled_at"))
+        return 201, {"id": broadcast["id"], "object": "broadcast"}, {}
+    if len(parts) >= 2 and parts[0] == "broadcasts":
+        broadcast = esp.broadcasts.get(parts[1])
+        if broadcast is None:
+            return 404, error_body("resend", 404, "not_found", "Broadcast not found"), {}
+        if len(parts) == 2 and method == "GET":
+            return 200, dict(broadcast), {}
+        if len(parts) == 2 and method == "DELETE":
+            with esp.lock:
+                if broadcast["status"] not in ("draft", "scheduled"):
+                    return (
+                        422,
+                        error_body(
+                            "resend",
+                            422,
+                            "validation_error",
+                            "Only draft or scheduled broadcasts can be removed.",
+                        ),
+                        {},
+                    )
+                esp.broadcasts.pop(broadcast["id"])
+            return 200, {"id": broadcast["id"], "object": "broadcast", "deleted": True}, {}
+        if parts[2:] == ["send"] and method == "POST":
+            body = req.body if req.body is not None else {}
+            _resend_invalid(esp, "resend-SendBroadcastOptions", body)
+            with esp.lock:
+                _resend_send_broadcast(esp, broadcast, body.get("scheduled_at"))
+            return 200, {"id": broadcast["id"]}, {}
+    return 404, error_body("resend", 404, "not_found", "The requested endpoint does not exist."), {}
+
+
+def _resend_send_broadcast(
+    esp: FakeEsp, broadcast: dict[str, Any], scheduled_at: str | None
+) -> None:
+    if broadcast["status"] != "draft":
+        raise Reply(
+            422,
+            error_body(
+                "resend", 422, "validation_error", f"Broadcast is already {broadcast['status']}."
+            ),
+        )
+    if scheduled_at:
+        broadcast["status"] = "scheduled"
+        broadcast["scheduled_at"] = scheduled_at
+        return
+    broadcast["status"] = "sent"  # the fake delivers at once
+    broadcast["sent_at"] = _now()
+    esp.delivered.append(
+        {
+            "kind": "audience",
+            "provider": "resend",
+            "id": broadcast["id"],
+            "subject": broadcast["subject"],
+        }
+    )
+
+
+# Postmark --------------------------------------------------------------------------------
+def _postmark_auth(esp: FakeEsp, req: Recorded) -> None:
+    if req.header("X-Postmark-Server-Token") != esp.api_key:
+        raise Reply(
+            401,
+            {
+                "ErrorCode": 10,
+                "Message": "The Server Token you provided in the X-Postmark-Server-Token request "
+                "header was invalid. Please verify that you are using a valid token.",
+            },
+        )
+
+
+def _postmark_message(esp: FakeEsp, body: Any) -> dict[str, Any]:
+    """One message: its answer element (ErrorCode 0 when it went out)."""
+    problem = (
+        esp.check_schema("postmark-SendEmailRequest", body)
+        if isinstance(body, dict)
+        else "not an object"
+    )
+    if problem:
+        return {"ErrorCode": 300, "Message": f"Invalid email request: {problem}"}
+    to = [a.strip() for a in (body.get("To") or "").split(",") if a.strip()]
+    if not body.get("From") or not to:
+        return {"ErrorCode": 300, "Message": "Invalid email request: 'From' and 'To' are required."}
+    if len(to) > POSTMARK_MAX_TO:
+        return {
+            "ErrorCode": 300,
+            "Message": f"Invalid 'To' address: at most {POSTMARK_MAX_TO} recipients.",
+        }
+    stream = body.get("MessageStream", "outbound")
+    if stream not in POSTMARK_STREAMS:
+        return {
+            "ErrorCode": 1235,
+            "Message": f"The message stream '{stream}' does not exist on this server.",
+        }
+    inactive = [a for a in to if a.lower() in esp.postmark_inactive]
+    if inactive:
+        return {
+            "ErrorCode": 406,
+            "Message": "You tried to send to recipient(s) that have been marked as inactive. "
+            f"Found inactive addresses: {', '.join(inactive)}.",
+        }
+    message_id = str(uuid.uuid4())
+    esp.delivered.append(
+        {
+            "kind": "message",
+            "provider": "postmark",
+            "id": message_id,
+            "to": to,
+            "subject": body.get("Subject"),
+            "stream": stream,
+        }
+    )
+    return {
+        "To": ", ".join(to),
+        "SubmittedAt": _now(),
+        "MessageID": message_id,
+        "ErrorCode": 0,
+        "Message": "OK",
+    }
+
+
+def postmark(
+    esp: FakeEsp, method: str, path: str, req: Recorded
+) -> tuple[int, Any, dict[str, str]]:
+    _postmark_auth(esp, req)
+    if method != "POST":
+        return 405, {"ErrorCode": 0, "Message": "Method not allowed"}, {}
+    if path.rstrip("/") == "/email":
+        with esp.lock:
+            answer = _postmark_message(esp, req.body)
+        return (200 if answer["ErrorCode"] == 0 else 422), answer, {}
+    if path.rstrip("/") == "/email/batch":
+        if not isinstance(req.body, list):
+            return (
+                422,
+                {"ErrorCode": 300, "Message": "Invalid email request: expected an array."},
+                {},
+            )
+        if len(req.body) > POSTMARK_MAX_BATCH:
+            return (
+                422,
+                {
+                    "ErrorCode": 300,
+                    "Message": f"Invalid email request: a batch holds at most {POSTMARK_MAX_BATCH} messages.",
+                },
+                {},
+            )
+        with esp.lock:
+            return 200, [_postmark_message(esp, item) for item in req.body], {}
+    return 404, {"ErrorCode": 0, "Message": "Not found"}, {}
+
+
+# -- pytest fixture and command line ---------------------------------------------------------
+def esp_fixture() -> Iterator[FakeEsp]:
+    with FakeEsp() as esp:
+        yield esp
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fake ESP on 127.0.0.1 for spark-mail tests.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--provider", default="resend", choices=["buttondown", "resend", "postmark"]
+    )
+    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--no-validate", action="store_true")
+    args = parser.parse_args(argv)
+    esp = FakeEsp(args.api_key, validate=not args.no_validate, port=args.port).start()
+    print(f"PORT {esp.port}", flush=True)
+    print(f"URL {esp.url(args.provider)}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        esp.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
