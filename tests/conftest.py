@@ -54,3 +54,12 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def esp() -> Iterator:
+    """A fake ESP (Buttondown, Resend and Postmark routes) on 127.0.0.1; see tests/esp_server.py."""
+    from esp_server import FakeEsp
+
+    with FakeEsp(api_key="test-key") as server:
+        yield server
