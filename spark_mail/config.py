@@ -112,6 +112,12 @@ class Settings:
     smtp_password: Secret = field(default_factory=lambda: Secret(""))
     smtp_tls: str = "starttls"
     signing_secret: Secret = field(default_factory=lambda: Secret(""))
+    # ESP requests: timeout per request, and retries (429 / 5xx / timeouts) bounded in number
+    # and total time; backoff doubles from `send_backoff` seconds, with jitter.
+    send_timeout: float = 30.0
+    send_attempts: int = 5
+    send_retry_seconds: float = 300.0
+    send_backoff: float = 1.0
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

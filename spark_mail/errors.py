@@ -66,7 +66,9 @@ class ChecksFailed(SparkMailError):
 
 
 class ProviderError(SparkMailError):
-    pass
+    # True when the request may have reached the ESP (timeout or dropped connection after it
+    # left): the send is then `uncertain`, not `failed`. Set by spark_mail/providers/base.py.
+    maybe_sent = False
 
 
 class UnsupportedOperation(ProviderError):
