@@ -606,3 +606,14 @@ def run_checks(
     order = {Severity.ERROR: 0, Severity.WARNING: 1}
     report.findings.sort(key=lambda f: order[f.severity])
     return report
+
+
+def check_issue(issue: str | Path, settings: Settings, *, links: bool = True) -> Report:
+    """Build an issue file (or slug in issues/) and check it: what `spark-mail check` runs.
+
+    A missing file or broken front matter raises IssueError (exit 2) before any rule runs."""
+    from spark_mail.issue import resolve_issue_path
+    from spark_mail.render import build
+
+    email = build(resolve_issue_path(issue, settings.issues_path), settings)
+    return run_checks(email, settings, links=links)
