@@ -15,6 +15,10 @@ Two guards keep an issue from going out twice:
 - then, inside one `BEGIN IMMEDIATE` transaction, it moves the row to `sending`. A row found in
   `sending` while we hold the lock was left by a process that died mid-send: StaleSend, and
   the caller must find out from the ESP what happened (spark_mail/recovery.py), not send blindly.
+
+Every state change also appends a row to `events` (schema 2) in the same transaction, so
+`spark-mail status ISSUE` can say why a send ended where it did. Reading never creates the
+file: `get`/`all`/`history` on a newsletter that never sent anything return nothing.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from spark_mail.config import Settings
 from spark_mail.errors import AlreadySent, LedgerError, SparkMailError
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_SECONDS = 10.0  # how long to wait for another writer before "locked"
 
 
 class SendState(StrEnum):
@@ -79,6 +83,14 @@ class SendRecord:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class LedgerEvent:
+    slug: str
+    at: str
+    state: str
+    detail: str | None = None
+
+
 MIGRATIONS: list[str] = [
     # 1: the send table
     """
@@ -97,7 +109,19 @@ MIGRATIONS: list[str] = [
         last_error TEXT
     );
     """,
+    # 2: the history of every state change, for `status ISSUE`
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        slug TEXT NOT NULL,
+        at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_slug ON events (slug, id);
+    """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _now(now: dt.datetime | None) -> str:
@@ -105,27 +129,35 @@ def _now(now: dt.datetime | None) -> str:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
+        self.timeout = timeout
         self._db: sqlite3.Connection | None = None
         self._locks: dict[str, int] = {}  # slug -> fd of the held lock file
 
     # -- connection ------------------------------------------------------------
     def open(self) -> Ledger:
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA synchronous = FULL")  # `sending` must survive a power cut
             self._db = db
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            self._db = None
+            if db is not None:
+                db.close()
             raise self._error(exc) from None
         except OSError as exc:
             raise LedgerError(f"{self.path}: cannot open the ledger ({exc.strerror})") from None
         return self
+
+    def exists(self) -> bool:
+        return self._db is not None or self.path.exists()
 
     def close(self) -> None:
         for slug in list(self._locks):
@@ -135,7 +167,7 @@ class Ledger:
             self._db = None
 
     def __enter__(self) -> Ledger:
-        return self.open() if self._db is None else self
+        return self  # opened on first use, so reading a missing ledger creates nothing
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -170,7 +202,8 @@ class Ledger:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         else:
             try:
@@ -186,6 +219,7 @@ class Ledger:
                     f"{self.path}: ledger schema {version} is newer than this spark-mail knows",
                     hint="upgrade spark-mail",
                 )
+            # A migration runs inside this one transaction: all of it or none of it.
             for number in range(version, len(MIGRATIONS)):
                 for statement in filter(str.strip, MIGRATIONS[number].split(";")):
                     db.execute(statement)
@@ -200,6 +234,8 @@ class Ledger:
         return SendRecord(**data)
 
     def get(self, slug: str) -> SendRecord | None:
+        if not self.exists():
+            return None
         try:
             row = self.db.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
         except sqlite3.Error as exc:
@@ -207,11 +243,32 @@ class Ledger:
         return None if row is None else self._record(row)
 
     def all(self) -> list[SendRecord]:
+        if not self.exists():
+            return []
         try:
             rows = self.db.execute("SELECT * FROM sends ORDER BY created_at, slug").fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         return [self._record(r) for r in rows]
+
+    def history(self, slug: str) -> list[LedgerEvent]:
+        """Every state change of one issue's send, oldest first."""
+        if not self.exists():
+            return []
+        try:
+            rows = self.db.execute(
+                "SELECT slug, at, state, detail FROM events WHERE slug = ? ORDER BY id", (slug,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return [LedgerEvent(**dict(r)) for r in rows]
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, slug: str, stamp: str, state: str, detail: str | None):
+        db.execute(
+            "INSERT INTO events (slug, at, state, detail) VALUES (?, ?, ?, ?)",
+            (slug, stamp, state, detail),
+        )
 
     # -- the per-issue OS lock -------------------------------------------------------
     def lock_path(self, slug: str) -> Path:
@@ -231,6 +288,22 @@ class Ledger:
             raise SendInProgress(f"{slug}: is being sent by another spark-mail process") from None
         self._locks[slug] = fd
 
+    def held_elsewhere(self, slug: str) -> bool:
+        """True while another live process holds the issue's lock (it is sending right now)."""
+        if slug in self._locks:
+            return False
+        path = self.lock_path(slug)
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock we may have taken
+        return False
+
     def release(self, slug: str) -> None:
         fd = self._locks.pop(slug, None)
         if fd is not None:
@@ -247,6 +320,7 @@ class Ledger:
         *,
         now: dt.datetime | None = None,
         allow_uncertain: bool = False,
+        scheduled_for: dt.datetime | None = None,
     ) -> SendRecord:
         """Mark the issue `sending` for this process, or refuse: sent / being sent / uncertain.
 
@@ -255,9 +329,12 @@ class Ledger:
         by this process, so the caller can settle it (`resolve_stale`).
         """
         stamp = _now(now)
+        when = scheduled_for.isoformat() if scheduled_for else None
         self.acquire(slug)
         try:
-            return self._claim_locked(slug, content_hash, provider, mode, stamp, allow_uncertain)
+            return self._claim_locked(
+                slug, content_hash, provider, mode, stamp, allow_uncertain, when
+            )
         except BaseException as exc:
             if not isinstance(exc, StaleSend):
                 self.release(slug)
@@ -271,6 +348,7 @@ class Ledger:
         mode: str,
         stamp: str,
         allow_uncertain: bool,
+        scheduled_for: str | None,
     ) -> SendRecord:
         with self.transaction() as db:
             row = db.execute("SELECT * FROM sends WHERE slug = ?", (slug,)).fetchone()
@@ -297,35 +375,51 @@ class Ledger:
                     )
                 db.execute(
                     "UPDATE sends SET content_hash = ?, provider = ?, mode = ?, state = ?, "
-                    "attempts = attempts + 1, updated_at = ?, last_error = NULL WHERE slug = ?",
-                    (content_hash, provider, mode, SendState.SENDING, stamp, slug),
+                    "attempts = attempts + 1, updated_at = ?, last_error = NULL, "
+                    "scheduled_for = ? WHERE slug = ?",
+                    (content_hash, provider, mode, SendState.SENDING, stamp, scheduled_for, slug),
                 )
             else:
                 db.execute(
                     "INSERT INTO sends (slug, content_hash, provider, mode, state, attempts, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                    (slug, content_hash, provider, mode, SendState.SENDING, stamp, stamp),
-                )
+                    "created_at, updated_at, scheduled_for) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                    (
+                        slug, content_hash, provider, mode, SendState.SENDING, stamp, stamp,
+                        scheduled_for,
+                    ),
+                )  # fmt: skip
+            self._event(db, slug, stamp, SendState.SENDING, f"{mode} via {provider}")
         record = self.get(slug)
         assert record is not None
         return record
 
-    def _update(self, slug: str, now: dt.datetime | None, **values: Any) -> SendRecord:
+    def _update(
+        self, slug: str, now: dt.datetime | None, event: str | None = None, **values: Any
+    ) -> SendRecord:
+        """Change one row (and log `event` for a state change) in one transaction."""
         if "esp_ids" in values:
             values["esp_ids"] = json.dumps(values["esp_ids"], sort_keys=True)
-        values["updated_at"] = _now(now)
+        stamp = values["updated_at"] = _now(now)
         columns = ", ".join(f"{k} = ?" for k in values)
         with self.transaction() as db:
-            cursor = db.execute(f"UPDATE sends SET {columns} WHERE slug = ?", (*values.values(), slug))
+            cursor = db.execute(
+                f"UPDATE sends SET {columns} WHERE slug = ?", (*values.values(), slug)
+            )
             if cursor.rowcount != 1:
                 raise LedgerError(f"{self.path}: no send recorded for {slug!r}")
+            if "state" in values:
+                self._event(db, slug, stamp, values["state"], event)
+            elif "esp_ids" in values:
+                self._event(db, slug, stamp, "ids", values["esp_ids"])
         record = self.get(slug)
         assert record is not None
         if record.state != SendState.SENDING:
             self.release(slug)  # settled: the next process may look at it
         return record
 
-    def record_ids(self, slug: str, esp_ids: dict[str, str], *, now: dt.datetime | None = None) -> SendRecord:
+    def record_ids(
+        self, slug: str, esp_ids: dict[str, str], *, now: dt.datetime | None = None
+    ) -> SendRecord:
         """Remember ids the ESP gave (draft, broadcast) before the request that sends leaves."""
         current = self.get(slug)
         merged = {**(current.esp_ids if current else {}), **esp_ids}
@@ -336,22 +430,58 @@ class Ledger:
     ) -> SendRecord:
         current = self.get(slug)
         merged = {**(current.esp_ids if current else {}), **(esp_ids or {})}
-        return self._update(slug, now, state=SendState.SENT, esp_ids=merged, sent_at=_now(now))
-
-    def mark_failed(self, slug: str, error: str, *, now: dt.datetime | None = None) -> SendRecord:
-        return self._update(slug, now, state=SendState.FAILED, last_error=error)
-
-    def mark_uncertain(self, slug: str, reason: str, *, now: dt.datetime | None = None) -> SendRecord:
-        return self._update(slug, now, state=SendState.UNCERTAIN, last_error=reason)
-
-    def mark_scheduled(
-        self, slug: str, at: dt.datetime, esp_ids: dict[str, str], *, now: dt.datetime | None = None
-    ) -> SendRecord:
         return self._update(
-            slug, now, state=SendState.SCHEDULED, esp_ids=esp_ids, scheduled_for=at.isoformat()
+            slug, now, None, state=SendState.SENT, esp_ids=merged, sent_at=_now(now)
         )
 
-    def forget(self, slug: str) -> None:
-        """Drop a row (unschedule)."""
+    def mark_failed(self, slug: str, error: str, *, now: dt.datetime | None = None) -> SendRecord:
+        return self._update(slug, now, error, state=SendState.FAILED, last_error=error)
+
+    def mark_uncertain(
+        self, slug: str, reason: str, *, now: dt.datetime | None = None
+    ) -> SendRecord:
+        return self._update(slug, now, reason, state=SendState.UNCERTAIN, last_error=reason)
+
+    def mark_scheduled(
+        self,
+        slug: str,
+        at: dt.datetime | str,
+        esp_ids: dict[str, str],
+        *,
+        now: dt.datetime | None = None,
+    ) -> SendRecord:
+        when = at if isinstance(at, str) else at.isoformat()
+        current = self.get(slug)
+        merged = {**(current.esp_ids if current else {}), **esp_ids}
+        return self._update(
+            slug, now, f"for {when}", state=SendState.SCHEDULED, esp_ids=merged, scheduled_for=when
+        )
+
+    def retry_stale(
+        self, slug: str, content_hash: str, reason: str, *, now: dt.datetime | None = None
+    ) -> SendRecord:
+        """A stale `sending` row we hold the lock for goes out again: count the attempt."""
+        stamp = _now(now)
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sends SET content_hash = ?, attempts = attempts + 1, updated_at = ?, "
+                "last_error = ? WHERE slug = ?",
+                (content_hash, stamp, reason, slug),
+            )
+            self._event(db, slug, stamp, SendState.SENDING, reason)
+        record = self.get(slug)
+        assert record is not None
+        return record
+
+    def forget(self, slug: str, reason: str = "forgotten") -> None:
+        """Drop a row (unschedule); its history stays. Releases the issue's lock."""
+        stamp = _now(None)
         with self.transaction() as db:
             db.execute("DELETE FROM sends WHERE slug = ?", (slug,))
+            self._event(db, slug, stamp, "removed", reason)
+        self.release(slug)
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The newsletter's ledger, waiting `ledger_timeout` seconds for another writer."""
+    return Ledger(settings.ledger_file, timeout=settings.ledger_timeout)
