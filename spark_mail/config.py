@@ -97,6 +97,7 @@ class Settings:
     # Scheduling
     late_window_hours: float = 24.0
     ledger_path: str = ""  # default: <state_dir>/ledger.sqlite3
+    ledger_timeout: float = 10.0  # seconds to wait for another writer before "locked"
     # Own-list sending
     audience: str = ""
     suppression_file: str = ""
