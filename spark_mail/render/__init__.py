@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from markupsafe import Markup
@@ -27,6 +27,51 @@ from spark_mail.render import text as text_mod
 from spark_mail.render.inline import inline_css
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail clips a larger HTML body (measured, not documented)
+
+
+class ReaderSource(Protocol):
+    """Where a layout's `reader` gets its values (see spark_mail.personalize)."""
+
+    def field(self, name: str) -> Any:
+        """A reader column (`first_name`, `email`, ...)."""
+        ...
+
+    def link(self, url: str, purpose: str) -> str:
+        """`url` made this reader's own (unsubscribe, poll)."""
+        ...
+
+
+class NoReader:
+    """`reader` when no reader is given (build, previews): fields are undefined, so a
+    layout's `| default("there")` applies and a bare `{{ reader.x }}` renders empty (not
+    an error: the per-reader copy fills it); links stay the newsletter's generic ones."""
+
+    def field(self, name: str) -> Any:
+        import jinja2
+
+        return jinja2.Undefined(name=f"reader.{name}")
+
+    def link(self, url: str, purpose: str) -> str:
+        return url
+
+
+class LayoutReader:
+    """The `reader` a layout sees: `reader.first_name`, `reader["First Name"]`,
+    `reader.email`, `reader.unsubscribe_url`."""
+
+    def __init__(self, source: ReaderSource, unsubscribe_url: str) -> None:
+        self._source = source
+        self.unsubscribe_url = unsubscribe_url
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._source.field(name)
+
+    def __getitem__(self, name: str) -> Any:
+        from spark_mail.audience import normalise_column
+
+        return self._source.field(normalise_column(name))
 
 
 @dataclass(frozen=True)
@@ -98,9 +143,11 @@ def single_line(value: str, what: str, source: Path | str) -> str:
     return value
 
 
-def unsubscribe_headers(settings: Settings) -> dict[str, str]:
-    """RFC 8058 one-click unsubscribe: https (and mailto) + List-Unsubscribe-Post."""
-    targets = [f"<{u}>" for u in (settings.unsubscribe_url, settings.unsubscribe_mailto) if u]
+def unsubscribe_headers(settings: Settings, unsubscribe_url: str | None = None) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe: https (and mailto) + List-Unsubscribe-Post.
+    `unsubscribe_url`: a reader's own link instead of the setting."""
+    https = settings.unsubscribe_url if unsubscribe_url is None else unsubscribe_url
+    targets = [f"<{u}>" for u in (https, settings.unsubscribe_mailto) if u]
     if settings.unsubscribe_mailto and not settings.unsubscribe_mailto.startswith("mailto:"):
         targets[-1] = f"<mailto:{settings.unsubscribe_mailto}>"
     if not targets:
@@ -135,8 +182,15 @@ def long_date(day: dt.date) -> str:
     return f"{day.strftime('%B')} {day.day}, {day.year}"
 
 
-def build_context(issue: Issue, settings: Settings, blocks: list[md.Block]) -> dict[str, Any]:
+def build_context(
+    issue: Issue,
+    settings: Settings,
+    blocks: list[md.Block],
+    reader: ReaderSource | None = None,
+) -> dict[str, Any]:
+    reader = reader or NoReader()
     web_url = settings.web_url(issue.slug)
+    unsubscribe_url = reader_unsubscribe_url(settings, reader)
     promo = issue.promo
     poll = issue.poll
     return {
@@ -181,7 +235,7 @@ def build_context(issue: Issue, settings: Settings, blocks: list[md.Block]) -> d
         else {
             "question": poll.question,
             "options": [
-                {"text": o, "url": poll_link(settings, issue.slug, o, i)}
+                {"text": o, "url": reader.link(poll_link(settings, issue.slug, o, i), "poll")}
                 for i, o in enumerate(poll.options, start=1)
             ],
         },
@@ -190,10 +244,21 @@ def build_context(issue: Issue, settings: Settings, blocks: list[md.Block]) -> d
             "url": settings.share_url or web_url,
             "links": share_links(settings.share_url or web_url, issue.title),
         },
+        "reader": LayoutReader(reader, unsubscribe_url),
     }
 
 
-def plain_text(issue: Issue, settings: Settings, blocks: list[md.Block]) -> str:
+def reader_unsubscribe_url(settings: Settings, reader: ReaderSource) -> str:
+    return reader.link(settings.unsubscribe_url, "unsubscribe") if settings.unsubscribe_url else ""
+
+
+def plain_text(
+    issue: Issue,
+    settings: Settings,
+    blocks: list[md.Block],
+    reader: ReaderSource | None = None,
+) -> str:
+    reader = reader or NoReader()
     ctx_web = settings.web_url(issue.slug)
     parts: list[str] = []
     if ctx_web:
@@ -217,7 +282,7 @@ def plain_text(issue: Issue, settings: Settings, blocks: list[md.Block]) -> str:
     if issue.poll:
         lines = [text_mod.wrap(issue.poll.question)]
         lines += [
-            f"- {o}: {poll_link(settings, issue.slug, o, i)}"
+            f"- {o}: {reader.link(poll_link(settings, issue.slug, o, i), 'poll')}"
             for i, o in enumerate(issue.poll.options, start=1)
         ]
         parts.append("\n".join(lines))
@@ -231,13 +296,19 @@ def plain_text(issue: Issue, settings: Settings, blocks: list[md.Block]) -> str:
     if settings.postal_address:
         footer.append(settings.postal_address)
     if settings.unsubscribe_url:
-        footer.append(f"Unsubscribe: {settings.unsubscribe_url}")
+        footer.append(f"Unsubscribe: {reader_unsubscribe_url(settings, reader)}")
     parts.append("\n\n".join(footer))
     return "\n\n".join(p for p in parts if p.strip()) + "\n"
 
 
-def render_issue(issue: Issue, settings: Settings) -> RenderedEmail:
-    """Build one issue. Raises IssueError / LayoutError; never touches the network or clock."""
+def render_issue(
+    issue: Issue, settings: Settings, reader: ReaderSource | None = None
+) -> RenderedEmail:
+    """Build one issue. Raises IssueError / LayoutError; never touches the network or clock.
+
+    `reader`: where the layout's `reader.*` values come from; personalize passes one that
+    leaves markers to fill in per reader. Without it the email is the generic copy.
+    """
     timings: dict[str, float] = {}
     clock = time.perf_counter
     t0 = clock()
@@ -251,7 +322,7 @@ def render_issue(issue: Issue, settings: Settings) -> RenderedEmail:
     timings["markdown"] = t1 - t0
 
     layout_dir = layout_mod.find_layout(issue.layout, settings.layout_dirs())
-    context = build_context(issue, settings, blocks)
+    context = build_context(issue, settings, blocks, reader)
     mjml_text = layout_mod.render_mjml(layout_dir, settings.layout_dirs(), context)
     mjml_text, css = layout_mod.split_inline_css(mjml_text)
     t2 = clock()
@@ -265,7 +336,7 @@ def render_issue(issue: Issue, settings: Settings) -> RenderedEmail:
     t4 = clock()
     timings["inline"] = t4 - t3
 
-    text = plain_text(issue, settings, blocks)
+    text = plain_text(issue, settings, blocks, reader)
     timings["text"] = clock() - t4
 
     sections = ["header", "body"]
@@ -280,7 +351,9 @@ def render_issue(issue: Issue, settings: Settings) -> RenderedEmail:
         reply_to=settings.reply_to,
         html=html,
         text=text,
-        headers=unsubscribe_headers(settings),
+        headers=unsubscribe_headers(
+            settings, reader_unsubscribe_url(settings, reader) if reader else None
+        ),
         sections=tuple(sections),
         tags=issue.tags,
         date=issue.date,

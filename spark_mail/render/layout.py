@@ -40,7 +40,7 @@ def find_layout(name: str, search: list[Path]) -> Path:
 
 @lru_cache(maxsize=16)
 def environment(search: tuple[Path, ...]) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(p) for p in search]),
         undefined=jinja2.StrictUndefined,
         autoescape=True,
@@ -48,6 +48,17 @@ def environment(search: tuple[Path, ...]) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["default"] = env.filters["d"] = default_filter
+    return env
+
+
+def default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, except that a per-reader field (a marker filled in after the
+    render, see spark_mail.personalize) is handed the default to use for that reader."""
+    hook = getattr(value, "__jinja_default__", None)
+    if hook is not None:
+        return hook(default_value, boolean)
+    return jinja2.filters.do_default(value, default_value, boolean)
 
 
 def render_mjml(layout_dir: Path, fallback: list[Path], context: dict[str, Any]) -> str:
