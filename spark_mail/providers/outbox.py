@@ -1,0 +1,82 @@
+"""The outbox: the default when no provider is configured. Each message becomes an `.eml` file
+in <root>/outbox/, so the whole flow (test, send, the ledger) works on a fresh machine with
+no ESP account; open the files in any mail client.
+
+    outbox/<slug>/send.eml                    the audience send (or one file per reader)
+    outbox/<slug>/test-<n>.eml                each test send (a repeat gets the next number)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import httpx
+
+from spark_mail.artifacts import write_atomic
+from spark_mail.config import Settings
+from spark_mail.providers.base import (
+    Capability,
+    DeliveryState,
+    OnIds,
+    Provider,
+    SendResult,
+    mime_for,
+)
+from spark_mail.render import RenderedEmail
+
+UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class OutboxProvider(Provider):
+    name = "outbox"
+    capabilities = frozenset({Capability.TEST, Capability.SEND, Capability.LOOKUP})
+    idempotent = True  # writing the same file again changes nothing
+    owns_audience = True  # the folder stands in for the audience
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(settings, transport)
+        self.folder = settings.root / "outbox"
+
+    @property
+    def audience(self) -> str:
+        return f"the outbox folder {self.folder}"
+
+    def _write(
+        self, path: Path, recipients: list[str], email: RenderedEmail, to: str | list[str]
+    ) -> None:
+        message = mime_for(email, to)
+        if self.dry_run is not None:
+            self.dry_run.record_message(recipients, message)
+        else:
+            write_atomic(path, message.as_bytes())
+
+    def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
+        folder = self.folder / email.slug
+        number = 1 + sum(1 for _ in folder.glob("test-*.eml")) if folder.is_dir() else 1
+        path = folder / f"test-{number}.eml"
+        self._write(path, list(recipients), email, list(recipients))
+        return SendResult(esp_ids={"file": str(path)}, requests=1, recipients=len(recipients))
+
+    def send(
+        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
+    ) -> SendResult:
+        folder = self.folder / email.slug
+        if recipients is None:
+            path = folder / "send.eml"
+            on_ids({"file": str(path)})
+            self._write(path, [], email, "undisclosed-recipients:;")
+            return SendResult(esp_ids={"file": str(path)}, requests=1)
+        on_ids({"folder": str(folder)})
+        count = 0
+        for to in recipients:
+            self._write(folder / f"send-{UNSAFE.sub('_', to)}.eml", [to], email, to)
+            count += 1
+        return SendResult(esp_ids={"folder": str(folder)}, requests=count, recipients=count)
+
+    def lookup(self, esp_ids: dict[str, str]) -> DeliveryState:
+        target = esp_ids.get("file") or esp_ids.get("folder")
+        if not target:
+            return DeliveryState.UNKNOWN
+        return DeliveryState.SENT if Path(target).exists() else DeliveryState.NOT_SENT

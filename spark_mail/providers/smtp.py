@@ -1,0 +1,167 @@
+"""SMTP: any relay (every ESP has one, and so does a mail server of your own).
+
+SPARK_MAIL_SMTP_TLS picks the connection: `starttls` (port 587: plain, then STARTTLS before
+anything secret is said), `ssl` (port 465: TLS from the first byte) or `none` (port 25, local
+relays only). Certificates are verified against the system's trust store. One connection is
+opened per send and reused for every message. A message is multipart/alternative (text + HTML)
+with the issue's unsubscribe headers, its own Message-ID and a Date.
+
+No idempotency: a connection lost after DATA may or may not have delivered (`maybe_sent`).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Iterable, Sequence
+from email.message import EmailMessage
+from email.utils import parseaddr
+
+import httpx
+
+from spark_mail.config import Settings
+from spark_mail.errors import ConfigError
+from spark_mail.providers.base import Capability, EspError, OnIds, Provider, SendResult, mime_for
+from spark_mail.render import RenderedEmail
+
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+class SmtpProvider(Provider):
+    name = "smtp"
+    capabilities = frozenset({Capability.TEST, Capability.SEND})
+    idempotent = False
+    owns_audience = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(settings, transport)
+        self.tls = (settings.smtp_tls or "starttls").lower()
+        if self.tls not in DEFAULT_PORTS:
+            raise ConfigError(
+                f"SPARK_MAIL_SMTP_TLS={settings.smtp_tls!r} is not one of starttls, ssl, none",
+                hint="use starttls (port 587), ssl (port 465) or none (local relay)",
+            )
+        if not settings.smtp_host:
+            raise ConfigError("smtp: no server", hint="set SPARK_MAIL_SMTP_HOST (and _PORT)")
+        self.host = settings.smtp_host
+        self.port = settings.smtp_port or DEFAULT_PORTS[self.tls]
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._conn: smtplib.SMTP | None = None
+        if self.dry_run is not None:
+            self.dry_run.secrets.append(settings.smtp_password.reveal())
+
+    @property
+    def audience(self) -> str:
+        return f"your subscriber list, through {self.host}:{self.port}"
+
+    # -- the connection -------------------------------------------------------------------
+    def _fail(self, what: str, exc: BaseException, *, maybe_sent: bool = False) -> EspError:
+        if isinstance(exc, smtplib.SMTPResponseException):
+            detail = (
+                exc.smtp_error.decode(errors="replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
+            text = f"smtp: {exc.smtp_code} {' '.join(detail.split())[:200]} [{what}]"
+        else:
+            text = f"smtp: {what} failed ({type(exc).__name__}: {exc})"
+        password = self.settings.smtp_password.reveal()
+        if password:
+            text = text.replace(password, "********")
+        return EspError(text, maybe_sent=maybe_sent)
+
+    def connect(self) -> smtplib.SMTP:
+        if self._conn is not None:
+            return self._conn
+        timeout = self.settings.send_timeout
+        try:
+            if self.tls == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=timeout, context=self.ssl_context
+                )
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=timeout)
+            conn.ehlo()
+            if self.tls == "starttls":
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise ConfigError(
+                        f"smtp: {self.host}:{self.port} does not offer STARTTLS",
+                        hint="set SPARK_MAIL_SMTP_TLS=ssl (port 465), or none for a local relay",
+                    )
+                conn.starttls(context=self.ssl_context)
+                conn.ehlo()
+            if self.settings.smtp_user:
+                conn.login(self.settings.smtp_user, self.settings.smtp_password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise EspError(
+                f"smtp: {exc.smtp_code} authentication failed for {self.settings.smtp_user!r}",
+                hint="check SPARK_MAIL_SMTP_USER and SPARK_MAIL_SMTP_PASSWORD",
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            error = self._fail(f"connect to {self.host}:{self.port}", exc)
+            error.hint = "check SPARK_MAIL_SMTP_HOST, _PORT and _TLS"
+            raise error from None
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (smtplib.SMTPException, OSError):
+                self._conn.close()
+            self._conn = None
+
+    def deliver(self, message: EmailMessage, recipients: list[str]) -> None:
+        """Hand one message to the server (or to the dry run)."""
+        if self.dry_run is not None:
+            self.dry_run.record_message(recipients, message)
+            return
+        sender = parseaddr(str(message["From"]))[1]
+        conn = self.connect()
+        try:
+            conn.send_message(message, from_addr=sender, to_addrs=recipients)
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = ", ".join(exc.recipients)
+            raise EspError(f"smtp: the server refused {refused}", code="refused") from None
+        except smtplib.SMTPServerDisconnected as exc:
+            self._conn = None
+            raise self._fail("send", exc, maybe_sent=True) from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._fail("send", exc) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            self._conn = None
+            raise self._fail("send", exc, maybe_sent=True) from None
+
+    # -- the protocol ---------------------------------------------------------------------
+    def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
+        self.deliver(mime_for(email, list(recipients)), list(recipients))
+        return SendResult(requests=1, recipients=len(recipients))
+
+    def send(
+        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
+    ) -> SendResult:
+        if recipients is None:
+            self.require_audience()
+        assert recipients is not None
+        sent = 0
+        refused: dict[str, str] = {}
+        for to in recipients:
+            try:
+                self.deliver(mime_for(email, to), [to])
+            except EspError as exc:
+                if exc.code != "refused":
+                    if sent:
+                        exc.message += f" (after {sent} messages went out)"
+                    raise
+                refused[to] = exc.message
+                continue
+            sent += 1
+        return SendResult(requests=sent + len(refused), recipients=sent, refused=refused)

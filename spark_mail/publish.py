@@ -1,0 +1,334 @@
+"""The sending use cases: dry run, test send and the real send, through ONE path.
+
+    send_issue(issue, settings, mode="dry-run" | "test" | "send", ...)
+
+1. build the issue (or take a built RenderedEmail) and run the offline checks; a send or a
+   dry run refuses on errors unless `force` (links are only checked with `check_links`);
+2. dry-run: the configured provider runs its real code against a DryRunTransport that
+   answers like the ESP: the exact requests (or MIME messages) land, credentials masked,
+   in dist/<slug>/dry-run/, plus summary.json. No network, no ledger change;
+3. test: a `[TEST] ` copy to `to` or SPARK_MAIL_TEST_RECIPIENTS through `send_test`, which
+   never touches the audience endpoint; never recorded, can be repeated;
+4. send: claim the issue in the ledger (refuses: already sent / being sent / uncertain),
+   settle a send a dead process left behind (recovery.reconcile), send with the ESP's ids
+   written to the ledger before the sending request leaves, then record sent / failed /
+   uncertain. A possibly-delivered failure on an ESP without idempotency keys becomes
+   `uncertain` (a human decides); with keys, `failed` (a retry with the same key is safe).
+
+The confirmation prompt is the CLI's business; this module never asks or prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from spark_mail.artifacts import write_atomic
+from spark_mail.config import Settings
+from spark_mail.errors import ChecksFailed, ConfigError, ProviderError, SparkMailError
+from spark_mail.render import RenderedEmail
+
+if TYPE_CHECKING:
+    import httpx
+
+    from spark_mail.checks import Report
+    from spark_mail.providers.base import Provider
+
+Mode = Literal["dry-run", "test", "send"]
+MODES = ("dry-run", "test", "send")
+TEST_PREFIX = "[TEST] "
+DRY_RUN_DIR = "dry-run"
+DRY_RUN_READERS = 5  # an own-list dry run shows the requests for the first few readers
+SAFE_NAME = re.compile(r"[^A-Za-z0-9]+")
+
+
+@dataclass
+class PublishResult:
+    mode: str
+    slug: str
+    provider: str
+    audience: str
+    subject: str
+    state: str  # dry-run | tested | sent | sent-earlier | scheduled-earlier
+    requests: int = 0
+    recipients: list[str] | int | None = None
+    esp_ids: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    html_bytes: int = 0
+    text_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    folder: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_email(path_or_email: RenderedEmail | Path | str, settings: Settings) -> RenderedEmail:
+    if isinstance(path_or_email, RenderedEmail):
+        return path_or_email
+    from spark_mail.issue import resolve_issue_path
+    from spark_mail.render import build
+
+    return build(resolve_issue_path(str(path_or_email), settings.issues_path), settings)
+
+
+def preflight(
+    email: RenderedEmail, settings: Settings, *, force: bool = False, check_links: bool = False
+) -> Report:
+    """The checks `spark-mail check` runs; errors stop a send unless `force`."""
+    from spark_mail.checks import run_checks
+
+    report = run_checks(email, settings, links=check_links)
+    if report.errors and not force:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise ChecksFailed(
+            f"{email.slug}: checks failed: {first.message}{more}",
+            hint=f"run `spark-mail check {email.slug}` and fix them, or send with --force",
+        )
+    return report
+
+
+def send_issue(
+    path_or_email: RenderedEmail | Path | str,
+    settings: Settings,
+    *,
+    mode: Mode = "send",
+    to: Sequence[str] | None = None,
+    force: bool = False,
+    check_links: bool = False,
+    resend_uncertain: bool = False,
+    now: dt.datetime | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> PublishResult:
+    """Dry-run, test-send or send one issue. Raises SparkMailError subclasses."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown send mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    email = load_email(path_or_email, settings)
+    if mode == "test":
+        recipients = resolve_test_recipients(settings, to)
+        preflight(email, settings, force=True, check_links=check_links)  # report, never block
+        return _test_send(email, settings, recipients, transport)
+    report = preflight(email, settings, force=force, check_links=check_links)
+    warnings = [f"{f.rule_id}: {f.message}" for f in report.findings]
+    if mode == "dry-run":
+        return _dry_run(email, settings, warnings)
+    return _send(email, settings, warnings, resend_uncertain, now, transport)
+
+
+# -- test sends ------------------------------------------------------------------------------
+def resolve_test_recipients(settings: Settings, to: Sequence[str] | None) -> list[str]:
+    from spark_mail.providers.base import check_addresses
+
+    if to:
+        return check_addresses(to, "--to")
+    if not settings.test_recipients:
+        raise ConfigError(
+            "no test recipients",
+            hint="pass --to ADDR, or set SPARK_MAIL_TEST_RECIPIENTS=you@example.com in .env",
+        )
+    return check_addresses(settings.test_recipients, "SPARK_MAIL_TEST_RECIPIENTS")
+
+
+def with_test_subject(email: RenderedEmail) -> RenderedEmail:
+    subject = (
+        email.subject if email.subject.startswith(TEST_PREFIX) else TEST_PREFIX + email.subject
+    )
+    return dataclasses.replace(email, subject=subject)
+
+
+def _test_send(
+    email: RenderedEmail,
+    settings: Settings,
+    recipients: list[str],
+    transport: httpx.BaseTransport | None,
+) -> PublishResult:
+    from spark_mail.providers import get_provider
+    from spark_mail.providers.base import Capability
+
+    copy = with_test_subject(email)
+    with get_provider(settings, transport) as provider:
+        provider.require(Capability.TEST)
+        sent = provider.send_test(copy, recipients)
+        return _result(
+            "test", copy, provider, "tested", sent.requests, recipients, sent.esp_ids, [], {}
+        )
+
+
+# -- dry runs --------------------------------------------------------------------------------
+def _dry_run(email: RenderedEmail, settings: Settings, warnings: list[str]) -> PublishResult:
+    from spark_mail.providers import get_provider
+    from spark_mail.providers.base import Capability, DryRunTransport
+
+    recorder = DryRunTransport(
+        [s.reveal() for s in (settings.api_key, settings.smtp_password, settings.signing_secret)]
+    )
+    with get_provider(settings, recorder) as provider:
+        provider.require(Capability.SEND)
+        readers = None
+        if not provider.owns_audience:
+            readers = list(islice(own_readers(settings, provider), DRY_RUN_READERS))
+            warnings.append(f"dry run shows the requests for the first {len(readers)} readers")
+        record = _ledger_state(settings, email.slug)
+        if record is not None:
+            warnings.append(f"the ledger says this issue is {record}: a send would be refused")
+        provider.send(email, lambda ids: None, readers)
+        result = _result(
+            "dry-run", email, provider, "dry-run", recorder.count, readers, {}, warnings, {}
+        )
+    result.folder = str(settings.out_path / email.slug / DRY_RUN_DIR)
+    result.files = [str(p) for p in _write_dry_run(Path(result.folder), recorder, result)]
+    return result
+
+
+def _ledger_state(settings: Settings, slug: str) -> str | None:
+    """A dry run only reads the ledger, and only when there is one."""
+    from spark_mail.ledger import SendState, open_ledger
+
+    ledger = open_ledger(settings)
+    if not ledger.exists():
+        return None
+    with ledger:
+        record = ledger.get(slug)
+    if record is None or record.state in (SendState.FAILED, SendState.PENDING):
+        return None
+    return str(record.state)
+
+
+def _write_dry_run(folder: Path, recorder: Any, result: PublishResult) -> list[Path]:
+    if folder.is_dir():
+        shutil.rmtree(folder)  # a dry run replaces the previous one, never mixes with it
+    written: list[Path] = []
+    for number, exchange in enumerate(recorder.exchanges, start=1):
+        path_part = SAFE_NAME.sub("-", exchange["url"].split("://", 1)[-1].split("/", 1)[-1])
+        name = f"{number:02d}-{exchange['method']}-{path_part.strip('-')[:60]}.json"
+        written.append(write_atomic(folder / name, json.dumps(exchange, indent=2) + "\n"))
+    offset = len(recorder.exchanges)
+    for number, (_recipients, message) in enumerate(recorder.messages, start=offset + 1):
+        written.append(write_atomic(folder / f"{number:02d}-message.eml", message))
+    summary = {**result.to_json(), "files": [p.name for p in written]}
+    written.append(write_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n"))
+    return written
+
+
+# -- the real send ---------------------------------------------------------------------------
+def own_readers(settings: Settings, provider: Provider) -> Iterable[str]:
+    """Readers for a provider without an ESP-side audience (Postmark, SMTP): the subscribers
+    file of own-list sending."""
+    if not settings.audience:
+        provider.require_audience()
+    from spark_mail.audience import audience_paths, iter_readers
+
+    path, suppression = audience_paths(settings)
+    return (reader.email for reader in iter_readers(path, suppression))
+
+
+def _send(
+    email: RenderedEmail,
+    settings: Settings,
+    warnings: list[str],
+    resend_uncertain: bool,
+    now: dt.datetime | None,
+    transport: httpx.BaseTransport | None,
+) -> PublishResult:
+    from spark_mail.ledger import StaleSend, open_ledger
+    from spark_mail.providers import get_provider
+    from spark_mail.providers.base import Capability
+
+    slug = email.slug
+    with get_provider(settings, transport) as provider, open_ledger(settings) as ledger:
+        provider.require(Capability.SEND)
+        readers = None if provider.owns_audience else own_readers(settings, provider)
+        try:
+            ledger.claim(
+                slug,
+                email.content_hash,
+                provider.name,
+                "send",
+                now=now,
+                allow_uncertain=resend_uncertain,
+            )
+        except StaleSend as stale:
+            from spark_mail.recovery import reconcile
+
+            action = reconcile(ledger, stale.record, provider, email, now=now)
+            if action != "resend":
+                record = ledger.get(slug)
+                ids = record.esp_ids if record else {}
+                state = f"{action}-earlier"
+                return _result("send", email, provider, state, 0, None, ids, warnings, {})
+        try:
+            sent = provider.send(email, lambda ids: ledger.record_ids(slug, ids, now=now), readers)
+        except ProviderError as err:
+            if err.maybe_sent and not provider.idempotent:
+                ledger.mark_uncertain(slug, str(err), now=now)
+                err.hint = (
+                    "it may have gone out: check with the ESP, then "
+                    f"`spark-mail send {slug} --resend-uncertain` if it did not"
+                )
+            else:
+                ledger.mark_failed(slug, str(err), now=now)
+            raise
+        except SparkMailError as err:  # e.g. a bad subscribers file: nothing left
+            ledger.mark_failed(slug, str(err), now=now)
+            raise
+        ledger.mark_sent(slug, sent.esp_ids, now=now)
+        return _result(
+            "send",
+            email,
+            provider,
+            "sent",
+            sent.requests,
+            sent.recipients,
+            sent.esp_ids,
+            warnings,
+            sent.refused,
+        )
+
+
+def _result(
+    mode: str,
+    email: RenderedEmail,
+    provider: Provider,
+    state: str,
+    requests: int,
+    recipients: list[str] | int | None,
+    esp_ids: dict[str, str],
+    warnings: list[str],
+    refused: dict[str, str],
+) -> PublishResult:
+    return PublishResult(
+        mode=mode,
+        slug=email.slug,
+        provider=provider.name,
+        audience=provider.audience if mode != "test" else "test recipients",
+        subject=email.subject,
+        state=state,
+        requests=requests,
+        recipients=recipients,
+        esp_ids=dict(esp_ids),
+        refused=dict(refused),
+        html_bytes=email.html_bytes,
+        text_bytes=len(email.text.encode()),
+        warnings=list(warnings),
+    )
+
+
+def describe_audience(settings: Settings) -> tuple[str, str]:
+    """(provider name, who a send reaches) for the confirmation question; no network."""
+    from spark_mail.providers import get_provider
+
+    with get_provider(settings) as provider:
+        audience = provider.audience
+        if not provider.owns_audience and settings.audience:
+            audience = f"the readers in {settings.audience}"
+        return provider.name, audience
