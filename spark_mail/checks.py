@@ -543,13 +543,14 @@ def link_findings(results: list[LinkResult]) -> list[Finding]:
     """Broken links (errors) and heavy images (warnings) from a link check."""
     findings: list[Finding] = []
     failed = [r for r in results if not r.ok]
-    unreachable = [r for r in failed if r.unreachable]
-    if len(results) > 1 and len(unreachable) == len(results):
+    fresh = [r for r in results if not r.cached]
+    if len(fresh) > 1 and all(r.unreachable for r in fresh):
+        # The network is down (or DNS is): one line, not one per link.
         return [
             Finding(
                 "links.unreachable",
                 Severity.ERROR,
-                f"could not reach any of the {len(results)} links ({unreachable[0].problem}): "
+                f"could not reach any of the {len(fresh)} links checked ({fresh[0].problem}): "
                 "is the network down?",
                 "connect, or run with --no-links to check offline",
             )
@@ -564,7 +565,16 @@ def link_findings(results: list[LinkResult]) -> list[Finding]:
             )
         )
     for r in results:
-        if r.ok and r.kind == "image" and r.size is not None and r.size > IMAGE_MAX_BYTES:
+        if r.blocked:
+            findings.append(
+                Finding(
+                    "links.unverified",
+                    Severity.WARNING,
+                    f"{r.url} refused an automated check ({r.problem})",
+                    "open it in a browser to make sure it works",
+                )
+            )
+        elif r.ok and r.kind == "image" and r.size is not None and r.size > IMAGE_MAX_BYTES:
             findings.append(
                 Finding(
                     "image.heavy",

@@ -98,11 +98,11 @@ class LinkCache:
         if entry is None or not 0 <= now - float(entry.get("checked_at", 0)) < self.max_age:
             return None
         known = LinkResult.__dataclass_fields__
+        fields = {k: v for k, v in entry.items() if k in known and k not in ("url", "cached")}
         try:
-            result = LinkResult(**{k: v for k, v in entry.items() if k in known})
-        except TypeError:
+            return LinkResult(url=url, cached=True, **fields)
+        except TypeError:  # an entry from another version: check the link again
             return None
-        return replace(result, url=url, cached=True)
 
     def put(self, result: LinkResult) -> None:
         if result.ok and not result.blocked and self.max_age > 0:
