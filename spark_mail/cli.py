@@ -313,6 +313,120 @@ def audience_check(
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command()
+def send(
+    issue: IssueArg,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Write the exact requests to dist/<slug>/dry-run/ only."),
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", help="Send a [TEST] copy to editors, never to readers.")
+    ] = False,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", help="Test recipient (repeatable); or SPARK_MAIL_TEST_RECIPIENTS."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (cron).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even when checks find errors.")
+    ] = False,
+    check_links: Annotated[
+        bool, typer.Option("--check-links", help="Also check every link before sending.")
+    ] = False,
+    resend_uncertain: Annotated[
+        bool,
+        typer.Option(
+            "--resend-uncertain", help="Send an issue marked uncertain again (check the ESP first)."
+        ),
+    ] = False,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once."""
+    from spark_mail import publish
+
+    if dry_run and test:
+        raise typer.BadParameter("--dry-run and --test exclude each other")
+    if to and not test:
+        raise typer.BadParameter("--to goes with --test (a real send goes to the audience)")
+    cfg = settings(provider=provider)
+    mode: Any = "dry-run" if dry_run else "test" if test else "send"
+    email = publish.load_email(issue, cfg)
+    if mode == "send" and not yes:
+        publish.preflight(email, cfg, force=force, check_links=check_links)  # refuse before asking
+        who, audience = publish.describe_audience(cfg)
+        if not sys.stdin.isatty():
+            err_console.print(
+                "[bold red]error:[/] no terminal to confirm on: refusing to send - "
+                "add --yes to send from a script or cron"
+            )
+            raise typer.Exit(2)
+        question = f"Send {email.slug} ({email.subject!r}) to {audience} via {who}?"
+        if not typer.confirm(question, default=False):
+            err_console.print("not sent")
+            raise typer.Exit(EXIT_FAILURE)
+    result = publish.send_issue(
+        email,
+        cfg,
+        mode=mode,
+        to=to,
+        force=force,
+        check_links=check_links,
+        resend_uncertain=resend_uncertain,
+    )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_send_result(result)
+    if result.refused:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def print_send_result(result: Any) -> None:  # result: publish.PublishResult
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    titles = {
+        "dry-run": "Dry run: nothing was sent",
+        "tested": "Test copy sent",
+        "sent": "Sent",
+        "sent-earlier": "Already sent: an interrupted earlier send went out",
+        "scheduled-earlier": "Already scheduled: an interrupted earlier schedule went through",
+    }
+    table = Table(
+        show_header=False,
+        box=None,
+        pad_edge=False,
+        title=titles.get(result.state, result.state),
+        title_justify="left",
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Issue", escape(result.slug))
+    table.add_row("Subject", escape(result.subject))
+    table.add_row("Provider", escape(result.provider))
+    who = result.recipients
+    if isinstance(who, list) and who:
+        table.add_row("To", escape(", ".join(who)))
+    else:
+        count = f" ({who:,} readers)" if isinstance(who, int) else ""
+        table.add_row("Audience", escape(result.audience) + count)
+    table.add_row("Size", f"HTML {kib(result.html_bytes)}, text {kib(result.text_bytes)}")
+    table.add_row("Requests", str(result.requests))
+    if result.esp_ids:
+        table.add_row("ESP ids", escape(", ".join(f"{k}={v}" for k, v in result.esp_ids.items())))
+    if result.folder:
+        table.add_row("Written to", escape(result.folder))
+    console.print(table)
+    for address, reason in list(result.refused.items())[:20]:
+        err_console.print(f"[red]refused:[/] {escape(address)}: {escape(reason)}")
+    if len(result.refused) > 20:
+        more = len(result.refused) - 20
+        err_console.print(f"[red]refused:[/] ... and {more} more (--json lists them)")
+
+
 def main() -> None:
     try:
         app()
