@@ -146,7 +146,9 @@ class FakeEsp:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -858,6 +860,35 @@ def postmark(
         with esp.lock:
             return 200, [_postmark_message(esp, item) for item in req.body], {}
     return 404, {"ErrorCode": 0, "Message": "Not found"}, {}
+
+
+# -- settings for tests -----------------------------------------------------------------------
+FAST_RETRIES = {
+    "SPARK_MAIL_SEND_BACKOFF": "0.01",
+    "SPARK_MAIL_SEND_TIMEOUT": "1",
+    "SPARK_MAIL_SEND_ATTEMPTS": "3",
+    "SPARK_MAIL_SEND_RETRY_SECONDS": "10",
+}
+
+
+def esp_env(esp: FakeEsp, provider: str, **extra: str) -> dict[str, str]:
+    """Environment pointing spark-mail at this fake ESP, with fast retries."""
+    return {
+        "SPARK_MAIL_PROVIDER": provider,
+        "SPARK_MAIL_API_KEY": esp.api_key,
+        "SPARK_MAIL_API_URL": esp.url(provider),
+        "SPARK_MAIL_AUDIENCE_ID": "seg_test",
+        "SPARK_MAIL_TEST_RECIPIENTS": "editor@example.com",
+        **FAST_RETRIES,
+        **extra,
+    }
+
+
+def settings_for(esp: FakeEsp, root: Path, provider: str, **extra: str) -> Any:
+    """Settings for the newsletter in `root`, sending through this fake ESP."""
+    from spark_mail.config import load_settings
+
+    return load_settings(root, env=esp_env(esp, provider, **extra))
 
 
 # -- pytest fixture and command line ---------------------------------------------------------
