@@ -4,7 +4,7 @@ The file needs an `email` column; any other column (`first_name`, ...) becomes a
 field a layout can use. Column names are matched loosely: `Email`, ` E-mail ` and `email`
 are the same column (lowercase, runs of other characters become `_`).
 
-One pass reads the file row by row (`csv.DictReader` over a text file, so a 100,000-reader
+One pass reads the file row by row (`csv` over a text file, so a 100,000-reader
 list costs the memory of one row plus an 8-byte hash per address). Every row ends up in
 exactly one bucket of the `AudienceReport`:
 
@@ -24,7 +24,6 @@ Files that cannot be used at all (missing, no `email` column, no rows) raise Aud
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -45,7 +44,8 @@ DELIMITERS = ",;\t"
 
 # ASCII dot-atom local part: every address this accepts, email-validator accepts too (the
 # test suite checks that). Anything else goes through email-validator itself.
-LOCAL_PART_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+SIMPLE_ADDRESS_RE = re.compile(rf"({ATEXT}(?:\.{ATEXT})*)@([^@]+)")
 HEADER_CHARS_RE = re.compile(r"[^a-z0-9]+")
 NOT_UTF8_RE = re.compile(r"[\udc80-\udcff]")  # what surrogateescape makes of a bad byte
 
@@ -61,7 +61,7 @@ class Reader:
     """One valid, unsuppressed, first-seen subscriber."""
 
     email: str  # as normalised by the validator (domain lowercased)
-    fields: dict[str, str]  # every column, by its normalised name, values stripped
+    fields: dict[str, str]  # the row's columns by normalised name, values as written
     line: int  # the file line the row starts on
 
 
@@ -126,11 +126,9 @@ class AudienceReport:
 
 
 def address_key(address: str) -> int:
-    """A compact, stable key for an address, compared case-insensitively (8 bytes)."""
-    digest = hashlib.blake2b(
-        address.strip().lower().encode("utf-8", "surrogateescape"), digest_size=8
-    )
-    return int.from_bytes(digest.digest(), "big")
+    """A compact key for an address, compared case-insensitively: Python's 64-bit string
+    hash (SipHash, keyed per process; keys are only compared within one run)."""
+    return hash(address.strip().lower())
 
 
 class AddressValidator:
@@ -151,11 +149,14 @@ class AddressValidator:
 
     def normalise(self, address: str) -> str:
         """The normalised address; ValueError with the validator's reason when invalid."""
-        local, at, domain = address.rpartition("@")
-        if at and len(local) <= 64 and len(address) <= 254 and LOCAL_PART_RE.fullmatch(local):
+        match = SIMPLE_ADDRESS_RE.fullmatch(address)
+        if match and match.end(1) <= 64 and len(address) <= 254:
+            domain = match.group(2)
             good = self._domain(domain)
+            if good == domain:
+                return address
             if good is not None:
-                normalised = f"{local}@{good}"
+                normalised = f"{match.group(1)}@{good}"
                 if len(normalised) <= 254:
                     return normalised
         return self._full(address)
@@ -207,7 +208,7 @@ class _LineCounter:
     def __iter__(self) -> Iterator[str]:
         for text in self._fh:
             self.line += 1
-            if not self.row_start and text.strip("\r\n"):
+            if not self.row_start and text != "\n" and text != "\r\n":
                 self.row_start = self.line  # csv skips empty lines between rows silently
             if not text.isascii():
                 match = NOT_UTF8_RE.search(text)
@@ -259,19 +260,15 @@ _Row = tuple[int, "dict[str, str] | None", str]  # (line, row or None, problem)
 class _CsvRows:
     """The rows of a subscribers file as (start line, row dict, problem) triples."""
 
-    EXTRA = "\0extra"
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh = _open_text(path, "subscribers file")
         self._counter = _LineCounter(self._fh)
         first = self._fh.readline()
         self._fh.seek(0)
-        self._reader = csv.DictReader(
-            self._counter, delimiter=_delimiter(first), strict=True, restkey=self.EXTRA
-        )
+        self._reader = csv.reader(self._counter, delimiter=_delimiter(first), strict=True)
         try:
-            raw = self._reader.fieldnames
+            raw = next(self._reader, None)
         except csv.Error as exc:
             self.close()
             raise AudienceError(f"{path}:1: the header row is malformed ({exc})") from None
@@ -302,7 +299,9 @@ class _CsvRows:
                 hint="name the column with the addresses 'email' in the header row",
             )
         self.columns = tuple(c for c in columns if c)
-        self._reader.fieldnames = columns
+        self._columns = columns
+        self._unnamed = "" in columns  # a column without a name is not a field
+        self._names = [c for c in columns if c]
 
     def close(self) -> None:
         self._fh.close()
@@ -322,12 +321,12 @@ class _CsvRows:
         return found[0] if found else None
 
     def __iter__(self) -> Iterator[_Row]:
-        reader, counter = self._reader, self._counter
-        width = len(reader.fieldnames or ())
+        reader, counter, columns = self._reader, self._counter, self._columns
+        width = len(columns)
         counter.take_row_start()
         while True:
             try:
-                row = next(reader)
+                values = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
@@ -336,25 +335,22 @@ class _CsvRows:
                 yield start, None, _csv_reason(exc)
                 continue
             start, last = counter.take_row_start() or counter.line, counter.line
-            bad = self._bad_bytes(start, last)
-            if bad:
-                yield bad[0], None, f"not UTF-8 ({bad[1]}) - save the file as UTF-8"
-                continue
-            extra = row.pop(self.EXTRA, None)
-            if extra is not None:
-                yield (
-                    start,
-                    None,
-                    (
-                        f"{width + len(extra)} fields but the header has {width} - quote values "
-                        "that contain the delimiter"
-                    ),
+            if counter.bad_bytes:
+                bad = self._bad_bytes(start, last)
+                if bad:
+                    yield bad[0], None, f"not UTF-8 ({bad[1]}) - save the file as UTF-8"
+                    continue
+            if len(values) > width:
+                problem = (
+                    f"{len(values)} fields but the header has {width} - quote values "
+                    "that contain the delimiter"
                 )
+                yield start, None, problem
                 continue
-            clean = {k: (v or "").strip() for k, v in row.items() if k}
-            if not any(clean.values()):
-                continue  # a blank row (spreadsheets leave ",,,," at the end)
-            yield start, clean, ""
+            # Fewer fields than columns: the missing ones are absent from the row.
+            if self._unnamed:
+                values = [v for c, v in zip(columns, values, strict=False) if c]
+            yield start, dict(zip(self._names, values, strict=False)), ""
 
 
 def load_suppressed(path: Path) -> set[int]:
@@ -391,7 +387,7 @@ def _suppressed_in_file(path: Path) -> set[int]:
             return keys
         for _, row, _problem in rows:
             if row is not None and any(is_set(row.get(c)) for c in columns):
-                keys.add(address_key(row[EMAIL_COLUMN]))
+                keys.add(address_key(row.get(EMAIL_COLUMN, "")))
     return keys
 
 
@@ -423,8 +419,11 @@ def iter_readers(
             if row is None:
                 report.add_invalid(RowProblem(line, problem))
                 continue
-            written = row[EMAIL_COLUMN]
+            written = row.get(EMAIL_COLUMN, "").strip()
             if not written:
+                if not any(v.strip() for v in row.values()):
+                    report.total -= 1  # a blank row (spreadsheets leave ",,,," at the end)
+                    continue
                 report.add_invalid(RowProblem(line, "no email address in the 'email' column"))
                 continue
             try:
@@ -433,7 +432,7 @@ def iter_readers(
                 report.add_invalid(RowProblem(line, f"invalid address: {exc}", written))
                 continue
             key = address_key(address)
-            reason = next((c for c in columns if is_set(row.get(c))), "")
+            reason = next((c for c in columns if is_set(row.get(c))), "") if columns else ""
             if not reason and key in listed:
                 reason = "suppression file"
             if not reason and key in marked:
