@@ -170,6 +170,15 @@ def test_postal_address_dropped_by_layout_is_an_error(settings: Settings) -> Non
     assert "HTML part" in report.errors[0].message
 
 
+def test_sponsor_box_without_its_marker_is_a_warning(settings: Settings) -> None:
+    """A layout that drops the sponsor-box class hides the label from the check: warn."""
+    email = built("clean", settings)
+    unmarked = dataclasses.replace(email, html=email.html.replace("sponsor-box", "box"))
+    report = run_checks(unmarked, settings)
+    assert rule_ids(report) == {"block.label"}
+    assert "not marked" in report.warnings[0].message
+
+
 def test_settings_merge_tags_are_not_unresolved_template(tmp_path: Path) -> None:
     """Buttondown's {{ unsubscribe_url }} from the settings is allowed; others are not."""
     settings = newsletter_settings(tmp_path, unsubscribe_url="{{ unsubscribe_url }}")
