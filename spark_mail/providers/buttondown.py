@@ -121,7 +121,9 @@ class ButtondownProvider(HttpProvider):
             f"emails/{draft_id}/publish",
             "publish",
             json_body=update,
-            idempotency_key=f"{email.idempotency_key}:publish",
+            # one key per kind of publish: a send after an unschedule is a new request
+            idempotency_key=f"{email.idempotency_key}:publish:{update['status']}:"
+            f"{update.get('publish_date', '')}",
             extra_headers=SENDS,
         )
         return SendResult(esp_ids={"email_id": draft_id}, requests=self.requests_made - before)

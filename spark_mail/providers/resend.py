@@ -118,7 +118,7 @@ class ResendProvider(HttpProvider):
             )
         return self.settings.audience_id
 
-    def _create_broadcast(self, email: RenderedEmail, on_ids: OnIds) -> str:
+    def _create_broadcast(self, email: RenderedEmail, on_ids: OnIds, at: str | None = None) -> str:
         body: dict[str, Any] = {
             "segment_id": self._segment(),
             "name": email.slug,
@@ -135,7 +135,7 @@ class ResendProvider(HttpProvider):
             "broadcasts",
             "create broadcast",
             json_body=body,
-            idempotency_key=f"{email.idempotency_key}:create",
+            idempotency_key=f"{email.idempotency_key}:create:{at or 'now'}",
         )
         broadcast_id = str(self.json(response, "create broadcast").get("id") or "")
         if not broadcast_id:
@@ -151,7 +151,7 @@ class ResendProvider(HttpProvider):
                 f"broadcasts/{broadcast_id}/send",
                 "send broadcast",
                 json_body=body,
-                idempotency_key=f"{email.idempotency_key}:send",
+                idempotency_key=f"{email.idempotency_key}:send:{at or 'now'}",
             )
         except EspError as exc:
             # A retried /send is refused once the first one went through: ask.
@@ -174,7 +174,7 @@ class ResendProvider(HttpProvider):
     def schedule(self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds) -> SendResult:
         before = self.requests_made
         when = iso_utc(at)
-        broadcast_id = self._create_broadcast(email, on_ids)
+        broadcast_id = self._create_broadcast(email, on_ids, when)
         self._send_broadcast(email, broadcast_id, when)
         return SendResult(
             esp_ids={"broadcast_id": broadcast_id}, requests=self.requests_made - before
