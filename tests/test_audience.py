@@ -185,7 +185,7 @@ def test_missing_email_column_is_one_clear_error_naming_the_file(tmp_path: Path)
 def test_an_empty_list_is_an_error(tmp_path: Path, content: str):
     """An empty file or a header without rows is an error, not a send to nobody."""
     csv_file = write_csv(tmp_path / "s.csv", content)
-    with pytest.raises(AudienceError, match="empty|no readers|no 'email' column"):
+    with pytest.raises(AudienceError, match=r"empty|no readers|no 'email' column"):
         read_all(csv_file)
 
 
