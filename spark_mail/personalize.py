@@ -140,6 +140,8 @@ class ReaderPlaceholder:
         return self.marker(Slot("field", name))
 
     def link(self, url: str, purpose: str) -> str:
+        if not url or url.startswith("#"):
+            return url  # no page to carry the reader's token to
         email = self.marker(Slot("field", "email", quote=True))
         token = self.marker(Slot("token", purpose))
         return reader_link(url, self.slug, email, token)

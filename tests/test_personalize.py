@@ -93,6 +93,14 @@ def test_each_copy_gets_its_reader_values_and_the_layout_default(greet: Path):
     assert "spkrdr" not in blank.html + blank.text + "".join(blank.headers.values())
 
 
+def test_reader_fields_are_found_by_their_loose_column_name(newsletter: Path):
+    """`reader["First Name"]` and `reader.First_Name` both read the `first_name` column."""
+    make_layout(newsletter, "loose", '<mj-section><mj-column><mj-text>{{ reader["First Name"] }}/{{ reader.First_Name | default("?") }}</mj-text></mj-column></mj-section>')  # fmt: skip
+    issue = write_issue(newsletter, "loose", "title: Hi\ndate: 2025-02-03\nlayout: loose")
+    template = prepare(issue, settings_for(newsletter))
+    assert "Ann/Ann" in template.copy(reader(first_name="Ann")).html
+
+
 def test_a_script_name_is_escaped_in_html(greet: Path):
     """A reader named <script>alert(1)</script> is shown as text, never as markup."""
     template = prepare(greet, settings_for(greet.parent.parent))

@@ -66,10 +66,10 @@ class LayoutReader:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._source.field(name)
+        return self[name]
 
     def __getitem__(self, name: str) -> Any:
-        from spark_mail.audience import normalise_column
+        from spark_mail.audience import normalise_column  # the CSV's column names
 
         return self._source.field(normalise_column(name))
 
