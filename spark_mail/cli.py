@@ -427,6 +427,179 @@ def print_send_result(result: Any) -> None:  # result: publish.PublishResult
         err_console.print(f"[red]refused:[/] ... and {more} more (--json lists them)")
 
 
+# -- scheduling: dispatch (cron), schedule / unschedule (the ESP's scheduler), status --------
+NowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--now", help="Take this as the time (ISO 8601; no offset: the newsletter's timezone)."
+    ),
+]
+STATE_STYLES = {
+    "sent": "green",
+    "scheduled": "blue",
+    "sending": "cyan",
+    "failed": "red",
+    "uncertain": "bold yellow",
+    "interrupted": "bold yellow",
+}
+
+
+@app.command("dispatch")
+def dispatch_command(
+    now: NowOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what is due and write its requests; send none.")
+    ] = False,
+    catch_up: Annotated[
+        bool, typer.Option("--catch-up", help="Also send issues due longer ago than the window.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send every issue whose send_at has come, once each (run it from cron)."""
+    from spark_mail import dispatch as scheduling
+
+    cfg = settings()
+    when = scheduling.parse_time(now, cfg) if now else None
+    report = scheduling.dispatch(
+        cfg,
+        when,
+        dry_run=dry_run,
+        catch_up=catch_up,
+        on_item=None if as_json else print_dispatch_item,
+    )
+    if as_json:
+        print_json(report.to_json())
+    elif not report.items and console.is_terminal:
+        console.print(f"nothing due at {report.now}")  # silent under cron
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def print_dispatch_item(item: Any) -> None:  # item: dispatch.DispatchItem
+    slug, message = escape(item.slug), escape(item.message)
+    if item.failed:
+        named = item.message.startswith((item.slug, item.path))
+        err_console.print(f"[bold red]error:[/] {message if named else f'{slug}: {message}'}")
+    elif item.outcome == "late":
+        err_console.print(f"[yellow]late:[/] {slug}: {message}")
+    elif item.outcome == "sent":
+        console.print(f"[green]sent[/] {slug} via {escape(item.provider)}: {message}")
+    elif item.outcome == "dry-run":
+        console.print(f"dry run {slug}: nothing sent, requests in dist/{slug}/dry-run/")
+    elif item.outcome == "sent-earlier":
+        console.print(f"{slug}: an interrupted earlier send went out; recorded as sent")
+    else:  # in-progress, already-sent: another run has it
+        console.print(f"{slug}: {message}")
+
+
+@app.command()
+def schedule(
+    issue: IssueArg,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="When (ISO 8601; no offset: the newsletter's timezone)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Schedule even when checks find errors.")
+    ] = False,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hand an issue to the ESP's own scheduler (Buttondown, Resend) for --at or its send_at."""
+    from spark_mail import dispatch as scheduling
+
+    cfg = settings(provider=provider)
+    when = scheduling.parse_time(at, cfg, "--at") if at else None
+    result = scheduling.schedule_issue(issue, cfg, at=when, force=force)
+    if as_json:
+        print_json(result.to_json())
+        return
+    ids = ", ".join(f"{k}={v}" for k, v in result.esp_ids.items())
+    titles = {"scheduled": "Scheduled", "scheduled-earlier": "Already scheduled"}
+    title = titles.get(result.state, "Already sent: an interrupted earlier send went out")
+    console.print(
+        f"{title}: {escape(result.slug)} with {escape(result.provider)} for "
+        f"{escape(str(result.at))}" + (f" ({escape(ids)})" if ids else "")
+    )
+
+
+@app.command()
+def unschedule(
+    issue: IssueArg,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take an issue back from the ESP's scheduler."""
+    from spark_mail import dispatch as scheduling
+
+    result = scheduling.unschedule_issue(issue, settings(provider=provider))
+    if as_json:
+        print_json(result.to_json())
+        return
+    console.print(
+        f"Unscheduled {escape(result.slug)} from {escape(result.provider)} "
+        f"(was due {escape(str(result.at))})"
+    )
+    if result.note:
+        err_console.print(f"[yellow]note:[/] {escape(result.note)}")
+
+
+@app.command()
+def status(
+    issue: Annotated[
+        str | None, typer.Argument(help="One issue (slug or file): with its history.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The send ledger: what was sent when, via which ESP, its ids, state and errors."""
+    from spark_mail import dispatch as scheduling
+
+    cfg = settings()
+    rows = scheduling.status(cfg, issue)
+    if as_json:
+        print_json({"ledger": str(cfg.ledger_file), "sends": [r.to_json() for r in rows]})
+        return
+    if not rows:
+        what = f"for {issue}" if issue else "yet"
+        console.print(f"no send recorded {escape(what)} (ledger: {escape(str(cfg.ledger_file))})")
+        return
+    table = Table(title=f"Send ledger {escape(str(cfg.ledger_file))}", title_justify="left")
+    for column in ("Issue", "State", "Provider", "When", "Tries", "ESP ids", "Last error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        record = row.record
+        when = record.sent_at or (
+            f"for {record.scheduled_for}" if row.state == "scheduled" else record.updated_at
+        )
+        style = STATE_STYLES.get(row.state, "")
+        table.add_row(
+            escape(record.slug),
+            f"[{style}]{row.state}[/]" if style else row.state,
+            escape(record.provider),
+            escape(str(when)),
+            str(record.attempts),
+            escape(", ".join(f"{k}={v}" for k, v in record.esp_ids.items())),
+            escape(record.last_error or ""),
+        )
+    console.print(table)
+    for row in rows:
+        if row.state == "uncertain":
+            err_console.print(
+                f"[bold yellow]uncertain:[/] {escape(row.record.slug)} may have gone out - check "
+                f"the ESP; if it did not: spark-mail send {escape(row.record.slug)} "
+                "--resend-uncertain"
+            )
+        for event in row.history:
+            console.print(
+                f"  {escape(event.at)}  {escape(event.state)}"
+                + (f"  {escape(event.detail)}" if event.detail else "")
+            )
+
+
 def main() -> None:
     try:
         app()
