@@ -1,0 +1,259 @@
+"""SMTP provider against a real SMTP server (aiosmtpd) on 127.0.0.1: plain, STARTTLS + AUTH,
+implicit TLS."""
+
+from __future__ import annotations
+
+import email as email_lib
+import email.policy
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from conftest import SAMPLE_ISSUE
+from spark_mail.config import load_settings
+from spark_mail.errors import ConfigError
+from spark_mail.providers import get_provider
+from spark_mail.providers.base import DryRunTransport, EspError
+from spark_mail.providers.smtp import SmtpProvider
+from spark_mail.render import RenderedEmail, build
+
+PASSWORD = "smtp-pass-s3cret"
+
+
+class Sink:
+    """Keeps every message the server accepts, and the client port it came from."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "data": envelope.original_content,
+                "peer": session.peer,
+                "auth": getattr(session, "authenticated", False),
+            }
+        )
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_password(server: Any, session: Any, envelope: Any, mechanism: str, data: Any):
+    ok = (
+        isinstance(data, LoginPassword)
+        and data.login == b"ed"
+        and data.password == PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
+
+@pytest.fixture
+def email(newsletter: Path) -> RenderedEmail:
+    return build(SAMPLE_ISSUE, load_settings(newsletter, env={}))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+def serve(sink: Sink, **kwargs: Any) -> Controller:
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def plain_server() -> Iterator[tuple[Sink, int]]:
+    sink = Sink()
+    controller = serve(sink)
+    yield sink, controller.port
+    controller.stop()
+
+
+def smtp_settings(root: Path, port: int, tls: str = "none", **env: str):
+    return load_settings(
+        root,
+        env={
+            "SPARK_MAIL_PROVIDER": "smtp",
+            "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
+            "SPARK_MAIL_SMTP_PORT": str(port),
+            "SPARK_MAIL_SMTP_TLS": tls,
+            "SPARK_MAIL_SEND_TIMEOUT": "5",
+            **env,
+        },
+    )
+
+
+def test_test_send_is_multipart_with_unsubscribe_headers_and_the_built_html(
+    plain_server, newsletter, email
+):
+    """The received message: multipart/alternative, List-Unsubscribe, Message-ID, Date, HTML."""
+    sink, port = plain_server
+    with get_provider(smtp_settings(newsletter, port)) as provider:
+        provider.send_test(email, ["editor@example.com"])
+    (received,) = sink.messages
+    assert received["to"] == ["editor@example.com"]
+    message = email_from(received["data"])
+    assert message.get_content_type() == "multipart/alternative"
+    # a long header may be folded right after its colon (RFC 5322 folding whitespace)
+    assert message["List-Unsubscribe"].strip() == email.headers["List-Unsubscribe"]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"] and message["Date"]
+    html = message.get_body(("html",))
+    text = message.get_body(("plain",))
+    assert html is not None and text is not None
+    # SMTP carries lines ending in CRLF; the content is the built one
+    assert html.get_content().replace("\r\n", "\n") == email.html
+    assert text.get_content().replace("\r\n", "\n") == email.text
+
+
+def email_from(data: bytes) -> Any:
+    return email_lib.message_from_bytes(data, policy=email_lib.policy.default)
+
+
+def test_readers_share_one_connection_and_get_their_own_copy(plain_server, newsletter, email):
+    """Three readers: one SMTP connection, one message each, each with its own Message-ID."""
+    sink, port = plain_server
+    readers = ["a@example.com", "b@example.com", "c@example.com"]
+    with get_provider(smtp_settings(newsletter, port)) as provider:
+        result = provider.send(email, lambda ids: None, readers)
+    assert result.recipients == 3
+    assert [m["to"] for m in sink.messages] == [[r] for r in readers]
+    assert len({m["peer"] for m in sink.messages}) == 1
+    ids = {email_from(m["data"])["Message-ID"] for m in sink.messages}
+    assert len(ids) == 3
+    assert [email_from(m["data"])["To"] for m in sink.messages] == readers
+
+
+def test_starttls_with_login(certificate, newsletter, email):
+    """STARTTLS then AUTH LOGIN with the configured user and password."""
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sink = Sink()
+    controller = serve(
+        sink, tls_context=server_tls, require_starttls=True, authenticator=check_password
+    )
+    try:
+        settings = smtp_settings(
+            newsletter,
+            controller.port,
+            "starttls",
+            SPARK_MAIL_SMTP_USER="ed",
+            SPARK_MAIL_SMTP_PASSWORD=PASSWORD,
+        )
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        with SmtpProvider(settings, ssl_context=client_tls) as provider:
+            provider.send_test(email, ["editor@example.com"])
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 1
+    assert sink.messages[0]["auth"]
+
+
+def test_wrong_password_is_one_line_without_the_password(certificate, newsletter, email):
+    """535: `smtp: 535 authentication failed ... - check SPARK_MAIL_SMTP_USER ...`."""
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sink = Sink()
+    controller = serve(
+        sink, tls_context=server_tls, require_starttls=True, authenticator=check_password
+    )
+    try:
+        settings = smtp_settings(
+            newsletter,
+            controller.port,
+            "starttls",
+            SPARK_MAIL_SMTP_USER="ed",
+            SPARK_MAIL_SMTP_PASSWORD="wrong-" + PASSWORD,
+        )
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        provider = SmtpProvider(settings, ssl_context=client_tls)
+        with provider, pytest.raises(EspError) as caught:
+            provider.send_test(email, ["editor@example.com"])
+    finally:
+        controller.stop()
+    assert "authentication failed" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+    assert sink.messages == []
+
+
+def test_implicit_tls(certificate, newsletter, email):
+    """SPARK_MAIL_SMTP_TLS=ssl talks TLS from the first byte (port 465 style)."""
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sink = Sink()
+    controller = serve(sink, ssl_context=server_tls)
+    try:
+        settings = smtp_settings(newsletter, controller.port, "ssl")
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        with SmtpProvider(settings, ssl_context=client_tls) as provider:
+            provider.send_test(email, ["editor@example.com"])
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 1
+
+
+def test_starttls_refused_by_a_server_without_it(plain_server, newsletter, email):
+    """A server that offers no STARTTLS: a clear error, nothing sent in the clear."""
+    sink, port = plain_server
+    provider = get_provider(smtp_settings(newsletter, port, "starttls"))
+    with provider, pytest.raises(ConfigError, match="STARTTLS"):
+        provider.send_test(email, ["editor@example.com"])
+    assert sink.messages == []
+
+
+def test_unreachable_server_is_one_line(newsletter, email):
+    """Nothing listening: `smtp: connect to 127.0.0.1:N failed` with a hint."""
+    provider = get_provider(smtp_settings(newsletter, free_port()))
+    with provider, pytest.raises(EspError, match=r"smtp: connect to 127\.0\.0\.1:\d+ failed"):
+        provider.send_test(email, ["editor@example.com"])
+
+
+def test_dry_run_connects_to_nothing(plain_server, newsletter, email):
+    """With a DryRunTransport the message is recorded, not sent; the password is masked."""
+    sink, port = plain_server
+    recorder = DryRunTransport()
+    settings = smtp_settings(newsletter, port, SPARK_MAIL_SMTP_PASSWORD=PASSWORD)
+    with get_provider(settings, recorder) as provider:
+        provider.send(email, lambda ids: None, ["a@example.com"])
+    assert sink.messages == []
+    assert len(recorder.messages) == 1
+
+
+def test_bad_tls_setting_is_refused(newsletter):
+    """SPARK_MAIL_SMTP_TLS=tls13 -> one clear line listing the choices."""
+    with pytest.raises(ConfigError, match="starttls, ssl, none"):
+        get_provider(smtp_settings(newsletter, 25, "tls13"))
