@@ -370,7 +370,7 @@ def unschedule_issue(
             ledger.acquire(slug)  # not while a dispatch or send is busy with it
             can_ask = Capability.LOOKUP in provider.capabilities
             if can_ask and provider.lookup(record.esp_ids) == DeliveryState.SENT:
-                ledger.mark_sent(slug, now=now)
+                ledger.mark_sent(slug, now=now, note=f"{provider.name} sent it as scheduled")
                 raise AlreadySent(
                     f"{slug}: {provider.name} already sent it (it was due {record.scheduled_for})",
                     hint="the ledger now says `sent`",

@@ -426,12 +426,18 @@ class Ledger:
         return self._update(slug, now, esp_ids=merged)
 
     def mark_sent(
-        self, slug: str, esp_ids: dict[str, str] | None = None, *, now: dt.datetime | None = None
+        self,
+        slug: str,
+        esp_ids: dict[str, str] | None = None,
+        *,
+        now: dt.datetime | None = None,
+        note: str | None = None,
     ) -> SendRecord:
+        """`note` says how we know, when it is not the ESP's answer to our own request."""
         current = self.get(slug)
         merged = {**(current.esp_ids if current else {}), **(esp_ids or {})}
         return self._update(
-            slug, now, None, state=SendState.SENT, esp_ids=merged, sent_at=_now(now)
+            slug, now, note, state=SendState.SENT, esp_ids=merged, sent_at=_now(now)
         )
 
     def mark_failed(self, slug: str, error: str, *, now: dt.datetime | None = None) -> SendRecord:

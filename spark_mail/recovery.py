@@ -86,7 +86,9 @@ def reconcile(
             return "scheduled"
         if state in (DeliveryState.SENT, DeliveryState.SCHEDULED):
             # Queued at the ESP counts as sent: sending again would reach readers twice.
-            ledger.mark_sent(slug, now=now)
+            ledger.mark_sent(
+                slug, now=now, note=f"interrupted; {provider.name} says it went out ({ids})"
+            )
             return "sent"
         if state == DeliveryState.NOT_SENT:
             ledger.retry_stale(

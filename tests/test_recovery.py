@@ -88,6 +88,8 @@ def test_resend_broadcast_that_went_out_is_recorded_sent_not_resent(
         assert "broadcast_id" in record.esp_ids
         assert reconcile(ledger, record, provider, email, now=NOW) == "sent"
         assert ledger.get(SLUG).state == SendState.SENT  # type: ignore[union-attr]
+        why = ledger.history(SLUG)[-1]
+    assert why.state == "sent" and "resend says it went out" in (why.detail or "")
     assert len(esp.audience_sends) == 1
     assert esp.calls("GET", r"/broadcasts/.+"), "the ESP was asked"
 
