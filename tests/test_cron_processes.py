@@ -1,0 +1,324 @@
+"""`spark-mail dispatch` as cron runs it: real processes against a fake ESP that is its own
+process (tests/esp_server.py), with overlapping runs, SIGKILL mid-request, and bad ledgers.
+
+The ESP server process is asked what it received over HTTP (GET /_requests, /_state) and
+programmed the same way (POST /_fault), so every count here is what the "ESP" saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO
+
+TESTS = Path(__file__).resolve().parent
+KEY = "cron-test-key-5f3a"
+NOW = "2025-01-20T07:00:00-05:00"
+SLUG = "issue-1"
+# The request that actually sends, per provider (a substring of its path).
+SENDING_PATH = {"resend": "/send", "buttondown": "/publish", "postmark": "/email/batch"}
+
+
+class EspProcess:
+    """tests/esp_server.py running as its own process."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(TESTS / "esp_server.py"),
+                "--port",
+                "0",
+                "--provider",
+                provider,
+                "--api-key",
+                KEY,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+        found: dict[str, str] = {}
+        while "URL" not in found:
+            name, _, value = lines.get(timeout=15).strip().partition(" ")
+            found[name] = value
+        self.url = found["URL"]
+        self.base = f"http://127.0.0.1:{found['PORT']}"
+
+    def call(self, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.base + path, data=data, method="POST" if data else "GET"
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.loads(answer.read())
+
+    def fault(self, **spec: Any) -> None:
+        self.call("/_fault", spec)
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[dict]:
+        found = self.call("/_requests")
+        return [
+            r
+            for r in found
+            if (method is None or r["method"] == method) and (path is None or path in r["path"])
+        ]
+
+    def delivered(self) -> list[dict]:
+        return self.call("/_state")["delivered"]
+
+    def wait_for_request(self, path: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.requests("POST", path):
+            assert time.monotonic() < deadline, f"the ESP never received POST {path}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def start_esp() -> Iterator[Any]:
+    started: list[EspProcess] = []
+
+    def start(provider: str) -> EspProcess:
+        started.append(EspProcess(provider))
+        return started[-1]
+
+    yield start
+    for esp in started:
+        esp.stop()
+
+
+def make_newsletter(tmp_path: Path, esp: EspProcess, **extra: str) -> Path:
+    """spark-mail.toml + issues/issue-1.md (due at NOW) + .env pointing at the ESP process."""
+    root = tmp_path / "newsletter"
+    (root / "issues").mkdir(parents=True)
+    shutil.copy(REPO / "spark-mail.toml", root / "spark-mail.toml")
+    (root / "issues" / f"{SLUG}.md").write_text(
+        f'---\ntitle: "Issue one"\ndate: 2025-01-20\nsend_at: {NOW}\n---\nHello, readers.\n'
+    )
+    env = {
+        "SPARK_MAIL_PROVIDER": esp.provider,
+        "SPARK_MAIL_API_KEY": KEY,
+        "SPARK_MAIL_API_URL": esp.url,
+        "SPARK_MAIL_AUDIENCE_ID": "seg-1",
+        "SPARK_MAIL_SEND_TIMEOUT": "20",
+        "SPARK_MAIL_SEND_ATTEMPTS": "3",
+        "SPARK_MAIL_SEND_BACKOFF": "0.01",
+        **extra,
+    }
+    if esp.provider == "postmark":
+        (root / "subscribers.csv").write_text("email\nann@example.com\nbob@example.com\n")
+        env["SPARK_MAIL_AUDIENCE"] = "subscribers.csv"
+    (root / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return root
+
+
+def start_cli(root: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "spark_mail", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = start_cli(root, *args)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def ledger_row(root: Path) -> dict:
+    result = run(root, "status", SLUG, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["sends"]
+    return row
+
+
+def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start_esp):
+    """Overlapping cron runs: the ESP receives one send; the other run says the issue is
+    being sent and exits 0."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp)
+    esp.fault(hold=2.0, path=SENDING_PATH["resend"])  # keep the first send open
+    procs = [start_cli(root, "dispatch", "--now", NOW) for _ in range(2)]
+    results = [(p.wait(timeout=60), *p.communicate(timeout=5)) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert len(esp.requests("POST", SENDING_PATH["resend"])) == 1
+    assert len([d for d in esp.delivered() if d["kind"] == "audience"]) == 1
+    outputs = [out + err for _, out, err in results]
+    assert sum("sent issue-1 via resend" in o for o in outputs) == 1
+    assert sum("being sent by another spark-mail process" in o for o in outputs) == 1
+    assert ledger_row(root)["state"] == "sent"
+
+
+@pytest.mark.parametrize(
+    ("provider", "esp_answers_lookups"),
+    [("resend", True), ("buttondown", False)],
+    ids=["resend-asks-the-esp", "buttondown-same-idempotency-key"],
+)
+def test_dispatch_killed_mid_send_is_not_sent_twice_by_the_next_run(
+    tmp_path: Path, start_esp, provider: str, esp_answers_lookups: bool
+):
+    """SIGKILL while the ESP holds the sending request: the next run asks the ESP (Resend),
+    or, when it cannot be asked, retries with the same idempotency key (Buttondown); either
+    way one send, and the ledger says why."""
+    esp = start_esp(provider)
+    root = make_newsletter(tmp_path, esp)
+    esp.fault(hold=30.0, path=SENDING_PATH[provider])
+    victim = start_cli(root, "dispatch", "--now", NOW)
+    try:
+        esp.wait_for_request(SENDING_PATH[provider])
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+    assert victim.returncode == -signal.SIGKILL
+    left = ledger_row(root)
+    assert left["state"] == "interrupted" and left["esp_ids"], left
+    if not esp_answers_lookups:
+        esp.fault(status=500, times=20, method="GET")  # the ESP cannot be asked
+    rerun = run(root, "dispatch", "--now", NOW)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len([d for d in esp.delivered() if d["kind"] == "audience"]) == 1
+    row = ledger_row(root)
+    assert row["state"] == "sent"
+    details = " ".join(e["detail"] or "" for e in row["history"])
+    if esp_answers_lookups:
+        assert "went out" in rerun.stdout
+        assert "resend says it went out" in details
+        assert len(esp.requests("POST", SENDING_PATH[provider])) == 1
+    else:
+        assert "retried with the same idempotency key" in details
+        sends = esp.requests("POST", SENDING_PATH[provider])
+        assert len(sends) == 2  # the retry reached the ESP, which dropped it as a repeat
+        keys = {r["headers"].get("X-Idempotency-Key") for r in sends}
+        assert len(keys) == 1 and None not in keys
+
+
+def test_postmark_dispatch_killed_mid_send_becomes_uncertain_until_a_human_resends(
+    tmp_path: Path, start_esp
+):
+    """No lookup, no idempotency key: the next run sends nothing, reports `uncertain` with
+    how to resolve it (exit 1); `send --resend-uncertain --yes` then sends."""
+    esp = start_esp("postmark")
+    root = make_newsletter(tmp_path, esp)
+    esp.fault(hold=30.0, path=SENDING_PATH["postmark"])
+    victim = start_cli(root, "dispatch", "--now", NOW)
+    try:
+        esp.wait_for_request(SENDING_PATH["postmark"])
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+    rerun = run(root, "dispatch", "--now", NOW)
+    assert rerun.returncode == 1
+    assert "uncertain" in rerun.stderr and "--resend-uncertain" in rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    assert len(esp.requests("POST", SENDING_PATH["postmark"])) == 1
+    assert ledger_row(root)["state"] == "uncertain"
+    # Still reported, still not sent, on every later run until a human decides.
+    later = run(root, "dispatch", "--now", NOW)
+    assert later.returncode == 1 and "uncertain" in later.stderr
+    assert len(esp.requests("POST", SENDING_PATH["postmark"])) == 1
+    resent = run(root, "send", SLUG, "--resend-uncertain", "--yes")
+    assert resent.returncode == 0, resent.stderr
+    assert len(esp.requests("POST", SENDING_PATH["postmark"])) == 2
+    assert ledger_row(root)["state"] == "sent"
+
+
+def test_500s_past_the_retries_fail_with_the_reason_on_one_stderr_line(tmp_path: Path, start_esp):
+    """The ESP keeps answering 500: exit 1, one line naming the issue and the error, the
+    ledger says `failed`; the key never shows."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp, SPARK_MAIL_SEND_ATTEMPTS="2")
+    esp.fault(status=500, times=10)
+    result = run(root, "dispatch", "--now", NOW)
+    assert result.returncode == 1
+    # Retries are logged as they happen; the failure itself is one `error:` line.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "issue-1" in errors[0] and "500" in errors[0], result.stderr
+    assert "gave up after 2 attempts" in errors[0]
+    assert result.stdout == ""
+    row = ledger_row(root)
+    assert row["state"] == "failed" and "500" in row["last_error"]
+    assert KEY not in result.stdout + result.stderr + json.dumps(row)
+
+
+def test_nothing_due_is_silent_with_exit_0_under_cron(tmp_path: Path, start_esp):
+    """Before send_at, with stdout not a terminal: no output at all, exit 0, no request."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp)
+    result = run(root, "dispatch", "--now", "2025-01-20T06:59:00-05:00")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    as_json = run(root, "dispatch", "--now", "2025-01-20T06:59:00-05:00", "--json")
+    assert json.loads(as_json.stdout) == {
+        "now": "2025-01-20T06:59:00-05:00",
+        "exit_code": 0,
+        "issues": [],
+    }
+    assert esp.requests() == []
+
+
+def test_corrupt_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, start_esp):
+    """Garbage bytes in .spark-mail/ledger.sqlite3: exit 1, one line naming the file."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp)
+    ledger = root / ".spark-mail" / "ledger.sqlite3"
+    ledger.parent.mkdir()
+    ledger.write_bytes(os.urandom(8192))
+    result = run(root, "dispatch", "--now", NOW)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ledger.sqlite3" in lines[0] and "unreadable" in lines[0], lines
+    assert "Traceback" not in result.stderr
+    assert esp.requests() == []
+
+
+def test_locked_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, start_esp):
+    """Another process holds the ledger's write lock past ledger_timeout: exit 1, one line."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp, SPARK_MAIL_LEDGER_TIMEOUT="0.3")
+    assert run(root, "status").returncode == 0
+    ledger = root / ".spark-mail" / "ledger.sqlite3"
+    ledger.parent.mkdir()
+    sqlite3.connect(ledger).execute("CREATE TABLE warmup (x)").connection.commit()
+    holder = sqlite3.connect(ledger, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run(root, "dispatch", "--now", NOW)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "locked by another process" in lines[0], lines
+    assert esp.requests() == []
