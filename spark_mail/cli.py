@@ -434,6 +434,9 @@ NowOpt = Annotated[
         "--now", help="Take this as the time (ISO 8601; no offset: the newsletter's timezone)."
     ),
 ]
+ProviderOpt = Annotated[
+    str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
+]
 STATE_STYLES = {
     "sent": "green",
     "scheduled": "blue",
@@ -502,9 +505,7 @@ def schedule(
     force: Annotated[
         bool, typer.Option("--force", help="Schedule even when checks find errors.")
     ] = False,
-    provider: Annotated[
-        str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
-    ] = None,
+    provider: ProviderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Hand an issue to the ESP's own scheduler (Buttondown, Resend) for --at or its send_at."""
@@ -528,9 +529,7 @@ def schedule(
 @app.command()
 def unschedule(
     issue: IssueArg,
-    provider: Annotated[
-        str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
-    ] = None,
+    provider: ProviderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Take an issue back from the ESP's scheduler."""

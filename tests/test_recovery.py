@@ -65,10 +65,24 @@ def crash_mid_send(ledger_path: Path, provider: Provider, email: RenderedEmail) 
     dead.close()  # releases the lock like a SIGKILL; the row stays `sending`
 
 
+def crash_after_claim(ledger_path: Path, content_hash: str, provider_name: str) -> None:
+    """Claim, then die before any request left (no ids recorded)."""
+    with Ledger(ledger_path) as dead:
+        dead.claim(SLUG, content_hash, provider_name, now=NOW)
+
+
 def stale(ledger: Ledger, email: RenderedEmail, provider: Provider):
     with pytest.raises(StaleSend) as caught:
         ledger.claim(email.slug, email.content_hash, provider.name, now=NOW)
     return caught.value.record
+
+
+def next_run_reconciles(
+    ledger_path: Path, email: RenderedEmail, provider: Provider, now: dt.datetime = NOW
+) -> str:
+    """What the next process does: claim, find the stale row, reconcile it."""
+    with Ledger(ledger_path) as ledger:
+        return reconcile(ledger, stale(ledger, email, provider), provider, email, now=now)
 
 
 @pytest.fixture
@@ -133,8 +147,7 @@ def test_postmark_interrupted_send_is_uncertain_until_a_human_resends(
     --resend-uncertain."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "postmark")
-    with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, email.content_hash, "postmark", now=NOW)
+    crash_after_claim(ledger_path, email.content_hash, "postmark")
     with Ledger(ledger_path) as ledger:
         record = stale(ledger, email, provider)
         with pytest.raises(SendUncertain) as caught:
@@ -155,8 +168,7 @@ def test_idempotent_provider_without_ids_retries_with_the_same_key(
     """Died before the ESP gave any id: the retry with the same key is safe ("resend")."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
-    with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, email.content_hash, "resend", now=NOW)
+    crash_after_claim(ledger_path, email.content_hash, "resend")
     with Ledger(ledger_path) as ledger:
         record = stale(ledger, email, provider)
         assert reconcile(ledger, record, provider, email, now=NOW) == "resend"
@@ -168,13 +180,10 @@ def test_changed_issue_after_a_crash_is_uncertain(
 ) -> None:
     """The key comes from the content: edited since the crash, a retry is not safe."""
     provider = make_provider(esp, tmp_path, "resend")
-    with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, make_email().content_hash, "resend", now=NOW)
+    crash_after_claim(ledger_path, make_email().content_hash, "resend")
     edited = make_email("Hello, readers, with a fixed typo.")
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, edited, provider)
-        with pytest.raises(SendUncertain, match="issue changed"):
-            reconcile(ledger, record, provider, edited, now=NOW)
+    with pytest.raises(SendUncertain, match="issue changed"):
+        next_run_reconciles(ledger_path, edited, provider, NOW)
 
 
 def test_idempotency_key_older_than_a_day_is_not_trusted(
@@ -183,12 +192,9 @@ def test_idempotency_key_older_than_a_day_is_not_trusted(
     """Found two days after the crash: the ESP may have forgotten the key -> uncertain."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
-    with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, email.content_hash, "resend", now=NOW)
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        with pytest.raises(SendUncertain, match="forgotten the idempotency key"):
-            reconcile(ledger, record, provider, email, now=NOW + dt.timedelta(days=2))
+    crash_after_claim(ledger_path, email.content_hash, "resend")
+    with pytest.raises(SendUncertain, match="forgotten the idempotency key"):
+        next_run_reconciles(ledger_path, email, provider, NOW + dt.timedelta(days=2))
 
 
 def test_switched_provider_after_a_crash_is_uncertain(
@@ -196,13 +202,10 @@ def test_switched_provider_after_a_crash_is_uncertain(
 ) -> None:
     """The new provider cannot know about the old one's send."""
     email = make_email()
-    with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, email.content_hash, "postmark", now=NOW)
+    crash_after_claim(ledger_path, email.content_hash, "postmark")
     provider = make_provider(esp, tmp_path, "resend")
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        with pytest.raises(SendUncertain, match="via postmark"):
-            reconcile(ledger, record, provider, email, now=NOW)
+    with pytest.raises(SendUncertain, match="via postmark"):
+        next_run_reconciles(ledger_path, email, provider, NOW)
 
 
 def test_failed_lookup_falls_back_to_the_idempotency_key(
