@@ -289,7 +289,11 @@ class Ledger:
         self._locks[slug] = fd
 
     def held_elsewhere(self, slug: str) -> bool:
-        """True while another live process holds the issue's lock (it is sending right now)."""
+        """True while another live process holds the issue's lock (it is sending right now).
+
+        The probe takes the lock for an instant; a claim racing with it gets SendInProgress
+        and the next run sends. Only `status` asks, and only for rows already `sending`.
+        """
         if slug in self._locks:
             return False
         path = self.lock_path(slug)
