@@ -246,7 +246,55 @@ def dispatch(
             items.append(item)
             if on_item is not None:
                 on_item(item)
+        if not dry_run:
+            confirm_scheduled_sends(settings, now, ledger, transport)
     return DispatchReport(now=now.isoformat(), items=items)
+
+
+def confirm_scheduled_sends(
+    settings: Settings,
+    now: dt.datetime,
+    ledger: Ledger,
+    transport: httpx.BaseTransport | None = None,
+) -> list[str]:
+    """Rows handed to the ESP's scheduler whose time has passed: ask the ESP and record
+    `sent` when it says so, so the ledger keeps telling what went out when. Best effort:
+    an ESP that cannot say yet is asked again on the next run. Returns the slugs recorded."""
+    from spark_mail.providers import get_provider
+    from spark_mail.providers.base import Capability, DeliveryState
+
+    passed = [
+        r
+        for r in ledger.all()
+        if r.state == SendState.SCHEDULED
+        and r.scheduled_for
+        and dt.datetime.fromisoformat(r.scheduled_for) <= now
+    ]
+    if not passed:
+        return []
+    confirmed: list[str] = []
+    try:
+        provider = get_provider(settings, transport)
+    except SparkMailError:
+        return confirmed  # a misconfigured provider already failed the due issues
+    with provider:
+        if Capability.LOOKUP not in provider.capabilities:
+            return []
+        for record in passed:
+            if record.provider != provider.name:
+                continue
+            try:
+                ledger.acquire(record.slug)  # not while unschedule is busy with it
+                if provider.lookup(record.esp_ids) == DeliveryState.SENT:
+                    ledger.mark_sent(
+                        record.slug, now=now, note=f"{provider.name} sent it as scheduled"
+                    )
+                    confirmed.append(record.slug)
+            except SparkMailError:
+                pass  # asked again next run; a scheduled send needs nothing from us
+            finally:
+                ledger.release(record.slug)
+    return confirmed
 
 
 # -- schedule / unschedule -------------------------------------------------------------------

@@ -84,6 +84,28 @@ def test_scheduled_issue_is_skipped_by_dispatch_and_refused_by_send(newsletter: 
     assert len(esp.broadcasts) == 1
 
 
+def test_dispatch_records_a_scheduled_send_the_esp_has_made_as_sent(newsletter: Path, esp: FakeEsp):
+    """After the scheduled time, dispatch asks the ESP once and the ledger says `sent`;
+    before it, nothing is asked; the ESP is never asked to send."""
+    an_issue(newsletter)
+    settings = settings_for(newsletter, esp, "resend")
+    schedule_issue("issue-7", settings, now=NOW)
+    dispatch(settings, AT - dt.timedelta(minutes=1))
+    assert esp.calls("GET") == []
+    (broadcast,) = esp.broadcasts.values()
+    broadcast["status"] = "sent"  # the ESP's scheduler did its job
+    assert dispatch(settings, AT).items == []
+    with open_ledger(settings) as ledger:
+        record = ledger.get("issue-7")
+        why = ledger.history("issue-7")[-1]
+    assert record is not None and record.state == SendState.SENT
+    assert why.detail == "resend sent it as scheduled"
+    assert len(esp.calls("GET")) == 1
+    assert len(esp.calls("POST", r"/broadcasts/.+/send")) == 1  # only the schedule
+    dispatch(settings, AT + dt.timedelta(minutes=5))
+    assert len(esp.calls("GET")) == 1  # settled: not asked again
+
+
 def test_unschedule_takes_it_back_and_warns_that_send_at_is_still_set(
     newsletter: Path, esp: FakeEsp
 ):
