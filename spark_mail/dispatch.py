@@ -11,6 +11,8 @@ claim keeps it to one send even with overlapping runs, a crashed earlier run is 
   `catch_up` (a newsletter about Monday should not land on Thursday after a long outage);
   a send interrupted in time is still settled, however late;
 - one failing issue never stops the others; an issue file that does not load is a failure;
+- rows handed to the ESP's own scheduler whose time has passed are confirmed with the ESP
+  (lookup) and recorded `sent`, so the ledger keeps telling what went out when;
 - outcomes: sent, sent-earlier (a crashed run's send went out after all), already-sent
   (another run got there first), in-progress (another run is sending it now), dry-run,
   late, uncertain and failed. Only the last two are failures (exit 1).
