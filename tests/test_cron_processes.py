@@ -170,7 +170,7 @@ def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start
     being sent and exits 0."""
     esp = start_esp("resend")
     root = make_newsletter(tmp_path, esp)
-    esp.fault(hold=2.0, path=SENDING_PATH["resend"])  # keep the first send open
+    esp.fault(hold=3.0, path=SENDING_PATH["resend"])  # keep the first send open
     procs = [start_cli(root, "dispatch", "--now", NOW) for _ in range(2)]
     results = [(p.wait(timeout=60), *p.communicate(timeout=5)) for p in procs]
     assert [code for code, _, _ in results] == [0, 0], results
