@@ -491,6 +491,8 @@ def print_dispatch_item(item: Any) -> None:  # item: dispatch.DispatchItem
         console.print(f"dry run {slug}: nothing sent, requests in dist/{slug}/dry-run/")
     elif item.outcome == "sent-earlier":
         console.print(f"{slug}: an interrupted earlier send went out; recorded as sent")
+    elif item.outcome == "scheduled-earlier":
+        console.print(f"{slug}: an interrupted `schedule` reached the ESP; it sends the issue")
     else:  # in-progress, already-sent: another run has it
         console.print(f"{slug}: {message}")
 

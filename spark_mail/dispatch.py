@@ -13,7 +13,8 @@ claim keeps it to one send even with overlapping runs, a crashed earlier run is 
 - one failing issue never stops the others; an issue file that does not load is a failure;
 - rows handed to the ESP's own scheduler whose time has passed are confirmed with the ESP
   (lookup) and recorded `sent`, so the ledger keeps telling what went out when;
-- outcomes: sent, sent-earlier (a crashed run's send went out after all), already-sent
+- outcomes: sent, sent-earlier (a crashed run's send went out after all), scheduled-earlier
+  (a crashed `schedule` reached the ESP's scheduler after all), already-sent
   (another run got there first), in-progress (another run is sending it now), dry-run,
   late, uncertain and failed. Only the last two are failures (exit 1).
 """
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from spark_mail.providers.base import Provider
 
 FAILURES = {"failed", "uncertain"}
+# publish.send_issue's answers that dispatch passes on as they are
+SETTLED = {"sent", "sent-earlier", "scheduled-earlier", "dry-run"}
 
 
 # -- time ----------------------------------------------------------------------------------
@@ -240,9 +243,7 @@ def dispatch(
                 except SparkMailError as exc:
                     item.outcome, item.message = "failed", str(exc)
                 else:
-                    item.outcome = {"sent-earlier": "sent-earlier", "dry-run": "dry-run"}.get(
-                        result.state, "sent"
-                    )
+                    item.outcome = result.state if result.state in SETTLED else "sent"
                     item.provider, item.esp_ids = result.provider, result.esp_ids
                     item.message = result.subject
             items.append(item)

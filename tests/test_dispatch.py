@@ -15,6 +15,8 @@ from spark_mail.config import Settings, load_settings
 from spark_mail.dispatch import dispatch, due_issues, parse_time
 from spark_mail.errors import ConfigError, LedgerError
 from spark_mail.ledger import Ledger, SendState, open_ledger
+from spark_mail.providers import get_provider
+from spark_mail.render import build
 
 # The sample settings' timezone is America/New_York: 07:00 there is 12:00 UTC in January.
 UTC = dt.UTC
@@ -253,3 +255,22 @@ def test_nothing_due_creates_no_ledger(newsletter: Path):
     report = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
     assert report.items == [] and report.exit_code == 0
     assert not settings.ledger_file.exists()
+
+
+def test_interrupted_schedule_found_by_dispatch_is_left_to_the_esp(newsletter: Path, esp: FakeEsp):
+    """A `schedule` killed after Buttondown accepted it: dispatch asks, records `scheduled`,
+    and sends nothing itself."""
+    path = issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
+    settings = esp_settings(newsletter, esp)
+    email = build(path, settings)
+    later = at("2025-01-21T08:00:00+00:00")
+    with open_ledger(settings) as dead, get_provider(settings) as provider:
+        dead.claim(
+            "issue-1", email.content_hash, "buttondown", mode="schedule", scheduled_for=later
+        )
+        provider.schedule(email, later, on_ids=lambda ids: dead.record_ids("issue-1", ids))
+    report = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
+    assert [i.outcome for i in report.items] == ["scheduled-earlier"] and report.exit_code == 0
+    assert esp.audience_sends == []
+    with open_ledger(settings) as ledger:
+        assert ledger.get("issue-1").state == SendState.SCHEDULED  # type: ignore[union-attr]
