@@ -49,8 +49,9 @@ def cold(args: list[str], runs: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         for _ in range(runs):
             start = time.perf_counter()
+            out_args = ["--out", out] if args[0] == "build" else []
             subprocess.run(
-                [sys.executable, "-m", "spark_mail", *args, *(["--out", out] if args[0] == "build" else [])],
+                [sys.executable, "-m", "spark_mail", *args, *out_args],
                 cwd=REPO,
                 check=True,
                 capture_output=True,

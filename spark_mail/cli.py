@@ -30,7 +30,9 @@ app = typer.Typer(
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-IssueArg = Annotated[str, typer.Argument(help="Issue file, or its slug in issues/.", show_default=False)]
+IssueArg = Annotated[
+    str, typer.Argument(help="Issue file, or its slug in issues/.", show_default=False)
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 
 
@@ -67,7 +69,9 @@ def kib(size: int) -> str:
 @app.command()
 def build(
     issue: IssueArg,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: dist/).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: dist/).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an issue into DIR/<slug>/email.html, email.txt and email.eml."""
@@ -79,7 +83,7 @@ def build(
     cfg = settings()
     path = resolve_issue_path(issue, cfg.issues_path)
     email = build_issue(path, cfg)
-    files = write_build(email, out or cfg.out_path)
+    files = write_build(email, (out or cfg.out_path).resolve())
     if as_json:
         print_json(
             {
@@ -103,8 +107,8 @@ def build(
     table.add_row("Preheader", escape(email.preheader) or "[yellow](none)[/]")
     table.add_row(
         "HTML size",
-        f"[{size_style}]{kib(email.html_bytes)}[/] of Gmail's ~{kib(GMAIL_CLIP_BYTES)} clipping limit "
-        f"({share:.0%})",
+        f"[{size_style}]{kib(email.html_bytes)}[/] of Gmail's "
+        f"~{kib(GMAIL_CLIP_BYTES)} clipping limit ({share:.0%})",
     )
     table.add_row("Text size", kib(len(email.text.encode())))
     table.add_row("Sections", ", ".join(email.sections))
@@ -605,7 +609,9 @@ def main() -> None:
     try:
         app()
     except SparkMailError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        # Exit code 0 errors are outcomes, not failures ("being sent by another process").
+        prefix = "[bold red]error:[/]" if exc.exit_code else "[bold]note:[/]"
+        err_console.print(f"{prefix} {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
