@@ -119,6 +119,8 @@ class Settings:
     send_attempts: int = 5
     send_retry_seconds: float = 300.0
     send_backoff: float = 1.0
+    # Own-list sending: batch calls in flight at once (0: the provider's default)
+    send_concurrency: int = 0
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

@@ -16,6 +16,13 @@ Two guards keep an issue from going out twice:
   `sending` while we hold the lock was left by a process that died mid-send: StaleSend, and
   the caller must find out from the ESP what happened (spark_mail/recovery.py), not send blindly.
 
+Own-list sending (schema 3) adds one `deliveries` row per reader of an issue, written one
+transaction per ESP batch: `sending` with its batch number before the batch leaves, then
+`sent` (with the ESP's message id), `refused` (the ESP refused that one reader: not retried),
+`failed` (the whole batch failed for sure: retried by the next run) or `uncertain` (the batch
+may have gone out: only `--resend-uncertain` sends it again). The issue's row in `sends`
+reaches `sent` only when no reader is left to send.
+
 Every state change also appends a row to `events` (schema 2) in the same transaction, so
 `spark-mail status ISSUE` can say why a send ended where it did. Reading never creates the
 file: `get`/`all`/`history` on a newsletter that never sent anything return nothing.
@@ -48,6 +55,19 @@ class SendState(StrEnum):
     FAILED = "failed"
     UNCERTAIN = "uncertain"
     SCHEDULED = "scheduled"
+
+
+class ReaderState(StrEnum):
+    """One reader's copy of an issue (own-list sending), in the `deliveries` table."""
+
+    SENDING = "sending"  # its batch left or is about to: in flight
+    SENT = "sent"
+    REFUSED = "refused"  # the ESP refused this reader (inactive, invalid): not retried
+    FAILED = "failed"  # the whole batch failed for sure: the next run sends it again
+    UNCERTAIN = "uncertain"  # its batch may have gone out: only --resend-uncertain sends
+
+
+SETTLED_READERS = (ReaderState.SENT, ReaderState.REFUSED)
 
 
 class SendInProgress(SparkMailError):
@@ -119,6 +139,22 @@ MIGRATIONS: list[str] = [
         detail TEXT
     );
     CREATE INDEX events_slug ON events (slug, id);
+    """,
+    # 3: own-list sending: one row per reader of an issue (see DeliveryState)
+    """
+    CREATE TABLE deliveries (
+        slug TEXT NOT NULL,
+        reader TEXT NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        batch INTEGER,
+        esp_id TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (slug, reader)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_state ON deliveries (slug, state, batch);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -482,6 +518,137 @@ class Ledger:
         record = self.get(slug)
         assert record is not None
         return record
+
+    def mark_partial(self, slug: str, note: str, *, now: dt.datetime | None = None) -> SendRecord:
+        """Some readers have their copy, the rest wait for a later run (`--limit`)."""
+        return self._update(slug, now, note, state=SendState.PENDING, last_error=None)
+
+    # -- per-reader deliveries (own-list sending) ----------------------------------------
+    def reader_states(self, slug: str, readers: list[str]) -> dict[str, tuple[str, int | None]]:
+        """reader key -> (state, batch) for those of `readers` the ledger knows."""
+        if not readers or not self.exists():
+            return {}
+        found: dict[str, tuple[str, int | None]] = {}
+        try:
+            for start in range(0, len(readers), 500):  # stay under SQLite's variable limit
+                part = readers[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for row in self.db.execute(
+                    f"SELECT reader, state, batch FROM deliveries WHERE slug = ? "
+                    f"AND reader IN ({marks})",
+                    (slug, *part),
+                ):
+                    found[row[0]] = (row[1], row[2])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return found
+
+    def start_batch(
+        self,
+        slug: str,
+        batch: int,
+        readers: list[tuple[str, str]],
+        *,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Record (reader key, address) pairs as `sending` in `batch`, before it leaves."""
+        stamp = _now(now)
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO deliveries (slug, reader, address, state, batch, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slug, reader) DO UPDATE "
+                "SET state = excluded.state, batch = excluded.batch, error = NULL, "
+                "updated_at = excluded.updated_at",
+                [(slug, key, a, ReaderState.SENDING, batch, stamp, stamp) for key, a in readers],
+            )
+
+    def finish_batch(
+        self,
+        slug: str,
+        outcomes: list[tuple[str, ReaderState, str | None, str | None]],
+        *,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """One ESP batch's answer: (reader key, state, ESP message id, error), one transaction."""
+        stamp = _now(now)
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET state = ?, esp_id = ?, error = ?, updated_at = ? "
+                "WHERE slug = ? AND reader = ?",
+                [
+                    (state, esp_id, error, stamp, slug, key)
+                    for key, state, esp_id, error in outcomes
+                ],
+            )
+
+    def in_flight(self, slug: str) -> dict[int, int]:
+        """batch number -> readers still `sending` (what a crashed run left in flight)."""
+        if not self.exists():
+            return {}
+        rows = self.db.execute(
+            "SELECT batch, count(*) FROM deliveries WHERE slug = ? AND state = ? GROUP BY batch",
+            (slug, ReaderState.SENDING),
+        )
+        return {int(batch): int(count) for batch, count in rows}
+
+    def settle_in_flight(
+        self,
+        slug: str,
+        state: ReaderState,
+        reason: str,
+        *,
+        batches: list[int] | None = None,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Readers left `sending` (in `batches`, or all) become `state` (uncertain)."""
+        stamp = _now(now)
+        query = (
+            "UPDATE deliveries SET state = ?, error = ?, updated_at = ? "
+            "WHERE slug = ? AND state = ?"
+        )
+        params: list[Any] = [state, reason, stamp, slug, ReaderState.SENDING]
+        if batches is not None:
+            query += f" AND batch IN ({','.join('?' * len(batches))})"
+            params += batches
+        with self.transaction() as db:
+            return int(db.execute(query, params).rowcount)
+
+    def in_flight_since(self, slug: str) -> str | None:
+        """When the oldest reader still `sending` was handed to a batch."""
+        row = self.db.execute(
+            "SELECT min(updated_at) FROM deliveries WHERE slug = ? AND state = ?",
+            (slug, ReaderState.SENDING),
+        ).fetchone()
+        return row[0] if row else None
+
+    def next_batch(self, slug: str) -> int:
+        """The first batch number no earlier run used (keys stay unique across runs)."""
+        if not self.exists():
+            return 1
+        row = self.db.execute(
+            "SELECT max(batch) FROM deliveries WHERE slug = ?", (slug,)
+        ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def reader_counts(self, slug: str) -> dict[str, int]:
+        """state -> readers, for one issue."""
+        if not self.exists():
+            return {}
+        rows = self.db.execute(
+            "SELECT state, count(*) FROM deliveries WHERE slug = ? GROUP BY state", (slug,)
+        )
+        return {str(state): int(count) for state, count in rows}
+
+    def readers_in(self, slug: str, state: ReaderState, limit: int = 20) -> list[tuple[str, str]]:
+        """(address, error) of the first `limit` readers in `state`, for reports."""
+        if not self.exists():
+            return []
+        rows = self.db.execute(
+            "SELECT address, coalesce(error, '') FROM deliveries WHERE slug = ? AND state = ? "
+            "ORDER BY batch, reader LIMIT ?",
+            (slug, state, limit),
+        )
+        return [(str(a), str(e)) for a, e in rows]
 
     def forget(self, slug: str, reason: str = "forgotten") -> None:
         """Drop a row (unschedule); its history stays. Releases the issue's lock."""

@@ -280,7 +280,8 @@ class PersonalizedTemplate:
                 values.append(value or slot.default)
         return values
 
-    def copy(self, reader: Reader) -> ReaderCopy:
+    def rendered_values(self, reader: Reader) -> list[str]:
+        """This reader's values, escaped for each place they go (HTML, URL, plain)."""
         raw = self.values_for(reader)
         rendered = []
         for slot_index, in_html, url in self._keys:
@@ -288,16 +289,21 @@ class PersonalizedTemplate:
             if url:
                 value = quote(value, safe="")
             rendered.append(html_escape(value) if in_html else value)
-        headers = (
-            self.email.headers
-            if self._static_headers
-            else {k: cut.join(rendered) for k, cut in self._headers.items()}
-        )
+        return rendered
+
+    def headers_for(self, rendered: list[str]) -> dict[str, str]:
+        """The headers with these rendered values (shared when no header is per-reader)."""
+        if self._static_headers:
+            return self.email.headers
+        return {k: cut.join(rendered) for k, cut in self._headers.items()}
+
+    def copy(self, reader: Reader) -> ReaderCopy:
+        rendered = self.rendered_values(reader)
         return ReaderCopy(
             to=reader.email,
             html=self._html.join(rendered),
             text=self._text.join(rendered),
-            headers=headers,
+            headers=self.headers_for(rendered),
         )
 
 

@@ -14,6 +14,11 @@
    written to the ledger before the sending request leaves, then record sent / failed /
    uncertain. A possibly-delivered failure on an ESP without idempotency keys becomes
    `uncertain` (a human decides); with keys, `failed` (a retry with the same key is safe).
+5. own-list sending (an `audience` file is set, or the ESP keeps no list): the subscribers
+   file is checked first (invalid rows stop everything unless `skip_invalid`), the issue is
+   rendered once for personalisation, and spark_mail.bulk sends each reader their copy
+   through the ESP's batch API, reader by reader in the ledger; a dry run does the same for
+   the first few readers against the DryRunTransport.
 
 The confirmation prompt is the CLI's business; this module never asks or prints.
 """
@@ -25,7 +30,7 @@ import datetime as dt
 import json
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -39,7 +44,11 @@ from spark_mail.render import RenderedEmail
 if TYPE_CHECKING:
     import httpx
 
+    from spark_mail.audience import AudienceReport
+    from spark_mail.bulk import BulkSummary, Progress
     from spark_mail.checks import Report
+    from spark_mail.ledger import Ledger
+    from spark_mail.personalize import PersonalizedTemplate
     from spark_mail.providers.base import Provider
 
 Mode = Literal["dry-run", "test", "send"]
@@ -57,7 +66,7 @@ class PublishResult:
     provider: str
     audience: str
     subject: str
-    state: str  # dry-run | tested | sent | sent-earlier | scheduled-earlier
+    state: str  # dry-run | tested | sent | partial | sent-earlier | scheduled-earlier
     requests: int = 0
     recipients: list[str] | int | None = None
     esp_ids: dict[str, str] = field(default_factory=dict)
@@ -67,6 +76,7 @@ class PublishResult:
     warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     folder: str | None = None
+    summary: dict[str, Any] | None = None  # own-list sending: spark_mail.bulk.BulkSummary
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,8 +119,17 @@ def send_issue(
     resend_uncertain: bool = False,
     now: dt.datetime | None = None,
     transport: httpx.BaseTransport | None = None,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    progress: Progress | None = None,
 ) -> PublishResult:
-    """Dry-run, test-send or send one issue. Raises SparkMailError subclasses."""
+    """Dry-run, test-send or send one issue. Raises SparkMailError subclasses.
+
+    Own-list sending only: `limit` sends to the first N readers not yet sent (a canary),
+    `skip_invalid` sends despite invalid rows in the subscribers file, `progress` is called
+    with a BulkSummary as batches complete."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: give a number of readers of 1 or more")
     if mode not in MODES:
         raise ConfigError(f"unknown send mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     email = load_email(path_or_email, settings)
@@ -120,9 +139,10 @@ def send_issue(
         return _test_send(email, settings, recipients, transport)
     report = preflight(email, settings, force=force, check_links=check_links)
     warnings = [f"{f.rule_id}: {f.message}" for f in report.findings]
+    options = OwnListOptions(limit, skip_invalid, resend_uncertain, progress)
     if mode == "dry-run":
-        return _dry_run(email, settings, warnings)
-    return _send(email, settings, warnings, resend_uncertain, now, transport)
+        return _dry_run(email, settings, warnings, options)
+    return _send(email, settings, warnings, resend_uncertain, now, transport, options)
 
 
 # -- test sends ------------------------------------------------------------------------------
@@ -165,7 +185,9 @@ def _test_send(
 
 
 # -- dry runs --------------------------------------------------------------------------------
-def _dry_run(email: RenderedEmail, settings: Settings, warnings: list[str]) -> PublishResult:
+def _dry_run(
+    email: RenderedEmail, settings: Settings, warnings: list[str], options: OwnListOptions
+) -> PublishResult:
     from spark_mail.providers import get_provider
     from spark_mail.providers.base import Capability, DryRunTransport
 
@@ -173,18 +195,32 @@ def _dry_run(email: RenderedEmail, settings: Settings, warnings: list[str]) -> P
         [s.reveal() for s in (settings.api_key, settings.smtp_password, settings.signing_secret)]
     )
     with get_provider(settings, recorder) as provider:
-        provider.require(Capability.SEND)
-        readers = None
-        if not provider.owns_audience:
-            readers = list(islice(own_readers(settings, provider), DRY_RUN_READERS))
-            warnings.append(f"dry run shows the requests for the first {len(readers)} readers")
         record = _ledger_state(settings, email.slug)
         if record is not None:
             warnings.append(f"the ledger says this issue is {record}: a send would be refused")
-        provider.send(email, lambda ids: None, readers)
-        result = _result(
-            "dry-run", email, provider, "dry-run", recorder.count, readers, {}, warnings, {}
-        )
+        if own_list(settings, provider):
+            from spark_mail.audience import iter_readers
+            from spark_mail.bulk import BulkSummary, send_to_readers
+
+            own = prepare_own_list(email, settings, provider, options.skip_invalid)
+            summary = BulkSummary()
+            summary.add_audience(own.report)
+            shown = min(DRY_RUN_READERS, options.limit or DRY_RUN_READERS)
+            send_to_readers(
+                own.template, provider, iter_readers(*own.paths), None, summary, limit=shown
+            )
+            warnings.append(f"dry run shows the requests for the first {summary.sent} readers")
+            result = _result(
+                "dry-run", email, provider, "dry-run", recorder.count, None, {}, warnings, {}
+            )
+            result.recipients = [address for _, address in own.first_readers(summary.sent)]
+            result.summary = summary.to_json()
+        else:
+            provider.require(Capability.SEND)
+            provider.send(email, lambda ids: None, None)
+            result = _result(
+                "dry-run", email, provider, "dry-run", recorder.count, None, {}, warnings, {}
+            )
     result.folder = str(settings.out_path / email.slug / DRY_RUN_DIR)
     result.files = [str(p) for p in _write_dry_run(Path(result.folder), recorder, result)]
     return result
@@ -221,15 +257,68 @@ def _write_dry_run(folder: Path, recorder: Any, result: PublishResult) -> list[P
 
 
 # -- the real send ---------------------------------------------------------------------------
-def own_readers(settings: Settings, provider: Provider) -> Iterable[str]:
-    """Readers for a provider without an ESP-side audience (Postmark, SMTP): the subscribers
-    file of own-list sending."""
+@dataclass
+class OwnListOptions:
+    limit: int | None = None
+    skip_invalid: bool = False
+    resend_uncertain: bool = False
+    progress: Progress | None = None
+
+
+def own_list(settings: Settings, provider: Provider) -> bool:
+    """Send to our own subscribers file: one is set, or the ESP keeps no list of its own."""
+    return bool(settings.audience) or not provider.owns_audience
+
+
+@dataclass
+class OwnList:
+    """A checked subscribers file and the issue rendered once for personalisation."""
+
+    template: PersonalizedTemplate
+    report: AudienceReport
+    paths: tuple[Path, Path | None]
+
+    def first_readers(self, count: int) -> list[tuple[int, str]]:
+        from spark_mail.audience import iter_readers
+
+        return [(r.line, r.email) for r in islice(iter_readers(*self.paths), count)]
+
+
+def prepare_own_list(
+    email: RenderedEmail, settings: Settings, provider: Provider, skip_invalid: bool
+) -> OwnList:
+    """Everything that can refuse an own-list send, before the ledger or the ESP is touched:
+    the provider can batch, the subscribers file is usable (invalid rows stop the send
+    unless `skip_invalid`), the layout personalises (signing secret, unsubscribe link)."""
+    from spark_mail.audience import AudienceError, audience_paths, check_audience
+    from spark_mail.personalize import prepare
+    from spark_mail.providers.base import Capability
+
+    provider.require(Capability.BATCH)
     if not settings.audience:
         provider.require_audience()
-    from spark_mail.audience import audience_paths, iter_readers
-
-    path, suppression = audience_paths(settings)
-    return (reader.email for reader in iter_readers(path, suppression))
+    paths = audience_paths(settings)
+    report = check_audience(*paths)
+    path = paths[0]
+    if report.invalid and not skip_invalid:
+        listed = "; ".join(f"line {p.line}: {p.reason}" for p in report.invalid_rows[:3])
+        more = f" (and {report.invalid - 3:,} more)" if report.invalid > 3 else ""
+        raise AudienceError(
+            f"{path}: {report.invalid:,} invalid row{'s' * (report.invalid > 1)}, nothing was "
+            f"sent - {listed}{more}",
+            hint="fix them (`spark-mail audience check` lists every one), or add "
+            "--skip-invalid to send to the valid readers only",
+        )
+    if report.valid == 0:
+        raise AudienceError(
+            f"{path}: no readers to send to ({report.total:,} rows: {report.invalid:,} invalid, "
+            f"{report.suppressed:,} suppressed, {report.duplicates:,} duplicates)",
+            hint="check the file with `spark-mail audience check`",
+        )
+    if email.source is None:
+        raise ConfigError(f"{email.slug}: own-list sending needs the issue file, not a build")
+    template = prepare(email.source, settings)
+    return OwnList(template, report, paths)
 
 
 def _send(
@@ -239,6 +328,7 @@ def _send(
     resend_uncertain: bool,
     now: dt.datetime | None,
     transport: httpx.BaseTransport | None,
+    options: OwnListOptions,
 ) -> PublishResult:
     from spark_mail.ledger import StaleSend, open_ledger
     from spark_mail.providers import get_provider
@@ -246,8 +336,11 @@ def _send(
 
     slug = email.slug
     with get_provider(settings, transport) as provider, open_ledger(settings) as ledger:
+        if own_list(settings, provider):
+            own = prepare_own_list(email, settings, provider, options.skip_invalid)
+            return _send_own_list(email, own, provider, ledger, warnings, now, options)
         provider.require(Capability.SEND)
-        readers = None if provider.owns_audience else own_readers(settings, provider)
+        readers = None
         try:
             ledger.claim(
                 slug,
@@ -293,6 +386,143 @@ def _send(
             warnings,
             sent.refused,
         )
+
+
+def _send_own_list(
+    email: RenderedEmail,
+    own: OwnList,
+    provider: Provider,
+    ledger: Ledger,
+    warnings: list[str],
+    now: dt.datetime | None,
+    options: OwnListOptions,
+) -> PublishResult:
+    """Claim the issue, settle what a crashed run left in flight, send to every reader not
+    yet sent, and settle the issue's row from its readers' states."""
+    from spark_mail.audience import iter_readers
+    from spark_mail.bulk import BulkSummary, send_to_readers
+    from spark_mail.ledger import StaleSend
+    from spark_mail.recovery import settle_in_flight_readers
+
+    slug = email.slug
+    before = ledger.get(slug)
+    try:
+        ledger.claim(
+            slug,
+            email.content_hash,
+            provider.name,
+            "send",
+            now=now,
+            allow_uncertain=options.resend_uncertain,
+        )
+    except StaleSend:
+        ledger.retry_stale(
+            slug,
+            email.content_hash,
+            "interrupted mid-send: resuming with the readers not yet sent",
+            now=now,
+        )
+    repeats = settle_in_flight_readers(ledger, before, provider, email.content_hash, now=now)
+    summary = BulkSummary()
+    summary.add_audience(own.report)
+    try:
+        send_to_readers(
+            own.template,
+            provider,
+            iter_readers(*own.paths),
+            ledger,
+            summary,
+            limit=options.limit,
+            resend_uncertain=options.resend_uncertain,
+            repeat_batches=repeats,
+            progress=options.progress,
+        )
+    except KeyboardInterrupt:
+        ledger.mark_partial(
+            slug, f"interrupted after {summary.sent:,} readers this run: run again to continue"
+        )
+        raise
+    except SparkMailError as err:
+        ledger.mark_failed(slug, str(err), now=now)
+        err.summary = summary  # type: ignore[attr-defined]
+        raise
+    return _settle_own_list(email, provider, ledger, summary, warnings, now)
+
+
+def _settle_own_list(
+    email: RenderedEmail,
+    provider: Provider,
+    ledger: Ledger,
+    summary: BulkSummary,
+    warnings: list[str],
+    now: dt.datetime | None,
+) -> PublishResult:
+    """The issue's row from its readers: `sent` only when nobody is left."""
+    from spark_mail.bulk import BulkSendFailed
+    from spark_mail.ledger import ReaderState
+    from spark_mail.recovery import SendUncertain
+
+    slug = email.slug
+    counts = ledger.reader_counts(slug)
+    uncertain = counts.get(ReaderState.UNCERTAIN, 0)
+    unsent = (
+        counts.get(ReaderState.FAILED, 0) + counts.get(ReaderState.SENDING, 0) + summary.remaining
+    )
+    sent = counts.get(ReaderState.SENT, 0)
+    progress_note = f"{sent:,} of {summary.readers:,} readers sent"
+    resend_hint = (
+        "check with the ESP whether they got it; `spark-mail send "
+        f"{slug} --resend-uncertain` sends those readers again"
+    )
+    if summary.error:
+        error = BulkSendFailed(
+            f"{summary.error} ({progress_note}; {unsent:,} left for the next run"
+            + (f", {uncertain:,} uncertain" if uncertain else "")
+            + ")",
+            hint=resend_hint
+            if uncertain
+            else f"run `spark-mail send {slug}` again to send the rest",
+        )
+        if uncertain:
+            ledger.mark_uncertain(slug, error.message, now=now)
+        else:
+            ledger.mark_failed(slug, error.message, now=now)
+        error.summary = summary
+        raise error
+    if uncertain:
+        examples = ", ".join(
+            address for address, _ in ledger.readers_in(slug, ReaderState.UNCERTAIN, 3)
+        )
+        reason = (
+            f"{uncertain:,} readers were in batches that may have gone out ({examples}"
+            f"{', ...' if uncertain > 3 else ''}); {progress_note}"
+        )
+        ledger.mark_uncertain(slug, reason, now=now)
+        uncertain_error = SendUncertain(slug, reason)
+        uncertain_error.summary = summary  # type: ignore[attr-defined]
+        raise uncertain_error
+    ids = {"readers_sent": str(sent)}
+    if unsent:
+        ledger.mark_partial(slug, f"{progress_note}; {unsent:,} left for a later run", now=now)
+        state = "partial"
+        warnings.append(f"{unsent:,} readers not sent yet: run `spark-mail send {slug}` again")
+    else:
+        ledger.mark_sent(slug, ids, now=now, note=progress_note)
+        state = "sent"
+    result = _result(
+        "send",
+        email,
+        provider,
+        state,
+        summary.requests,
+        summary.sent,
+        ids,
+        warnings,
+        summary.refused_readers,
+    )
+    result.audience = f"the readers in {provider.settings.audience}"
+    result.summary = summary.to_json()
+    return result
 
 
 def _result(

@@ -14,6 +14,11 @@ in order of preference:
    `spark-mail send ISSUE --resend-uncertain` if it did not go out.
 
 The caller holds the issue's lock (claim() keeps it on StaleSend) the whole time.
+
+Own-list sending settles reader by reader instead (`settle_in_flight_readers`): readers
+whose batch had been written as `sending` when the process died are sent again in the same
+batch under the same idempotency key where the ESP honours one (Resend), otherwise they
+become `uncertain` and the rest of the list goes out as usual.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Literal
 
 from spark_mail.errors import ProviderError, SparkMailError
-from spark_mail.ledger import Ledger, SendRecord, SendState
+from spark_mail.ledger import Ledger, ReaderState, SendRecord, SendState
 
 if TYPE_CHECKING:
     from spark_mail.providers.base import Provider
@@ -150,3 +155,48 @@ def _last_claim(ledger: Ledger, record: SendRecord) -> dt.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def settle_in_flight_readers(
+    ledger: Ledger,
+    before: SendRecord | None,
+    provider: Provider,
+    content_hash: str,
+    *,
+    now: dt.datetime | None = None,
+) -> dict[int, int]:
+    """Readers an earlier run left `sending`: the batches (number -> readers) to send again
+    under their own idempotency key; the others' readers are marked `uncertain`.
+
+    `before` is the issue's row as it was before this run claimed it.
+    """
+    if before is None:
+        return {}
+    in_flight = ledger.in_flight(before.slug)
+    if not in_flight:
+        return {}
+    now = now or dt.datetime.now(dt.UTC)
+    reason = ""
+    if before.provider != provider.name:
+        reason = f"sent via {before.provider}, and the provider is now {provider.name}"
+    elif not provider.idempotent:
+        reason = f"{provider.name} can neither be asked about a batch nor drop a repeated one"
+    elif before.content_hash != content_hash:
+        reason = "the issue changed since, so a repeat would not be the same request"
+    else:
+        since = ledger.in_flight_since(before.slug)
+        try:
+            when = dt.datetime.fromisoformat(since) if since else None
+        except ValueError:
+            when = None
+        if when is not None and now - when.astimezone(dt.UTC) > IDEMPOTENCY_WINDOW:
+            reason = "more than 24 h ago: the ESP may have forgotten the idempotency key"
+    if reason:
+        ledger.settle_in_flight(
+            before.slug,
+            ReaderState.UNCERTAIN,
+            f"in flight when a send was interrupted; {reason}",
+            now=now,
+        )
+        return {}
+    return in_flight

@@ -863,6 +863,7 @@ def postmark(
 
 
 # -- settings for tests -----------------------------------------------------------------------
+SIGNING_SECRET = "fake-esp-signing-secret-0123456789"
 FAST_RETRIES = {
     "SPARK_MAIL_SEND_BACKOFF": "0.01",
     "SPARK_MAIL_SEND_TIMEOUT": "1",
@@ -879,6 +880,8 @@ def esp_env(esp: FakeEsp, provider: str, **extra: str) -> dict[str, str]:
         "SPARK_MAIL_API_URL": esp.url(provider),
         "SPARK_MAIL_AUDIENCE_ID": "seg_test",
         "SPARK_MAIL_TEST_RECIPIENTS": "editor@example.com",
+        # Own-list sends sign each reader's unsubscribe and poll links.
+        "SPARK_MAIL_SIGNING_SECRET": SIGNING_SECRET,
         **FAST_RETRIES,
         **extra,
     }

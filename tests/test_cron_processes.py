@@ -136,6 +136,7 @@ def make_newsletter(tmp_path: Path, esp: EspProcess, **extra: str) -> Path:
     if esp.provider == "postmark":
         (root / "subscribers.csv").write_text("email\nann@example.com\nbob@example.com\n")
         env["SPARK_MAIL_AUDIENCE"] = "subscribers.csv"
+        env["SPARK_MAIL_SIGNING_SECRET"] = "cron-test-signing-secret-0123456789"
     (root / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     return root
 

@@ -150,7 +150,7 @@ def test_version_1_ledger_is_migrated_keeping_its_rows(ledger_path: Path) -> Non
         version = ledger.db.execute("PRAGMA user_version").fetchone()[0]
         ledger.claim("new", HASH, "resend")
         assert [e.state for e in ledger.history("new")] == ["sending"]
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def test_ledger_from_a_newer_spark_mail_is_refused(ledger_path: Path) -> None:

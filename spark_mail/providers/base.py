@@ -13,6 +13,11 @@ ledger first: after a crash, `lookup` can then ask the ESP what happened.
 
 Each provider lists its `capabilities`; asking for another one raises UnsupportedOperation.
 
+Own-list sending (spark_mail/bulk.py) uses `send_batch(template, readers, key)`: one ESP call
+(or, for SMTP, one run over a connection) for at most `batch_size` readers, answered message
+by message in a BatchResult. It is called from several threads at once (`batch_concurrency`):
+a provider keeps what it shares (the httpx client, SMTP connections) thread-safe.
+
 Failures (HttpProvider.request):
 - 429, 5xx, timeouts and connection errors are retried with exponential backoff and jitter,
   honouring Retry-After, bounded by `send_attempts` and `send_retry_seconds`; 4xx never.
@@ -41,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
@@ -49,6 +54,10 @@ from spark_mail import __version__
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, ProviderError, UnsupportedOperation
 from spark_mail.render import RenderedEmail
+
+if TYPE_CHECKING:
+    from spark_mail.audience import Reader
+    from spark_mail.personalize import PersonalizedTemplate
 
 log = logging.getLogger("spark_mail.providers")
 
@@ -63,6 +72,7 @@ class Capability(StrEnum):
     SEND = "send"
     SCHEDULE = "schedule"
     LOOKUP = "lookup"
+    BATCH = "batch"
 
 
 class DeliveryState(StrEnum):
@@ -83,6 +93,22 @@ class SendResult:
 
 
 OnIds = Callable[[dict[str, str]], object]
+
+# What became of one message of a batch: (sent | refused | failed | uncertain, detail), the
+# detail being the ESP's message id when sent, else the reason. Same words as the ledger's
+# ReaderState.
+Outcome = tuple[str, str]
+
+
+@dataclass
+class BatchResult:
+    """One batch's answer, message by message, in the order of the readers given."""
+
+    outcomes: list[Outcome]
+    requests: int = 0
+    bytes_sent: int = 0
+    # Set when the connection or server failed part-way (SMTP): stop sending more batches.
+    error: EspError | None = None
 
 
 class EspError(ProviderError):
@@ -184,15 +210,23 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
 
 
 class RateLimiter:
-    """At most `per_second` request starts per second (Resend: 2), across threads."""
+    """At most `per_second` request starts per second (Resend: 2), across threads.
+
+    A 429 slows it down for everyone (`slow_down`): no request starts before the ESP's
+    Retry-After has passed, and from then on requests start half as often (at least 50 ms
+    apart for an ESP without a documented limit), so concurrent batches stop hammering.
+    """
+
+    MAX_INTERVAL = 10.0
 
     def __init__(self, per_second: float | None) -> None:
         self.interval = 1.0 / per_second if per_second else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
+        self.slowdowns = 0
 
     def wait(self) -> None:
-        if not self.interval:
+        if not self.interval and not self._next:
             return
         with self._lock:
             now = time.monotonic()
@@ -200,6 +234,12 @@ class RateLimiter:
             self._next = start + self.interval
         if start > now:
             time.sleep(start - now)
+
+    def slow_down(self, pause: float) -> None:
+        with self._lock:
+            self.slowdowns += 1
+            self._next = max(self._next, time.monotonic() + pause)
+            self.interval = min(self.MAX_INTERVAL, max(0.05, self.interval * 2))
 
 
 # -- dry run -----------------------------------------------------------------------------------
@@ -255,11 +295,14 @@ WHAT = {
     Capability.SEND: "send to the newsletter's audience",
     Capability.SCHEDULE: "schedule a send on its side",
     Capability.LOOKUP: "tell whether a send went out",
+    Capability.BATCH: "send to your own subscriber list (it keeps the audience itself)",
 }
 HINTS = {
     Capability.SCHEDULE: "give the issue a `send_at` and run `spark-mail dispatch` from cron",
     Capability.SEND: "set `audience` to your subscribers file (own-list sending), "
     "or use buttondown / resend",
+    Capability.BATCH: "remove the `audience` setting (SPARK_MAIL_AUDIENCE) to send to the "
+    "ESP's own list, or use postmark, resend, smtp or outbox for your subscribers file",
 }
 
 
@@ -271,10 +314,18 @@ class Provider(abc.ABC):
     idempotent: ClassVar[bool] = False
     # The ESP keeps the subscriber list (Buttondown, Resend); otherwise `send` needs readers.
     owns_audience: ClassVar[bool] = True
+    # Own-list sending: readers per batch call, and batch calls in flight at once.
+    batch_size: ClassVar[int] = 0
+    batch_concurrency: ClassVar[int] = 1
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.dry_run = transport if isinstance(transport, DryRunTransport) else None
+
+    @property
+    def concurrency(self) -> int:
+        """Batch calls in flight at once: the `send_concurrency` setting, else our default."""
+        return max(1, self.settings.send_concurrency or self.batch_concurrency)
 
     def require(self, capability: Capability) -> None:
         if capability not in self.capabilities:
@@ -306,6 +357,13 @@ class Provider(abc.ABC):
 
     def lookup(self, esp_ids: dict[str, str]) -> DeliveryState:
         self.require(Capability.LOOKUP)
+        raise NotImplementedError
+
+    def send_batch(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> BatchResult:
+        """Send each reader its own copy; `key` names this batch for idempotency."""
+        self.require(Capability.BATCH)
         raise NotImplementedError
 
     def require_audience(self) -> None:
@@ -361,6 +419,7 @@ class HttpProvider(Provider):
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.limiter = RateLimiter(requests_per_second or self.requests_per_second)
         self.requests_made = 0
+        self.bytes_sent = 0
         if self.dry_run is not None:
             self.dry_run.answer = self.dry_run_answer
             self.dry_run.secrets.append(settings.api_key.reveal())
@@ -432,6 +491,12 @@ class HttpProvider(Provider):
     ) -> httpx.Response:
         """One API call with the retry rules above; returns a 2xx/3xx response or raises."""
         headers = dict(extra_headers or {})
+        content = None
+        if json_body is not None:
+            # Encoded once for every attempt (a retry carries the same bytes), compactly:
+            # a batch of 500 copies is megabytes.
+            content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
         if idempotency_key and self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key
         # Repeating is harmless for a read, or when the ESP drops a repeated key.
@@ -444,8 +509,9 @@ class HttpProvider(Provider):
             retry_after: float | None = None
             self.limiter.wait()
             self.requests_made += 1
+            self.bytes_sent += len(content or b"")
             try:
-                response = self.client.request(method, path, json=json_body, headers=headers)
+                response = self.client.request(method, path, content=content, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failure = EspError(
                     f"{self.name}: cannot reach {self.base_url} [{what}] ({_describe(exc)})",
@@ -471,6 +537,8 @@ class HttpProvider(Provider):
                     raise failure from None
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             delay = self.retry.delay(attempt, retry_after)
+            if isinstance(failure, EspError) and failure.status == 429:
+                self.limiter.slow_down(delay)
             spent = time.monotonic() - started
             if attempt >= self.retry.attempts or spent + delay > self.retry.total_seconds:
                 failure.message += f" - gave up after {attempt} attempt{'s' * (attempt > 1)}"

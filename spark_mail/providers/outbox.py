@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from spark_mail.artifacts import write_atomic
 from spark_mail.config import Settings
 from spark_mail.providers.base import (
+    BatchResult,
     Capability,
     DeliveryState,
     OnIds,
@@ -26,14 +28,22 @@ from spark_mail.providers.base import (
 )
 from spark_mail.render import RenderedEmail
 
+if TYPE_CHECKING:
+    from spark_mail.audience import Reader
+    from spark_mail.personalize import PersonalizedTemplate
+
 UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
 class OutboxProvider(Provider):
     name = "outbox"
-    capabilities = frozenset({Capability.TEST, Capability.SEND, Capability.LOOKUP})
+    capabilities = frozenset(
+        {Capability.TEST, Capability.SEND, Capability.LOOKUP, Capability.BATCH}
+    )
     idempotent = True  # writing the same file again changes nothing
     owns_audience = True  # the folder stands in for the audience
+    batch_size = 100
+    batch_concurrency = 2
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(settings, transport)
@@ -71,9 +81,22 @@ class OutboxProvider(Provider):
         on_ids({"folder": str(folder)})
         count = 0
         for to in recipients:
-            self._write(folder / f"send-{UNSAFE.sub('_', to)}.eml", [to], email, to)
+            self._write(self.reader_file(email.slug, to), [to], email, to)
             count += 1
         return SendResult(esp_ids={"folder": str(folder)}, requests=count, recipients=count)
+
+    def reader_file(self, slug: str, address: str) -> Path:
+        return self.folder / slug / f"send-{UNSAFE.sub('_', address)}.eml"
+
+    def send_batch(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> BatchResult:
+        """One .eml file per reader, with that reader's own copy."""
+        base = template.email
+        for reader in readers:
+            path = self.reader_file(base.slug, reader.email)
+            self._write(path, [reader.email], template.copy(reader).email(base), reader.email)
+        return BatchResult([("sent", str(self.reader_file(base.slug, r.email))) for r in readers])
 
     def lookup(self, esp_ids: dict[str, str]) -> DeliveryState:
         target = esp_ids.get("file") or esp_ids.get("folder")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from spark_mail.errors import ConfigError
 from spark_mail.providers.base import (
+    BatchResult,
     Capability,
     DeliveryState,
     EspError,
@@ -35,7 +36,12 @@ from spark_mail.providers.base import (
 )
 from spark_mail.render import RenderedEmail
 
+if TYPE_CHECKING:
+    from spark_mail.audience import Reader
+    from spark_mail.personalize import PersonalizedTemplate
+
 MAX_TO = 50
+MAX_BATCH = 100
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 SENT_STATES = {"queued", "sending", "sent"}
 
@@ -43,10 +49,18 @@ SENT_STATES = {"queued", "sending", "sent"}
 class ResendProvider(HttpProvider):
     name = "resend"
     capabilities = frozenset(
-        {Capability.TEST, Capability.SEND, Capability.SCHEDULE, Capability.LOOKUP}
+        {
+            Capability.TEST,
+            Capability.SEND,
+            Capability.SCHEDULE,
+            Capability.LOOKUP,
+            Capability.BATCH,
+        }
     )
     idempotent = True
     owns_audience = True
+    batch_size = MAX_BATCH
+    batch_concurrency = 2  # the 2 requests/s limit is the bound; two calls overlap the waits
     default_base_url = "https://api.resend.com"
     idempotency_header = "Idempotency-Key"
     requests_per_second = 2.0
@@ -69,6 +83,8 @@ class ResendProvider(HttpProvider):
             return 201, {"id": f"dry-run-broadcast-{number}", "object": "broadcast"}
         if request.url.path.rstrip("/").endswith("/send"):
             return 200, {"id": request.url.path.split("/")[-2]}
+        if request.url.path.endswith("/emails/batch") and isinstance(body, list):
+            return 200, {"data": [{"id": f"dry-run-email-{number}-{i}"} for i in range(len(body))]}
         return 200, {"id": f"dry-run-email-{number}"}
 
     # -- messages ------------------------------------------------------------------------
@@ -77,23 +93,55 @@ class ResendProvider(HttpProvider):
         tags += [{"name": "tag", "value": TAG_UNSAFE.sub("_", t)[:256]} for t in email.tags[:5]]
         return tags
 
+    def _message(
+        self, email: RenderedEmail, to: list[str], html: str, text: str, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "from": email.from_address,
+            "to": to,
+            "subject": email.subject,
+            "html": html,
+            "text": text,
+            "headers": dict(headers),
+            "tags": self._tags(email),
+        }
+        if email.reply_to:
+            body["reply_to"] = email.reply_to
+        return body
+
+    def send_batch(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> BatchResult:
+        """One POST /emails/batch with the batch's Idempotency-Key: a repeat of the same
+        batch (a retry, or the next run after a crash) cannot send twice."""
+        email = template.email
+        body = []
+        for reader in readers:
+            copy = template.copy(reader)
+            body.append(self._message(email, [copy.to], copy.html, copy.text, copy.headers))
+        before, sent_bytes = self.requests_made, self.bytes_sent
+        response = self.request(
+            "POST", "emails/batch", "batch send", json_body=body, idempotency_key=key
+        )
+        answer = self.json(response, "batch send")
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != len(readers):
+            raise EspError(
+                "resend: the batch answer does not match the batch sent", maybe_sent=True
+            )
+        return BatchResult(
+            [("sent", str(item.get("id", "")) if isinstance(item, dict) else "") for item in data],
+            requests=self.requests_made - before,
+            bytes_sent=self.bytes_sent - sent_bytes,
+        )
+
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
         if len(recipients) > MAX_TO:
             raise ConfigError(
                 f"resend: {len(recipients)} test recipients; a message takes at most {MAX_TO}",
                 hint="send test copies to fewer editors",
             )
-        body: dict[str, Any] = {
-            "from": email.from_address,
-            "to": list(recipients),
-            "subject": email.subject,
-            "html": email.html,
-            "text": email.text,
-            "headers": dict(email.headers),
-            "tags": self._tags(email),
-        }
-        if email.reply_to:
-            body["reply_to"] = email.reply_to
+        body = self._message(email, list(recipients), email.html, email.text, email.headers)
         before = self.requests_made
         response = self.request(
             "POST",

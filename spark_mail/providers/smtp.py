@@ -3,8 +3,10 @@
 SPARK_MAIL_SMTP_TLS picks the connection: `starttls` (port 587: plain, then STARTTLS before
 anything secret is said), `ssl` (port 465: TLS from the first byte) or `none` (port 25, local
 relays only). Certificates are verified against the system's trust store. One connection is
-opened per send and reused for every message. A message is multipart/alternative (text + HTML)
-with the issue's unsubscribe headers, its own Message-ID and a Date.
+opened per send and reused for every message; own-list sending opens one per sending thread
+(`batch_concurrency`, default 4) and reuses each for all its batches. A message is
+multipart/alternative (text + HTML) with the issue's unsubscribe headers, its own Message-ID
+and a Date.
 
 No idempotency: a connection lost after DATA may or may not have delivered (`maybe_sent`).
 """
@@ -13,25 +15,42 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
 from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 import httpx
 
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError
-from spark_mail.providers.base import Capability, EspError, OnIds, Provider, SendResult, mime_for
+from spark_mail.providers.base import (
+    BatchResult,
+    Capability,
+    EspError,
+    OnIds,
+    Outcome,
+    Provider,
+    SendResult,
+    mime_for,
+)
 from spark_mail.render import RenderedEmail
+
+if TYPE_CHECKING:
+    from spark_mail.audience import Reader
+    from spark_mail.personalize import PersonalizedTemplate
 
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
 class SmtpProvider(Provider):
     name = "smtp"
-    capabilities = frozenset({Capability.TEST, Capability.SEND})
+    capabilities = frozenset({Capability.TEST, Capability.SEND, Capability.BATCH})
     idempotent = False
     owns_audience = False
+    batch_size = 50  # readers per ledger transaction; each is its own SMTP transaction
+    batch_concurrency = 4  # connections
 
     def __init__(
         self,
@@ -52,7 +71,9 @@ class SmtpProvider(Provider):
         self.host = settings.smtp_host
         self.port = settings.smtp_port or DEFAULT_PORTS[self.tls]
         self.ssl_context = ssl_context or ssl.create_default_context()
-        self._conn: smtplib.SMTP | None = None
+        self._local = threading.local()  # each sending thread has its own connection
+        self._open: list[smtplib.SMTP] = []
+        self._open_lock = threading.Lock()
         if self.dry_run is not None:
             self.dry_run.secrets.append(settings.smtp_password.reveal())
 
@@ -61,6 +82,20 @@ class SmtpProvider(Provider):
         return f"your subscriber list, through {self.host}:{self.port}"
 
     # -- the connection -------------------------------------------------------------------
+    @property
+    def _conn(self) -> smtplib.SMTP | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: smtplib.SMTP | None) -> None:
+        with self._open_lock:
+            old = getattr(self._local, "conn", None)
+            if old is not None and old in self._open:
+                self._open.remove(old)
+            if conn is not None:
+                self._open.append(conn)
+        self._local.conn = conn
+
     def _fail(self, what: str, exc: BaseException, *, maybe_sent: bool = False) -> EspError:
         if isinstance(exc, smtplib.SMTPResponseException):
             detail = (
@@ -112,12 +147,14 @@ class SmtpProvider(Provider):
         return conn
 
     def close(self) -> None:
-        if self._conn is not None:
+        with self._open_lock:
+            conns, self._open = self._open, []
+        for conn in conns:
             try:
-                self._conn.quit()
+                conn.quit()
             except (smtplib.SMTPException, OSError):
-                self._conn.close()
-            self._conn = None
+                conn.close()
+        self._local = threading.local()
 
     def deliver(self, message: EmailMessage, recipients: list[str]) -> None:
         """Hand one message to the server (or to the dry run)."""
@@ -165,3 +202,25 @@ class SmtpProvider(Provider):
                 continue
             sent += 1
         return SendResult(requests=sent + len(refused), recipients=sent, refused=refused)
+
+    def send_batch(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> BatchResult:
+        """Each reader's copy over this thread's connection. A refused recipient is that
+        reader's outcome; a lost connection stops the batch: the message in flight is
+        uncertain, the ones after it were not sent."""
+        outcomes: list[Outcome] = []
+        for number, reader in enumerate(readers):
+            message = mime_for(template.copy(reader).email(template.email), reader.email)
+            try:
+                self.deliver(message, [reader.email])
+            except EspError as exc:
+                if exc.code == "refused":
+                    outcomes.append(("refused", exc.message))
+                    continue
+                outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
+                rest = len(readers) - number - 1
+                outcomes += [("failed", f"not sent: {exc.message}")] * rest
+                return BatchResult(outcomes, requests=number + 1, error=exc)
+            outcomes.append(("sent", str(message["Message-ID"])))
+        return BatchResult(outcomes, requests=len(readers))
