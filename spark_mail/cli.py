@@ -347,6 +347,21 @@ def send(
     provider: Annotated[
         str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Own list: send to the first N readers not yet sent (a canary); run again "
+            "for the rest.",
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once."""
@@ -372,21 +387,121 @@ def send(
         if not typer.confirm(question, default=False):
             err_console.print("not sent")
             raise typer.Exit(EXIT_FAILURE)
-    result = publish.send_issue(
-        email,
-        cfg,
-        mode=mode,
-        to=to,
-        force=force,
-        check_links=check_links,
-        resend_uncertain=resend_uncertain,
-    )
+    if (limit or skip_invalid) and mode == "test":
+        raise typer.BadParameter("--limit and --skip-invalid go with a send to your own list")
+    progress = SendProgress(email.slug, cfg.progress_seconds)
+    try:
+        result = publish.send_issue(
+            email,
+            cfg,
+            mode=mode,
+            to=to,
+            force=force,
+            check_links=check_links,
+            resend_uncertain=resend_uncertain,
+            limit=limit,
+            skip_invalid=skip_invalid,
+            progress=progress,
+        )
+    except SparkMailError as exc:
+        progress.close()
+        summary = getattr(exc, "summary", None)  # own-list: how far the send got
+        if summary is not None:
+            if as_json:
+                print_json({"slug": email.slug, "error": str(exc), "summary": summary.to_json()})
+            else:
+                print_bulk_summary(summary.to_json(), err_console)
+        raise
+    progress.close()
     if as_json:
         print_json(result.to_json())
     else:
         print_send_result(result)
     if result.refused:
         raise typer.Exit(EXIT_FAILURE)
+
+
+class SendProgress:
+    """Own-list progress on stderr: a rich bar with rate and ETA on a terminal; without one
+    (cron), one line every `every` seconds. Called with a bulk.BulkSummary."""
+
+    def __init__(self, label: str, every: float = 5.0) -> None:
+        self.label = label
+        self.every = every
+        self.bar: Any = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def __call__(self, summary: Any) -> None:
+        if err_console.is_terminal:
+            self._bar(summary)
+        elif summary.seconds - self.last >= self.every:
+            self.last = summary.seconds
+            sys.stderr.write(
+                f"{self.label}: {summary.handled:,}/{summary.readers:,} readers, "
+                f"{summary.sent:,} sent, {summary.failed + summary.uncertain:,} failed, "
+                f"{summary.rate:,.0f}/s, {summary.seconds:.0f} s\n"
+            )
+            sys.stderr.flush()
+
+    def _bar(self, summary: Any) -> None:
+        if self.bar is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err_console,
+            )
+            self.task = self.bar.add_task(escape(self.label), total=summary.readers, rate="")
+            self.bar.start()
+        self.bar.update(self.task, completed=summary.handled, rate=f"{summary.rate:,.0f} readers/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def print_bulk_summary(summary: dict[str, Any], out: Console) -> None:
+    """The own-list summary: who got it, who did not and why, time and rate."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "Readers",
+        f"[green]{summary['sent']:,} sent[/], {summary['refused']:,} refused, "
+        f"{summary['failed']:,} failed, {summary['uncertain']:,} uncertain "
+        f"(of {summary['readers']:,} in the list)",
+    )
+    table.add_row(
+        "Skipped",
+        f"{summary['already_sent']:,} already sent, {summary['held_uncertain']:,} uncertain "
+        f"kept back, {summary['remaining']:,} left for a later run",
+    )
+    table.add_row(
+        "List",
+        f"{summary['suppressed']:,} suppressed, {summary['invalid']:,} invalid, "
+        f"{summary['duplicates']:,} duplicates",
+    )
+    table.add_row(
+        "Time",
+        f"{summary['seconds']:.1f} s, {summary['rate']:,.0f} readers/s, "
+        f"{summary['batches']:,} batches",
+    )
+    out.print(table)
 
 
 def print_send_result(result: Any) -> None:  # result: publish.PublishResult
@@ -396,6 +511,7 @@ def print_send_result(result: Any) -> None:  # result: publish.PublishResult
         "dry-run": "Dry run: nothing was sent",
         "tested": "Test copy sent",
         "sent": "Sent",
+        "partial": "Sent to some readers; run again for the rest",
         "sent-earlier": "Already sent: an interrupted earlier send went out",
         "scheduled-earlier": "Already scheduled: an interrupted earlier schedule went through",
     }
@@ -419,6 +535,12 @@ def print_send_result(result: Any) -> None:  # result: publish.PublishResult
         table.add_row("Audience", escape(result.audience) + count)
     table.add_row("Size", f"HTML {kib(result.html_bytes)}, text {kib(result.text_bytes)}")
     table.add_row("Requests", str(result.requests))
+    if result.summary:
+        console.print(table)
+        print_bulk_summary(result.summary, console)
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
     if result.esp_ids:
         table.add_row("ESP ids", escape(", ".join(f"{k}={v}" for k, v in result.esp_ids.items())))
     if result.folder:
@@ -467,13 +589,26 @@ def dispatch_command(
 
     cfg = settings()
     when = scheduling.parse_time(now, cfg) if now else None
-    report = scheduling.dispatch(
-        cfg,
-        when,
-        dry_run=dry_run,
-        catch_up=catch_up,
-        on_item=None if as_json else print_dispatch_item,
-    )
+    bars: list[SendProgress] = []
+
+    def progress(slug: str) -> SendProgress:  # one at a time: rich shows one live bar
+        for bar in bars:
+            bar.close()
+        bars.append(SendProgress(slug, cfg.progress_seconds))
+        return bars[-1]
+
+    try:
+        report = scheduling.dispatch(
+            cfg,
+            when,
+            dry_run=dry_run,
+            catch_up=catch_up,
+            on_item=None if as_json else print_dispatch_item,
+            progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     if as_json:
         print_json(report.to_json())
     elif not report.items and console.is_terminal:

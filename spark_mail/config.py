@@ -121,6 +121,7 @@ class Settings:
     send_backoff: float = 1.0
     # Own-list sending: batch calls in flight at once (0: the provider's default)
     send_concurrency: int = 0
+    progress_seconds: float = 5.0  # one progress line this often under cron
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

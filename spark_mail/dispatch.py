@@ -49,6 +49,7 @@ from spark_mail.ledger import (
 if TYPE_CHECKING:
     import httpx
 
+    from spark_mail.bulk import Progress
     from spark_mail.providers.base import Provider
 
 FAILURES = {"failed", "uncertain"}
@@ -198,6 +199,7 @@ def dispatch(
     catch_up: bool = False,
     transport: httpx.BaseTransport | None = None,
     on_item: Callable[[DispatchItem], None] | None = None,
+    progress: Callable[[str], Progress | None] | None = None,
 ) -> DispatchReport:
     """Send every due issue once (see the module docstring). Raises only for what stops the
     whole run before anything is sent: a wrong timezone, an unreadable or locked ledger."""
@@ -227,6 +229,7 @@ def dispatch(
                         mode="dry-run" if dry_run else "send",
                         now=now,
                         transport=transport,
+                        progress=progress(due.slug) if progress else None,
                     )
                 except SendInProgress as exc:
                     item.outcome, item.message = "in-progress", exc.message

@@ -1,0 +1,108 @@
+"""Own-list sending as real processes: `python -m spark_mail send ... --yes` is killed with
+SIGKILL while the fake ESP (its own process) holds a batch request open; the next run
+delivers every reader exactly once - including the batch in flight on Resend (same
+Idempotency-Key, the ESP replays its first answer), while on Postmark (no keys) that batch
+is reported as uncertain and not sent again."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+from pathlib import Path
+
+from test_cron_processes import SLUG, EspProcess, make_newsletter, run, start_cli, start_esp
+
+__all__ = ["start_esp"]  # the fixture, used by name below
+
+BATCH_PATH = {"postmark": "/email/batch", "resend": "/emails/batch"}
+
+
+def own_list(tmp_path: Path, esp: EspProcess, readers: int) -> Path:
+    root = make_newsletter(
+        tmp_path,
+        esp,
+        SPARK_MAIL_SEND_CONCURRENCY="1",
+        SPARK_MAIL_SIGNING_SECRET="process-signing-secret-0123456789",
+        SPARK_MAIL_AUDIENCE="subscribers.csv",
+        SPARK_MAIL_PROGRESS_SECONDS="0",
+    )
+    lines = ["email,first_name"] + [f"r{n:04d}@example.com,R{n}" for n in range(readers)]
+    (root / "subscribers.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def kill_during_first_batch(root: Path, esp: EspProcess) -> None:
+    esp.fault(hold=30.0, path=BATCH_PATH[esp.provider])
+    victim = start_cli(root, "send", SLUG, "--yes")
+    try:
+        esp.wait_for_request(BATCH_PATH[esp.provider])
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+    assert victim.returncode == -signal.SIGKILL
+
+
+def copies(esp: EspProcess) -> collections.Counter[str]:
+    return collections.Counter(a for d in esp.delivered() for a in d["to"])
+
+
+def status(root: Path) -> dict:
+    result = run(root, "status", SLUG, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["sends"]
+    return row
+
+
+def test_resend_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
+    tmp_path: Path, start_esp
+):
+    """SIGKILL while Resend holds batch 1: the rerun sends batch 1 again with the same
+    Idempotency-Key (the ESP replays, delivering nothing twice) and then the rest."""
+    esp = start_esp("resend")
+    root = own_list(tmp_path, esp, 250)
+    kill_during_first_batch(root, esp)
+    rerun = run(root, "send", SLUG, "--yes")
+    assert rerun.returncode == 0, rerun.stderr
+    counts = copies(esp)
+    assert len(counts) == 250 and set(counts.values()) == {1}
+    calls = esp.requests("POST", BATCH_PATH["resend"])
+    assert len(calls) == 4  # the killed batch, its repeat, then two new batches
+    keys = [c["headers"]["Idempotency-Key"] for c in calls]
+    assert keys[0] == keys[1] and len(set(keys)) == 3
+    assert status(root)["state"] == "sent"
+    assert "250 sent" in rerun.stdout or "250" in rerun.stdout
+
+
+def test_postmark_killed_mid_batch_reports_the_batch_uncertain_and_sends_the_rest(
+    tmp_path: Path, start_esp
+):
+    """SIGKILL while Postmark holds batch 1 (it processed it): the rerun does not send those
+    500 again, sends the other 200, names the uncertain readers and exits 1; every reader
+    has exactly one copy."""
+    esp = start_esp("postmark")
+    root = own_list(tmp_path, esp, 700)
+    kill_during_first_batch(root, esp)
+    rerun = run(root, "send", SLUG, "--yes")
+    assert rerun.returncode == 1
+    assert "500 readers were in batches that may have gone out" in rerun.stderr
+    assert "r0000@example.com" in rerun.stderr and "--resend-uncertain" in rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    counts = copies(esp)
+    assert len(counts) == 700 and set(counts.values()) == {1}
+    assert [len(c["body"]) for c in esp.requests("POST", BATCH_PATH["postmark"])] == [500, 200]
+    assert status(root)["state"] == "uncertain"
+
+
+def test_progress_lines_and_summary_under_cron(tmp_path: Path, start_esp):
+    """No terminal: progress comes as plain lines on stderr, the summary as JSON."""
+    esp = start_esp("postmark")
+    root = own_list(tmp_path, esp, 1200)
+    result = run(root, "send", SLUG, "--yes", "--json", "--limit", "1000")
+    assert result.returncode == 0, result.stderr
+    assert f"{SLUG}: " in result.stderr and "readers" in result.stderr and "/s" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["state"] == "partial"
+    summary = data["summary"]
+    assert (summary["sent"], summary["remaining"], summary["readers"]) == (1000, 200, 1200)
+    assert summary["rate"] > 0 and summary["seconds"] > 0
