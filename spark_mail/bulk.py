@@ -152,6 +152,7 @@ def send_to_readers(
     repeats = dict(repeat_batches or {})
     gathering: dict[int, list[Reader]] = {n: [] for n in repeats}
     next_number = ledger.next_batch(slug) if ledger is not None else 1
+    resuming = next_number > 1  # an earlier run recorded readers: look each one up
     budget = limit
     stop = False
     last_tick = 0.0
@@ -172,7 +173,7 @@ def send_to_readers(
         for chunk in _chunks(readers, size):
             states = (
                 ledger.reader_states(slug, [reader_key(r) for r in chunk])
-                if ledger is not None
+                if ledger is not None and resuming
                 else {}
             )
             for reader in chunk:
@@ -245,17 +246,28 @@ def send_to_readers(
                 summary.uncertain += 1
                 if len(summary.uncertain_readers) < LISTED:
                     summary.uncertain_readers.append(reader.email)
-        if ledger is not None:
-            ledger.finish_batch(slug, rows)
+        answered.extend(rows)
         tick(force=True)
 
     concurrency = provider.concurrency
     in_flight: dict[Future[BatchResult], _Batch] = {}
+    # Answers not yet in the ledger: written with the next batch's start, in ONE
+    # transaction (each commit waits for the disk), or at the end.
+    answered: list[tuple[str, ReaderState, str | None, str | None]] = []
 
-    def settle(return_when: str) -> None:
-        done, _ = wait(list(in_flight), return_when=return_when)
+    def settle(block: bool) -> None:
+        done = [f for f in in_flight if f.done()]
+        if block and not done:
+            done = list(wait(list(in_flight), return_when=FIRST_COMPLETED)[0])
         for future in done:
             record(in_flight.pop(future), future)
+
+    def write(batch: _Batch | None = None) -> None:
+        if ledger is None or not (batch or answered):
+            return
+        start = [(reader_key(r), r.email) for r in batch.readers] if batch else []
+        ledger.write_batches(slug, batch.number if batch else 0, start, answered)
+        answered.clear()
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="spark-send") as pool:
         try:
@@ -263,24 +275,23 @@ def send_to_readers(
                 if stop:
                     summary.remaining += len(batch.readers)
                     continue
-                if ledger is not None:
-                    ledger.start_batch(
-                        slug, batch.number, [(reader_key(r), r.email) for r in batch.readers]
-                    )
+                settle(block=False)
+                write(batch)  # before the batch leaves: after a crash we know who was in it
                 if batch.repeat:
                     summary.resent_batches += 1
                 future = pool.submit(provider.send_batch, template, batch.readers, batch.key)
                 in_flight[future] = batch
                 while len(in_flight) >= concurrency:
-                    settle(FIRST_COMPLETED)
+                    settle(block=True)
             while in_flight:
-                settle(FIRST_COMPLETED)
+                settle(block=True)
         except KeyboardInterrupt:
             stop = True
             while in_flight:  # what is in flight finishes and is recorded
-                settle(FIRST_COMPLETED)
+                settle(block=True)
             raise
         finally:
+            write()
             summary.seconds = time.monotonic() - started
     # Batches a crash left in flight whose readers are no longer all in the file: the
     # repeat would not be the same request, so they are uncertain now.

@@ -122,6 +122,9 @@ class Settings:
     # Own-list sending: batch calls in flight at once (0: the provider's default)
     send_concurrency: int = 0
     progress_seconds: float = 5.0  # one progress line this often under cron
+    # Let the ESP merge each reader's values into one stored template (Postmark) instead of
+    # sending every reader's full copy: ~1 KB per reader instead of ~45 KB.
+    esp_merge: bool = True
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

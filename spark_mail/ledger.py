@@ -17,7 +17,8 @@ Two guards keep an issue from going out twice:
   the caller must find out from the ESP what happened (spark_mail/recovery.py), not send blindly.
 
 Own-list sending (schema 3) adds one `deliveries` row per reader of an issue, written one
-transaction per ESP batch: `sending` with its batch number before the batch leaves, then
+transaction per ESP batch (a batch's start shares it with the answers that came back since):
+`sending` with its batch number before the batch leaves, then
 `sent` (with the ESP's message id), `refused` (the ESP refused that one reader: not retried),
 `failed` (the whole batch failed for sure: retried by the next run) or `uncertain` (the batch
 may have gone out: only `--resend-uncertain` sends it again). The issue's row in `sends`
@@ -154,7 +155,6 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL,
         PRIMARY KEY (slug, reader)
     ) WITHOUT ROWID;
-    CREATE INDEX deliveries_state ON deliveries (slug, state, batch);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -543,42 +543,31 @@ class Ledger:
             raise self._error(exc) from None
         return found
 
-    def start_batch(
+    def write_batches(
         self,
         slug: str,
         batch: int,
         readers: list[tuple[str, str]],
+        answers: list[tuple[str, ReaderState, str | None, str | None]],
         *,
         now: dt.datetime | None = None,
     ) -> None:
-        """Record (reader key, address) pairs as `sending` in `batch`, before it leaves."""
+        """In one transaction: the answers of batches that came back (reader key, state, ESP
+        message id, error), and the (reader key, address) pairs of `batch` as `sending`,
+        before it leaves."""
         stamp = _now(now)
         with self.transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET state = ?, esp_id = ?, error = ?, updated_at = ? "
+                "WHERE slug = ? AND reader = ?",
+                [(state, esp_id, error, stamp, slug, key) for key, state, esp_id, error in answers],
+            )
             db.executemany(
                 "INSERT INTO deliveries (slug, reader, address, state, batch, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slug, reader) DO UPDATE "
                 "SET state = excluded.state, batch = excluded.batch, error = NULL, "
                 "updated_at = excluded.updated_at",
                 [(slug, key, a, ReaderState.SENDING, batch, stamp, stamp) for key, a in readers],
-            )
-
-    def finish_batch(
-        self,
-        slug: str,
-        outcomes: list[tuple[str, ReaderState, str | None, str | None]],
-        *,
-        now: dt.datetime | None = None,
-    ) -> None:
-        """One ESP batch's answer: (reader key, state, ESP message id, error), one transaction."""
-        stamp = _now(now)
-        with self.transaction() as db:
-            db.executemany(
-                "UPDATE deliveries SET state = ?, esp_id = ?, error = ?, updated_at = ? "
-                "WHERE slug = ? AND reader = ?",
-                [
-                    (state, esp_id, error, stamp, slug, key)
-                    for key, state, esp_id, error in outcomes
-                ],
             )
 
     def in_flight(self, slug: str) -> dict[int, int]:

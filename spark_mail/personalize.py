@@ -25,7 +25,7 @@ import base64
 import dataclasses
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from html import escape as html_escape
@@ -45,6 +45,8 @@ ANY_MARKER_RE = re.compile(r"spkrdr", re.I)  # to find markers a filter has mang
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 URL_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "poster"})
 ATTRIBUTE_RE = re.compile(r"""([^\s"'<>/=]+)\s*=\s*("[^"]*"?|'[^']*'?|[^\s"'>]*)""")
+URL_SAFE_RE = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote(safe="") leaves as it is
+HTML_SPECIAL_RE = re.compile(r"[&<>\"']")  # what html.escape changes
 TOKEN_BYTES = 16  # 128-bit tag: 22 URL-safe characters
 MIN_SECRET_CHARS = 16
 PURPOSES = ("unsubscribe", "poll")
@@ -163,6 +165,13 @@ class _Cut:
             return self.layout[0]
         out = list(self.layout)
         out[1::2] = [values[i] for i in self.uses]
+        return "".join(out)
+
+    def merge(self, tag: Callable[[int], str], static: Callable[[str], str]) -> str:
+        """The text for an ESP's merge: gap i becomes `tag(number of its value)`, and each
+        static piece goes through `static` (escaping what the ESP would read as a tag)."""
+        out = [static(piece) for piece in self.layout]
+        out[1::2] = [tag(i) for i in self.uses]
         return "".join(out)
 
 
@@ -284,11 +293,17 @@ class PersonalizedTemplate:
         """This reader's values, escaped for each place they go (HTML, URL, plain)."""
         raw = self.values_for(reader)
         rendered = []
+        quoted: dict[int, str] = {}  # a slot often sits in several links: quote it once
         for slot_index, in_html, url in self._keys:
             value = raw[slot_index]
             if url:
-                value = quote(value, safe="")
-            rendered.append(html_escape(value) if in_html else value)
+                if slot_index not in quoted:
+                    safe = URL_SAFE_RE.fullmatch(value)  # tokens: nothing to quote
+                    quoted[slot_index] = value if safe else quote(value, safe="")
+                value = quoted[slot_index]  # quoting leaves nothing HTML would read
+            elif in_html and HTML_SPECIAL_RE.search(value):
+                value = html_escape(value)
+            rendered.append(value)
         return rendered
 
     def headers_for(self, rendered: list[str]) -> dict[str, str]:
@@ -296,6 +311,13 @@ class PersonalizedTemplate:
         if self._static_headers:
             return self.email.headers
         return {k: cut.join(rendered) for k, cut in self._headers.items()}
+
+    def merge_layout(
+        self, tag: Callable[[int], str], static: Callable[[str], str]
+    ) -> tuple[str, str]:
+        """(HTML, text) with merge tags where each reader's values go (see _Cut.merge): the
+        ESP fills tag n with `rendered_values(reader)[n]`, already escaped for its place."""
+        return self._html.merge(tag, static), self._text.merge(tag, static)
 
     def copy(self, reader: Reader) -> ReaderCopy:
         rendered = self.rendered_values(reader)

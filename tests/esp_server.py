@@ -12,6 +12,9 @@ vendor's auth header, status codes, JSON bodies and error bodies, so a provider 
                 /broadcasts/{id} (GET, DELETE), /broadcasts/{id}/send (`scheduled_at`);
                 `Authorization: Bearer KEY`; `Idempotency-Key` on /emails and /emails/batch.
     postmark    /email, /email/batch (max 500, HTTP 200 with a per-message `ErrorCode`);
+                /templates (POST create, GET by id or alias), /email/batchWithTemplates
+                (max 500; renders Mustachio's `{{{raw}}}` and `{{escaped}}` tags from each
+                message's TemplateModel and keeps the result in `delivered`);
                 `X-Postmark-Server-Token: KEY`; message streams `outbound` and `broadcast`.
 
 Request bodies are validated against the vendors' request schemas copied to tests/schemas/
@@ -132,6 +135,7 @@ class FakeEsp:
         self.delivered: list[dict[str, Any]] = []  # every message that "went out"
         self.idempotency: dict[str, tuple[str, int, Any]] = {}  # key -> (body hash, status, body)
         self.postmark_inactive: set[str] = set()  # recipients Postmark refuses (ErrorCode 406)
+        self.templates: dict[str, dict[str, Any]] = {}  # postmark templates by id and alias
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
         self._server: ThreadingHTTPServer | None = None
@@ -220,6 +224,7 @@ class FakeEsp:
             self.delivered.clear()
             self.idempotency.clear()
             self.postmark_inactive.clear()
+            self.templates.clear()
 
     # -- reading what happened -------------------------------------------------------
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
@@ -361,7 +366,7 @@ def vendor_of(path: str) -> str:
         return "buttondown"
     if path.startswith(("/emails", "/broadcasts")):
         return "resend"
-    if path.startswith("/email"):
+    if path.startswith(("/email", "/templates")):
         return "postmark"
     return "unknown"
 
@@ -781,8 +786,77 @@ def _postmark_auth(esp: FakeEsp, req: Recorded) -> None:
         )
 
 
-def _postmark_message(esp: FakeEsp, body: Any) -> dict[str, Any]:
-    """One message: its answer element (ErrorCode 0 when it went out)."""
+MUSTACHIO_TAG = re.compile(r"\{\{\{\s*([\w.]+)\s*\}\}\}|\{\{\s*([\w.]+)\s*\}\}")
+
+
+def mustachio(text: str, model: dict[str, Any], html: bool) -> str:
+    """Postmark's template language as far as spark-mail uses it: `{{{name}}}` inserts the
+    value as it is, `{{name}}` HTML-escapes it in an HTML body; unknown names are empty."""
+    import html as html_lib
+
+    def value(match: re.Match[str]) -> str:
+        raw = str(model.get(match.group(1) or match.group(2), ""))
+        return html_lib.escape(raw) if html and match.group(2) else raw
+
+    return MUSTACHIO_TAG.sub(value, text)
+
+
+def _postmark_templated(esp: FakeEsp, body: Any) -> dict[str, Any]:
+    """One message of /email/batchWithTemplates: rendered from its template, then sent."""
+    if not isinstance(body, dict):
+        return {"ErrorCode": 300, "Message": "Invalid email request: not an object"}
+    template = esp.templates.get(str(body.get("TemplateAlias") or body.get("TemplateId") or ""))
+    if template is None:
+        return {"ErrorCode": 1101, "Message": "The template was not found."}
+    model = body.get("TemplateModel")
+    if not isinstance(model, dict):
+        return {"ErrorCode": 403, "Message": "'TemplateModel' is required."}
+    rendered = {
+        "Subject": mustachio(template["Subject"], model, False),
+        "HtmlBody": mustachio(template["HtmlBody"], model, True),
+        "TextBody": mustachio(template["TextBody"], model, False),
+    }
+    message = {k: v for k, v in body.items() if not k.startswith("Template")}
+    return _postmark_message(esp, {**message, **rendered}, keep=True)
+
+
+def postmark_template(
+    esp: FakeEsp, method: str, path: str, req: Recorded
+) -> tuple[int, Any, dict[str, str]]:
+    parts = path.strip("/").split("/")
+    if method == "GET" and len(parts) == 2:
+        template = esp.templates.get(parts[1])
+        if template is None:
+            return 404, {"ErrorCode": 1101, "Message": "The template was not found."}, {}
+        return 200, dict(template), {}
+    if method == "POST" and len(parts) == 1:
+        body = req.body if isinstance(req.body, dict) else {}
+        missing = [k for k in ("Name", "Subject") if not body.get(k)]
+        if missing or not (body.get("HtmlBody") or body.get("TextBody")):
+            return 422, {"ErrorCode": 1120, "Message": "Name, Subject and a body are required."}, {}
+        alias = body.get("Alias")
+        with esp.lock:
+            if alias and alias in esp.templates:
+                return 422, {"ErrorCode": 1123, "Message": "This alias is already in use."}, {}
+            template = {
+                "TemplateId": next(esp._ids),
+                "Name": body["Name"],
+                "Alias": alias,
+                "Subject": body["Subject"],
+                "HtmlBody": body.get("HtmlBody") or "",
+                "TextBody": body.get("TextBody") or "",
+                "Active": True,
+            }
+            esp.templates[str(template["TemplateId"])] = template
+            if alias:
+                esp.templates[alias] = template
+        return 200, {k: template[k] for k in ("TemplateId", "Name", "Alias", "Active")}, {}
+    return 405, {"ErrorCode": 0, "Message": "Method not allowed"}, {}
+
+
+def _postmark_message(esp: FakeEsp, body: Any, keep: bool = False) -> dict[str, Any]:
+    """One message: its answer element (ErrorCode 0 when it went out). `keep`: record the
+    rendered content too (templated messages, which no request body shows)."""
     problem = (
         esp.check_schema("postmark-SendEmailRequest", body)
         if isinstance(body, dict)
@@ -820,6 +894,15 @@ def _postmark_message(esp: FakeEsp, body: Any) -> dict[str, Any]:
             "to": to,
             "subject": body.get("Subject"),
             "stream": stream,
+            **(
+                {
+                    "html": body.get("HtmlBody"),
+                    "text": body.get("TextBody"),
+                    "headers": body.get("Headers") or [],
+                }
+                if keep
+                else {}
+            ),
         }
     )
     return {
@@ -835,8 +918,29 @@ def postmark(
     esp: FakeEsp, method: str, path: str, req: Recorded
 ) -> tuple[int, Any, dict[str, str]]:
     _postmark_auth(esp, req)
+    if path.startswith("/templates"):
+        return postmark_template(esp, method, path, req)
     if method != "POST":
         return 405, {"ErrorCode": 0, "Message": "Method not allowed"}, {}
+    if path.rstrip("/") == "/email/batchWithTemplates":
+        messages = req.body.get("Messages") if isinstance(req.body, dict) else None
+        if not isinstance(messages, list):
+            return (
+                422,
+                {"ErrorCode": 300, "Message": "Invalid request: 'Messages' is required."},
+                {},
+            )
+        if len(messages) > POSTMARK_MAX_BATCH:
+            return (
+                422,
+                {
+                    "ErrorCode": 300,
+                    "Message": f"Invalid request: a batch holds at most {POSTMARK_MAX_BATCH} messages.",
+                },
+                {},
+            )
+        with esp.lock:
+            return 200, [_postmark_templated(esp, m) for m in messages], {}
     if path.rstrip("/") == "/email":
         with esp.lock:
             answer = _postmark_message(esp, req.body)

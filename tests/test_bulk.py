@@ -40,8 +40,21 @@ def own_settings(esp, root: Path, provider: str = "postmark", **extra: str):
 
 
 def postmark_messages(esp) -> list[dict]:
-    """Every message of every batch the fake Postmark received."""
-    return [m for call in esp.calls("POST", "/email/batch") for m in call.body]
+    """Every message as the fake Postmark sent it: rendered from the stored template with
+    each message's TemplateModel (esp_merge), or as received in full (/email/batch)."""
+    full = [m for call in esp.calls("POST", "/email/batch") for m in call.body]
+    merged = [
+        {"To": d["to"][0], "HtmlBody": d["html"], "TextBody": d["text"], "Headers": d["headers"]}
+        for d in esp.delivered
+        if d["kind"] == "message" and "html" in d
+    ]
+    return full + merged
+
+
+def batch_sizes(esp) -> list[int]:
+    full = [len(call.body) for call in esp.calls("POST", "/email/batch")]
+    merged = [len(c.body["Messages"]) for c in esp.calls("POST", "/email/batchWithTemplates")]
+    return sorted(full + merged)
 
 
 def delivered_to(esp) -> collections.Counter[str]:
@@ -59,18 +72,20 @@ def issue_state(settings, slug: str = SAMPLE_SLUG) -> SendState | None:
     return None if record is None else record.state
 
 
-def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter):
+@pytest.mark.parametrize("merge", ["true", "false"], ids=["esp-merge", "full-copies"])
+def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter, merge):
     """1,201 readers through Postmark: 3 batch calls (500, 500, 201) on the broadcast
-    stream, one message per reader, the issue `sent` once every reader is."""
+    stream, one message per reader, the issue `sent` once every reader is; with the ESP
+    merging (one stored template) or every copy sent in full."""
     write_readers(newsletter, 1201)
-    settings = own_settings(esp, newsletter)
+    settings = own_settings(esp, newsletter, SPARK_MAIL_ESP_MERGE=merge)
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
-    sizes = [len(call.body) for call in esp.calls("POST", "/email/batch")]
-    assert sorted(sizes) == [201, 500, 500]
+    assert batch_sizes(esp) == [201, 500, 500]
     assert esp.schema_errors == []
+    assert len(esp.calls("POST", "/templates")) == (1 if merge == "true" else 0)
     counts = delivered_to(esp)
     assert len(counts) == 1201 and set(counts.values()) == {1}
-    assert {m["MessageStream"] for m in postmark_messages(esp)} == {"broadcast"}
+    assert {d["stream"] for d in esp.delivered} == {"broadcast"}
     assert result.state == "sent" and result.summary and result.summary["sent"] == 1201
     assert reader_states(settings) == {"sent": 1201}
     assert issue_state(settings) == SendState.SENT
@@ -163,6 +178,10 @@ def test_hostile_reader_names_are_harmless_in_what_the_esp_receives(esp, newslet
             assert "\r" not in header["Value"] and "\n" not in header["Value"]
             assert header["Name"].lower() not in ("bcc", "cc", "to")
     assert "Hi x Bcc: y@evil.example," in bob["HtmlBody"]
+    for call in esp.calls("POST", "/email/batchWithTemplates"):  # what left spark-mail
+        for sent in call.body["Messages"]:
+            assert not {"Cc", "Bcc"} & set(sent) and sent["To"] in messages
+            assert "\r" not in json.dumps(sent) and "\\n" not in json.dumps(sent["Headers"])
     assert sorted(a for d in esp.delivered for a in d["to"]) == [
         "ann@example.com",
         "bob@example.com",
@@ -269,8 +288,9 @@ def test_dry_run_shows_a_batch_for_the_first_readers_and_sends_nothing(esp, news
     assert not settings.ledger_file.exists()
     folder = newsletter / "dist" / SAMPLE_SLUG / "dry-run"
     (batch,) = folder.glob("*email-batch*.json")
-    body = json.loads(batch.read_text())["json"]
+    body = json.loads(batch.read_text())["json"]["Messages"]
     assert [m["To"] for m in body] == [f"reader{n:05d}@example.com" for n in range(5)]
+    assert len(list(folder.glob("*templates*.json"))) == 2  # looked for, then stored
     assert result.summary and result.summary["readers"] == 40
 
 

@@ -144,10 +144,11 @@ def test_lost_answer_without_idempotency_is_uncertain(esp, newsletter):
     assert ledger_state(settings) == SendState.UNCERTAIN
     with pytest.raises(AlreadySent, match="uncertain"):
         send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert len(esp.calls("POST", "/email/batch")) == 1
+    batch = "/email/batch.*"  # full copies, or batchWithTemplates (the ESP merges)
+    assert len(esp.calls("POST", batch)) == 1
     send_issue(SAMPLE_SLUG, settings, mode="send", resend_uncertain=True)
     assert ledger_state(settings) == SendState.SENT
-    assert len(esp.calls("POST", "/email/batch")) == 2
+    assert len(esp.calls("POST", batch)) == 2
 
 
 def test_check_errors_block_a_send_unless_forced(esp, newsletter):

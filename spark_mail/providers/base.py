@@ -488,11 +488,15 @@ class HttpProvider(Provider):
         json_body: Any = None,
         idempotency_key: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        json_bytes: bytes | None = None,
     ) -> httpx.Response:
-        """One API call with the retry rules above; returns a 2xx/3xx response or raises."""
+        """One API call with the retry rules above; returns a 2xx/3xx response or raises.
+        `json_bytes`: a body already encoded as JSON (batches assembled from fragments)."""
         headers = dict(extra_headers or {})
-        content = None
-        if json_body is not None:
+        content = json_bytes
+        if json_bytes is not None:
+            headers["Content-Type"] = "application/json"
+        elif json_body is not None:
             # Encoded once for every attempt (a retry carries the same bytes), compactly:
             # a batch of 500 copies is megabytes.
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
