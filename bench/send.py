@@ -145,7 +145,9 @@ class Emulator:
 
 
 # -- the runs ---------------------------------------------------------------------------------
-def newsletter(folder: Path, readers: int, provider: str, url: str, concurrency: int) -> Path:
+def newsletter(
+    folder: Path, readers: int, provider: str, url: str, concurrency: int, full: bool = False
+) -> Path:
     root = folder / f"n{readers}"
     (root / "issues").mkdir(parents=True)
     shutil.copy(REPO / "spark-mail.toml", root / "spark-mail.toml")
@@ -165,6 +167,8 @@ def newsletter(folder: Path, readers: int, provider: str, url: str, concurrency:
     }
     if concurrency:
         env["SPARK_MAIL_SEND_CONCURRENCY"] = str(concurrency)
+    if full:
+        env["SPARK_MAIL_ESP_MERGE"] = "false"
     (root / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     return root
 
@@ -199,15 +203,19 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per batch call")
     parser.add_argument("--provider", choices=sorted(LIMITS), default="postmark")
     parser.add_argument("--concurrency", type=int, default=0, help="0: the provider's default")
+    parser.add_argument(
+        "--full-copies",
+        action="store_true",
+        help="Postmark: send every reader's full copy (esp_merge = false), not template values",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve[0], float(args.serve[1]))
         return
 
     sys.path.insert(0, str(REPO))
-    from spark_mail.providers import get_provider
-
     from spark_mail.config import load_settings
+    from spark_mail.providers import get_provider
 
     probe = load_settings(
         REPO,
@@ -231,7 +239,14 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="spark-bench-send-") as folder:
             for readers in args.readers:
-                root = newsletter(Path(folder), readers, args.provider, emulator.url, args.concurrency)
+                root = newsletter(
+                    Path(folder),
+                    readers,
+                    args.provider,
+                    emulator.url,
+                    args.concurrency,
+                    args.full_copies,
+                )
                 before = emulator.stats()
                 summary, wall, peak = run_send(root)
                 after = emulator.stats()
@@ -239,11 +254,12 @@ def main() -> None:
                 if received != readers or summary["sent"] != readers:
                     sys.exit(f"{readers} readers but {received} received, {summary['sent']} sent")
                 rate = summary["rate"]
+                per_reader = (after["bytes"] - before["bytes"]) / readers
                 peaks[readers] = peak
                 print(
                     f"{readers:>7,} readers: {rate:>8,.0f} readers/s sending "
                     f"(ratio {rate / ideal:.2f} of ideal), {readers / wall:>7,.0f}/s whole command "
-                    f"({wall:.1f} s), {(after['bytes'] - before['bytes']) / readers:,.0f} bytes/reader, "
+                    f"({wall:.1f} s), {per_reader:,.0f} bytes/reader, "
                     f"peak RSS {peak / 2**20:,.1f} MB"
                 )
                 shutil.rmtree(root)
@@ -252,9 +268,7 @@ def main() -> None:
     if len(peaks) > 1:
         small, large = min(peaks), max(peaks)
         growth = (peaks[large] - peaks[small]) / 2**20
-        print(
-            f"peak RSS growth {small:,} -> {large:,} readers: {growth:+.1f} MB (target <= 50 MB)"
-        )
+        print(f"peak RSS growth {small:,} -> {large:,} readers: {growth:+.1f} MB (target <= 50 MB)")
 
 
 if __name__ == "__main__":

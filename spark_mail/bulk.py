@@ -275,14 +275,18 @@ def send_to_readers(
                 if stop:
                     summary.remaining += len(batch.readers)
                     continue
+                # Encode it while the batches in flight wait for the ESP, then wait for a slot.
+                job = provider.batch_job(template, batch.readers, batch.key)
+                while len(in_flight) >= concurrency:
+                    settle(block=True)
                 settle(block=False)
+                if stop:  # a batch failed meanwhile: this one does not leave
+                    summary.remaining += len(batch.readers)
+                    continue
                 write(batch)  # before the batch leaves: after a crash we know who was in it
                 if batch.repeat:
                     summary.resent_batches += 1
-                future = pool.submit(provider.send_batch, template, batch.readers, batch.key)
-                in_flight[future] = batch
-                while len(in_flight) >= concurrency:
-                    settle(block=True)
+                in_flight[pool.submit(job)] = batch
             while in_flight:
                 settle(block=True)
         except KeyboardInterrupt:

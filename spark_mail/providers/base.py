@@ -34,6 +34,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import email.utils as email_utils
+import functools
 import hashlib
 import json
 import logging
@@ -366,6 +367,14 @@ class Provider(abc.ABC):
         self.require(Capability.BATCH)
         raise NotImplementedError
 
+    def batch_job(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> Callable[[], BatchResult]:
+        """The batch as a call for a worker thread. A provider may do the CPU work (encoding
+        every message) here, in the caller's thread, while earlier batches are on the wire,
+        so a worker's turn is only the request."""
+        return functools.partial(self.send_batch, template, readers, key)
+
     def require_audience(self) -> None:
         """For providers without an ESP-side list: `send` was called without readers."""
         raise ConfigError(
@@ -420,6 +429,8 @@ class HttpProvider(Provider):
         self.limiter = RateLimiter(requests_per_second or self.requests_per_second)
         self.requests_made = 0
         self.bytes_sent = 0
+        self._tally = threading.local()  # this thread's requests and bytes (batch results)
+        self._tally_lock = threading.Lock()
         if self.dry_run is not None:
             self.dry_run.answer = self.dry_run_answer
             self.dry_run.secrets.append(settings.api_key.reveal())
@@ -512,8 +523,7 @@ class HttpProvider(Provider):
             attempt += 1
             retry_after: float | None = None
             self.limiter.wait()
-            self.requests_made += 1
-            self.bytes_sent += len(content or b"")
+            self._count(len(content or b""))
             try:
                 response = self.client.request(method, path, content=content, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -549,6 +559,19 @@ class HttpProvider(Provider):
                 raise failure from None
             log.warning("%s; retrying in %.1fs (attempt %d)", failure.message, delay, attempt + 1)
             time.sleep(delay)
+
+    def _count(self, size: int) -> None:
+        with self._tally_lock:
+            self.requests_made += 1
+            self.bytes_sent += size
+        tally = self._tally
+        tally.requests = getattr(tally, "requests", 0) + 1
+        tally.bytes = getattr(tally, "bytes", 0) + size
+
+    def thread_tally(self) -> tuple[int, int]:
+        """(requests, bytes) this thread has made so far: a batch's share is the difference,
+        whatever other threads send meanwhile."""
+        return getattr(self._tally, "requests", 0), getattr(self._tally, "bytes", 0)
 
     def json(self, response: httpx.Response, what: str) -> Any:
         try:

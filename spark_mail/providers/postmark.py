@@ -20,10 +20,11 @@ through POST /email/batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring as json_string
@@ -158,28 +159,35 @@ class PostmarkProvider(HttpProvider):
     ) -> BatchResult:
         """One batch call: Postmark merges each reader's values into the stored template
         (`esp_merge`), or each reader's full copy; HTTP 200 is checked per message."""
-        before, sent_bytes = self.requests_made, self.bytes_sent
-        base = template.email
-        body: Any
+        return self.batch_job(template, readers, key)()
+
+    def batch_job(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> Callable[[], BatchResult]:
         if self.settings.esp_merge:
             stored = self.stored_template(template)
             messages = ",".join(self._merged(template, stored, r) for r in readers)
             body = f'{{"Messages":[{messages}]}}'.encode()
-            response = self.request(
-                "POST", "email/batchWithTemplates", "batch send", json_bytes=body
+            return functools.partial(
+                self._post_batch, "email/batchWithTemplates", body, len(readers)
             )
-        else:
-            body = [self.message(template.copy(r).email(base), r.email) for r in readers]
-            response = self.request("POST", "email/batch", "batch send", json_body=body)
+        full = [self.message(template.copy(r).email(template.email), r.email) for r in readers]
+        encoded = _compact(full).encode()
+        return functools.partial(self._post_batch, "email/batch", encoded, len(readers))
+
+    def _post_batch(self, path: str, body: bytes, count: int) -> BatchResult:
+        requests, sent_bytes = self.thread_tally()
+        response = self.request("POST", path, "batch send", json_bytes=body)
         answers = self.json(response, "batch send")
-        if not isinstance(answers, list) or len(answers) != len(readers):
+        if not isinstance(answers, list) or len(answers) != count:
             raise EspError(
                 "postmark: the batch answer does not match the batch sent", maybe_sent=True
             )
+        after = self.thread_tally()
         return BatchResult(
             [_outcome(answer) for answer in answers],
-            requests=self.requests_made - before,
-            bytes_sent=self.bytes_sent - sent_bytes,
+            requests=after[0] - requests,
+            bytes_sent=after[1] - sent_bytes,
         )
 
     def stored_template(self, template: PersonalizedTemplate) -> StoredTemplate:

@@ -119,7 +119,7 @@ class ResendProvider(HttpProvider):
         for reader in readers:
             copy = template.copy(reader)
             body.append(self._message(email, [copy.to], copy.html, copy.text, copy.headers))
-        before, sent_bytes = self.requests_made, self.bytes_sent
+        before, sent_bytes = self.thread_tally()
         response = self.request(
             "POST", "emails/batch", "batch send", json_body=body, idempotency_key=key
         )
@@ -131,8 +131,8 @@ class ResendProvider(HttpProvider):
             )
         return BatchResult(
             [("sent", str(item.get("id", "")) if isinstance(item, dict) else "") for item in data],
-            requests=self.requests_made - before,
-            bytes_sent=self.bytes_sent - sent_bytes,
+            requests=self.thread_tally()[0] - before,
+            bytes_sent=self.thread_tally()[1] - sent_bytes,
         )
 
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
