@@ -559,6 +559,6 @@ def describe_audience(settings: Settings) -> tuple[str, str]:
 
     with get_provider(settings) as provider:
         audience = provider.audience
-        if not provider.owns_audience and settings.audience:
+        if own_list(settings, provider) and settings.audience:
             audience = f"the readers in {settings.audience}"
         return provider.name, audience

@@ -107,3 +107,27 @@ def test_progress_lines_and_summary_under_cron(tmp_path: Path, start_esp):
     summary = data["summary"]
     assert (summary["sent"], summary["remaining"], summary["readers"]) == (1000, 200, 1200)
     assert summary["rate"] > 0 and summary["seconds"] > 0
+
+
+def test_ctrl_c_mid_send_finishes_the_batch_in_flight_and_the_rerun_sends_the_rest(
+    tmp_path: Path, start_esp
+):
+    """SIGINT while Postmark holds batch 1: the process waits for that answer, records it,
+    exits 130; the rerun sends only the readers not yet sent - nobody twice, none uncertain."""
+    esp = start_esp("postmark")
+    root = own_list(tmp_path, esp, 1200)
+    esp.fault(hold=1.5, path=BATCH_PATH["postmark"])
+    victim = start_cli(root, "send", SLUG, "--yes")
+    try:
+        esp.wait_for_request(BATCH_PATH["postmark"])
+    finally:
+        victim.send_signal(signal.SIGINT)
+        _, err = victim.communicate(timeout=30)
+    assert victim.returncode == 130, err
+    assert "Traceback" not in err
+    assert status(root)["state"] == "pending"
+    rerun = run(root, "send", SLUG, "--yes")
+    assert rerun.returncode == 0, rerun.stderr
+    counts = copies(esp)
+    assert len(counts) == 1200 and set(counts.values()) == {1}
+    assert status(root)["state"] == "sent"
