@@ -272,28 +272,19 @@ class PostmarkProvider(HttpProvider):
         refused: dict[str, str] = {}
         first_id = ""
         for batch in chunks(recipients, MAX_BATCH):
+            body = _compact([self.message(email, to) for to in batch]).encode()
             try:
-                response = self.request(
-                    "POST",
-                    "email/batch",
-                    "batch send",
-                    json_body=[self.message(email, to) for to in batch],
-                )
+                result = self._post_batch("email/batch", body, len(batch))
             except EspError as exc:
                 if sent or refused:  # some readers already have it: say how far we got
                     exc.message += f" (after {sent} messages went out)"
                 raise
-            answers = self.json(response, "batch send")
-            if not isinstance(answers, list) or len(answers) != len(batch):
-                raise EspError("postmark: the batch answer does not match the batch sent")
-            for to, answer in zip(batch, answers, strict=True):
-                if answer.get("ErrorCode", 0) == 0:
+            for to, (state, detail) in zip(batch, result.outcomes, strict=True):
+                if state == "sent":
                     sent += 1
-                    first_id = first_id or str(answer.get("MessageID", ""))
+                    first_id = first_id or detail
                 else:
-                    refused[to] = (
-                        f"ErrorCode {answer.get('ErrorCode')}: {answer.get('Message', '')}"
-                    )
+                    refused[to] = detail
         if not sent and refused:
             reason = next(iter(refused.values()))
             raise EspError(f"postmark: every message was refused ({reason})")
