@@ -5,12 +5,13 @@
 The readers stream from the subscribers file (spark_mail.audience, already checked) and
 are cut into batches of `provider.batch_size` (Postmark 500, Resend 100). Each batch:
 
-1. its readers are written to the ledger as `sending` with the batch number (one
-   transaction), BEFORE the batch leaves: after a crash we know exactly who was in flight;
-2. a worker thread hands it to `provider.send_batch` (`provider.concurrency` batches in
-   flight at once; retries, the rate limit and 429s are base.py's business);
-3. the answer is written message by message (sent / refused / failed / uncertain), again
-   one transaction, by the main thread (the only one that touches SQLite).
+1. the provider encodes it (`provider.batch_job`) while earlier batches are on the wire;
+2. its readers are written to the ledger as `sending` with the batch number, BEFORE the
+   batch leaves (after a crash we know exactly who was in flight), in one transaction with
+   the answers that came back since: sent / refused / failed / uncertain, message by
+   message. Only the main thread touches SQLite;
+3. a worker thread makes the call (`provider.concurrency` batches in flight at once;
+   retries, the rate limit and 429s are base.py's business).
 
 Threads rather than asyncio: the providers' retry loop, rate limiter and SMTP connections
 are synchronous and already serve the single sends; sockets release the GIL, so a few
