@@ -27,6 +27,7 @@ import csv
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,6 +91,9 @@ class AudienceReport:
     invalid_rows: list[RowProblem] = field(default_factory=list)
     duplicate_rows: list[RowProblem] = field(default_factory=list)
     columns: tuple[str, ...] = ()
+    # Keys of every suppressed address (suppression file + rows marked unsubscribed/bounced),
+    # so a second pass over the same file (the send after the check) need not find them again.
+    suppressed_keys: frozenset[int] = field(default_factory=frozenset, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -396,8 +400,12 @@ def iter_readers(
     suppression_file: Path | str | None = None,
     *,
     report: AudienceReport | None = None,
+    suppressed_keys: frozenset[int] | None = None,
 ) -> Iterator[Reader]:
     """Yield the readers to send to, streaming; fill `report` with every row's fate.
+
+    `suppressed_keys` (from an earlier pass's report) skips reading the suppression file and
+    the first pass over this one; the reason of a suppression is then not told apart.
 
     Raises AudienceError (before yielding anything) when the file cannot be used at all:
     missing, unreadable, no `email` column, no rows.
@@ -407,8 +415,14 @@ def iter_readers(
     report.path = path
     suppression = Path(suppression_file) if suppression_file else None
     report.suppression_file = suppression
-    listed = load_suppressed(suppression) if suppression else set()
-    marked = _suppressed_in_file(path)
+    listed: AbstractSet[int]
+    marked: AbstractSet[int]
+    if suppressed_keys is None:
+        listed = load_suppressed(suppression) if suppression else set()
+        marked = _suppressed_in_file(path)
+    else:
+        listed, marked = frozenset(), suppressed_keys
+    report.suppressed_keys = frozenset(listed | marked)
     validator = AddressValidator()
     first_line: dict[int, int] = {}  # address key -> line of its first valid row
     with _CsvRows(path) as rows:

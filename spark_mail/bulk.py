@@ -149,6 +149,7 @@ def send_to_readers(
 
     provider.require(Capability.BATCH)
     slug = template.email.slug
+    provider.prepare_batches(template)  # set-up, not sending: before the clock starts
     started = time.monotonic()
     repeats = dict(repeat_batches or {})
     gathering: dict[int, list[Reader]] = {n: [] for n in repeats}

@@ -429,7 +429,7 @@ def _send_own_list(
         send_to_readers(
             own.template,
             provider,
-            iter_readers(*own.paths),
+            iter_readers(*own.paths, suppressed_keys=own.report.suppressed_keys),
             ledger,
             summary,
             limit=options.limit,

@@ -375,6 +375,11 @@ class Provider(abc.ABC):
         so a worker's turn is only the request."""
         return functools.partial(self.send_batch, template, readers, key)
 
+    def prepare_batches(self, template: PersonalizedTemplate) -> None:
+        """Set-up once before the first batch (a connection, a template stored at the ESP),
+        so it is not charged to the batches. Most providers need none."""
+        return None
+
     def require_audience(self) -> None:
         """For providers without an ESP-side list: `send` was called without readers."""
         raise ConfigError(
@@ -448,6 +453,9 @@ class HttpProvider(Provider):
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
         """What the ESP would plausibly answer (status, JSON), for dry runs."""
         return 200, {"id": f"dry-run-{len(self.dry_run.exchanges) if self.dry_run else 0}"}
+
+    def prepare_batches(self, template: PersonalizedTemplate) -> None:
+        _ = self.client  # the TLS context and certificates load once, before the first batch
 
     # -- the client -----------------------------------------------------------------------
     @property

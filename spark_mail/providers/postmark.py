@@ -161,6 +161,12 @@ class PostmarkProvider(HttpProvider):
         (`esp_merge`), or each reader's full copy; HTTP 200 is checked per message."""
         return self.batch_job(template, readers, key)()
 
+    def prepare_batches(self, template: PersonalizedTemplate) -> None:
+        """With `esp_merge`, also the issue's stored template, before the first batch."""
+        super().prepare_batches(template)
+        if self.settings.esp_merge:
+            self.stored_template(template)
+
     def batch_job(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
     ) -> Callable[[], BatchResult]:
