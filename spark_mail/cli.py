@@ -183,9 +183,7 @@ def print_report(report: Any) -> None:  # report: checks.Report
             table.add_column(name)
         for f in report.findings:
             style = "red" if f.severity == "error" else "yellow"
-            table.add_row(
-                f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint)
-            )
+            table.add_row(f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint))
         console.print(table)
     moved = [link for link in report.links if link.redirects]
     if moved:

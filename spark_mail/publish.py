@@ -217,7 +217,7 @@ def _dry_run(
             result.summary = summary.to_json()
         else:
             provider.require(Capability.SEND)
-            provider.send(email, lambda ids: None, None)
+            provider.send(email, lambda ids: None)
             result = _result(
                 "dry-run", email, provider, "dry-run", recorder.count, None, {}, warnings, {}
             )
@@ -340,7 +340,6 @@ def _send(
             own = prepare_own_list(email, settings, provider, options.skip_invalid)
             return _send_own_list(email, own, provider, ledger, warnings, now, options)
         provider.require(Capability.SEND)
-        readers = None
         try:
             ledger.claim(
                 slug,
@@ -360,7 +359,7 @@ def _send(
                 state = f"{action}-earlier"
                 return _result("send", email, provider, state, 0, None, ids, warnings, {})
         try:
-            sent = provider.send(email, lambda ids: ledger.record_ids(slug, ids, now=now), readers)
+            sent = provider.send(email, lambda ids: ledger.record_ids(slug, ids, now=now))
         except ProviderError as err:
             if err.maybe_sent and not provider.idempotent:
                 ledger.mark_uncertain(slug, str(err), now=now)

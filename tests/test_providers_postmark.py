@@ -8,7 +8,9 @@ import pytest
 from esp_server import FakeEsp, settings_for
 
 from conftest import SAMPLE_ISSUE
-from spark_mail.errors import ConfigError, UnsupportedOperation
+from spark_mail.audience import Reader
+from spark_mail.errors import UnsupportedOperation
+from spark_mail.personalize import PersonalizedTemplate, prepare
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import Capability, EspError
 from spark_mail.providers.postmark import PostmarkProvider
@@ -20,6 +22,20 @@ def email(newsletter: Path) -> RenderedEmail:
     from spark_mail.config import load_settings
 
     return build(SAMPLE_ISSUE, load_settings(newsletter, env={}))
+
+
+@pytest.fixture
+def template(esp: FakeEsp, newsletter: Path) -> PersonalizedTemplate:
+    """The sample issue rendered once for per-reader copies."""
+    return prepare(
+        newsletter / "issues" / SAMPLE_ISSUE.name, settings_for(esp, newsletter, "postmark")
+    )
+
+
+def readers(count: int) -> list[Reader]:
+    return [
+        Reader(f"r{i}@example.com", {"email": f"r{i}@example.com"}, i + 2) for i in range(count)
+    ]
 
 
 def provider_for(esp: FakeEsp, root: Path, **env: str) -> PostmarkProvider:
@@ -44,35 +60,26 @@ def test_test_send_is_one_email_on_the_broadcast_stream(esp, newsletter, email):
     assert esp.schema_errors == []
 
 
-def test_readers_go_in_batches_of_at_most_500(esp, newsletter, email):
-    """1,201 readers: three batch calls (500, 500, 201), one message per reader."""
-    readers = [f"r{i}@example.com" for i in range(1201)]
+def test_a_batch_is_one_call_with_one_message_per_reader(esp, newsletter, template):
+    """A batch goes out as one batchWithTemplates call, one message per reader."""
     with provider_for(esp, newsletter) as provider:
-        result = provider.send(email, lambda ids: None, readers)
-    sizes = [len(r.body) for r in esp.calls("POST", "/email/batch")]
-    assert sizes == [500, 500, 201]
-    assert result.recipients == 1201 and result.refused == {}
-    assert all("," not in m["To"] for r in esp.calls() for m in r.body)
+        result = provider.send_batch(template, readers(3), "batch-1")
+    (call,) = esp.calls("POST", "/email/batchWithTemplates")
+    messages = call.body["Messages"]
+    assert [m["To"] for m in messages] == [r.email for r in readers(3)]
+    assert all(m["MessageStream"] == "broadcast" for m in messages)
+    assert [state for state, _ in result.outcomes] == ["sent"] * 3
     assert esp.schema_errors == []
 
 
-def test_per_message_error_codes_in_a_200_answer_are_reported(esp, newsletter, email):
-    """HTTP 200 with ErrorCode 406 for one reader: that reader is reported refused."""
-    esp.postmark_inactive.add("gone@example.com")
+def test_per_message_error_codes_in_a_200_answer_are_reported(esp, newsletter, template):
+    """HTTP 200 with ErrorCode 406 for one reader: only that reader is refused."""
+    esp.postmark_inactive.add("r1@example.com")
     with provider_for(esp, newsletter) as provider:
-        result = provider.send(
-            email, lambda ids: None, ["a@example.com", "gone@example.com", "b@example.com"]
-        )
-    assert result.recipients == 2
-    assert list(result.refused) == ["gone@example.com"]
-    assert result.refused["gone@example.com"].startswith("ErrorCode 406")
-
-
-def test_every_message_refused_is_an_error(esp, newsletter, email):
-    """A batch where every message failed raises instead of reporting success."""
-    esp.postmark_inactive.add("gone@example.com")
-    with provider_for(esp, newsletter) as provider, pytest.raises(EspError, match="406"):
-        provider.send(email, lambda ids: None, ["gone@example.com"])
+        result = provider.send_batch(template, readers(3), "batch-1")
+    states = [state for state, _ in result.outcomes]
+    assert states == ["sent", "refused", "sent"]
+    assert result.outcomes[1][1].startswith("ErrorCode 406")
 
 
 def test_server_rejects_more_than_500_messages(esp, newsletter, email):
@@ -84,25 +91,28 @@ def test_server_rejects_more_than_500_messages(esp, newsletter, email):
     assert str(caught.value).startswith("postmark: 422 ErrorCode 300")
 
 
-def test_timed_out_batch_is_not_repeated_and_may_have_been_sent(esp, newsletter, email):
+def test_timed_out_batch_is_not_repeated_and_may_have_been_sent(esp, newsletter, template):
     """No idempotency keys: a batch without an answer is not sent again; maybe_sent."""
-    esp.hold(2.0, path="/email/batch")
+    with provider_for(esp, newsletter) as provider:
+        provider.prepare_batches(template)  # the stored template, before the held call
+    esp.hold(2.0, path="/email/batchWithTemplates")
     provider = provider_for(esp, newsletter, SPARK_MAIL_SEND_TIMEOUT="0.5")
     with provider, pytest.raises(EspError) as caught:
-        provider.send(email, lambda ids: None, ["a@example.com"])
+        provider.send_batch(template, readers(1), "batch-1")
     assert caught.value.maybe_sent is True
-    assert len(esp.calls("POST", "/email/batch")) == 1
+    assert len(esp.calls("POST", "/email/batchWithTemplates")) == 1
 
 
-def test_429_and_500_are_retried(esp, newsletter, email):
+def test_429_and_500_are_retried(esp, newsletter, template):
     """A 429 and a 500 were refusals: retried, then the batch goes out once."""
-    esp.fail(429, retry_after=0.05)
-    esp.fail(500)
     with provider_for(esp, newsletter) as provider:
-        result = provider.send(email, lambda ids: None, ["a@example.com"])
-    assert len(esp.calls()) == 3
-    assert result.recipients == 1
-    assert len(esp.delivered) == 1
+        provider.prepare_batches(template)
+        esp.fail(429, retry_after=0.05)
+        esp.fail(500)
+        result = provider.send_batch(template, readers(1), "batch-1")
+    assert len(esp.calls("POST", "/email/batchWithTemplates")) == 3
+    assert [state for state, _ in result.outcomes] == ["sent"]
+    assert len([d for d in esp.delivered if d.get("kind") != "test"]) == 1
 
 
 def test_bad_token_is_one_line(esp, newsletter, email):
@@ -113,10 +123,10 @@ def test_bad_token_is_one_line(esp, newsletter, email):
     assert str(caught.value) == "postmark: 401 ErrorCode 10 [test send] - check SPARK_MAIL_API_KEY"
 
 
-def test_no_readers_and_no_schedule(esp, newsletter, email):
-    """Postmark keeps no list: send without readers names the setting; no scheduling."""
+def test_no_audience_send_and_no_schedule(esp, newsletter, email):
+    """Postmark keeps no list: an audience send points to the subscribers file setting."""
     with provider_for(esp, newsletter) as provider:
-        with pytest.raises(ConfigError, match="audience"):
+        with pytest.raises(UnsupportedOperation, match="audience"):
             provider.send(email, lambda ids: None)
         assert Capability.SCHEDULE not in provider.capabilities
         with pytest.raises(UnsupportedOperation, match="dispatch"):

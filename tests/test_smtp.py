@@ -18,8 +18,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import SAMPLE_ISSUE
+from spark_mail.audience import Reader
 from spark_mail.config import load_settings
 from spark_mail.errors import ConfigError
+from spark_mail.personalize import PersonalizedTemplate, prepare
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import DryRunTransport, EspError
 from spark_mail.providers.smtp import SmtpProvider
@@ -141,18 +143,28 @@ def email_from(data: bytes) -> Any:
     return email_lib.message_from_bytes(data, policy=email_lib.policy.default)
 
 
-def test_readers_share_one_connection_and_get_their_own_copy(plain_server, newsletter, email):
+def readers(*addresses: str) -> list[Reader]:
+    return [Reader(a, {"email": a}, n + 2) for n, a in enumerate(addresses)]
+
+
+def own_list_template(root: Path, port: int) -> PersonalizedTemplate:
+    settings = smtp_settings(root, port, SPARK_MAIL_SIGNING_SECRET="smtp-test-secret-0123456789")
+    return prepare(root / "issues" / SAMPLE_ISSUE.name, settings)
+
+
+def test_readers_share_one_connection_and_get_their_own_copy(plain_server, newsletter):
     """Three readers: one SMTP connection, one message each, each with its own Message-ID."""
     sink, port = plain_server
-    readers = ["a@example.com", "b@example.com", "c@example.com"]
+    addresses = ["a@example.com", "b@example.com", "c@example.com"]
+    template = own_list_template(newsletter, port)
     with get_provider(smtp_settings(newsletter, port)) as provider:
-        result = provider.send(email, lambda ids: None, readers)
-    assert result.recipients == 3
-    assert [m["to"] for m in sink.messages] == [[r] for r in readers]
+        result = provider.send_batch(template, readers(*addresses), "batch-1")
+    assert [state for state, _ in result.outcomes] == ["sent"] * 3
+    assert [m["to"] for m in sink.messages] == [[r] for r in addresses]
     assert len({m["peer"] for m in sink.messages}) == 1
     ids = {email_from(m["data"])["Message-ID"] for m in sink.messages}
     assert len(ids) == 3
-    assert [email_from(m["data"])["To"] for m in sink.messages] == readers
+    assert [email_from(m["data"])["To"] for m in sink.messages] == addresses
 
 
 def test_starttls_with_login(certificate, newsletter, email):
@@ -242,13 +254,14 @@ def test_unreachable_server_is_one_line(newsletter, email):
         provider.send_test(email, ["editor@example.com"])
 
 
-def test_dry_run_connects_to_nothing(plain_server, newsletter, email):
+def test_dry_run_connects_to_nothing(plain_server, newsletter):
     """With a DryRunTransport the message is recorded, not sent; the password is masked."""
     sink, port = plain_server
     recorder = DryRunTransport()
     settings = smtp_settings(newsletter, port, SPARK_MAIL_SMTP_PASSWORD=PASSWORD)
+    template = own_list_template(newsletter, port)
     with get_provider(settings, recorder) as provider:
-        provider.send(email, lambda ids: None, ["a@example.com"])
+        provider.send_batch(template, readers("a@example.com"), "batch-1")
     assert sink.messages == []
     assert len(recorder.messages) == 1
 

@@ -342,9 +342,8 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult: ...
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
+        """Send to the audience the ESP keeps (own lists go through `send_batch`)."""
         self.require(Capability.SEND)
         raise NotImplementedError
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -128,9 +128,7 @@ class ButtondownProvider(HttpProvider):
         )
         return SendResult(esp_ids={"email_id": draft_id}, requests=self.requests_made - before)
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
         return self._publish(email, on_ids, {"status": "about_to_send"})
 
     def schedule(self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds) -> SendResult:

@@ -9,7 +9,7 @@ no ESP account; open the files in any mail client.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,21 +69,12 @@ class OutboxProvider(Provider):
         self._write(path, list(recipients), email, list(recipients))
         return SendResult(esp_ids={"file": str(path)}, requests=1, recipients=len(recipients))
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
-        folder = self.folder / email.slug
-        if recipients is None:
-            path = folder / "send.eml"
-            on_ids({"file": str(path)})
-            self._write(path, [], email, "undisclosed-recipients:;")
-            return SendResult(esp_ids={"file": str(path)}, requests=1)
-        on_ids({"folder": str(folder)})
-        count = 0
-        for to in recipients:
-            self._write(self.reader_file(email.slug, to), [to], email, to)
-            count += 1
-        return SendResult(esp_ids={"folder": str(folder)}, requests=count, recipients=count)
+    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
+        """No subscribers file: the issue as one `send.eml` (the folder is the audience)."""
+        path = self.folder / email.slug / "send.eml"
+        on_ids({"file": str(path)})
+        self._write(path, [], email, "undisclosed-recipients:;")
+        return SendResult(esp_ids={"file": str(path)}, requests=1)
 
     def reader_file(self, slug: str, address: str) -> Path:
         return self.folder / slug / f"send-{UNSAFE.sub('_', address)}.eml"

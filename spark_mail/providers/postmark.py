@@ -38,7 +38,6 @@ from spark_mail.providers.base import (
     Capability,
     EspError,
     HttpProvider,
-    OnIds,
     Outcome,
     SendResult,
 )
@@ -76,7 +75,7 @@ def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 class PostmarkProvider(HttpProvider):
     name = "postmark"
-    capabilities = frozenset({Capability.TEST, Capability.SEND, Capability.BATCH})
+    capabilities = frozenset({Capability.TEST, Capability.BATCH})  # readers: own list only
     idempotent = False
     owns_audience = False
     batch_size = MAX_BATCH
@@ -264,41 +263,6 @@ class PostmarkProvider(HttpProvider):
         return (
             f'{{"To":{json_string(reader.email)},"TemplateModel":{{{model}{stored.braces}}},'
             f'"Headers":[{headers}],{stored.common}}}'
-        )
-
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
-        """One message per reader, 500 per batch call; refused readers are reported."""
-        if recipients is None:
-            self.require_audience()
-        assert recipients is not None
-        before = self.requests_made
-        sent = 0
-        refused: dict[str, str] = {}
-        first_id = ""
-        for batch in chunks(recipients, MAX_BATCH):
-            body = _compact([self.message(email, to) for to in batch]).encode()
-            try:
-                result = self._post_batch("email/batch", body, len(batch))
-            except EspError as exc:
-                if sent or refused:  # some readers already have it: say how far we got
-                    exc.message += f" (after {sent} messages went out)"
-                raise
-            for to, (state, detail) in zip(batch, result.outcomes, strict=True):
-                if state == "sent":
-                    sent += 1
-                    first_id = first_id or detail
-                else:
-                    refused[to] = detail
-        if not sent and refused:
-            reason = next(iter(refused.values()))
-            raise EspError(f"postmark: every message was refused ({reason})")
-        return SendResult(
-            esp_ids={"first_message_id": first_id, "messages": str(sent)},
-            requests=self.requests_made - before,
-            recipients=sent,
-            refused=refused,
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -209,9 +209,7 @@ class ResendProvider(HttpProvider):
                     return
             raise
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
         before = self.requests_made
         broadcast_id = self._create_broadcast(email, on_ids)
         self._send_broadcast(email, broadcast_id, None)

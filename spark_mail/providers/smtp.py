@@ -16,7 +16,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
@@ -29,7 +29,6 @@ from spark_mail.providers.base import (
     BatchResult,
     Capability,
     EspError,
-    OnIds,
     Outcome,
     Provider,
     SendResult,
@@ -46,7 +45,7 @@ DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 class SmtpProvider(Provider):
     name = "smtp"
-    capabilities = frozenset({Capability.TEST, Capability.SEND, Capability.BATCH})
+    capabilities = frozenset({Capability.TEST, Capability.BATCH})  # readers: own list only
     idempotent = False
     owns_audience = False
     batch_size = 50  # readers per ledger transaction; each is its own SMTP transaction
@@ -181,27 +180,6 @@ class SmtpProvider(Provider):
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
         self.deliver(mime_for(email, list(recipients)), list(recipients))
         return SendResult(requests=1, recipients=len(recipients))
-
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, recipients: Iterable[str] | None = None
-    ) -> SendResult:
-        if recipients is None:
-            self.require_audience()
-        assert recipients is not None
-        sent = 0
-        refused: dict[str, str] = {}
-        for to in recipients:
-            try:
-                self.deliver(mime_for(email, to), [to])
-            except EspError as exc:
-                if exc.code != "refused":
-                    if sent:
-                        exc.message += f" (after {sent} messages went out)"
-                    raise
-                refused[to] = exc.message
-                continue
-            sent += 1
-        return SendResult(requests=sent + len(refused), recipients=sent, refused=refused)
 
     def send_batch(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
