@@ -34,7 +34,6 @@ from spark_mail.errors import (
     AlreadySent,
     ConfigError,
     IssueError,
-    ProviderError,
     SparkMailError,
 )
 from spark_mail.ledger import (
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     import httpx
 
     from spark_mail.bulk import Progress
-    from spark_mail.providers.base import Provider
 
 FAILURES = {"failed", "uncertain"}
 # publish.send_issue's answers that dispatch passes on as they are
@@ -317,17 +315,6 @@ class ScheduleResult:
         return asdict(self)
 
 
-def settle_failure(
-    ledger: Ledger, slug: str, error: SparkMailError, provider: Provider, now: dt.datetime | None
-) -> None:
-    """Record a failed ESP call: `uncertain` when it may have gone through and a repeat is
-    not harmless, else `failed` (safe to try again)."""
-    if isinstance(error, ProviderError) and error.maybe_sent and not provider.idempotent:
-        ledger.mark_uncertain(slug, str(error), now=now)
-    else:
-        ledger.mark_failed(slug, str(error), now=now)
-
-
 def schedule_issue(
     issue: str | Path,
     settings: Settings,
@@ -341,7 +328,7 @@ def schedule_issue(
     from spark_mail.ledger import StaleSend
     from spark_mail.providers import get_provider
     from spark_mail.providers.base import Capability
-    from spark_mail.publish import load_email, preflight
+    from spark_mail.publish import load_email, preflight, settle_failure
     from spark_mail.recovery import reconcile
 
     now = in_zone(now, settings) if now else dt.datetime.now(dt.UTC)

@@ -360,18 +360,12 @@ def _send(
                 return _result("send", email, provider, state, 0, None, ids, warnings, {})
         try:
             sent = provider.send(email, lambda ids: ledger.record_ids(slug, ids, now=now))
-        except ProviderError as err:
-            if err.maybe_sent and not provider.idempotent:
-                ledger.mark_uncertain(slug, str(err), now=now)
+        except SparkMailError as err:
+            if settle_failure(ledger, slug, err, provider, now):
                 err.hint = (
                     "it may have gone out: check with the ESP, then "
                     f"`spark-mail send {slug} --resend-uncertain` if it did not"
                 )
-            else:
-                ledger.mark_failed(slug, str(err), now=now)
-            raise
-        except SparkMailError as err:  # e.g. a bad subscribers file: nothing left
-            ledger.mark_failed(slug, str(err), now=now)
             raise
         ledger.mark_sent(slug, sent.esp_ids, now=now)
         return _result(
@@ -446,6 +440,18 @@ def _send_own_list(
         err.summary = summary  # type: ignore[attr-defined]
         raise
     return _settle_own_list(email, provider, ledger, summary, warnings, now)
+
+
+def settle_failure(
+    ledger: Ledger, slug: str, error: SparkMailError, provider: Provider, now: dt.datetime | None
+) -> bool:
+    """Record a failed ESP call: `uncertain` when it may have gone through and a repeat is
+    not harmless (True), else `failed`, safe to try again (False)."""
+    if isinstance(error, ProviderError) and error.maybe_sent and not provider.idempotent:
+        ledger.mark_uncertain(slug, str(error), now=now)
+        return True
+    ledger.mark_failed(slug, str(error), now=now)
+    return False
 
 
 def _settle_own_list(
