@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -121,6 +122,14 @@ def test_version_and_module_entry_point(newsletter: Path):
 )
 def test_wheel_ships_the_default_layout(tmp_path: Path):
     """A pip-installed spark-mail finds the default layout: it is package data in the wheel."""
+    # Build from a copy, so the build leaves nothing in the checkout (build/, *.egg-info).
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("spark_mail", "layouts"):
+        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    wheels = tmp_path / "wheels"
     subprocess.run(
         [
             sys.executable,
@@ -131,14 +140,14 @@ def test_wheel_ships_the_default_layout(tmp_path: Path):
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
-            str(REPO),
+            str(wheels),
+            str(source),
         ],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("spark_mail-*.whl")
+    (wheel,) = wheels.glob("spark_mail-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for part in ("email.mjml", "partials/header.mjml", "partials/sponsor.mjml", "partials/promo.mjml",
                  "partials/poll.mjml", "partials/share.mjml", "partials/footer.mjml"):  # fmt: skip
