@@ -111,7 +111,7 @@ def test_layout_change_triggers_rebuild(server: PreviewServer, newsletter: Path)
     version = json.loads(fetch(server.url + "version")[1])["version"]
     (newsletter / "layouts").mkdir(exist_ok=True)
     (newsletter / "layouts" / "note.txt").write_text("touched")
-    wait_for_version(server, version)
+    assert wait_for_version(server, version) > version
 
 
 def test_binds_to_localhost_only(server: PreviewServer) -> None:
