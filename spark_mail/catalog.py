@@ -2,7 +2,8 @@
 
 A broken issue becomes an error row; it never stops the listing. The status comes from the
 send ledger when one exists (it is never created here), else from the front matter:
-"scheduled" when `send_at` is set, "draft" when not.
+"scheduled" when `send_at` is set (dispatch will send it), "draft" when not. An issue handed
+to the ESP's own scheduler (`spark-mail schedule`) shows as "scheduled at ESP".
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def issue_row(path: Path, settings: Settings, ledger: LedgerStates) -> IssueRow:
         return IssueRow(path=path, slug=slug, date=date, status="error", error=message)
     report = run_checks(email, settings, links=False)
     send_at = issue.send_at.isoformat() if issue.send_at else None
-    status = ledger.state(slug) or ("scheduled" if send_at else "draft")
+    state = ledger.state(slug)
+    if state == "scheduled":  # the ledger's word for "handed to the ESP's scheduler"
+        state = "scheduled at ESP"
+    status = state or ("scheduled" if send_at else "draft")
     return IssueRow(
         path=path,
         slug=slug,

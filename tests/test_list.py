@@ -42,6 +42,18 @@ def test_list_takes_status_from_the_ledger(newsletter: Path) -> None:
     assert rows_by_slug(newsletter)[SAMPLE_SLUG].status == "sent"
 
 
+def test_list_tells_esp_scheduling_from_a_send_at(newsletter: Path) -> None:
+    """An issue handed to the ESP's scheduler is "scheduled at ESP", not just "scheduled"."""
+    import datetime as dt
+
+    settings = load_settings(newsletter, env={})
+    at = dt.datetime(2025, 1, 20, 12, tzinfo=dt.UTC)
+    with Ledger(settings.ledger_file) as ledger:
+        ledger.claim(SAMPLE_SLUG, "hash", "resend")
+        ledger.mark_scheduled(SAMPLE_SLUG, at, {"broadcast_id": "b_1"})
+    assert rows_by_slug(newsletter)[SAMPLE_SLUG].status == "scheduled at ESP"
+
+
 def test_broken_issue_is_an_error_row_not_a_stop(newsletter: Path) -> None:
     """A broken issue shows its error; the other issues are still listed."""
     (newsletter / "issues" / "2025-03-01-broken.md").write_text("---\ntitle: x\n")
