@@ -6,7 +6,7 @@ import email
 import re
 from email import policy
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -165,6 +165,16 @@ def test_unsubscribe_link_and_header_are_per_reader_and_signed(newsletter: Path)
     assert copy.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     other = template.copy(reader("bo@example.com"))
     assert unsubscribe_url(other.headers) != url
+
+
+@pytest.mark.parametrize(
+    "address", ["ann@example.com", "x_y.z~w-1@sub.example.org", "a+b@example.com", "o'n%l@ex.com"]
+)
+def test_the_address_in_a_link_is_quoted_exactly_as_quote_does(newsletter: Path, address: str):
+    """Plain addresses take a fast path; every address ends up as quote(address, safe="")."""
+    template = prepare(newsletter / "issues" / SAMPLE_ISSUE.name, settings_for(newsletter))
+    url = unsubscribe_url(template.copy(reader(address)).headers)
+    assert f"&email={quote(address, safe='')}&token=" in url
 
 
 def test_poll_links_carry_a_poll_token(newsletter: Path):
