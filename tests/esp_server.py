@@ -616,28 +616,26 @@ def _resend_auth(esp: FakeEsp, req: Recorded) -> None:
 
 def _resend_invalid(esp: FakeEsp, schema: str, body: Any) -> None:
     if not isinstance(body, dict | list):
-        raise Reply(422, error_body("resend", 422, "validation_error", "Invalid JSON body"))
+        raise resend_422("validation_error", "Invalid JSON body")
     problem = esp.check_schema(schema, body)
     if problem:
-        raise Reply(422, error_body("resend", 422, "validation_error", problem))
+        raise resend_422("validation_error", problem)
+
+
+def resend_422(name: str, message: str) -> Reply:
+    """Resend's 422 answer: {"statusCode": 422, "name": ..., "message": ...}."""
+    return Reply(422, error_body("resend", 422, name, message))
 
 
 def _resend_email(esp: FakeEsp, body: dict[str, Any], kind: str) -> dict[str, Any]:
     for name in ("from", "to", "subject"):
         if not body.get(name):
-            raise Reply(
-                422, error_body("resend", 422, "missing_required_field", f"Missing `{name}` field.")
-            )
+            raise resend_422("missing_required_field", f"Missing `{name}` field.")
     to = body["to"] if isinstance(body["to"], list) else [body["to"]]
     if len(to) > RESEND_MAX_TO:
-        raise Reply(
-            422,
-            error_body(
-                "resend",
-                422,
-                "validation_error",
-                f"Too many recipients: `to` accepts at most {RESEND_MAX_TO} addresses.",
-            ),
+        raise resend_422(
+            "validation_error",
+            f"Too many recipients: `to` accepts at most {RESEND_MAX_TO} addresses.",
         )
     email_id = esp.new_id()
     esp.delivered.append(
@@ -662,33 +660,17 @@ def resend(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, An
 
         def batch() -> tuple[int, Any, dict[str, str]]:
             if not isinstance(req.body, list) or not req.body:
-                raise Reply(
-                    422,
-                    error_body(
-                        "resend", 422, "validation_error", "Body must be a non-empty array."
-                    ),
-                )
+                raise resend_422("validation_error", "Body must be a non-empty array.")
             if len(req.body) > RESEND_MAX_BATCH:
-                raise Reply(
-                    422,
-                    error_body(
-                        "resend",
-                        422,
-                        "validation_error",
-                        f"Too many emails: a batch holds at most {RESEND_MAX_BATCH}.",
-                    ),
+                raise resend_422(
+                    "validation_error",
+                    f"Too many emails: a batch holds at most {RESEND_MAX_BATCH}.",
                 )
             for item in req.body:
                 _resend_invalid(esp, "resend-SendEmailRequest", item)
                 if "scheduled_at" in item:
-                    raise Reply(
-                        422,
-                        error_body(
-                            "resend",
-                            422,
-                            "validation_error",
-                            "`scheduled_at` is not supported in batch emails.",
-                        ),
+                    raise resend_422(
+                        "validation_error", "`scheduled_at` is not supported in batch emails."
                     )
             with esp.lock:
                 return 200, {"data": [_resend_email(esp, item, "message") for item in req.body]}, {}
@@ -751,12 +733,7 @@ def _resend_send_broadcast(
     esp: FakeEsp, broadcast: dict[str, Any], scheduled_at: str | None
 ) -> None:
     if broadcast["status"] != "draft":
-        raise Reply(
-            422,
-            error_body(
-                "resend", 422, "validation_error", f"Broadcast is already {broadcast['status']}."
-            ),
-        )
+        raise resend_422("validation_error", f"Broadcast is already {broadcast['status']}.")
     if scheduled_at:
         broadcast["status"] = "scheduled"
         broadcast["scheduled_at"] = scheduled_at

@@ -167,8 +167,9 @@ def test_readers_share_one_connection_and_get_their_own_copy(plain_server, newsl
     assert [email_from(m["data"])["To"] for m in sink.messages] == addresses
 
 
-def test_starttls_with_login(certificate, newsletter, email):
-    """STARTTLS then AUTH LOGIN with the configured user and password."""
+@pytest.fixture
+def starttls_server(certificate) -> Iterator[tuple[Sink, int, ssl.SSLContext]]:
+    """An SMTP server that requires STARTTLS and AUTH: (sink, port, client TLS context)."""
     cert, key = certificate
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
@@ -176,46 +177,32 @@ def test_starttls_with_login(certificate, newsletter, email):
     controller = serve(
         sink, tls_context=server_tls, require_starttls=True, authenticator=check_password
     )
-    try:
-        settings = smtp_settings(
-            newsletter,
-            controller.port,
-            "starttls",
-            SPARK_MAIL_SMTP_USER="ed",
-            SPARK_MAIL_SMTP_PASSWORD=PASSWORD,
-        )
-        client_tls = ssl.create_default_context(cafile=str(cert))
-        with SmtpProvider(settings, ssl_context=client_tls) as provider:
-            provider.send_test(email, ["editor@example.com"])
-    finally:
-        controller.stop()
+    yield sink, controller.port, ssl.create_default_context(cafile=str(cert))
+    controller.stop()
+
+
+def starttls_provider(root: Path, port: int, password: str, tls: ssl.SSLContext) -> SmtpProvider:
+    settings = smtp_settings(
+        root, port, "starttls", SPARK_MAIL_SMTP_USER="ed", SPARK_MAIL_SMTP_PASSWORD=password
+    )
+    return SmtpProvider(settings, ssl_context=tls)
+
+
+def test_starttls_with_login(starttls_server, newsletter, email):
+    """STARTTLS then AUTH LOGIN with the configured user and password."""
+    sink, port, client_tls = starttls_server
+    with starttls_provider(newsletter, port, PASSWORD, client_tls) as provider:
+        provider.send_test(email, ["editor@example.com"])
     assert len(sink.messages) == 1
     assert sink.messages[0]["auth"]
 
 
-def test_wrong_password_is_one_line_without_the_password(certificate, newsletter, email):
+def test_wrong_password_is_one_line_without_the_password(starttls_server, newsletter, email):
     """535: `smtp: 535 authentication failed ... - check SPARK_MAIL_SMTP_USER ...`."""
-    cert, key = certificate
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    sink = Sink()
-    controller = serve(
-        sink, tls_context=server_tls, require_starttls=True, authenticator=check_password
-    )
-    try:
-        settings = smtp_settings(
-            newsletter,
-            controller.port,
-            "starttls",
-            SPARK_MAIL_SMTP_USER="ed",
-            SPARK_MAIL_SMTP_PASSWORD="wrong-" + PASSWORD,
-        )
-        client_tls = ssl.create_default_context(cafile=str(cert))
-        provider = SmtpProvider(settings, ssl_context=client_tls)
-        with provider, pytest.raises(EspError) as caught:
-            provider.send_test(email, ["editor@example.com"])
-    finally:
-        controller.stop()
+    sink, port, client_tls = starttls_server
+    provider = starttls_provider(newsletter, port, "wrong-" + PASSWORD, client_tls)
+    with provider, pytest.raises(EspError) as caught:
+        provider.send_test(email, ["editor@example.com"])
     assert "authentication failed" in str(caught.value)
     assert PASSWORD not in str(caught.value)
     assert sink.messages == []
