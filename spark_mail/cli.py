@@ -75,7 +75,7 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Build an issue into DIR/<slug>/email.html, email.txt and email.eml."""
-    from spark_mail.artifacts import write_build
+    from spark_mail.files import write_build
     from spark_mail.issue import resolve_issue_path
     from spark_mail.render import GMAIL_CLIP_BYTES
     from spark_mail.render import build as build_issue
@@ -131,7 +131,7 @@ def new(
     """Create issues/<date>-<slug>.md with every section stubbed, and print its path."""
     import datetime as dt
 
-    from spark_mail.scaffold import new_issue
+    from spark_mail.drafting.new_issue import new_issue
 
     try:
         day = dt.date.fromisoformat(date) if date else dt.date.today()
@@ -213,8 +213,8 @@ def preview(
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
 ) -> None:
     """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save."""
+    from spark_mail.drafting.preview import serve
     from spark_mail.issue import resolve_issue_path
-    from spark_mail.preview import serve
 
     cfg = settings()
     path = resolve_issue_path(issue, cfg.issues_path)
@@ -233,7 +233,7 @@ def preview(
 @app.command("list")
 def list_command(as_json: JsonOpt = False) -> None:
     """List the issues in issues/: date, number, title, send time, status, size, checks."""
-    from spark_mail.catalog import list_issues
+    from spark_mail.drafting.listing import list_issues
 
     listing = list_issues(settings())
     if as_json:

@@ -36,6 +36,7 @@ from spark_mail.errors import (
     IssueError,
     SparkMailError,
 )
+from spark_mail.files import issue_files
 from spark_mail.ledger import (
     Ledger,
     LedgerEvent,
@@ -147,7 +148,7 @@ def due_issues(
     from spark_mail.issue import load_issue
 
     folder = settings.issues_path
-    paths = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    paths = issue_files(folder)
     window = dt.timedelta(hours=settings.late_window_hours)
     broken: list[Due] = []
     found: list[Due] = []

@@ -36,9 +36,9 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from spark_mail.artifacts import write_atomic
 from spark_mail.config import Settings
 from spark_mail.errors import ChecksFailed, ConfigError, ProviderError, SparkMailError
+from spark_mail.files import write_atomic
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:

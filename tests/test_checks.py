@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_mail.checks import (
-    Finding,
-    Report,
-    Severity,
-    allowed_merge_tags,
-    run_checks,
-    url_problem,
-)
+from spark_mail.checks import Finding, Report, Severity, run_checks
+from spark_mail.checks.rules import allowed_merge_tags, url_problem
 from spark_mail.config import Settings
 from spark_mail.errors import ChecksFailed
 from spark_mail.render import GMAIL_CLIP_BYTES, RenderedEmail, build

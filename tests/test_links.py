@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from spark_mail.checks import run_checks
+from spark_mail.checks.links import CACHE_FILE, check_links
 from spark_mail.config import Settings
-from spark_mail.links import CACHE_FILE, check_links
 from spark_mail.render import RenderedEmail
 
 SLOW_SECONDS = 1.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spark_mail.catalog import IssueRow, list_issues
 from spark_mail.config import load_settings
+from spark_mail.drafting.listing import IssueRow, list_issues
 from spark_mail.ledger import Ledger
 from tests.conftest import SAMPLE_SLUG, run_cli, write_issue
 

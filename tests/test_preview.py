@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spark_mail.config import load_settings
-from spark_mail.preview import PreviewError, PreviewServer, dark_html
+from spark_mail.drafting.preview import PreviewError, PreviewServer, dark_html
 from tests.conftest import SAMPLE_SLUG
 
 POLL = 0.05

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from spark_mail.artifacts import write_atomic
 from spark_mail.config import Settings
+from spark_mail.files import write_atomic
 from spark_mail.providers.base import (
     BatchResult,
     Capability,

@@ -14,6 +14,7 @@ from typing import Any
 
 from spark_mail.config import Settings
 from spark_mail.errors import SparkMailError
+from spark_mail.files import issue_files
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Catalog:
 def list_issues(settings: Settings) -> Catalog:
     """Every issues/*.md, oldest first (by date, then file name)."""
     folder = settings.issues_path
-    paths = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    paths = issue_files(folder)
     with LedgerStates(settings.ledger_file) as ledger:
         rows = [issue_row(path, settings, ledger) for path in paths]
     notes = []

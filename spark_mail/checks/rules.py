@@ -1,14 +1,7 @@
-"""Pre-send checks: rules that run on the final RenderedEmail and return one Report.
+"""The offline rules: each `rule_*` method of Checker yields Findings (id, severity, fix).
 
-Each rule has an id, a severity and a fix hint. Errors block a send (`check` exits 1); warnings
-are advice (they block too with `--strict`). The rules look at exactly what readers get: the
-inlined HTML (parsed with the stdlib html.parser, never with regexes), the plain-text part,
-the headers, subject and preheader. Link checking (network) lives in spark_mail/links.py and
-only runs with `links=True`; without it nothing here touches the network.
-
-    from spark_mail.checks import run_checks
-    report = run_checks(email, settings, links=False)
-    report.errors, report.warnings, report.ok, report.failed(strict), report.to_json()
+They look at exactly what readers get: the inlined HTML, the plain-text part, the headers,
+subject and preheader. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -16,27 +9,20 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from spark_mail.checks.html import parse_html
+from spark_mail.checks.report import Finding, Severity
 from spark_mail.config import Settings
-from spark_mail.errors import ChecksFailed
 from spark_mail.render import GMAIL_CLIP_BYTES, RenderedEmail
 from spark_mail.render.inline import MERGE_TAG_RE
-
-if TYPE_CHECKING:
-    from spark_mail.links import LinkResult
 
 SIZE_WARN_BYTES = 90 * 1024
 SUBJECT_MAX = 70
 PREHEADER_MIN, PREHEADER_MAX = 40, 140
 MAX_LINKS = 40
-IMAGE_MAX_BYTES = 1024 * 1024
-BOX_CLASSES = {"sponsor-box": "sponsor", "promo-box": "promo"}
 # A label discloses paid content when it says so in one of these words.
 DISCLOSURE_RE = re.compile(
     r"\b(sponsor\w*|promo\w*|ad|ads|advert\w*|partner\w*|paid|affiliate|presented by"
@@ -48,176 +34,6 @@ TEMPLATE_MARKERS = ("{{", "{%", "%recipient")
 LOCAL_HOSTS = {"localhost", "0.0.0.0", "::1", "[::1]"}
 ALLOWED_SCHEMES = {"https", "mailto", "tel"}
 VOID_TAGS = {"img", "br", "hr", "meta", "link", "input", "source", "col", "area", "base", "wbr"}
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Finding:
-    rule_id: str
-    severity: Severity
-    message: str
-    hint: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "rule_id": self.rule_id,
-            "severity": str(self.severity),
-            "message": self.message,
-            "hint": self.hint,
-        }
-
-
-@dataclass
-class Report:
-    """What the checks found for one email."""
-
-    slug: str
-    findings: list[Finding] = field(default_factory=list)
-    html_bytes: int = 0
-    link_count: int = 0
-    links_checked: bool = False
-    links: list[LinkResult] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.WARNING]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def failed(self, strict: bool = False) -> bool:
-        return bool(self.errors) or (strict and bool(self.warnings))
-
-    def summary(self) -> str:
-        def plural(n: int, word: str) -> str:
-            return f"{n} {word}{'' if n == 1 else 's'}"
-
-        if not self.findings:
-            return "clean"
-        return f"{plural(len(self.errors), 'error')}, {plural(len(self.warnings), 'warning')}"
-
-    def raise_for_failure(self, strict: bool = False) -> None:
-        """ChecksFailed (exit 1) when the report blocks a send."""
-        if self.failed(strict):
-            what = "errors" if self.errors else "warnings (--strict)"
-            raise ChecksFailed(
-                f"{self.slug}: checks failed: {self.summary()}",
-                hint=f"fix the {what} listed above, then run `spark-mail check` again",
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "slug": self.slug,
-            "ok": self.ok,
-            "summary": self.summary(),
-            "error_count": len(self.errors),
-            "warning_count": len(self.warnings),
-            "html_bytes": self.html_bytes,
-            "gmail_clip_bytes": GMAIL_CLIP_BYTES,
-            "link_count": self.link_count,
-            "links_checked": self.links_checked,
-            "findings": [f.to_json() for f in self.findings],
-            "links": [link.to_json() for link in self.links],
-        }
-
-
-# -- reading the HTML ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Anchor:
-    href: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Image:
-    src: str
-    alt: str | None  # None: no alt attribute at all
-    decorative: bool  # role="presentation" / aria-hidden: an empty alt is right
-
-
-@dataclass
-class Box:
-    kind: str  # "sponsor" | "promo"
-    label: str = ""  # the first text inside the box
-
-
-class EmailParser(HTMLParser):
-    """One pass over the HTML: links, images, visible text and sponsor / promo boxes."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[Anchor] = []
-        self.images: list[Image] = []
-        self.boxes: list[Box] = []
-        self.text_parts: list[str] = []
-        self._anchor: tuple[str, list[str]] | None = None
-        self._skip = 0  # inside <style>/<script>/<title>
-        self._open_box: Box | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag in ("style", "script", "title"):
-            self._skip += 1
-        elif tag == "a" and "href" in values:
-            self._anchor = (values["href"].strip(), [])
-        elif tag == "img":
-            self.images.append(
-                Image(
-                    src=values.get("src", "").strip(),
-                    alt=dict(attrs).get("alt") if "alt" in values else None,
-                    decorative=values.get("role") == "presentation"
-                    or values.get("aria-hidden") == "true",
-                )
-            )
-        for cls in values.get("class", "").split():
-            if cls in BOX_CLASSES:
-                self._open_box = Box(BOX_CLASSES[cls])
-                self.boxes.append(self._open_box)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag in ("style", "script", "title"):
-            self._skip -= 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("style", "script", "title"):
-            self._skip = max(0, self._skip - 1)
-        elif tag == "a" and self._anchor is not None:
-            href, parts = self._anchor
-            self.anchors.append(Anchor(href, " ".join("".join(parts).split())))
-            self._anchor = None
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        self.text_parts.append(data)
-        if self._anchor is not None:
-            self._anchor[1].append(data)
-        if self._open_box is not None and data.strip():
-            self._open_box.label = " ".join(data.split())
-            self._open_box = None
-
-    @property
-    def visible_text(self) -> str:
-        return " ".join(" ".join(self.text_parts).split())
-
-
-def parse_html(html: str) -> EmailParser:
-    parser = EmailParser()
-    parser.feed(html)
-    parser.close()
-    return parser
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -537,93 +353,3 @@ class Checker:
                 f"{count} links; more than {MAX_LINKS} looks like spam to some filters",
                 "cut the links that matter least",
             )
-
-
-def link_findings(results: list[LinkResult]) -> list[Finding]:
-    """Broken links (errors) and heavy images (warnings) from a link check."""
-    findings: list[Finding] = []
-    failed = [r for r in results if not r.ok]
-    fresh = [r for r in results if not r.cached]
-    if len(fresh) > 1 and all(r.unreachable for r in fresh):
-        # The network is down (or DNS is): one line, not one per link.
-        return [
-            Finding(
-                "links.unreachable",
-                Severity.ERROR,
-                f"could not reach any of the {len(fresh)} links checked ({fresh[0].problem}): "
-                "is the network down?",
-                "connect, or run with --no-links to check offline",
-            )
-        ]
-    for r in failed:
-        findings.append(
-            Finding(
-                "links.broken",
-                Severity.ERROR,
-                f"broken {r.kind}: {r.url} ({r.problem})",
-                "fix or remove the URL",
-            )
-        )
-    for r in results:
-        if r.blocked:
-            findings.append(
-                Finding(
-                    "links.unverified",
-                    Severity.WARNING,
-                    f"{r.url} refused an automated check ({r.problem})",
-                    "open it in a browser to make sure it works",
-                )
-            )
-        elif r.ok and r.kind == "image" and r.size is not None and r.size > IMAGE_MAX_BYTES:
-            findings.append(
-                Finding(
-                    "image.heavy",
-                    Severity.WARNING,
-                    f"image {r.url} is {r.size / 1024 / 1024:.1f} MB; it loads slowly on phones",
-                    "resize or compress it to a few hundred KB",
-                )
-            )
-    return findings
-
-
-def run_checks(
-    email: RenderedEmail,
-    settings: Settings,
-    links: bool = False,
-    *,
-    now: float | None = None,
-) -> Report:
-    """All rules for one email. With links=False nothing touches the network."""
-    checker = Checker(email, settings)
-    report = Report(
-        slug=email.slug,
-        findings=checker.run(),
-        html_bytes=email.html_bytes,
-        link_count=len(checker.page.anchors),
-    )
-    if links:
-        from spark_mail.links import check_links  # httpx only when links are checked
-
-        targets: dict[str, str] = {}
-        for kind, url in checker.urls():
-            if urlsplit(url).scheme.lower() in ("http", "https") and (
-                kind == "image" or url not in targets
-            ):
-                targets[url] = kind  # an image's size is checked too
-        report.links = check_links(targets, settings, now=now)
-        report.links_checked = True
-        report.findings.extend(link_findings(report.links))
-    order = {Severity.ERROR: 0, Severity.WARNING: 1}
-    report.findings.sort(key=lambda f: order[f.severity])
-    return report
-
-
-def check_issue(issue: str | Path, settings: Settings, *, links: bool = True) -> Report:
-    """Build an issue file (or slug in issues/) and check it: what `spark-mail check` runs.
-
-    A missing file or broken front matter raises IssueError (exit 2) before any rule runs."""
-    from spark_mail.issue import resolve_issue_path
-    from spark_mail.render import build
-
-    email = build(resolve_issue_path(issue, settings.issues_path), settings)
-    return run_checks(email, settings, links=links)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spark_mail.config import Settings
 from spark_mail.errors import IssueError
+from spark_mail.files import issue_files
 from spark_mail.issue import load_issue, slugify
 
 STUB = """\
@@ -49,7 +50,7 @@ TODO: the sponsor's text. [TODO: link text](https://example.com/TODO)
 def next_number(issues_dir: Path) -> int | None:
     """One more than the highest `number` of the issues already there (None if none has one)."""
     numbers: list[int] = []
-    for path in sorted(issues_dir.glob("*.md")):
+    for path in issue_files(issues_dir):
         try:
             number = load_issue(path).number
         except IssueError:

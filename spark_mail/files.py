@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from spark_mail.render import RenderedEmail
+if TYPE_CHECKING:
+    from spark_mail.render import RenderedEmail
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -22,6 +24,11 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def issue_files(folder: Path) -> list[Path]:
+    """The issue files of a newsletter (`*.md` in its issues folder), in name order."""
+    return sorted(folder.glob("*.md")) if folder.is_dir() else []
 
 
 def build_dir(out_dir: Path, slug: str) -> Path:

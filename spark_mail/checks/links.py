@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from spark_mail import __version__
+from spark_mail.checks.report import Finding, Severity
 from spark_mail.config import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ MAX_REDIRECTS = 10
 BLOCKED_STATUSES = {401, 403, 429, 999}
 CACHE_FILE = "links.json"
 CACHE_VERSION = 1
+IMAGE_MAX_BYTES = 1024 * 1024
 USER_AGENT = f"Mozilla/5.0 (compatible; spark-mail/{__version__} link check)"
 
 
@@ -113,7 +115,7 @@ class LinkCache:
     def save(self, now: float) -> None:
         if not self.dirty:
             return
-        from spark_mail.artifacts import write_atomic
+        from spark_mail.files import write_atomic
 
         fresh = {
             url: e
@@ -260,3 +262,50 @@ def check_links(
             cache.put(replace(result, checked_at=now))
         cache.save(now)
     return [results[url] for url in targets]
+
+
+def link_findings(results: list[LinkResult]) -> list[Finding]:
+    """Broken links (errors) and heavy images (warnings) from a link check."""
+    findings: list[Finding] = []
+    failed = [r for r in results if not r.ok]
+    fresh = [r for r in results if not r.cached]
+    if len(fresh) > 1 and all(r.unreachable for r in fresh):
+        # The network is down (or DNS is): one line, not one per link.
+        return [
+            Finding(
+                "links.unreachable",
+                Severity.ERROR,
+                f"could not reach any of the {len(fresh)} links checked ({fresh[0].problem}): "
+                "is the network down?",
+                "connect, or run with --no-links to check offline",
+            )
+        ]
+    for r in failed:
+        findings.append(
+            Finding(
+                "links.broken",
+                Severity.ERROR,
+                f"broken {r.kind}: {r.url} ({r.problem})",
+                "fix or remove the URL",
+            )
+        )
+    for r in results:
+        if r.blocked:
+            findings.append(
+                Finding(
+                    "links.unverified",
+                    Severity.WARNING,
+                    f"{r.url} refused an automated check ({r.problem})",
+                    "open it in a browser to make sure it works",
+                )
+            )
+        elif r.ok and r.kind == "image" and r.size is not None and r.size > IMAGE_MAX_BYTES:
+            findings.append(
+                Finding(
+                    "image.heavy",
+                    Severity.WARNING,
+                    f"image {r.url} is {r.size / 1024 / 1024:.1f} MB; it loads slowly on phones",
+                    "resize or compress it to a few hundred KB",
+                )
+            )
+    return findings

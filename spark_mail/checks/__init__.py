@@ -1,0 +1,72 @@
+"""Pre-send checks: rules that run on the final RenderedEmail and return one Report.
+
+Errors block a send (`check` exits 1); warnings are advice (they block too with `--strict`).
+Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
+
+    from spark_mail.checks import run_checks
+    report = run_checks(email, settings, links=False)
+    report.errors, report.warnings, report.ok, report.failed(strict), report.to_json()
+
+    report.py   Finding, Severity, Report
+    html.py     the one parse of the HTML the rules share
+    rules.py    the offline rules (Checker)
+    links.py    the concurrent link checker and its cache; link_findings
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from spark_mail.checks.report import Finding, Report, Severity
+from spark_mail.checks.rules import Checker
+from spark_mail.config import Settings
+from spark_mail.render import RenderedEmail
+
+__all__ = ["Finding", "Report", "Severity", "check_issue", "run_checks"]
+
+
+def run_checks(
+    email: RenderedEmail,
+    settings: Settings,
+    links: bool = False,
+    *,
+    now: float | None = None,
+) -> Report:
+    """All rules for one email. With links=False nothing touches the network."""
+    checker = Checker(email, settings)
+    report = Report(
+        slug=email.slug,
+        findings=checker.run(),
+        html_bytes=email.html_bytes,
+        link_count=len(checker.page.anchors),
+    )
+    if links:
+        from spark_mail.checks.links import (  # httpx only when links are checked
+            check_links,
+            link_findings,
+        )
+
+        targets: dict[str, str] = {}
+        for kind, url in checker.urls():
+            if urlsplit(url).scheme.lower() in ("http", "https") and (
+                kind == "image" or url not in targets
+            ):
+                targets[url] = kind  # an image's size is checked too
+        report.links = check_links(targets, settings, now=now)
+        report.links_checked = True
+        report.findings.extend(link_findings(report.links))
+    order = {Severity.ERROR: 0, Severity.WARNING: 1}
+    report.findings.sort(key=lambda f: order[f.severity])
+    return report
+
+
+def check_issue(issue: str | Path, settings: Settings, *, links: bool = True) -> Report:
+    """Build an issue file (or slug in issues/) and check it: what `spark-mail check` runs.
+
+    A missing file or broken front matter raises IssueError (exit 2) before any rule runs."""
+    from spark_mail.issue import resolve_issue_path
+    from spark_mail.render import build
+
+    email = build(resolve_issue_path(issue, settings.issues_path), settings)
+    return run_checks(email, settings, links=links)

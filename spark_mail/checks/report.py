@@ -1,0 +1,93 @@
+"""What the checks found: Findings with a rule id, a severity and a fix hint, in one Report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from spark_mail.errors import ChecksFailed
+from spark_mail.render import GMAIL_CLIP_BYTES
+
+if TYPE_CHECKING:
+    from spark_mail.checks.links import LinkResult
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule_id: str
+    severity: Severity
+    message: str
+    hint: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "rule_id": self.rule_id,
+            "severity": str(self.severity),
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+@dataclass
+class Report:
+    """What the checks found for one email."""
+
+    slug: str
+    findings: list[Finding] = field(default_factory=list)
+    html_bytes: int = 0
+    link_count: int = 0
+    links_checked: bool = False
+    links: list[LinkResult] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def failed(self, strict: bool = False) -> bool:
+        return bool(self.errors) or (strict and bool(self.warnings))
+
+    def summary(self) -> str:
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        if not self.findings:
+            return "clean"
+        return f"{plural(len(self.errors), 'error')}, {plural(len(self.warnings), 'warning')}"
+
+    def raise_for_failure(self, strict: bool = False) -> None:
+        """ChecksFailed (exit 1) when the report blocks a send."""
+        if self.failed(strict):
+            what = "errors" if self.errors else "warnings (--strict)"
+            raise ChecksFailed(
+                f"{self.slug}: checks failed: {self.summary()}",
+                hint=f"fix the {what} listed above, then run `spark-mail check` again",
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "ok": self.ok,
+            "summary": self.summary(),
+            "error_count": len(self.errors),
+            "warning_count": len(self.warnings),
+            "html_bytes": self.html_bytes,
+            "gmail_clip_bytes": GMAIL_CLIP_BYTES,
+            "link_count": self.link_count,
+            "links_checked": self.links_checked,
+            "findings": [f.to_json() for f in self.findings],
+            "links": [link.to_json() for link in self.links],
+        }
