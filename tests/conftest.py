@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from browser import browser  # noqa: F401  (the shared headless Chromium fixture)
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
 SAMPLE_SLUG = SAMPLE_ISSUE.stem

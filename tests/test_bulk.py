@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from esp_server import settings_for
 from test_personalize import GREETING, make_layout
 
 from conftest import SAMPLE_SLUG, write_issue
+from esp_server import settings_for
 from spark_mail.audience import AudienceError
 from spark_mail.errors import UnsupportedOperation
 from spark_mail.ledger import Ledger, ReaderState, SendState

@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp
 
 from conftest import write_issue
+from esp_server import FakeEsp
 from spark_mail.config import Settings, load_settings
 from spark_mail.dispatch import dispatch, due_issues, parse_time
 from spark_mail.errors import ConfigError, LedgerError

@@ -6,9 +6,9 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp, settings_for
 
 from conftest import SAMPLE_ISSUE
+from esp_server import FakeEsp, settings_for
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import DeliveryState, EspError
 from spark_mail.providers.buttondown import ButtondownProvider

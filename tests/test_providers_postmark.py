@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp, settings_for
 
 from conftest import SAMPLE_ISSUE
+from esp_server import FakeEsp, settings_for
 from spark_mail.audience import Reader
 from spark_mail.errors import UnsupportedOperation
 from spark_mail.personalize import PersonalizedTemplate, prepare

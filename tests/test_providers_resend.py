@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp, settings_for
 
 from conftest import SAMPLE_ISSUE
+from esp_server import FakeEsp, settings_for
 from spark_mail.errors import ConfigError, UnsupportedOperation
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import Capability, DeliveryState, EspError

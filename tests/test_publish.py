@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from esp_server import settings_for
 
 from conftest import SAMPLE_SLUG, write_issue
+from esp_server import settings_for
 from spark_mail.errors import AlreadySent, ChecksFailed, ConfigError, ProviderError
 from spark_mail.ledger import Ledger, SendState
 from spark_mail.publish import send_issue

@@ -13,8 +13,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp
 
+from esp_server import FakeEsp
 from spark_mail.config import Secret, Settings
 from spark_mail.errors import AlreadySent, ProviderError
 from spark_mail.ledger import Ledger, SendState, StaleSend

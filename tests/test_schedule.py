@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from esp_server import FakeEsp
 
 from conftest import run_cli, write_issue
+from esp_server import FakeEsp
 from spark_mail.config import Settings, load_settings
 from spark_mail.dispatch import dispatch, schedule_issue, status, unschedule_issue
 from spark_mail.errors import AlreadySent, ConfigError, UnsupportedOperation

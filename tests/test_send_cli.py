@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from esp_server import esp_env
-
 from conftest import SAMPLE_SLUG, run_cli
+from esp_server import esp_env
 
 KEY = "re_live_Sup3rSecretKey"
 
