@@ -74,6 +74,9 @@ class Settings:
     from_address: str = ""
     reply_to: str = ""
     postal_address: str = ""
+    # The newsletter's public site (web archive and reader desk), e.g. https://news.example.com:
+    # base_url, unsubscribe_url and poll_url default to pages under it (see SITE_PAGES).
+    site_url: str = ""
     base_url: str = ""  # web copy of an issue; "{slug}" is replaced
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
@@ -90,6 +93,7 @@ class Settings:
     issues_dir: str = "issues"
     layouts_dir: str = "layouts"
     out_dir: str = "dist"
+    site_dir: str = ""  # set: a send rebuilds the web archive here (`spark-mail site build`)
     state_dir: str = ".spark-mail"
     # Checks
     link_cache_hours: float = 24.0
@@ -159,6 +163,23 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **_coerce(clean, "command line"))
+
+
+# Where the pages of `site_url` live when base_url / unsubscribe_url / poll_url are not set.
+SITE_PAGES = {
+    "base_url": "/issues/{slug}/",
+    "unsubscribe_url": "/unsubscribe",
+    "poll_url": "/poll/{slug}?answer={index}",
+}
+
+
+def with_site_pages(settings: Settings) -> Settings:
+    """Fill the page URLs left empty from `site_url` (an explicit setting always wins)."""
+    site = settings.site_url.rstrip("/")
+    if not site:
+        return settings
+    derived = {k: site + page for k, page in SITE_PAGES.items() if not getattr(settings, k)}
+    return dataclasses.replace(settings, **derived) if derived else settings
 
 
 # Keys of the newsletter file: every field except the secrets and the root.
@@ -298,4 +319,4 @@ def load_settings(
     values.update(_from_env(read_dotenv(root / ".env"), str(root / ".env")))
     values.update(_from_env(env, "environment"))
     settings = Settings(root=root, **values)
-    return settings.with_overrides(**(overrides or {}))
+    return with_site_pages(settings.with_overrides(**(overrides or {})))
