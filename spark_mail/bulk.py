@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from spark_mail.audience.addresses import canonical_address
 from spark_mail.errors import ProviderError
 from spark_mail.ledger import Ledger, ReaderState
 
@@ -124,7 +125,8 @@ def batch_key(template: PersonalizedTemplate, number: int) -> str:
 
 
 def reader_key(reader: Reader) -> str:
-    return reader.email.lower()
+    """The reader's row in the ledger: the canonical spelling of the address."""
+    return canonical_address(reader.email)
 
 
 def send_to_readers(

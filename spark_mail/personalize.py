@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from spark_mail.audience import AudienceError, Reader
+from spark_mail.audience import AudienceError, Reader, canonical_address
 from spark_mail.config import ENV_PREFIX, Secret, Settings
 from spark_mail.errors import ConfigError, LayoutError
 from spark_mail.issue import Issue
@@ -90,14 +90,14 @@ class TokenSigner:
         return "TokenSigner(********)"
 
     def __call__(self, email: str, purpose: str) -> str:
-        """URL-safe HMAC-SHA256 tag over (issue slug, address lowercased, purpose)."""
-        message = f"{self._prefix}{email.strip().lower()}\0{purpose}".encode()
+        """URL-safe HMAC-SHA256 tag over (issue slug, canonical address, purpose)."""
+        message = f"{self._prefix}{canonical_address(email)}\0{purpose}".encode()
         tag = hmac.digest(self._key, message, "sha256")[:TOKEN_BYTES]
         return base64.urlsafe_b64encode(tag).rstrip(b"=").decode()
 
 
 def sign_token(secret: Secret, slug: str, email: str, purpose: str) -> str:
-    """URL-safe HMAC-SHA256 tag over (issue slug, address lowercased, purpose)."""
+    """URL-safe HMAC-SHA256 tag over (issue slug, canonical address, purpose)."""
     return TokenSigner(secret, slug)(email, purpose)
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from spark_mail.audience.addresses import AddressValidator, address_key
 from spark_mail.config import ENV_PREFIX, Settings
 from spark_mail.errors import EXIT_USAGE, ConfigError, SparkMailError
 
@@ -43,10 +44,6 @@ FALSE_VALUES = frozenset({"", "0", "no", "n", "false", "f", "off"})
 MAX_LISTED = 1000  # problems kept per kind for the report; the counts stay exact
 DELIMITERS = ",;\t"
 
-# ASCII dot-atom local part: every address this accepts, email-validator accepts too (the
-# test suite checks that). Anything else goes through email-validator itself.
-ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-SIMPLE_ADDRESS_RE = re.compile(rf"({ATEXT}(?:\.{ATEXT})*)@([^@]+)")
 HEADER_CHARS_RE = re.compile(r"[^a-z0-9]+")
 NOT_UTF8_RE = re.compile(r"[\udc80-\udcff]")  # what surrogateescape makes of a bad byte
 
@@ -124,63 +121,6 @@ class AudienceReport:
             "duplicate_rows": [p.to_dict() for p in self.duplicate_rows],
             "listed_limit": MAX_LISTED,
         }
-
-
-# -- addresses -------------------------------------------------------------------------
-
-
-def address_key(address: str) -> int:
-    """A compact key for an address, compared case-insensitively: Python's 64-bit string
-    hash (SipHash, keyed per process; keys are only compared within one run)."""
-    return hash(address.strip().lower())
-
-
-class AddressValidator:
-    """email-validator's syntax rules (no DNS), with a fast path for the common case.
-
-    email-validator takes ~20 microseconds an address; 100,000 readers would spend two
-    seconds there. Plain ASCII local parts are checked with a regex and each domain is
-    validated once (domains repeat: gmail.com), which is ~10x faster and gives the same
-    verdicts; unusual addresses get email-validator's full treatment and its message.
-    """
-
-    def __init__(self) -> None:
-        from email_validator import EmailNotValidError, validate_email
-
-        self._validate = validate_email
-        self._error = EmailNotValidError
-        self._domains: dict[str, str | None] = {}  # domain -> normalised domain (None: bad)
-
-    def normalise(self, address: str) -> str:
-        """The normalised address; ValueError with the validator's reason when invalid."""
-        match = SIMPLE_ADDRESS_RE.fullmatch(address)
-        if match and match.end(1) <= 64 and len(address) <= 254:
-            domain = match.group(2)
-            good = self._domain(domain)
-            if good == domain:
-                return address
-            if good is not None:
-                normalised = f"{match.group(1)}@{good}"
-                if len(normalised) <= 254:
-                    return normalised
-        return self._full(address)
-
-    def _domain(self, domain: str) -> str | None:
-        if domain in self._domains:
-            return self._domains[domain]
-        try:
-            good: str | None = self._validate(f"a@{domain}", check_deliverability=False).domain
-        except self._error:
-            good = None
-        if len(self._domains) < 100_000:
-            self._domains[domain] = good
-        return good
-
-    def _full(self, address: str) -> str:
-        try:
-            return str(self._validate(address, check_deliverability=False).normalized)
-        except self._error as exc:
-            raise ValueError(str(exc)) from None
 
 
 # -- reading the file ------------------------------------------------------------------
