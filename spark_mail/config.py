@@ -178,7 +178,9 @@ def with_site_pages(settings: Settings) -> Settings:
     site = settings.site_url.rstrip("/")
     if not site:
         return settings
-    derived: dict[str, Any] = {k: site + page for k, page in SITE_PAGES.items() if not getattr(settings, k)}
+    derived: dict[str, Any] = {
+        k: site + page for k, page in SITE_PAGES.items() if not getattr(settings, k)
+    }
     return dataclasses.replace(settings, **derived) if derived else settings
 
 
