@@ -26,35 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail.errors import ConfigError
+from spark_mail.secrets import Secret
 
 SETTINGS_FILE = "spark-mail.toml"
 PACKAGE_LAYOUTS = Path(__file__).resolve().parent / "layouts"
-
-
-class Secret:
-    """A string that never shows itself: repr, str and format all print a mask."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('********')" if self._value else "Secret('')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -123,6 +98,8 @@ class Settings:
     send_attempts: int = 5
     send_retry_seconds: float = 300.0
     send_backoff: float = 1.0
+    # Requests per second to the ESP's API (0: the ESP's documented limit, e.g. Resend's 2)
+    send_rate: float = 0.0
     # Own-list sending: batch calls in flight at once (0: the provider's default)
     send_concurrency: int = 0
     progress_seconds: float = 5.0  # one progress line this often under cron

@@ -1,22 +1,37 @@
-"""Every error spark-mail raises on purpose derives from SparkMailError.
+"""Every error spark-mail raises on purpose, in one tree.
 
-The CLI turns any of them into one line on stderr and the exit code it carries;
-anything else is a bug and keeps its traceback.
+The CLI turns any of them into one line on stderr and the exit code it carries (2 for
+input a user must fix, 1 for everything else); anything else is a bug and keeps its
+traceback.
 
     SparkMailError                 exit 1 unless noted
-    ├── ConfigError                settings files / environment (exit 2)
+    ├── ConfigError                settings files, flags, environment (exit 2)
     ├── IssueError                 an issue file: front matter, Markdown, fields (exit 2)
     ├── LayoutError                a layout: missing, Jinja or MJML error (exit 2)
+    ├── AudienceError              the subscribers or suppression file is unusable (exit 2)
     ├── ChecksFailed               pre-send checks found errors
-    ├── ProviderError              an ESP answered with an error, or could not be reached
-    │   └── UnsupportedOperation   the provider cannot do what was asked
-    ├── AlreadySent                the ledger says the issue went out already
-    └── LedgerError                the SQLite ledger is unreadable, corrupt or locked
+    ├── PreviewError               the preview server cannot start
+    ├── LedgerError                the SQLite ledger is unreadable, corrupt, locked or full
+    ├── ProviderError              an ESP could not be reached or answered with an error;
+    │   │                          `maybe_sent`: the request may have been acted on
+    │   ├── UnsupportedOperation   the provider cannot do what was asked
+    │   └── BatchSendFailed        own list: a batch failed as a whole, the run stopped
+    └── SendNotDone                the issue did not (certainly) go out this run
+        ├── AlreadySent            the ledger says sent, scheduled, or uncertain: refused
+        ├── SendUnconfirmed        the ESP may have acted; the next run asks it first
+        └── SendUncertain          may have gone out and nobody can tell: a human decides
+
+BatchSendFailed, SendUnconfirmed and SendUncertain carry the own-list run's `summary`
+(how far it got) when there was one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_mail.sending.batches import BatchSummary
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -61,23 +76,96 @@ class LayoutError(SparkMailError):
     exit_code = EXIT_USAGE
 
 
+class AudienceError(SparkMailError):
+    """The subscribers or suppression file cannot be used at all."""
+
+    exit_code = EXIT_USAGE
+
+
 class ChecksFailed(SparkMailError):
     pass
 
 
+class PreviewError(SparkMailError):
+    pass
+
+
+class LedgerError(SparkMailError):
+    pass
+
+
 class ProviderError(SparkMailError):
-    # True when the request may have reached the ESP (timeout or dropped connection after it
-    # left): the send is then `uncertain`, not `failed`. Set by spark_mail/providers/base.py.
-    maybe_sent = False
+    """An ESP answered with an error (`status`, the vendor's `code`), or could not be
+    reached. `maybe_sent`: the request left and the ESP may have acted on it (a timeout,
+    a reset, a 5xx, an answer that cannot be read), so it is not `failed`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+        self.maybe_sent = maybe_sent
+
+
+# The name the providers use for an ESP's error answer.
+EspError = ProviderError
 
 
 class UnsupportedOperation(ProviderError):
     pass
 
 
-class AlreadySent(SparkMailError):
+class BatchSendFailed(ProviderError):
+    """Own list: a batch failed as a whole and the run stopped."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, summary: BatchSummary | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.summary = summary
+
+
+class SendNotDone(SparkMailError):
+    """The issue did not (certainly) go out in this run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        slug: str = "",
+        summary: BatchSummary | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.slug = slug
+        self.summary = summary
+
+
+class AlreadySent(SendNotDone):
     pass
 
 
-class LedgerError(SparkMailError):
-    pass
+class SendUnconfirmed(SendNotDone):
+    """The ESP may have acted on the send; the next run finds out (asks the ESP by id, or
+    repeats under the same idempotency key) before anything is sent again."""
+
+
+class SendUncertain(SendNotDone):
+    """An interrupted send may or may not have reached the readers; a human must decide."""
+
+    def __init__(self, slug: str, reason: str, *, summary: BatchSummary | None = None) -> None:
+        super().__init__(
+            f"{slug}: uncertain - {reason}",
+            hint="check in the ESP whether it went out; if it did not, run "
+            f"`spark-mail send {slug} --resend-uncertain`",
+            slug=slug,
+            summary=summary,
+        )
+        self.reason = reason

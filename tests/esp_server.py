@@ -69,6 +69,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     raw: bytes = field(repr=False, default=b"")
+    query: str = ""
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -91,6 +92,13 @@ class Fault:
     times: int = 1
     path: str | None = None  # only requests whose path contains this
     method: str | None = None
+    # The ESP ACTS, then answers badly (what proxies and overloaded ESPs do):
+    after_status: int | None = None  # this status (a 5xx with the vendor's body)
+    after_raw: str | None = None  # this body as it is (an HTML 502 page, broken JSON)
+    after_json: Any = None  # JSON of the wrong shape ([], "ok", {"data": 3}, ...)
+    after_gzip: bool = False  # a 200 claiming gzip whose body is not gzip
+    drip: float = 0.0  # send the answer one byte every `drip` seconds
+    hang: bool = False  # never answer (until the server stops)
 
     def matches(self, method: str, path: str) -> bool:
         if self.path is not None and self.path not in path:
@@ -136,6 +144,9 @@ class FakeEsp:
         self.idempotency: dict[str, tuple[str, int, Any]] = {}  # key -> (body hash, status, body)
         self.postmark_inactive: set[str] = set()  # recipients Postmark refuses (ErrorCode 406)
         self.templates: dict[str, dict[str, Any]] = {}  # postmark templates by id and alias
+        # Postmark's message search lags behind sending: while True it finds nothing.
+        self.postmark_search_lag = False
+        self.stopping = threading.Event()  # releases hanging answers
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
         self._server: ThreadingHTTPServer | None = None
@@ -157,6 +168,7 @@ class FakeEsp:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -203,6 +215,28 @@ class FakeEsp:
         """Process the next matching requests, then close the connection without answering."""
         with self.lock:
             self.faults.append(Fault(None, None, 0.0, True, times, path, method))
+
+    def act_then(
+        self,
+        *,
+        status: int | None = None,
+        raw: str | None = None,
+        shape: Any = None,
+        gzip: bool = False,
+        drip: float = 0.0,
+        hang: bool = False,
+        times: int = 1,
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next matching requests are PROCESSED (emails go out), then answered badly:
+        `status` (e.g. 502/504 as a proxy would), `raw` (a body that is not JSON), `shape`
+        (JSON of the wrong shape), `gzip` (a broken gzip body), `drip` (one byte every
+        `drip` seconds), or `hang` (no answer at all until the server stops)."""
+        fault = Fault(times=times, path=path, method=method, after_status=status, after_raw=raw)
+        fault.after_json, fault.after_gzip, fault.drip, fault.hang = shape, gzip, drip, hang
+        with self.lock:
+            self.faults.append(fault)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -308,7 +342,9 @@ class EspHandler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = Recorded(method, path, dict(self.headers.items()), body, raw)
+        record = Recorded(
+            method, path, dict(self.headers.items()), body, raw, urlsplit(self.path).query
+        )
         with esp.lock:
             esp.requests.append(record)
         provider = vendor_of(path)
@@ -326,8 +362,51 @@ class EspHandler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if fault is not None and fault.hold:
-            time.sleep(fault.hold)
+            esp.stopping.wait(fault.hold)
+        if fault is not None and fault.hang:
+            esp.stopping.wait()
+            return
+        if fault is not None:
+            self._send_after(fault, provider, status, payload, headers)
+            return
         self._send(status, payload, headers)
+
+    def _send_after(
+        self, fault: Fault, provider: str, status: int, payload: Any, headers: dict[str, str]
+    ) -> None:
+        """The answer to a request that was processed, as the fault spoils it."""
+        if fault.after_status is not None:
+            status, payload, headers = fault_answer(provider, Fault(fault.after_status))
+        if fault.after_raw is not None:
+            self._send_bytes(status if fault.after_status else 200, fault.after_raw.encode(),
+                             {"Content-Type": "text/html"}, fault.drip)
+            return
+        if fault.after_gzip:
+            self._send_bytes(200, b"\x1f\x8bnot really gzip",
+                             {"Content-Type": "application/json", "Content-Encoding": "gzip"}, 0)
+            return
+        if fault.after_json is not None:
+            payload = fault.after_json
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self._send_bytes(status, data, {"Content-Type": "application/json", **headers}, fault.drip)
+
+    def _send_bytes(self, status: int, data: bytes, headers: dict[str, str], drip: float) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if not drip:
+                self.wfile.write(data)
+                return
+            for byte in data:  # a slow-drip server: one byte at a time
+                if self.server_esp.stopping.wait(drip):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
         esp = self.server_esp
@@ -366,7 +445,7 @@ def vendor_of(path: str) -> str:
         return "buttondown"
     if path.startswith(("/emails", "/broadcasts")):
         return "resend"
-    if path.startswith(("/email", "/templates")):
+    if path.startswith(("/email", "/templates", "/messages")):
         return "postmark"
     return "unknown"
 
@@ -871,6 +950,7 @@ def _postmark_message(esp: FakeEsp, body: Any, keep: bool = False) -> dict[str, 
             "to": to,
             "subject": body.get("Subject"),
             "stream": stream,
+            "metadata": body.get("Metadata") or {},
             **(
                 {
                     "html": body.get("HtmlBody"),
@@ -891,12 +971,42 @@ def _postmark_message(esp: FakeEsp, body: Any, keep: bool = False) -> dict[str, 
     }
 
 
+def postmark_search(esp: FakeEsp, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    """GET /messages/outbound: outbound message search, with `metadata_<key>` filters,
+    `recipient`, `count` (at most 500) and `offset`."""
+    from urllib.parse import parse_qs
+
+    query = {k: v[0] for k, v in parse_qs(req.query).items()}
+    try:
+        count, offset = int(query["count"]), int(query["offset"])
+    except (KeyError, ValueError):
+        return 422, {"ErrorCode": 300, "Message": "count and offset are required."}, {}
+    if count > POSTMARK_MAX_BATCH:
+        return 422, {"ErrorCode": 300, "Message": "count may be at most 500."}, {}
+    wanted = {k[len("metadata_"):]: v for k, v in query.items() if k.startswith("metadata_")}
+    with esp.lock:
+        found = [] if esp.postmark_search_lag else [
+            d for d in esp.delivered
+            if d["provider"] == "postmark"
+            and all((d.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+            and ("recipient" not in query or query["recipient"] in d["to"])
+        ]
+    page = [
+        {"MessageID": d["id"], "Recipients": d["to"], "To": [{"Email": a} for a in d["to"]],
+         "Status": "Sent", "Metadata": d.get("metadata") or {}, "MessageStream": d["stream"]}
+        for d in found[offset: offset + count]
+    ]
+    return 200, {"TotalCount": len(found), "Messages": page}, {}
+
+
 def postmark(
     esp: FakeEsp, method: str, path: str, req: Recorded
 ) -> tuple[int, Any, dict[str, str]]:
     _postmark_auth(esp, req)
     if path.startswith("/templates"):
         return postmark_template(esp, method, path, req)
+    if path.rstrip("/") == "/messages/outbound" and method == "GET":
+        return postmark_search(esp, req)
     if method != "POST":
         return 405, {"ErrorCode": 0, "Message": "Method not allowed"}, {}
     if path.rstrip("/") == "/email/batchWithTemplates":
@@ -947,7 +1057,9 @@ def postmark(
 SIGNING_SECRET = "fake-esp-signing-secret-0123456789"
 FAST_RETRIES = {
     "SPARK_MAIL_SEND_BACKOFF": "0.01",
-    "SPARK_MAIL_SEND_TIMEOUT": "1",
+    # Generous: a busy machine must not turn a slow answer into a failure. Tests of
+    # timeouts set their own, with an ESP that never answers.
+    "SPARK_MAIL_SEND_TIMEOUT": "30",
     "SPARK_MAIL_SEND_ATTEMPTS": "3",
     "SPARK_MAIL_SEND_RETRY_SECONDS": "10",
 }

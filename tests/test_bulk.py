@@ -17,8 +17,8 @@ from esp_server import settings_for
 from spark_mail.audience import AudienceError
 from spark_mail.errors import UnsupportedOperation
 from spark_mail.ledger import Ledger, ReaderState, SendState
-from spark_mail.providers.base import RateLimiter
-from spark_mail.publish import send_issue
+from spark_mail.providers.http import RateLimiter
+from spark_mail.sending import send_issue
 
 
 def write_readers(root: Path, count: int, header: str = "email,first_name", rows=()) -> Path:
@@ -86,7 +86,7 @@ def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter, m
     counts = delivered_to(esp)
     assert len(counts) == 1201 and set(counts.values()) == {1}
     assert {d["stream"] for d in esp.delivered} == {"broadcast"}
-    assert result.state == "sent" and result.summary and result.summary["sent"] == 1201
+    assert result.outcome == "sent" and result.summary and result.summary["sent"] == 1201
     assert reader_states(settings) == {"sent": 1201}
     assert issue_state(settings) == SendState.SENT
 
@@ -121,7 +121,7 @@ def test_suppressed_readers_never_receive_anything(esp, newsletter):
     (newsletter / "suppressed.txt").write_text("listed@example.com\n")
     settings = own_settings(esp, newsletter, SPARK_MAIL_SUPPRESSION_FILE="suppressed.txt")
     first = send_issue(SAMPLE_SLUG, settings, mode="send", limit=2)
-    assert first.state == "partial"
+    assert first.outcome == "partial"
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
     got = set(delivered_to(esp))
     assert got == {f"reader{n:05d}@example.com" for n in range(4)}
@@ -194,11 +194,11 @@ def test_limit_then_a_full_run_sends_each_reader_once(esp, newsletter):
     write_readers(newsletter, 1200)
     settings = own_settings(esp, newsletter)
     canary = send_issue(SAMPLE_SLUG, settings, mode="send", limit=700)
-    assert canary.state == "partial" and canary.summary and canary.summary["remaining"] == 500
+    assert canary.outcome == "partial" and canary.summary and canary.summary["remaining"] == 500
     assert set(delivered_to(esp)) == {f"reader{n:05d}@example.com" for n in range(700)}
     assert issue_state(settings) == SendState.PENDING
     rest = send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert rest.state == "sent" and rest.summary and rest.summary["already_sent"] == 700
+    assert rest.outcome == "sent" and rest.summary and rest.summary["already_sent"] == 700
     counts = delivered_to(esp)
     assert len(counts) == 1200 and set(counts.values()) == {1}
     from spark_mail.errors import AlreadySent
@@ -227,9 +227,9 @@ def test_a_failed_batch_stops_the_run_and_the_next_run_sends_the_rest(esp, newsl
     write_readers(newsletter, 1100)
     settings = own_settings(esp, newsletter, SPARK_MAIL_SEND_CONCURRENCY="1")
     esp.fail(422, path="/email/batch")  # the first batch call
-    from spark_mail.bulk import BulkSendFailed
+    from spark_mail.errors import BatchSendFailed
 
-    with pytest.raises(BulkSendFailed, match="left for the next run") as caught:
+    with pytest.raises(BatchSendFailed, match="left for the next run") as caught:
         send_issue(SAMPLE_SLUG, settings, mode="send")
     assert caught.value.summary.failed == 500
     assert issue_state(settings) == SendState.FAILED

@@ -12,11 +12,12 @@ import pytest
 from conftest import write_issue
 from esp_server import FakeEsp
 from spark_mail.config import Settings, load_settings
-from spark_mail.dispatch import dispatch, due_issues, parse_time
 from spark_mail.errors import ConfigError, LedgerError
 from spark_mail.ledger import Ledger, SendState, open_ledger
 from spark_mail.providers import get_provider
 from spark_mail.render import build
+from spark_mail.scheduling.cron import dispatch, due_issues
+from spark_mail.scheduling.times import parse_time
 
 # The sample settings' timezone is America/New_York: 07:00 there is 12:00 UTC in January.
 UTC = dt.UTC

@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 
 from spark_mail.errors import AlreadySent, LedgerError
-from spark_mail.ledger import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Ledger,
-    SendInProgress,
-    SendState,
-    StaleSend,
-)
+from spark_mail.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, SendState
 
 NOW = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
 HASH = "c0ffee" * 10
@@ -28,13 +21,19 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / ".spark-mail" / "ledger.sqlite3"
 
 
+def claimed(ledger: Ledger, slug: str = "issue-1", provider: str = "resend", **kw):  # noqa: ANN001
+    """Lock and claim, as the send lifecycle does."""
+    assert ledger.locks.try_acquire(slug)
+    return ledger.claim(slug, HASH, provider, kw.pop("mode", "send"), NOW, **kw)
+
+
 def test_claim_then_mark_sent_records_state_and_history(ledger_path: Path) -> None:
     """A claimed send is `sending`, then `sent` with the ESP's ids, and the history says so."""
     with Ledger(ledger_path) as ledger:
-        record = ledger.claim("issue-1", HASH, "resend", now=NOW)
+        record = claimed(ledger).record
         assert record.state == SendState.SENDING and record.attempts == 1
-        ledger.record_ids("issue-1", {"broadcast": "b-1"}, now=NOW)
-        sent = ledger.mark_sent("issue-1", {"message": "m-1"}, now=NOW)
+        ledger.record_ids("issue-1", {"broadcast": "b-1"}, NOW)
+        sent = ledger.mark_sent("issue-1", NOW, {"message": "m-1"})
     assert sent.state == SendState.SENT
     assert sent.esp_ids == {"broadcast": "b-1", "message": "m-1"}
     assert sent.sent_at == NOW.isoformat(timespec="seconds")
@@ -46,83 +45,88 @@ def test_claim_then_mark_sent_records_state_and_history(ledger_path: Path) -> No
 def test_send_twice_is_refused_after_sent(ledger_path: Path) -> None:
     """A sent issue cannot be claimed again, by this or any later process."""
     with Ledger(ledger_path) as ledger:
-        ledger.claim("issue-1", HASH, "resend")
-        ledger.mark_sent("issue-1")
+        claimed(ledger)
+        ledger.mark_sent("issue-1", NOW)
     with Ledger(ledger_path) as later, pytest.raises(AlreadySent, match="already sent"):
-        later.claim("issue-1", HASH, "resend")
+        claimed(later)
 
 
-def test_second_claimer_gets_send_in_progress_while_first_holds_the_lock(
+def test_second_process_cannot_take_the_issue_lock_while_the_first_holds_it(
     ledger_path: Path,
 ) -> None:
-    """While one holder is sending, another claim is refused at once (exit code 0)."""
+    """While one holder is sending, another is turned away at once (no waiting)."""
     with Ledger(ledger_path) as first, Ledger(ledger_path) as second:
-        first.claim("issue-1", HASH, "resend")
+        claimed(first)
         started = time.monotonic()
-        with pytest.raises(SendInProgress) as caught:
-            second.claim("issue-1", HASH, "resend")
+        assert not second.locks.try_acquire("issue-1")
         assert time.monotonic() - started < 1.0  # no waiting, no polling
-        assert caught.value.exit_code == 0
-        assert second.held_elsewhere("issue-1")
-        first.mark_sent("issue-1")
-        assert not second.held_elsewhere("issue-1")
+        assert second.locks.held_elsewhere("issue-1")
+        first.mark_sent("issue-1", NOW)
+        assert second.locks.held_elsewhere("issue-1")  # settling does not release: explicit
+        first.locks.release("issue-1")
+        assert not second.locks.held_elsewhere("issue-1")
         with pytest.raises(AlreadySent):
-            second.claim("issue-1", HASH, "resend")
+            claimed(second)
 
 
-def test_sending_row_left_by_a_dead_holder_raises_stale_send_with_its_ids(
+def test_sending_row_left_by_a_dead_holder_comes_back_stale_with_its_ids(
     ledger_path: Path,
 ) -> None:
-    """A `sending` row nobody holds is reported as StaleSend (with the ids), never re-sent."""
+    """A `sending` row nobody holds is handed back as stale (with the ids), unchanged."""
     dead = Ledger(ledger_path).open()
-    dead.claim("issue-1", HASH, "buttondown")
-    dead.record_ids("issue-1", {"email": "em_1"})
+    claimed(dead, provider="buttondown")
+    dead.record_ids("issue-1", {"email": "em_1"}, NOW)
     dead.close()  # the lock goes, the row stays `sending`: what a SIGKILL leaves
     with Ledger(ledger_path) as ledger:
-        with pytest.raises(StaleSend) as caught:
-            ledger.claim("issue-1", HASH, "buttondown")
-        assert caught.value.record.esp_ids == {"email": "em_1"}
-        # The lock stays with us so recovery can settle the row.
-        assert "issue-1" in ledger._locks
-        ledger.retry_stale("issue-1", HASH, "retried with the same idempotency key")
+        claim = claimed(ledger, provider="buttondown")
+        assert claim.stale is not None and claim.stale.esp_ids == {"email": "em_1"}
+        assert ledger.locks.holds("issue-1")  # ours, to settle the row
+        ledger.resume("issue-1", HASH, "retried with the same idempotency key", NOW, keep_ids=True)
         assert ledger.get("issue-1").attempts == 2  # type: ignore[union-attr]
 
 
 def test_uncertain_send_is_refused_unless_resend_uncertain(ledger_path: Path) -> None:
     """An `uncertain` send waits for a human: only allow_uncertain claims it again."""
     with Ledger(ledger_path) as ledger:
-        ledger.claim("issue-1", HASH, "postmark")
-        ledger.mark_uncertain("issue-1", "killed mid-request")
+        claimed(ledger, provider="postmark")
+        ledger.mark_uncertain("issue-1", "killed mid-request", NOW)
         with pytest.raises(AlreadySent, match="--resend-uncertain"):
-            ledger.claim("issue-1", HASH, "postmark")
-        record = ledger.claim("issue-1", HASH, "postmark", allow_uncertain=True)
+            claimed(ledger, provider="postmark")
+        record = claimed(ledger, provider="postmark", allow_uncertain=True).record
     assert record.state == SendState.SENDING and record.attempts == 2
 
 
 def test_failed_send_can_be_claimed_again_and_counts_attempts(ledger_path: Path) -> None:
     """`failed` means the ESP said no: the next run may try again, attempts go up."""
     with Ledger(ledger_path) as ledger:
-        ledger.claim("issue-1", HASH, "resend")
-        failed = ledger.mark_failed("issue-1", "resend: 422 validation_error")
+        claimed(ledger)
+        failed = ledger.mark_failed("issue-1", "resend: 422 validation_error", NOW)
         assert failed.last_error == "resend: 422 validation_error"
-        assert not ledger._locks  # settled rows release the lock
-        again = ledger.claim("issue-1", HASH, "resend")
+        again = claimed(ledger).record
     assert again.attempts == 2 and again.last_error is None
+
+
+def test_unconfirmed_send_stays_sending_with_the_reason(ledger_path: Path) -> None:
+    """The ESP may have acted: the row stays `sending` for the next run to settle."""
+    with Ledger(ledger_path) as ledger:
+        claimed(ledger)
+        record = ledger.mark_unconfirmed("issue-1", "resend: no answer", NOW)
+        assert record.state == SendState.SENDING and record.last_error == "resend: no answer"
+        assert [e.state for e in ledger.history("issue-1")] == ["sending", "unconfirmed"]
 
 
 def test_scheduled_issue_is_not_sent_and_forget_takes_it_back(ledger_path: Path) -> None:
     """A row handed to the ESP's scheduler refuses a send; forget() drops it, history stays."""
     at = dt.datetime(2025, 2, 1, 7, 0, tzinfo=dt.UTC)
     with Ledger(ledger_path) as ledger:
-        ledger.claim("issue-1", HASH, "resend", mode="schedule", scheduled_for=at)
-        ledger.mark_scheduled("issue-1", at, {"broadcast": "b-9"})
+        claimed(ledger, mode="schedule", scheduled_for=at)
+        ledger.mark_scheduled("issue-1", at, {"broadcast": "b-9"}, NOW)
         with pytest.raises(AlreadySent, match="unschedule"):
-            ledger.claim("issue-1", HASH, "resend")
-        ledger.acquire("issue-1")
-        ledger.forget("issue-1", "unscheduled")
+            claimed(ledger)
+        ledger.forget("issue-1", "unscheduled", NOW)
         assert ledger.get("issue-1") is None
         assert [e.state for e in ledger.history("issue-1")][-2:] == ["scheduled", "removed"]
-        assert ledger.claim("issue-1", HASH, "resend").state == SendState.SENDING
+        assert claimed(ledger).record.state == SendState.SENDING
 
 
 def test_reading_a_missing_ledger_creates_nothing(tmp_path: Path) -> None:
@@ -147,8 +151,8 @@ def test_version_1_ledger_is_migrated_keeping_its_rows(ledger_path: Path) -> Non
     db.close()
     with Ledger(ledger_path) as ledger:
         assert ledger.get("old").state == SendState.SENT  # type: ignore[union-attr]
-        version = ledger.db.execute("PRAGMA user_version").fetchone()[0]
-        ledger.claim("new", HASH, "resend")
+        version = ledger.database.read("PRAGMA user_version")[0][0]
+        claimed(ledger, "new")
         assert [e.state for e in ledger.history("new")] == ["sending"]
     assert version == SCHEMA_VERSION == 3
 
@@ -169,10 +173,10 @@ def test_corrupt_ledger_file_gives_one_clear_error(ledger_path: Path) -> None:
     ledger_path.write_bytes(b"\x00garbage, not sqlite\xff" * 200)
     ledger = Ledger(ledger_path)
     with pytest.raises(LedgerError) as caught:
-        ledger.claim("issue-1", HASH, "resend")
+        ledger.get("issue-1")
     message = str(caught.value)
-    assert str(ledger_path) in message and "unreadable" in message and "\n" not in message
-    assert not ledger._locks
+    assert str(ledger_path) in message and "not a SQLite file" in message
+    assert "\n" not in message
 
 
 def test_locked_ledger_gives_a_clear_error_after_the_timeout(ledger_path: Path) -> None:
@@ -185,9 +189,8 @@ def test_locked_ledger_gives_a_clear_error_after_the_timeout(ledger_path: Path) 
         ledger = Ledger(ledger_path, timeout=0.2)
         started = time.monotonic()
         with pytest.raises(LedgerError, match="locked by another process"):
-            ledger.claim("issue-1", HASH, "resend")
+            claimed(ledger)
         assert time.monotonic() - started < 2.0
-        assert not ledger._locks
     finally:
         other.execute("ROLLBACK")
         other.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,9 +10,16 @@ import pytest
 
 from conftest import SAMPLE_SLUG, write_issue
 from esp_server import settings_for
-from spark_mail.errors import AlreadySent, ChecksFailed, ConfigError, ProviderError
+from spark_mail.errors import (
+    AlreadySent,
+    ChecksFailed,
+    ConfigError,
+    ProviderError,
+    SendUnconfirmed,
+    SendUncertain,
+)
 from spark_mail.ledger import Ledger, SendState
-from spark_mail.publish import send_issue
+from spark_mail.sending import send_issue
 
 
 def ledger_state(settings) -> SendState | None:
@@ -93,7 +101,7 @@ def test_send_twice_sends_once(esp, newsletter):
     """The second real send of an issue is refused by the ledger; one broadcast."""
     settings = settings_for(esp, newsletter, "resend")
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert result.state == "sent"
+    assert result.outcome == "sent"
     with pytest.raises(AlreadySent):
         send_issue(SAMPLE_SLUG, settings, mode="send")
     assert len(esp.audience_sends) == 1
@@ -115,36 +123,53 @@ def test_refused_send_is_failed_and_can_be_sent_later(esp, newsletter):
     assert len(esp.audience_sends) == 1
 
 
-def test_lost_answer_on_an_idempotent_esp_is_failed_and_a_retry_sends_once(esp, newsletter):
-    """Buttondown publish answers never arrive: failed (same key is safe); retry -> one send."""
+def test_lost_answer_on_buttondown_is_unconfirmed_and_the_next_run_asks(esp, newsletter):
+    """Buttondown publish answers never arrive: not `failed` but unconfirmed (the ESP may
+    have acted); the next send asks Buttondown, finds it sent, and sends nothing."""
     settings = settings_for(esp, newsletter, "buttondown")
     esp.drop(times=3, path="/publish")
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(SendUnconfirmed, match="may have gone out"):
         send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert caught.value.maybe_sent
-    assert ledger_state(settings) == SendState.FAILED
-    send_issue(SAMPLE_SLUG, settings, mode="send")
+    assert ledger_state(settings) == SendState.SENDING
+    again = send_issue(SAMPLE_SLUG, settings, mode="send")
+    assert again.outcome == "sent-earlier"
     assert ledger_state(settings) == SendState.SENT
     assert len(esp.audience_sends) == 1
 
 
-def test_lost_answer_without_idempotency_is_uncertain(esp, newsletter):
-    """Postmark batch without an answer: `uncertain`; sent again only with resend_uncertain."""
+def test_lost_batch_answer_on_postmark_is_settled_by_asking_postmark(esp, newsletter):
+    """Postmark batch without an answer: unconfirmed; the next run finds the reader in
+    Postmark's message search and records it sent, without a second batch."""
     (newsletter / "subscribers.csv").write_text("email\nreader@example.com\n")
-    settings = settings_for(
-        esp,
-        newsletter,
-        "postmark",
-        SPARK_MAIL_AUDIENCE="subscribers.csv",
-        SPARK_MAIL_SEND_TIMEOUT="0.5",
-    )
-    esp.hold(1.5, path="/email/batch")
-    with pytest.raises(ProviderError, match="resend-uncertain"):
+    settings = settings_for(esp, newsletter, "postmark", SPARK_MAIL_AUDIENCE="subscribers.csv")
+    esp.act_then(hang=True, path="/email/batch")
+    settings = dataclasses.replace(settings, send_timeout=0.5)
+    with pytest.raises(SendUnconfirmed):
+        send_issue(SAMPLE_SLUG, settings, mode="send")
+    batch = "/email/batch.*"  # full copies, or batchWithTemplates (the ESP merges)
+    assert len(esp.calls("POST", batch)) == 1
+    result = send_issue(SAMPLE_SLUG, settings, mode="send")
+    assert result.outcome == "sent" and ledger_state(settings) == SendState.SENT
+    assert len(esp.calls("POST", batch)) == 1
+    assert len(esp.calls("GET", "/messages/outbound")) == 1
+
+
+def test_lost_batch_answer_postmark_cannot_confirm_is_uncertain(esp, newsletter):
+    """Postmark's search does not show the batch (it lags): `uncertain`; sent again only
+    with resend_uncertain."""
+    (newsletter / "subscribers.csv").write_text("email\nreader@example.com\n")
+    settings = settings_for(esp, newsletter, "postmark", SPARK_MAIL_AUDIENCE="subscribers.csv")
+    settings = dataclasses.replace(settings, send_timeout=0.5)
+    esp.act_then(hang=True, path="/email/batch")
+    esp.postmark_search_lag = True
+    with pytest.raises(SendUnconfirmed):
+        send_issue(SAMPLE_SLUG, settings, mode="send")
+    with pytest.raises(SendUncertain, match="resend-uncertain"):
         send_issue(SAMPLE_SLUG, settings, mode="send")
     assert ledger_state(settings) == SendState.UNCERTAIN
     with pytest.raises(AlreadySent, match="uncertain"):
         send_issue(SAMPLE_SLUG, settings, mode="send")
-    batch = "/email/batch.*"  # full copies, or batchWithTemplates (the ESP merges)
+    batch = "/email/batch.*"
     assert len(esp.calls("POST", batch)) == 1
     send_issue(SAMPLE_SLUG, settings, mode="send", resend_uncertain=True)
     assert ledger_state(settings) == SendState.SENT
@@ -172,7 +197,7 @@ def test_outbox_is_the_default_and_works_without_an_account(newsletter):
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
     folder = newsletter / "outbox" / SAMPLE_SLUG
     assert sorted(p.name for p in folder.iterdir()) == ["send.eml", "test-1.eml"]
-    assert result.provider == "outbox" and result.state == "sent"
+    assert result.provider == "outbox" and result.outcome == "sent"
     assert b"[TEST] " in (folder / "test-1.eml").read_bytes()
     with pytest.raises(AlreadySent):
         send_issue(SAMPLE_SLUG, settings, mode="send")

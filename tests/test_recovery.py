@@ -1,4 +1,5 @@
-"""recovery.reconcile: a send a dead process left in `sending` is settled, never sent blindly.
+"""The send lifecycle's recovery rule: a send a dead process left in `sending` is settled,
+never sent blindly.
 
 Each test does what a killed process leaves behind: claim the issue, let the real provider
 talk to the fake ESP on 127.0.0.1 (ids recorded through on_ids), then drop the ledger
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from esp_server import FakeEsp
+from spark_mail.clock import FakeClock
 from spark_mail.config import Secret, Settings
-from spark_mail.errors import AlreadySent, ProviderError
-from spark_mail.ledger import Ledger, SendState, StaleSend
+from spark_mail.errors import AlreadySent, ProviderError, SendUnconfirmed, SendUncertain
+from spark_mail.ledger import Ledger, SendState
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import Provider
-from spark_mail.recovery import SendUncertain, reconcile
 from spark_mail.render import RenderedEmail
+from spark_mail.sending.lifecycle import Begun, SendLifecycle
 
 NOW = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
 SLUG = "2025-01-20-crash"
@@ -56,33 +58,42 @@ def make_provider(esp: FakeEsp, tmp_path: Path, name: str) -> Provider:
     return get_provider(settings)
 
 
+def claim(ledger: Ledger, content_hash: str, provider_name: str, **kw):  # noqa: ANN001
+    """Lock and claim the issue, as the send lifecycle does."""
+    assert ledger.locks.try_acquire(SLUG)
+    mode = kw.pop("mode", "send")
+    return ledger.claim(SLUG, content_hash, provider_name, mode, NOW, **kw)
+
+
 def crash_mid_send(ledger_path: Path, provider: Provider, email: RenderedEmail) -> None:
     """Claim and send for real, then die before the answer is recorded."""
     dead = Ledger(ledger_path)
-    dead.claim(email.slug, email.content_hash, provider.name, now=NOW)
+    claim(dead, email.content_hash, provider.name)
     with contextlib.suppress(ProviderError):  # the answer never reaches the ledger
-        provider.send(email, on_ids=lambda ids: dead.record_ids(email.slug, ids, now=NOW))
+        provider.send(email, on_ids=lambda ids: dead.record_ids(email.slug, ids, NOW))
     dead.close()  # releases the lock like a SIGKILL; the row stays `sending`
 
 
 def crash_after_claim(ledger_path: Path, content_hash: str, provider_name: str) -> None:
     """Claim, then die before any request left (no ids recorded)."""
     with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, content_hash, provider_name, now=NOW)
+        claim(dead, content_hash, provider_name)
 
 
-def stale(ledger: Ledger, email: RenderedEmail, provider: Provider):
-    with pytest.raises(StaleSend) as caught:
-        ledger.claim(email.slug, email.content_hash, provider.name, now=NOW)
-    return caught.value.record
-
-
-def next_run_reconciles(
+def next_run(
     ledger_path: Path, email: RenderedEmail, provider: Provider, now: dt.datetime = NOW
-) -> str:
-    """What the next process does: claim, find the stale row, reconcile it."""
+) -> Begun:
+    """What the next process does: begin the send, settling the stale row first."""
+    with (
+        Ledger(ledger_path) as ledger,
+        SendLifecycle(ledger, provider, email, FakeClock(now)) as life,
+    ):
+        return life.begin("send")
+
+
+def row(ledger_path: Path):  # noqa: ANN201
     with Ledger(ledger_path) as ledger:
-        return reconcile(ledger, stale(ledger, email, provider), provider, email, now=now)
+        return ledger.get(SLUG)
 
 
 @pytest.fixture
@@ -97,11 +108,10 @@ def test_resend_broadcast_that_went_out_is_recorded_sent_not_resent(
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
     crash_mid_send(ledger_path, provider, email)
+    assert "broadcast_id" in row(ledger_path).esp_ids
+    assert next_run(ledger_path, email, provider).outcome == "sent-earlier"
+    assert row(ledger_path).state == SendState.SENT
     with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert "broadcast_id" in record.esp_ids
-        assert reconcile(ledger, record, provider, email, now=NOW) == "sent"
-        assert ledger.get(SLUG).state == SendState.SENT  # type: ignore[union-attr]
         why = ledger.history(SLUG)[-1]
     assert why.state == "sent" and "resend says it went out" in (why.detail or "")
     assert len(esp.audience_sends) == 1
@@ -111,19 +121,23 @@ def test_resend_broadcast_that_went_out_is_recorded_sent_not_resent(
 def test_resend_broadcast_left_as_draft_is_sent_again_once(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
-    """Died before /send went through: Resend says draft, so a second run sends it once."""
+    """Died before /send went through: Resend says draft, so a second run sends that same
+    draft once (no second broadcast is created)."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
     esp.fail(500, times=2, path="/send")  # /send never succeeds this run
     crash_mid_send(ledger_path, provider, email)
     assert esp.audience_sends == []
+    begun = next_run(ledger_path, email, provider)
+    assert begun.outcome is None and begun.known_ids.get("broadcast_id")
     with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert reconcile(ledger, record, provider, email, now=NOW) == "resend"
-        result = provider.send(email, on_ids=lambda ids: ledger.record_ids(SLUG, ids))
-        ledger.mark_sent(SLUG, result.esp_ids)
+        result = provider.send(
+            email, lambda ids: ledger.record_ids(SLUG, ids, NOW), begun.known_ids
+        )
+        ledger.mark_sent(SLUG, NOW, result.esp_ids)
         assert ledger.get(SLUG).attempts == 2  # type: ignore[union-attr]
     assert len(esp.audience_sends) == 1
+    assert len(esp.calls("POST", "/broadcasts")) == 1
 
 
 def test_buttondown_email_that_went_out_is_recorded_sent(
@@ -133,10 +147,8 @@ def test_buttondown_email_that_went_out_is_recorded_sent(
     email = make_email()
     provider = make_provider(esp, tmp_path, "buttondown")
     crash_mid_send(ledger_path, provider, email)
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert reconcile(ledger, record, provider, email, now=NOW) == "sent"
-        assert ledger.get(SLUG).state == SendState.SENT  # type: ignore[union-attr]
+    assert next_run(ledger_path, email, provider).outcome == "sent-earlier"
+    assert row(ledger_path).state == SendState.SENT
     assert len(esp.audience_sends) == 1
 
 
@@ -148,31 +160,28 @@ def test_postmark_interrupted_send_is_uncertain_until_a_human_resends(
     email = make_email()
     provider = make_provider(esp, tmp_path, "postmark")
     crash_after_claim(ledger_path, email.content_hash, "postmark")
+    with pytest.raises(SendUncertain) as caught:
+        next_run(ledger_path, email, provider)
+    assert "--resend-uncertain" in str(caught.value)
+    left = row(ledger_path)
+    assert left is not None and left.state == SendState.UNCERTAIN
+    assert "postmark can neither be asked" in (left.last_error or "")
     with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        with pytest.raises(SendUncertain) as caught:
-            reconcile(ledger, record, provider, email, now=NOW)
-        assert "--resend-uncertain" in str(caught.value)
-        row = ledger.get(SLUG)
-        assert row is not None and row.state == SendState.UNCERTAIN
-        assert "postmark can neither be asked" in (row.last_error or "")
         with pytest.raises(AlreadySent, match="uncertain"):
-            ledger.claim(SLUG, email.content_hash, "postmark")
-        assert ledger.claim(SLUG, email.content_hash, "postmark", allow_uncertain=True)
+            claim(ledger, email.content_hash, "postmark")
+        assert claim(ledger, email.content_hash, "postmark", allow_uncertain=True)
     assert esp.requests == []
 
 
 def test_idempotent_provider_without_ids_retries_with_the_same_key(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
-    """Died before the ESP gave any id: the retry with the same key is safe ("resend")."""
+    """Died before the ESP gave any id: the retry with the same key is safe."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
     crash_after_claim(ledger_path, email.content_hash, "resend")
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert reconcile(ledger, record, provider, email, now=NOW) == "resend"
-        assert "same idempotency key" in (ledger.get(SLUG).last_error or "")  # type: ignore[union-attr]
+    assert next_run(ledger_path, email, provider).outcome is None
+    assert "same idempotency key" in (row(ledger_path).last_error or "")
 
 
 def test_changed_issue_after_a_crash_is_uncertain(
@@ -183,7 +192,7 @@ def test_changed_issue_after_a_crash_is_uncertain(
     crash_after_claim(ledger_path, make_email().content_hash, "resend")
     edited = make_email("Hello, readers, with a fixed typo.")
     with pytest.raises(SendUncertain, match="issue changed"):
-        next_run_reconciles(ledger_path, edited, provider, NOW)
+        next_run(ledger_path, edited, provider, NOW)
 
 
 def test_idempotency_key_older_than_a_day_is_not_trusted(
@@ -194,7 +203,7 @@ def test_idempotency_key_older_than_a_day_is_not_trusted(
     provider = make_provider(esp, tmp_path, "resend")
     crash_after_claim(ledger_path, email.content_hash, "resend")
     with pytest.raises(SendUncertain, match="forgotten the idempotency key"):
-        next_run_reconciles(ledger_path, email, provider, NOW + dt.timedelta(days=2))
+        next_run(ledger_path, email, provider, NOW + dt.timedelta(days=2))
 
 
 def test_switched_provider_after_a_crash_is_uncertain(
@@ -205,21 +214,23 @@ def test_switched_provider_after_a_crash_is_uncertain(
     crash_after_claim(ledger_path, email.content_hash, "postmark")
     provider = make_provider(esp, tmp_path, "resend")
     with pytest.raises(SendUncertain, match="via postmark"):
-        next_run_reconciles(ledger_path, email, provider, NOW)
+        next_run(ledger_path, email, provider, NOW)
 
 
-def test_failed_lookup_falls_back_to_the_idempotency_key(
+def test_lookup_that_fails_leaves_it_unconfirmed_and_asks_again_next_run(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
-    """The ESP cannot be asked (500s): an idempotent provider still retries with its key."""
+    """The ESP cannot be asked (500s): nothing is sent and nothing decided; the row stays
+    `sending` and the run after asks again, and settles it."""
     email = make_email()
     provider = make_provider(esp, tmp_path, "resend")
     crash_mid_send(ledger_path, provider, email)
-    esp.fail(500, times=5, method="GET")
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert reconcile(ledger, record, provider, email, now=NOW) == "resend"
-        assert "lookup failed" in (ledger.get(SLUG).last_error or "")  # type: ignore[union-attr]
+    esp.fail(500, times=2, method="GET")
+    with pytest.raises(SendUnconfirmed, match="could not ask resend"):
+        next_run(ledger_path, email, provider)
+    assert row(ledger_path).state == SendState.SENDING
+    assert next_run(ledger_path, email, provider).outcome == "sent-earlier"
+    assert len(esp.audience_sends) == 1
 
 
 def test_interrupted_schedule_found_scheduled_is_recorded_scheduled(
@@ -230,12 +241,10 @@ def test_interrupted_schedule_found_scheduled_is_recorded_scheduled(
     provider = make_provider(esp, tmp_path, "resend")
     at = NOW + dt.timedelta(days=1)
     with Ledger(ledger_path) as dead:
-        dead.claim(SLUG, email.content_hash, "resend", mode="schedule", scheduled_for=at)
-        provider.schedule(email, at, on_ids=lambda ids: dead.record_ids(SLUG, ids))
-    with Ledger(ledger_path) as ledger:
-        record = stale(ledger, email, provider)
-        assert reconcile(ledger, record, provider, email, now=NOW) == "scheduled"
-        row = ledger.get(SLUG)
-    assert row is not None and row.state == SendState.SCHEDULED
-    assert row.scheduled_for == at.isoformat()
-    assert dataclasses.replace(row).esp_ids.get("broadcast_id")
+        claim(dead, email.content_hash, "resend", mode="schedule", scheduled_for=at)
+        provider.schedule(email, at, on_ids=lambda ids: dead.record_ids(SLUG, ids, NOW))
+    assert next_run(ledger_path, email, provider).outcome == "scheduled-earlier"
+    left = row(ledger_path)
+    assert left is not None and left.state == SendState.SCHEDULED
+    assert left.scheduled_for == at.isoformat()
+    assert dataclasses.replace(left).esp_ids.get("broadcast_id")

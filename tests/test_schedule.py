@@ -11,11 +11,14 @@ import pytest
 
 from conftest import run_cli, write_issue
 from esp_server import FakeEsp
+from spark_mail.clock import FakeClock
 from spark_mail.config import Settings, load_settings
-from spark_mail.dispatch import dispatch, schedule_issue, status, unschedule_issue
 from spark_mail.errors import AlreadySent, ConfigError, UnsupportedOperation
 from spark_mail.ledger import SendState, open_ledger
-from spark_mail.publish import send_issue
+from spark_mail.scheduling.cron import dispatch
+from spark_mail.scheduling.esp import schedule_issue, unschedule_issue
+from spark_mail.scheduling.status import status
+from spark_mail.sending import send_issue
 
 NOW = dt.datetime(2025, 1, 19, 12, 0, tzinfo=dt.UTC)
 AT = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
@@ -47,8 +50,8 @@ def test_schedule_hands_the_issue_to_resend_with_scheduled_at(newsletter: Path, 
     `scheduled`; nothing reaches readers yet."""
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
-    result = schedule_issue("issue-7", settings, now=NOW)
-    assert result.state == "scheduled"
+    result = schedule_issue("issue-7", settings, clock=FakeClock(NOW))
+    assert result.outcome == "scheduled"
     (broadcast,) = esp.broadcasts.values()
     assert broadcast["status"] == "scheduled"
     assert broadcast["scheduled_at"] == "2025-01-20T12:00:00Z"  # 07:00 in New York
@@ -65,7 +68,7 @@ def test_schedule_on_buttondown_publishes_with_publish_date(newsletter: Path, es
     """Buttondown: a draft, then published as `scheduled` with `publish_date` = --at."""
     an_issue(newsletter, send_at=None)
     settings = settings_for(newsletter, esp, "buttondown")
-    schedule_issue("issue-7", settings, at=AT, now=NOW)
+    schedule_issue("issue-7", settings, at=AT, clock=FakeClock(NOW))
     (email,) = esp.emails.values()
     assert email["status"] == "scheduled"
     assert email["publish_date"].startswith("2025-01-20T12:00:00")
@@ -76,10 +79,10 @@ def test_scheduled_issue_is_skipped_by_dispatch_and_refused_by_send(newsletter: 
     """Once the ESP has it, neither dispatch nor send sends it a second time."""
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
-    schedule_issue("issue-7", settings, now=NOW)
+    schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     assert dispatch(settings, AT).items == []
     with pytest.raises(AlreadySent, match="unschedule"):
-        send_issue("issue-7", settings, mode="send", now=AT)
+        send_issue("issue-7", settings, mode="send", clock=FakeClock(AT))
     assert esp.audience_sends == []
     assert len(esp.broadcasts) == 1
 
@@ -89,7 +92,7 @@ def test_dispatch_records_a_scheduled_send_the_esp_has_made_as_sent(newsletter: 
     before it, nothing is asked; the ESP is never asked to send."""
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
-    schedule_issue("issue-7", settings, now=NOW)
+    schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     dispatch(settings, AT - dt.timedelta(minutes=1))
     assert esp.calls("GET") == []
     (broadcast,) = esp.broadcasts.values()
@@ -113,9 +116,9 @@ def test_unschedule_takes_it_back_and_warns_that_send_at_is_still_set(
     user is told dispatch would still send it at send_at."""
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
-    schedule_issue("issue-7", settings, now=NOW)
-    result = unschedule_issue("issue-7", settings, now=NOW)
-    assert result.state == "unscheduled" and "send_at is still set" in result.note
+    schedule_issue("issue-7", settings, clock=FakeClock(NOW))
+    result = unschedule_issue("issue-7", settings, clock=FakeClock(NOW))
+    assert result.outcome == "unscheduled" and "send_at is still set" in result.note
     assert esp.broadcasts == {}
     assert esp.calls("DELETE", r"/broadcasts/.+")
     with open_ledger(settings) as ledger:
@@ -127,11 +130,11 @@ def test_unschedule_after_the_esp_sent_it_records_sent(newsletter: Path, esp: Fa
     """Too late to take back: the ESP says sent, the ledger follows, nothing is deleted."""
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
-    schedule_issue("issue-7", settings, now=NOW)
+    schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     (broadcast,) = esp.broadcasts.values()
     broadcast["status"] = "sent"
     with pytest.raises(AlreadySent, match="already sent it"):
-        unschedule_issue("issue-7", settings, now=AT)
+        unschedule_issue("issue-7", settings, clock=FakeClock(AT))
     assert esp.calls("DELETE") == []
     with open_ledger(settings) as ledger:
         assert ledger.get("issue-7").state == SendState.SENT  # type: ignore[union-attr]
@@ -144,7 +147,7 @@ def test_schedule_on_a_provider_without_a_scheduler_points_to_dispatch(
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "postmark")
     with pytest.raises(UnsupportedOperation) as caught:
-        schedule_issue("issue-7", settings, now=NOW)
+        schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     assert "postmark" in str(caught.value) and "spark-mail dispatch" in str(caught.value)
     assert esp.requests == []
     assert not settings.ledger_file.exists()
@@ -155,10 +158,10 @@ def test_schedule_in_the_past_or_without_a_time_is_refused(newsletter: Path, esp
     an_issue(newsletter)
     settings = settings_for(newsletter, esp, "resend")
     with pytest.raises(ConfigError, match="in the past"):
-        schedule_issue("issue-7", settings, now=AT + dt.timedelta(hours=1))
+        schedule_issue("issue-7", settings, clock=FakeClock(AT + dt.timedelta(hours=1)))
     an_issue(newsletter, send_at=None)
     with pytest.raises(ConfigError, match="no time to schedule"):
-        schedule_issue("issue-7", settings, now=NOW)
+        schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     assert esp.requests == []
 
 

@@ -20,10 +20,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import SAMPLE_ISSUE
 from spark_mail.audience import Reader
 from spark_mail.config import load_settings
-from spark_mail.errors import ConfigError
+from spark_mail.errors import ConfigError, EspError
 from spark_mail.personalize import PersonalizedTemplate, prepare
 from spark_mail.providers import get_provider
-from spark_mail.providers.base import DryRunTransport, EspError
+from spark_mail.providers.recorder import DryRunRecorder
 from spark_mail.providers.smtp import SmtpProvider
 from spark_mail.render import RenderedEmail, build
 
@@ -242,9 +242,9 @@ def test_unreachable_server_is_one_line(newsletter, email):
 
 
 def test_dry_run_connects_to_nothing(plain_server, newsletter):
-    """With a DryRunTransport the message is recorded, not sent; the password is masked."""
+    """With a DryRunRecorder the message is recorded, not sent; the password is masked."""
     sink, port = plain_server
-    recorder = DryRunTransport()
+    recorder = DryRunRecorder()
     settings = smtp_settings(newsletter, port, SPARK_MAIL_SMTP_PASSWORD=PASSWORD)
     template = own_list_template(newsletter, port)
     with get_provider(settings, recorder) as provider:

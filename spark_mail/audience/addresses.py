@@ -103,3 +103,12 @@ class AddressValidator:
             return str(self._validate(address, check_deliverability=False).normalized)
         except self._error as exc:
             raise ValueError(str(exc)) from None
+
+
+def deliverable_address(address: str) -> str:
+    """The address as a transport gets it: the local part as written (NFC), the domain in
+    IDNA's ASCII form, so only a non-ASCII local part needs SMTPUTF8."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return address.strip()
+    return f"{unicodedata.normalize('NFC', local)}@{ascii_domain(domain)}"

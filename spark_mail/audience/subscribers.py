@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from spark_mail.audience.addresses import AddressValidator, address_key
 from spark_mail.config import ENV_PREFIX, Settings
-from spark_mail.errors import EXIT_USAGE, ConfigError, SparkMailError
+from spark_mail.errors import AudienceError, ConfigError
 
 EMAIL_COLUMN = "email"
 SUPPRESSION_COLUMNS = ("unsubscribed", "bounced")
@@ -46,12 +46,6 @@ DELIMITERS = ",;\t"
 
 HEADER_CHARS_RE = re.compile(r"[^a-z0-9]+")
 NOT_UTF8_RE = re.compile(r"[\udc80-\udcff]")  # what surrogateescape makes of a bad byte
-
-
-class AudienceError(SparkMailError):
-    """The subscribers or suppression file cannot be used at all."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,8 +335,12 @@ def iter_readers(
     *,
     report: AudienceReport | None = None,
     suppressed_keys: frozenset[int] | None = None,
+    can_carry: Callable[[str], bool] | None = None,
 ) -> Iterator[Reader]:
     """Yield the readers to send to, streaming; fill `report` with every row's fate.
+
+    `can_carry`: the sending provider's test of an address it can deliver to at all; the
+    others are invalid rows (found before the send, not failures in the middle of it).
 
     `suppressed_keys` (from an earlier pass's report) skips reading the suppression file and
     the first pass over this one; the reason of a suppression is then not told apart.
@@ -385,6 +383,10 @@ def iter_readers(
             except ValueError as exc:
                 report.add_invalid(RowProblem(line, f"invalid address: {exc}", written))
                 continue
+            if can_carry is not None and not can_carry(address):
+                problem = "the part before the @ is not ASCII and the provider cannot carry it"
+                report.add_invalid(RowProblem(line, problem, written))
+                continue
             key = address_key(address)
             reason = next((c for c in columns if is_set(row.get(c))), "") if columns else ""
             if not reason and key in listed:
@@ -411,10 +413,15 @@ def iter_readers(
         )
 
 
-def check_audience(path: Path | str, suppression_file: Path | str | None = None) -> AudienceReport:
+def check_audience(
+    path: Path | str,
+    suppression_file: Path | str | None = None,
+    *,
+    can_carry: Callable[[str], bool] | None = None,
+) -> AudienceReport:
     """Read the whole file and report on it (nothing is kept but the counts and problems)."""
     report = AudienceReport(Path(path))
-    for _reader in iter_readers(path, suppression_file, report=report):
+    for _reader in iter_readers(path, suppression_file, report=report, can_carry=can_carry):
         pass
     return report
 

@@ -20,17 +20,16 @@ from typing import Any
 
 import httpx
 
-from spark_mail.errors import ConfigError
+from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     Capability,
     DeliveryState,
-    EspError,
-    HttpProvider,
     OnIds,
     SendResult,
     iso_utc,
     key_for_test_send,
 )
+from spark_mail.providers.http import HttpProvider
 from spark_mail.render import RenderedEmail
 
 SENDS = {"X-Buttondown-Live-Dangerously": "true"}
@@ -78,20 +77,38 @@ class ButtondownProvider(HttpProvider):
         status = (body or {}).get("status", "draft") if isinstance(body, dict) else "draft"
         return 200, {"id": path.split("/")[-2], "status": status}
 
-    def _draft(self, email: RenderedEmail, key: str, on_ids: OnIds | None = None) -> str:
-        body: dict[str, Any] = {
+    @staticmethod
+    def _content(email: RenderedEmail) -> dict[str, Any]:
+        return {
             "subject": email.subject,
             "body": FANCY + email.html,
             "description": email.preheader,
-            "status": "draft",
             "metadata": {"spark_mail_slug": email.slug, "content_hash": email.content_hash},
         }
+
+    def _draft(
+        self,
+        email: RenderedEmail,
+        key: str,
+        on_ids: OnIds | None = None,
+        known: dict[str, str] | None = None,
+    ) -> str:
+        """The draft to send: the one an interrupted attempt made (brought up to date when
+        the issue changed since), else a new one."""
+        earlier = (known or {}).get("email_id")
+        if earlier:
+            if (known or {}).get("content") != email.content_hash[:16]:
+                self.request(
+                    "PATCH", f"emails/{earlier}", "update draft", json_body=self._content(email)
+                )
+            return earlier
+        body = {**self._content(email), "status": "draft"}
         response = self.request(
             "POST", "emails", "create draft", json_body=body, idempotency_key=key
         )
         draft_id = str(self.json(response, "create draft").get("id") or "")
         if not draft_id:
-            raise EspError("buttondown: the draft was created without an id")
+            raise EspError("buttondown: the draft was created without an id", maybe_sent=True)
         if on_ids is not None:
             on_ids({"email_id": draft_id})
         return draft_id
@@ -113,9 +130,11 @@ class ButtondownProvider(HttpProvider):
             recipients=len(recipients),
         )
 
-    def _publish(self, email: RenderedEmail, on_ids: OnIds, update: dict[str, Any]) -> SendResult:
+    def _publish(
+        self, email: RenderedEmail, on_ids: OnIds, update: dict[str, Any], known: dict[str, str]
+    ) -> SendResult:
         before = self.requests_made
-        draft_id = self._draft(email, f"{email.idempotency_key}:draft", on_ids)
+        draft_id = self._draft(email, f"{email.idempotency_key}:draft", on_ids, known)
         self.request(
             "POST",
             f"emails/{draft_id}/publish",
@@ -128,11 +147,20 @@ class ButtondownProvider(HttpProvider):
         )
         return SendResult(esp_ids={"email_id": draft_id}, requests=self.requests_made - before)
 
-    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
-        return self._publish(email, on_ids, {"status": "about_to_send"})
+    def send(
+        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
+    ) -> SendResult:
+        return self._publish(email, on_ids, {"status": "about_to_send"}, known or {})
 
-    def schedule(self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds) -> SendResult:
-        return self._publish(email, on_ids, {"status": "scheduled", "publish_date": iso_utc(at)})
+    def schedule(
+        self,
+        email: RenderedEmail,
+        at: dt.datetime,
+        on_ids: OnIds,
+        known: dict[str, str] | None = None,
+    ) -> SendResult:
+        update = {"status": "scheduled", "publish_date": iso_utc(at)}
+        return self._publish(email, on_ids, update, known or {})
 
     def unschedule(self, esp_ids: dict[str, str]) -> None:
         email_id = esp_ids.get("email_id")

@@ -8,13 +8,14 @@ no ESP account; open the files in any mail client.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
+from spark_mail.audience.addresses import canonical_address
+from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.files import write_atomic
 from spark_mail.providers.base import (
@@ -24,13 +25,14 @@ from spark_mail.providers.base import (
     OnIds,
     Provider,
     SendResult,
-    mime_for,
 )
+from spark_mail.providers.mime import mime_for
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
     from spark_mail.personalize import PersonalizedTemplate
+    from spark_mail.providers.recorder import DryRunRecorder
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
@@ -44,9 +46,16 @@ class OutboxProvider(Provider):
     owns_audience = True  # the folder stands in for the audience
     batch_size = 100
     batch_concurrency = 2
+    unicode_local_parts = True  # a file takes any address
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(settings, transport)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        recorder: DryRunRecorder | None = None,
+    ) -> None:
+        super().__init__(settings, clock=clock, recorder=recorder)
         self.folder = settings.root / "outbox"
 
     @property
@@ -69,7 +78,9 @@ class OutboxProvider(Provider):
         self._write(path, list(recipients), email, list(recipients))
         return SendResult(esp_ids={"file": str(path)}, requests=1, recipients=len(recipients))
 
-    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
+    def send(
+        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
+    ) -> SendResult:
         """No subscribers file: the issue as one `send.eml` (the folder is the audience)."""
         path = self.folder / email.slug / "send.eml"
         on_ids({"file": str(path)})
@@ -77,7 +88,11 @@ class OutboxProvider(Provider):
         return SendResult(esp_ids={"file": str(path)}, requests=1)
 
     def reader_file(self, slug: str, address: str) -> Path:
-        return self.folder / slug / f"send-{UNSAFE.sub('_', address)}.eml"
+        """One file per reader: a readable name plus a hash of the canonical address, so
+        `josé@`, `jos_@` and `josè@` never share a file."""
+        canonical = canonical_address(address)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+        return self.folder / slug / f"send-{UNSAFE.sub('_', canonical)[:80]}-{digest}.eml"
 
     def send_batch(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str

@@ -21,26 +21,21 @@ through POST /email/batch.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from json.encoder import encode_basestring as json_string
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from spark_mail.errors import ConfigError
-from spark_mail.providers.base import (
-    BatchResult,
-    Capability,
-    EspError,
-    HttpProvider,
-    Outcome,
-    SendResult,
-)
+from spark_mail.audience.addresses import canonical_address, deliverable_address
+from spark_mail.errors import EspError
+from spark_mail.providers.base import BatchResult, Capability, Outcome, SendResult
+from spark_mail.providers.http import HttpProvider
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
@@ -60,22 +55,16 @@ BRACES = {"lb": "{{", "ob": "{", "cb": "}"}
 class StoredTemplate:
     alias: str
     braces: str  # JSON members for the brace tags the static text uses ("" for none)
-    common: str  # JSON members every message of the issue shares
 
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 class PostmarkProvider(HttpProvider):
     name = "postmark"
-    capabilities = frozenset({Capability.TEST, Capability.BATCH})  # readers: own list only
+    # readers: own list only; a batch that may have gone out is looked up by its key
+    capabilities = frozenset({Capability.TEST, Capability.BATCH, Capability.BATCH_LOOKUP})
     idempotent = False
     owns_audience = False
     batch_size = MAX_BATCH
@@ -116,29 +105,33 @@ class PostmarkProvider(HttpProvider):
             return 200, [{**ok, "To": m.get("To", "")} for m in body]
         return 200, {**ok, "To": (body or {}).get("To", "")}
 
-    def message(self, email: RenderedEmail, to: str) -> dict[str, Any]:
-        message: dict[str, Any] = {
+    @staticmethod
+    def sender_fields(email: RenderedEmail, batch: str = "") -> dict[str, Any]:
+        """What every message of the issue shares: sender, stream, reply-to, tag and the
+        metadata that finds it again (`batch`: the batch's key, for `lookup_batch`)."""
+        fields: dict[str, Any] = {
             "From": email.from_address,
+            "MessageStream": STREAM,
+            "Metadata": {"issue": email.slug, **({"batch": batch_tag(batch)} if batch else {})},
+        }
+        if email.reply_to:
+            fields["ReplyTo"] = email.reply_to
+        if email.tags:
+            fields["Tag"] = email.tags[0][:1000]
+        return fields
+
+    def message(self, email: RenderedEmail, to: str, batch: str = "") -> dict[str, Any]:
+        return {
             "To": to,
             "Subject": email.subject,
             "HtmlBody": email.html,
             "TextBody": email.text,
-            "MessageStream": STREAM,
             "Headers": [{"Name": k, "Value": v} for k, v in email.headers.items()],
-            "Metadata": {"issue": email.slug},
+            **self.sender_fields(email, batch),
         }
-        if email.reply_to:
-            message["ReplyTo"] = email.reply_to
-        if email.tags:
-            message["Tag"] = email.tags[0][:1000]
-        return message
 
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
-        if len(recipients) > MAX_TO:
-            raise ConfigError(
-                f"postmark: {len(recipients)} test recipients; a message takes at most {MAX_TO}",
-                hint="send test copies to fewer editors",
-            )
+        self.limit_test_recipients(recipients, MAX_TO)
         before = self.requests_made
         response = self.request(
             "POST", "email", "test send", json_body=self.message(email, ", ".join(recipients))
@@ -171,20 +164,24 @@ class PostmarkProvider(HttpProvider):
     ) -> Callable[[], BatchResult]:
         if self.settings.esp_merge:
             stored = self.stored_template(template)
-            messages = ",".join(self._merged(template, stored, r) for r in readers)
+            common = _compact(self.sender_fields(template.email, key))[1:-1]
+            messages = ",".join(self._merged(template, stored, common, r) for r in readers)
             body = f'{{"Messages":[{messages}]}}'.encode()
             return functools.partial(
                 self._post_batch, "email/batchWithTemplates", body, len(readers)
             )
-        full = [self.message(template.copy(r).email(template.email), r.email) for r in readers]
+        full = [
+            self.message(template.copy(r).email(template.email), deliverable_address(r.email), key)
+            for r in readers
+        ]
         encoded = _compact(full).encode()
         return functools.partial(self._post_batch, "email/batch", encoded, len(readers))
 
     def _post_batch(self, path: str, body: bytes, count: int) -> BatchResult:
         requests, sent_bytes = self.thread_tally()
         response = self.request("POST", path, "batch send", json_bytes=body)
-        answers = self.json(response, "batch send")
-        if not isinstance(answers, list) or len(answers) != count:
+        answers = self.json(response, "batch send", list)
+        if len(answers) != count:
             raise EspError(
                 "postmark: the batch answer does not match the batch sent", maybe_sent=True
             )
@@ -194,6 +191,40 @@ class PostmarkProvider(HttpProvider):
             requests=after[0] - requests,
             bytes_sent=after[1] - sent_bytes,
         )
+
+    def lookup_batch(self, key: str, reader_keys: list[str]) -> dict[str, str]:
+        """Postmark's outbound message search by the batch's metadata tag: the readers it
+        shows (as canonical addresses) with their message ids. Search can lag behind
+        sending, so a reader it does not show is not proven unsent."""
+        wanted = set(reader_keys)
+        found: dict[str, str] = {}
+        offset = 0
+        while True:
+            response = self.request(
+                "GET",
+                "messages/outbound",
+                "search the batch's messages",
+                params={
+                    "count": str(MAX_BATCH),
+                    "offset": str(offset),
+                    "messagestream": STREAM,
+                    "metadata_batch": batch_tag(key),
+                },
+            )
+            page = self.json(response, "search the batch's messages")
+            messages = page.get("Messages")
+            if not isinstance(messages, list) or not messages:
+                return found
+            for message in messages:
+                if not isinstance(message, dict):
+                    continue
+                for recipient in message.get("Recipients") or []:
+                    address = canonical_address(str(recipient))
+                    if address in wanted:
+                        found[address] = str(message.get("MessageID", ""))
+            offset += len(messages)
+            if offset >= int(page.get("TotalCount") or 0) or offset >= 10_000:
+                return found
 
     def stored_template(self, template: PersonalizedTemplate) -> StoredTemplate:
         """This issue's template at Postmark (found by its alias, or created once)."""
@@ -217,41 +248,40 @@ class PostmarkProvider(HttpProvider):
             alias = ALIAS_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:60]
             alias = f"{alias}-{email.content_hash[:16]}"
             try:
-                self.request("GET", f"templates/{alias}", "find the issue's template")
+                self._store(alias, email, subject, html, text)
             except EspError as exc:
-                if exc.status != 404:
-                    raise
-                self.request(
-                    "POST",
-                    "templates",
-                    "store the issue's template",
-                    json_body={
-                        "Name": f"{email.slug} ({email.content_hash[:8]})"[:100],
-                        "Alias": alias,
-                        "Subject": subject,
-                        "HtmlBody": html,
-                        "TextBody": text,
-                        "TemplateType": "Standard",
-                    },
-                )
-            common: dict[str, Any] = {
-                "TemplateAlias": alias,
-                "InlineCss": False,  # inlined already; Postmark would redo it per message
-                "From": email.from_address,
-                "MessageStream": STREAM,
-                "Metadata": {"issue": email.slug},
-            }
-            if email.reply_to:
-                common["ReplyTo"] = email.reply_to
-            if email.tags:
-                common["Tag"] = email.tags[0][:1000]
+                exc.maybe_sent = False  # a template reaches no reader: safe to try again
+                raise
             braces = "".join(f",{json_string(n)}:{json_string(BRACES[n])}" for n in sorted(used))
-            stored = StoredTemplate(alias, braces, _compact(common)[1:-1])
+            stored = StoredTemplate(alias, braces)
             self._templates[email.idempotency_key] = stored
             return stored
 
+    def _store(self, alias: str, email: RenderedEmail, subject: str, html: str, text: str) -> None:
+        """The issue's template at Postmark: found by its alias, or created."""
+        try:
+            self.request("GET", f"templates/{alias}", "find the issue's template")
+        except EspError as exc:
+            if exc.status != 404:
+                raise
+            self.request(
+                "POST",
+                "templates",
+                "store the issue's template",
+                json_body={
+                    "Name": f"{email.slug} ({email.content_hash[:8]})"[:100],
+                    "Alias": alias,
+                    "Subject": subject,
+                    "HtmlBody": html,
+                    "TextBody": text,
+                    "TemplateType": "Standard",
+                },
+            )
+
     @staticmethod
-    def _merged(template: PersonalizedTemplate, stored: StoredTemplate, reader: Reader) -> str:
+    def _merged(
+        template: PersonalizedTemplate, stored: StoredTemplate, common: str, reader: Reader
+    ) -> str:
         """One message of a batchWithTemplates call, as JSON text: only the reader's values
         and headers are encoded per reader (a batch is 500 of them)."""
         values = template.rendered_values(reader)
@@ -261,9 +291,15 @@ class PostmarkProvider(HttpProvider):
             for k, v in template.headers_for(values).items()
         )
         return (
-            f'{{"To":{json_string(reader.email)},"TemplateModel":{{{model}{stored.braces}}},'
-            f'"Headers":[{headers}],{stored.common}}}'
+            f'{{"To":{json_string(deliverable_address(reader.email))},'
+            f'"TemplateModel":{{{model}{stored.braces}}},"TemplateAlias":'
+            f'{json_string(stored.alias)},"InlineCss":false,"Headers":[{headers}],{common}}}'
         )
+
+
+def batch_tag(key: str) -> str:
+    """A batch's key as Postmark metadata (values are at most 80 characters)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _outcome(answer: Any) -> Outcome:

@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from spark_mail.errors import ConfigError
+from spark_mail.audience.addresses import deliverable_address
+from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
     DeliveryState,
-    EspError,
-    HttpProvider,
     OnIds,
     SendResult,
     iso_utc,
     key_for_test_send,
 )
+from spark_mail.providers.http import HttpProvider
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class ResendProvider(HttpProvider):
         return f"resend segment {self.settings.audience_id or '(not set)'}"
 
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
-        number = len(self.dry_run.exchanges) if self.dry_run else 0
+        number = self.dry_run.count if self.dry_run else 0
         if request.url.path.endswith("/broadcasts"):
             return 201, {"id": f"dry-run-broadcast-{number}", "object": "broadcast"}
         if request.url.path.rstrip("/").endswith("/send"):
@@ -118,13 +118,13 @@ class ResendProvider(HttpProvider):
         body = []
         for reader in readers:
             copy = template.copy(reader)
-            body.append(self._message(email, [copy.to], copy.html, copy.text, copy.headers))
+            to = [deliverable_address(copy.to)]
+            body.append(self._message(email, to, copy.html, copy.text, copy.headers))
         before, sent_bytes = self.thread_tally()
         response = self.request(
             "POST", "emails/batch", "batch send", json_body=body, idempotency_key=key
         )
-        answer = self.json(response, "batch send")
-        data = answer.get("data") if isinstance(answer, dict) else None
+        data = self.json(response, "batch send").get("data")
         if not isinstance(data, list) or len(data) != len(readers):
             raise EspError(
                 "resend: the batch answer does not match the batch sent", maybe_sent=True
@@ -136,11 +136,7 @@ class ResendProvider(HttpProvider):
         )
 
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
-        if len(recipients) > MAX_TO:
-            raise ConfigError(
-                f"resend: {len(recipients)} test recipients; a message takes at most {MAX_TO}",
-                hint="send test copies to fewer editors",
-            )
+        self.limit_test_recipients(recipients, MAX_TO)
         body = self._message(email, list(recipients), email.html, email.text, email.headers)
         before = self.requests_made
         response = self.request(
@@ -166,7 +162,16 @@ class ResendProvider(HttpProvider):
             )
         return self.settings.audience_id
 
-    def _create_broadcast(self, email: RenderedEmail, on_ids: OnIds, at: str | None = None) -> str:
+    def _create_broadcast(
+        self, email: RenderedEmail, on_ids: OnIds, at: str | None, known: dict[str, str]
+    ) -> str:
+        """The broadcast to send: the draft an interrupted attempt made when the issue is
+        unchanged, else a new one (an outdated draft is deleted, never sent)."""
+        earlier = known.get("broadcast_id")
+        if earlier and known.get("content") == email.content_hash[:16]:
+            return earlier
+        if earlier:
+            self._delete_draft(earlier)
         body: dict[str, Any] = {
             "segment_id": self._segment(),
             "name": email.slug,
@@ -187,9 +192,16 @@ class ResendProvider(HttpProvider):
         )
         broadcast_id = str(self.json(response, "create broadcast").get("id") or "")
         if not broadcast_id:
-            raise EspError("resend: the broadcast was created without an id")
+            raise EspError("resend: the broadcast was created without an id", maybe_sent=True)
         on_ids({"broadcast_id": broadcast_id})
         return broadcast_id
+
+    def _delete_draft(self, broadcast_id: str) -> None:
+        try:
+            self.request("DELETE", f"broadcasts/{broadcast_id}", "delete outdated draft")
+        except EspError as exc:
+            if exc.status != 404:
+                raise
 
     def _send_broadcast(self, email: RenderedEmail, broadcast_id: str, at: str | None) -> None:
         body = {"scheduled_at": at} if at else {}
@@ -199,28 +211,36 @@ class ResendProvider(HttpProvider):
                 f"broadcasts/{broadcast_id}/send",
                 "send broadcast",
                 json_body=body,
-                idempotency_key=f"{email.idempotency_key}:send:{at or 'now'}",
+                idempotency_key=f"{email.idempotency_key}:send:{broadcast_id}:{at or 'now'}",
             )
         except EspError as exc:
-            # A retried /send is refused once the first one went through: ask.
+            # A repeated /send is refused once the first one went through: ask.
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403):
                 state = self.lookup({"broadcast_id": broadcast_id})
                 if state in (DeliveryState.SENT, DeliveryState.SCHEDULED):
                     return
             raise
 
-    def send(self, email: RenderedEmail, on_ids: OnIds) -> SendResult:
+    def send(
+        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
+    ) -> SendResult:
         before = self.requests_made
-        broadcast_id = self._create_broadcast(email, on_ids)
+        broadcast_id = self._create_broadcast(email, on_ids, None, known or {})
         self._send_broadcast(email, broadcast_id, None)
         return SendResult(
             esp_ids={"broadcast_id": broadcast_id}, requests=self.requests_made - before
         )
 
-    def schedule(self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds) -> SendResult:
+    def schedule(
+        self,
+        email: RenderedEmail,
+        at: dt.datetime,
+        on_ids: OnIds,
+        known: dict[str, str] | None = None,
+    ) -> SendResult:
         before = self.requests_made
         when = iso_utc(at)
-        broadcast_id = self._create_broadcast(email, on_ids, when)
+        broadcast_id = self._create_broadcast(email, on_ids, when, known or {})
         self._send_broadcast(email, broadcast_id, when)
         return SendResult(
             esp_ids={"broadcast_id": broadcast_id}, requests=self.requests_made - before

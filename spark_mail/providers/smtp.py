@@ -21,24 +21,19 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
-import httpx
-
+from spark_mail.audience.addresses import deliverable_address
+from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.errors import ConfigError
-from spark_mail.providers.base import (
-    BatchResult,
-    Capability,
-    EspError,
-    Outcome,
-    Provider,
-    SendResult,
-    mime_for,
-)
+from spark_mail.errors import ConfigError, EspError
+from spark_mail.providers.base import BatchResult, Capability, Outcome, Provider, SendResult
+from spark_mail.providers.mime import mime_for
 from spark_mail.render import RenderedEmail
+from spark_mail.secrets import redact, shorten
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
     from spark_mail.personalize import PersonalizedTemplate
+    from spark_mail.providers.recorder import DryRunRecorder
 
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
@@ -50,15 +45,17 @@ class SmtpProvider(Provider):
     owns_audience = False
     batch_size = 50  # readers per ledger transaction; each is its own SMTP transaction
     batch_concurrency = 4  # connections
+    unicode_local_parts = True  # SMTPUTF8, where the server offers it (checked on connect)
 
     def __init__(
         self,
         settings: Settings,
-        transport: httpx.BaseTransport | None = None,
         *,
+        clock: Clock = SYSTEM_CLOCK,
+        recorder: DryRunRecorder | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(settings, transport)
+        super().__init__(settings, clock=clock, recorder=recorder)
         self.tls = (settings.smtp_tls or "starttls").lower()
         if self.tls not in DEFAULT_PORTS:
             raise ConfigError(
@@ -102,13 +99,12 @@ class SmtpProvider(Provider):
                 if isinstance(exc.smtp_error, bytes)
                 else str(exc.smtp_error)
             )
-            text = f"smtp: {exc.smtp_code} {' '.join(detail.split())[:200]} [{what}]"
+            text = f"smtp: {exc.smtp_code} {detail} [{what}]"
         else:
             text = f"smtp: {what} failed ({type(exc).__name__}: {exc})"
-        password = self.settings.smtp_password.reveal()
-        if password:
-            text = text.replace(password, "********")
-        return EspError(text, maybe_sent=maybe_sent)
+        return EspError(
+            shorten(redact(text, [self.settings.smtp_password]), 300), maybe_sent=maybe_sent
+        )
 
     def connect(self) -> smtplib.SMTP:
         if self._conn is not None:
@@ -162,8 +158,17 @@ class SmtpProvider(Provider):
             return
         sender = parseaddr(str(message["From"]))[1]
         conn = self.connect()
+        envelope = [deliverable_address(r) for r in recipients]
+        if any(not r.rpartition("@")[0].isascii() for r in envelope) and not conn.has_extn(
+            "smtputf8"
+        ):
+            raise EspError(
+                f"smtp: {self.host} does not offer SMTPUTF8, so it cannot deliver to "
+                f"{', '.join(envelope)}",
+                code="refused",
+            )
         try:
-            conn.send_message(message, from_addr=sender, to_addrs=recipients)
+            conn.send_message(message, from_addr=sender, to_addrs=envelope)
         except smtplib.SMTPRecipientsRefused as exc:
             refused = ", ".join(exc.recipients)
             raise EspError(f"smtp: the server refused {refused}", code="refused") from None

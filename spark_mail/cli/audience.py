@@ -1,0 +1,62 @@
+"""Your own subscriber list: `audience check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from spark_mail.cli.app import JsonOpt, app, settings
+from spark_mail.cli.output import console, key_value_table, print_json
+from spark_mail.errors import EXIT_FAILURE
+
+audience_app = typer.Typer(
+    help="Your own subscriber list (a CSV file with an email column).", no_args_is_help=True
+)
+app.add_typer(audience_app, name="audience")
+AUDIENCE_SHOWN = 20  # problems printed per kind on a terminal; --json lists more
+
+
+@audience_app.command("check")
+def audience_check(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Subscribers CSV (default: the `audience` setting).", show_default=False
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count readers, list invalid rows and duplicates by line; exit 1 if any row is invalid."""
+    from spark_mail.audience import audience_paths, check_audience
+
+    report = check_audience(*audience_paths(settings(), path))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        table = key_value_table()
+        why = ", ".join(f"{n} {escape(reason)}" for reason, n in report.suppressed_by.items())
+        table.add_row("File", escape(str(report.path)))
+        table.add_row("Rows", f"{report.total:,}")
+        table.add_row("Readers to send to", f"[green]{report.valid:,}[/]")
+        table.add_row("Invalid", f"[red]{report.invalid:,}[/]" if report.invalid else "0")
+        table.add_row("Duplicates (skipped)", f"{report.duplicates:,}")
+        table.add_row("Suppressed", f"{report.suppressed:,}" + (f" ({why})" if why else ""))
+        console.print(table)
+        for title, count, problems in (
+            ("Invalid rows", report.invalid, report.invalid_rows),
+            ("Duplicates", report.duplicates, report.duplicate_rows),
+        ):
+            if not count:
+                continue
+            console.print(f"\n[bold]{title}[/]")
+            for problem in problems[:AUDIENCE_SHOWN]:
+                shown = f" {escape(problem.email)!r}" if problem.email else ""
+                where = f"{escape(str(report.path))}:{problem.line}:"
+                console.print(f"  {where}{shown} {escape(problem.reason)}")
+            if count > AUDIENCE_SHOWN:
+                console.print(f"  ... and {count - AUDIENCE_SHOWN:,} more (--json lists them)")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILURE)

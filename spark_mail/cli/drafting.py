@@ -1,0 +1,205 @@
+"""Drafting: build, new, check, preview, list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from spark_mail.cli.app import IssueArg, JsonOpt, app, settings
+from spark_mail.cli.output import console, err_console, key_value_table, kib, print_json
+
+
+@app.command()
+def build(
+    issue: IssueArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: dist/).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build an issue into DIR/<slug>/email.html, email.txt and email.eml."""
+    from spark_mail.files import write_build
+    from spark_mail.issue import resolve_issue_path
+    from spark_mail.render import GMAIL_CLIP_BYTES
+    from spark_mail.render import build as build_issue
+
+    cfg = settings()
+    path = resolve_issue_path(issue, cfg.issues_path)
+    email = build_issue(path, cfg)
+    files = write_build(email, (out or cfg.out_path).resolve())
+    if as_json:
+        print_json(
+            {
+                "slug": email.slug,
+                "subject": email.subject,
+                "preheader": email.preheader,
+                "html_bytes": email.html_bytes,
+                "text_bytes": len(email.text.encode()),
+                "gmail_clip_bytes": GMAIL_CLIP_BYTES,
+                "sections": list(email.sections),
+                "files": {k: str(v) for k, v in files.items()},
+            }
+        )
+        return
+    share = email.html_bytes / GMAIL_CLIP_BYTES
+    size_style = "red" if share > 1 else "yellow" if share > 0.88 else "green"
+    table = key_value_table()
+    table.add_row("Subject", escape(email.subject))
+    table.add_row("Preheader", escape(email.preheader) or "[yellow](none)[/]")
+    table.add_row(
+        "HTML size",
+        f"[{size_style}]{kib(email.html_bytes)}[/] of Gmail's "
+        f"~{kib(GMAIL_CLIP_BYTES)} clipping limit ({share:.0%})",
+    )
+    table.add_row("Text size", kib(len(email.text.encode())))
+    table.add_row("Sections", ", ".join(email.sections))
+    for kind, file in files.items():
+        table.add_row(kind.upper(), escape(str(file)))
+    console.print(table)
+
+
+@app.command()
+def new(
+    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
+    date: Annotated[
+        str | None, typer.Option("--date", help="Issue date, YYYY-MM-DD (default: today).")
+    ] = None,
+    edit: Annotated[bool, typer.Option("--edit", help="Open the new file in $EDITOR.")] = False,
+) -> None:
+    """Create issues/<date>-<slug>.md with every section stubbed, and print its path."""
+    import datetime as dt
+
+    from spark_mail.drafting.new_issue import new_issue
+
+    try:
+        day = dt.date.fromisoformat(date) if date else dt.date.today()
+    except ValueError:
+        raise typer.BadParameter(
+            f"{date!r} is not a date; write YYYY-MM-DD", param_hint="--date"
+        ) from None
+    path = new_issue(settings(), title, day)
+    console.print(escape(str(path)))
+    err_console.print(
+        "Every section is stubbed with TODO text: it builds now, and `spark-mail check` "
+        "fails until you replace each TODO."
+    )
+    if edit:
+        import os
+        import shlex
+        import subprocess
+
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            raise typer.BadParameter("set $EDITOR (or $VISUAL) to use --edit", param_hint="--edit")
+        subprocess.run([*shlex.split(editor), str(path)], check=False)
+
+
+@app.command()
+def check(
+    issue: IssueArg,
+    as_json: JsonOpt = False,
+    no_links: Annotated[
+        bool, typer.Option("--no-links", help="Skip the link check (offline work).")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too.")] = False,
+) -> None:
+    """Build an issue and run the pre-send checks: exit 0 clean, 1 with errors."""
+    from spark_mail.checks import check_issue
+
+    report = check_issue(issue, settings(), links=not no_links)
+    if as_json:
+        print_json({**report.to_json(), "strict": strict, "failed": report.failed(strict)})
+    else:
+        print_report(report)
+    report.raise_for_failure(strict)
+
+
+def print_report(report: Any) -> None:  # report: checks.Report
+    if report.findings:
+        table = Table(title=f"Checks: {escape(report.slug)}", title_justify="left")
+        for name in ("severity", "rule", "problem", "how to fix"):
+            table.add_column(name)
+        for f in report.findings:
+            style = "red" if f.severity == "error" else "yellow"
+            table.add_row(f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint))
+        console.print(table)
+    moved = [link for link in report.links if link.redirects]
+    if moved:
+        table = Table(title="Redirected links (followed)", title_justify="left")
+        for name in ("link", "ends at", "hops"):
+            table.add_column(name)
+        for link in moved:
+            table.add_row(escape(link.url), escape(link.final_url), str(link.redirects))
+        console.print(table)
+    links = (
+        f"{len(report.links)} links checked"
+        + (f" ({sum(1 for x in report.links if x.cached)} from the cache)" if report.links else "")
+        if report.links_checked
+        else "links not checked"
+    )
+    colour = "green" if not report.findings else "red" if report.errors else "yellow"
+    console.print(
+        f"[{colour}]{escape(report.slug)}: {report.summary()}[/] - "
+        f"HTML {kib(report.html_bytes)}, {links}"
+    )
+
+
+@app.command()
+def preview(
+    issue: IssueArg,
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 8030,
+    no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
+) -> None:
+    """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save."""
+    from spark_mail.drafting.preview import serve
+    from spark_mail.issue import resolve_issue_path
+
+    cfg = settings()
+    path = resolve_issue_path(issue, cfg.issues_path)
+
+    def ready(url: str) -> None:
+        err_console.print(f"Previewing {escape(str(path))} at {url} - Ctrl-C stops")
+        if not no_open:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    serve(path, cfg, port=port, on_ready=ready, log=lambda m: err_console.print(escape(m)))
+    err_console.print("Preview stopped.")
+
+
+@app.command("list")
+def list_command(as_json: JsonOpt = False) -> None:
+    """List the issues in issues/: date, number, title, send time, status, size, checks."""
+    from spark_mail.drafting.listing import list_issues
+
+    listing = list_issues(settings())
+    if as_json:
+        print_json(listing.to_json())
+        return
+    for note in listing.notes:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}")
+    rows = listing.rows
+    table = Table()
+    for name in ("date", "no.", "title", "send_at", "status", "HTML", "checks"):
+        table.add_column(name)
+    for row in rows:
+        if row.error:
+            table.add_row(row.date, "", escape(row.slug), "", "[red]error[/]", "",
+                          f"[red]{escape(row.error)}[/]")  # fmt: skip
+            continue
+        colour = "green" if row.check == "clean" else "red" if row.errors else "yellow"
+        table.add_row(
+            row.date,
+            "" if row.number is None else str(row.number),
+            escape(row.title),
+            row.send_at or "",
+            row.status,
+            kib(row.html_bytes),
+            f"[{colour}]{escape(row.check)}[/]",
+        )
+    console.print(table if rows else "No issues yet: `spark-mail new TITLE` starts one.")

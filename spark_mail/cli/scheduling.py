@@ -1,0 +1,200 @@
+"""Scheduling: dispatch (cron), schedule / unschedule (the ESP's scheduler), status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from spark_mail.cli.app import IssueArg, JsonOpt, NowOpt, ProviderOpt, app, settings
+from spark_mail.cli.output import SendProgress, console, err_console, ids_text, print_json
+
+if TYPE_CHECKING:
+    from spark_mail.sending.outcomes import SendReport
+
+STATE_STYLES = {
+    "sent": "green",
+    "scheduled": "blue",
+    "sending": "cyan",
+    "failed": "red",
+    "uncertain": "bold yellow",
+    "interrupted": "bold yellow",
+}
+
+
+@app.command("dispatch")
+def dispatch_command(
+    now: NowOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what is due and write its requests; send none.")
+    ] = False,
+    catch_up: Annotated[
+        bool, typer.Option("--catch-up", help="Also send issues due longer ago than the window.")
+    ] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send every issue whose send_at has come, once each (run it from cron)."""
+    from spark_mail.scheduling.cron import dispatch
+    from spark_mail.scheduling.times import parse_time
+
+    cfg = settings()
+    as_of = parse_time(now, cfg) if now else None
+    bars: list[SendProgress] = []
+
+    def progress(slug: str) -> SendProgress:  # one at a time: rich shows one live bar
+        for bar in bars:
+            bar.close()
+        bars.append(SendProgress(slug, cfg.progress_seconds))
+        return bars[-1]
+
+    try:
+        report = dispatch(
+            cfg,
+            as_of,
+            dry_run=dry_run,
+            catch_up=catch_up,
+            skip_invalid=skip_invalid,
+            on_item=None if as_json else print_dispatch_item,
+            progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        print_json(report.to_json())
+    elif not report.items and console.is_terminal:
+        console.print(f"nothing due at {report.now}")  # silent under cron
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def print_dispatch_item(item: SendReport) -> None:
+    slug, message = escape(item.slug), escape(item.message)
+    outcome = str(item.outcome)
+    if item.failed:
+        named = item.message.startswith((item.slug, item.path))
+        label = "error" if outcome == "failed" else outcome
+        err_console.print(f"[bold red]{label}:[/] {message if named else f'{slug}: {message}'}")
+    elif outcome == "late":
+        err_console.print(f"[yellow]late:[/] {slug}: {message}")
+    elif outcome == "sent":
+        console.print(f"[green]sent[/] {slug} via {escape(item.provider)}: {message}")
+    elif outcome == "dry-run":
+        console.print(f"dry run {slug}: nothing sent, requests in dist/{slug}/dry-run/")
+    elif outcome == "sent-earlier":
+        console.print(f"{slug}: an interrupted earlier send went out; recorded as sent")
+    elif outcome == "scheduled-earlier":
+        console.print(f"{slug}: an interrupted `schedule` reached the ESP; it sends the issue")
+    elif outcome == "in-progress":
+        console.print(f"{slug}: is being sent by another spark-mail process")
+    else:  # already-sent, partial: another run has it, or a later run finishes it
+        console.print(f"{slug}: {message or outcome}")
+
+
+@app.command()
+def schedule(
+    issue: IssueArg,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="When (ISO 8601; no offset: the newsletter's timezone)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Schedule even when checks find errors.")
+    ] = False,
+    provider: ProviderOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hand an issue to the ESP's own scheduler (Buttondown, Resend) for --at or its send_at."""
+    from spark_mail.scheduling.esp import schedule_issue
+    from spark_mail.scheduling.times import parse_time
+
+    cfg = settings(provider=provider)
+    when = parse_time(at, cfg, "--at") if at else None
+    result = schedule_issue(issue, cfg, at=when, force=force)
+    if as_json:
+        print_json(result.to_json())
+        return
+    ids = ids_text(result.esp_ids)
+    titles = {"scheduled": "Scheduled", "scheduled-earlier": "Already scheduled"}
+    title = titles.get(str(result.outcome), "Already sent: an interrupted earlier send went out")
+    console.print(
+        f"{title}: {escape(result.slug)} with {escape(result.provider)} for "
+        f"{escape(str(result.at))}" + (f" ({escape(ids)})" if ids else "")
+    )
+
+
+@app.command()
+def unschedule(issue: IssueArg, provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
+    """Take an issue back from the ESP's scheduler."""
+    from spark_mail.scheduling.esp import unschedule_issue
+
+    result = unschedule_issue(issue, settings(provider=provider))
+    if as_json:
+        print_json(result.to_json())
+        return
+    console.print(
+        f"Unscheduled {escape(result.slug)} from {escape(result.provider)} "
+        f"(was due {escape(str(result.at))})"
+    )
+    if result.message:
+        err_console.print(f"[yellow]note:[/] {escape(result.message)}")
+
+
+@app.command()
+def status(
+    issue: Annotated[
+        str | None, typer.Argument(help="One issue (slug or file): with its history.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The send ledger: what was sent when, via which ESP, its ids, state and errors."""
+    from spark_mail.scheduling.status import status as ledger_status
+
+    cfg = settings()
+    rows = ledger_status(cfg, issue)
+    if as_json:
+        print_json({"ledger": str(cfg.ledger_file), "sends": [r.to_json() for r in rows]})
+        return
+    if not rows:
+        what = f"for {issue}" if issue else "yet"
+        console.print(f"no send recorded {escape(what)} (ledger: {escape(str(cfg.ledger_file))})")
+        return
+    table = Table(title=f"Send ledger {escape(str(cfg.ledger_file))}", title_justify="left")
+    for column in ("Issue", "State", "Provider", "When", "Tries", "ESP ids", "Last error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        record = row.record
+        when = record.sent_at or (
+            f"for {record.scheduled_for}" if row.state == "scheduled" else record.updated_at
+        )
+        style = STATE_STYLES.get(row.state, "")
+        table.add_row(
+            escape(record.slug),
+            f"[{style}]{row.state}[/]" if style else row.state,
+            escape(record.provider),
+            escape(str(when)),
+            str(record.attempts),
+            escape(ids_text(record.esp_ids)),
+            escape(record.last_error or ""),
+        )
+    console.print(table)
+    for row in rows:
+        if row.state == "uncertain":
+            err_console.print(
+                f"[bold yellow]uncertain:[/] {escape(row.record.slug)} may have gone out - check "
+                f"the ESP; if it did not: spark-mail send {escape(row.record.slug)} "
+                "--resend-uncertain"
+            )
+        for event in row.history:
+            console.print(
+                f"  {escape(event.at)}  {escape(event.state)}"
+                + (f"  {escape(event.detail)}" if event.detail else "")
+            )

@@ -1,0 +1,149 @@
+"""`send`: dry run, test copies, or the real send, once."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from spark_mail.cli.app import IssueArg, JsonOpt, ProviderOpt, app, settings
+from spark_mail.cli.output import (
+    SendProgress,
+    err_console,
+    print_bulk_summary,
+    print_json,
+    print_send_report,
+)
+from spark_mail.errors import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    BatchSendFailed,
+    SendNotDone,
+    SparkMailError,
+)
+
+if TYPE_CHECKING:
+    from spark_mail.config import Settings
+    from spark_mail.sending import PreparedSend, SendRequest
+
+
+@app.command()
+def send(
+    issue: IssueArg,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Write the exact requests to dist/<slug>/dry-run/ only."),
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", help="Send a [TEST] copy to editors, never to readers.")
+    ] = False,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", help="Test recipient (repeatable); or SPARK_MAIL_TEST_RECIPIENTS."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (cron).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even when checks find errors.")
+    ] = False,
+    check_links: Annotated[
+        bool, typer.Option("--check-links", help="Also check every link before sending.")
+    ] = False,
+    resend_uncertain: Annotated[
+        bool,
+        typer.Option(
+            "--resend-uncertain", help="Send an issue marked uncertain again (check the ESP first)."
+        ),
+    ] = False,
+    provider: ProviderOpt = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Own list: send to the first N readers not yet sent (a canary); run again "
+            "for the rest.",
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once."""
+    from spark_mail.sending import SendRequest
+
+    if dry_run and test:
+        raise typer.BadParameter("--dry-run and --test exclude each other")
+    if to and not test:
+        raise typer.BadParameter("--to goes with --test (a real send goes to the audience)")
+    if (limit or skip_invalid) and test:
+        raise typer.BadParameter("--limit and --skip-invalid go with a send to your own list")
+    cfg = settings(provider=provider)
+    request = SendRequest(
+        mode="dry-run" if dry_run else "test" if test else "send",
+        to=to,
+        force=force,
+        check_links=check_links,
+        resend_uncertain=resend_uncertain,
+        limit=limit,
+        skip_invalid=skip_invalid,
+        progress=SendProgress(issue, cfg.progress_seconds),
+    )
+    run_send(issue, cfg, request, confirm=request.mode == "send" and not yes, as_json=as_json)
+
+
+def run_send(
+    issue: str, cfg: Settings, request: SendRequest, *, confirm: bool, as_json: bool
+) -> None:
+    """Prepare (render and check once), confirm on a terminal, execute, report."""
+    from spark_mail.sending import execute, prepare_send
+
+    prepared = prepare_send(issue, cfg, request)
+    if confirm:
+        ask_to_send(prepared)
+    progress = request.progress
+    try:
+        report = execute(prepared)
+    except SparkMailError as exc:
+        if isinstance(progress, SendProgress):
+            progress.close()
+        summary = exc.summary if isinstance(exc, SendNotDone | BatchSendFailed) else None
+        if summary is not None:
+            if as_json:
+                print_json({"slug": prepared.slug, "error": str(exc), "summary": summary.to_json()})
+            else:
+                print_bulk_summary(summary.to_json(), err_console)
+        raise
+    if isinstance(progress, SendProgress):
+        progress.close()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        print_send_report(report)
+    if report.refused:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def ask_to_send(prepared: PreparedSend) -> None:
+    """The confirmation question on a terminal; without one, refuse (cron needs --yes)."""
+    if not sys.stdin.isatty():
+        prepared.close()
+        err_console.print(
+            "[bold red]error:[/] no terminal to confirm on: refusing to send - "
+            "add --yes to send from a script or cron"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    email = prepared.email
+    question = (
+        f"Send {email.slug} ({email.subject!r}) to {prepared.audience} via "
+        f"{prepared.provider.name}?"
+    )
+    if not typer.confirm(escape(question), default=False):
+        prepared.close()
+        err_console.print("not sent")
+        raise typer.Exit(EXIT_FAILURE)

@@ -1,0 +1,77 @@
+"""The per-issue OS lock: one live process sends an issue at a time.
+
+`<ledger>.locks/<slug>.lock`, taken with flock without waiting and held until the caller
+releases it explicitly (the send lifecycle does, when the send is settled). The OS drops
+it when its holder dies, even by SIGKILL, so a lock never outlives its process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from spark_mail.errors import LedgerError
+
+
+class IssueLocks:
+    def __init__(self, ledger_path: Path) -> None:
+        self.folder = ledger_path.with_name(ledger_path.name + ".locks")
+        self._held: dict[str, int] = {}  # slug -> fd of the held lock file
+
+    def path(self, slug: str) -> Path:
+        if not slug or "/" in slug or "\0" in slug or slug in (".", ".."):
+            raise LedgerError(f"{slug!r} is not a usable issue name for a lock file")
+        return self.folder / f"{slug}.lock"
+
+    def holds(self, slug: str) -> bool:
+        return slug in self._held
+
+    def try_acquire(self, slug: str) -> bool:
+        """Take the issue's lock without waiting; False while another live process has it."""
+        if slug in self._held:
+            return True
+        path = self.path(slug)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(
+                f"{path}: cannot create the issue's lock file ({exc.strerror})",
+                hint="check that the state folder is writable",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[slug] = fd
+        return True
+
+    def held_elsewhere(self, slug: str) -> bool:
+        """True while another live process holds the issue's lock (it is sending right now).
+        The probe takes the lock for an instant; a claim racing with it finds it taken and
+        the next run sends."""
+        if slug in self._held:
+            return False
+        path = self.path(slug)
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock we may have taken
+        return False
+
+    def release(self, slug: str) -> None:
+        fd = self._held.pop(slug, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def release_all(self) -> None:
+        for slug in list(self._held):
+            self.release(slug)

@@ -1,0 +1,158 @@
+"""The ESP's own scheduler: `schedule` hands an issue over for a time, `unschedule` takes it
+back, and dispatch confirms scheduled sends whose time has passed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from spark_mail.clock import SYSTEM_CLOCK, Clock
+from spark_mail.config import Settings
+from spark_mail.errors import AlreadySent, ConfigError, IssueError, SparkMailError
+from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
+from spark_mail.providers.base import Capability, DeliveryState
+from spark_mail.scheduling.times import in_zone
+from spark_mail.sending.lifecycle import SendLifecycle
+from spark_mail.sending.outcomes import Outcome, SendReport
+
+
+def schedule_issue(
+    issue: str | Path,
+    settings: Settings,
+    *,
+    at: dt.datetime | None = None,
+    force: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> SendReport:
+    """Hand the issue to the ESP's own scheduler for `at` (default: its send_at)."""
+    from spark_mail.issue import resolve_issue_path
+    from spark_mail.providers import get_provider
+    from spark_mail.render import build
+    from spark_mail.sending import SendRequest, run_checks
+
+    now = clock.now()
+    with get_provider(settings, clock=clock) as provider:
+        provider.require(Capability.SCHEDULE)  # says so, and points to `dispatch`
+        email = build(resolve_issue_path(str(issue), settings.issues_path), settings)
+        when = at or email.send_at
+        if when is None:
+            raise ConfigError(
+                f"{email.slug}: no time to schedule it for",
+                hint="pass --at 2025-01-20T07:00:00+01:00 or give the issue a send_at",
+            )
+        when = in_zone(when, settings)
+        if when <= now:
+            raise ConfigError(
+                f"{email.slug}: {when.isoformat()} is in the past",
+                hint=f"pick a later --at, or send it now with `spark-mail send {email.slug}`",
+            )
+        run_checks(email, settings, SendRequest(force=force), block=True)
+        report = SendReport(slug=email.slug, outcome=Outcome.SCHEDULED, mode="schedule")
+        report.provider, report.subject = provider.name, email.subject
+        with open_ledger(settings) as ledger, SendLifecycle(ledger, provider, email, clock) as life:
+            begun = life.begin("schedule", scheduled_for=when)
+            if begun.outcome is not None:
+                report.outcome = begun.outcome
+                if begun.record is not None:
+                    report.at, report.esp_ids = begun.record.scheduled_for, begun.record.esp_ids
+                return report
+            try:
+                result = provider.schedule(email, when, life.record_ids, begun.known_ids)
+            except SparkMailError as err:
+                life.fail(err)
+            record = life.scheduled(when, result.esp_ids)
+            report.at, report.esp_ids = record.scheduled_for, dict(record.esp_ids)
+            return report
+
+
+def unschedule_issue(
+    issue: str | Path, settings: Settings, *, clock: Clock = SYSTEM_CLOCK
+) -> SendReport:
+    """Take an issue back from the ESP's scheduler and forget the ledger row."""
+    from spark_mail.issue import load_issue, resolve_issue_path
+    from spark_mail.providers import get_provider
+
+    path = resolve_issue_path(str(issue), settings.issues_path)
+    slug = path.stem
+    with open_ledger(settings) as ledger:
+        record = ledger.get(slug)
+        if record is None or record.state != SendState.SCHEDULED:
+            state = record.state if record else "not in the ledger"
+            raise ConfigError(
+                f"{slug}: not scheduled with an ESP (state: {state})",
+                hint="`spark-mail status` lists what is scheduled",
+            )
+        with get_provider(settings, clock=clock) as provider:
+            if provider.name != record.provider:
+                raise ConfigError(
+                    f"{slug}: scheduled with {record.provider}, but the provider is now "
+                    f"{provider.name}",
+                    hint=f"set SPARK_MAIL_PROVIDER={record.provider} to unschedule it",
+                )
+            provider.require(Capability.SCHEDULE)
+            if not ledger.locks.try_acquire(slug):  # not while a dispatch or send has it
+                raise ConfigError(f"{slug}: is being sent right now", hint="try again later")
+            can_ask = Capability.LOOKUP in provider.capabilities
+            if can_ask and provider.lookup(record.esp_ids) == DeliveryState.SENT:
+                note = f"{provider.name} sent it as scheduled"
+                ledger.mark_sent(slug, clock.now(), note=note)
+                raise AlreadySent(
+                    f"{slug}: {provider.name} already sent it (it was due {record.scheduled_for})",
+                    hint="the ledger now says `sent`",
+                    slug=slug,
+                )
+            provider.unschedule(record.esp_ids)
+            ledger.forget(slug, f"unscheduled from {provider.name}", clock.now())
+    report = SendReport(slug=slug, outcome=Outcome.UNSCHEDULED, mode="unschedule")
+    report.provider, report.at, report.esp_ids = provider.name, record.scheduled_for, record.esp_ids
+    try:
+        if path.is_file() and load_issue(path).send_at is not None:
+            report.message = (
+                "its send_at is still set, so `spark-mail dispatch` will send it then; "
+                "remove send_at to hold it"
+            )
+    except IssueError:
+        pass
+    return report
+
+
+def confirm_scheduled_sends(
+    settings: Settings, now: dt.datetime, ledger: Ledger, clock: Clock = SYSTEM_CLOCK
+) -> list[str]:
+    """Rows handed to the ESP's scheduler whose time has passed: ask the ESP and record
+    `sent` when it says so. Best effort: an ESP that cannot say yet is asked again on the
+    next run. Returns the slugs recorded."""
+    from spark_mail.providers import get_provider
+
+    passed = [r for r in ledger.all() if r.state == SendState.SCHEDULED and _passed(r, now)]
+    if not passed:
+        return []
+    confirmed: list[str] = []
+    try:
+        provider = get_provider(settings, clock=clock)
+    except SparkMailError:
+        return confirmed  # a misconfigured provider already failed the due issues
+    with provider:
+        if Capability.LOOKUP not in provider.capabilities:
+            return []
+        for record in passed:
+            if record.provider != provider.name or not ledger.locks.try_acquire(record.slug):
+                continue
+            try:
+                if provider.lookup(record.esp_ids) == DeliveryState.SENT:
+                    note = f"{provider.name} sent it as scheduled"
+                    ledger.mark_sent(record.slug, clock.now(), note=note)
+                    confirmed.append(record.slug)
+            except SparkMailError:
+                pass  # asked again next run; a scheduled send needs nothing from us
+            finally:
+                ledger.locks.release(record.slug)
+    return confirmed
+
+
+def _passed(record: SendRecord, now: dt.datetime) -> bool:
+    when = record.scheduled_for
+    try:
+        return bool(when) and dt.datetime.fromisoformat(str(when)) <= now
+    except ValueError:
+        return False
