@@ -30,8 +30,8 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
     python tests/esp_server.py --port 0 --provider resend --api-key KEY
 
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
-endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: status,
-times, retry_after, hold, drop, path), POST /_reset.
+endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
+fields of Fault), POST /_settings (postmark_search_lag), POST /_reset.
 """
 
 from __future__ import annotations
@@ -378,12 +378,20 @@ class EspHandler(BaseHTTPRequestHandler):
         if fault.after_status is not None:
             status, payload, headers = fault_answer(provider, Fault(fault.after_status))
         if fault.after_raw is not None:
-            self._send_bytes(status if fault.after_status else 200, fault.after_raw.encode(),
-                             {"Content-Type": "text/html"}, fault.drip)
+            self._send_bytes(
+                status if fault.after_status else 200,
+                fault.after_raw.encode(),
+                {"Content-Type": "text/html"},
+                fault.drip,
+            )
             return
         if fault.after_gzip:
-            self._send_bytes(200, b"\x1f\x8bnot really gzip",
-                             {"Content-Type": "application/json", "Content-Encoding": "gzip"}, 0)
+            self._send_bytes(
+                200,
+                b"\x1f\x8bnot really gzip",
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                0,
+            )
             return
         if fault.after_json is not None:
             payload = fault.after_json
@@ -418,6 +426,11 @@ class EspHandler(BaseHTTPRequestHandler):
             spec = json.loads(raw or b"{}")
             with esp.lock:
                 esp.faults.append(Fault(**spec))
+            self._send(200, {"ok": True}, {})
+        elif path == "/_settings" and method == "POST":
+            spec = json.loads(raw or b"{}")
+            with esp.lock:
+                esp.postmark_search_lag = bool(spec.get("postmark_search_lag", False))
             self._send(200, {"ok": True}, {})
         elif path == "/_reset" and method == "POST":
             esp.reset()
@@ -983,18 +996,29 @@ def postmark_search(esp: FakeEsp, req: Recorded) -> tuple[int, Any, dict[str, st
         return 422, {"ErrorCode": 300, "Message": "count and offset are required."}, {}
     if count > POSTMARK_MAX_BATCH:
         return 422, {"ErrorCode": 300, "Message": "count may be at most 500."}, {}
-    wanted = {k[len("metadata_"):]: v for k, v in query.items() if k.startswith("metadata_")}
+    wanted = {k[len("metadata_") :]: v for k, v in query.items() if k.startswith("metadata_")}
     with esp.lock:
-        found = [] if esp.postmark_search_lag else [
-            d for d in esp.delivered
-            if d["provider"] == "postmark"
-            and all((d.get("metadata") or {}).get(k) == v for k, v in wanted.items())
-            and ("recipient" not in query or query["recipient"] in d["to"])
-        ]
+        found = (
+            []
+            if esp.postmark_search_lag
+            else [
+                d
+                for d in esp.delivered
+                if d["provider"] == "postmark"
+                and all((d.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+                and ("recipient" not in query or query["recipient"] in d["to"])
+            ]
+        )
     page = [
-        {"MessageID": d["id"], "Recipients": d["to"], "To": [{"Email": a} for a in d["to"]],
-         "Status": "Sent", "Metadata": d.get("metadata") or {}, "MessageStream": d["stream"]}
-        for d in found[offset: offset + count]
+        {
+            "MessageID": d["id"],
+            "Recipients": d["to"],
+            "To": [{"Email": a} for a in d["to"]],
+            "Status": "Sent",
+            "Metadata": d.get("metadata") or {},
+            "MessageStream": d["stream"],
+        }
+        for d in found[offset : offset + count]
     ]
     return 200, {"TotalCount": len(found), "Messages": page}, {}
 

@@ -74,15 +74,34 @@ def test_resend_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
     assert "250 sent" in rerun.stdout or "250" in rerun.stdout
 
 
+def test_postmark_killed_mid_batch_is_settled_by_search_and_sends_the_rest(
+    tmp_path: Path, start_esp
+):
+    """SIGKILL while Postmark holds batch 1 (it processed it): the rerun finds those 500 in
+    Postmark's message search, does not send them again, sends the other 200; every reader
+    has exactly one copy."""
+    esp = start_esp("postmark")
+    root = own_list(tmp_path, esp, 700)
+    kill_during_first_batch(root, esp)
+    rerun = run(root, "send", SLUG, "--yes")
+    assert rerun.returncode == 0, rerun.stderr
+    counts = copies(esp)
+    assert len(counts) == 700 and set(counts.values()) == {1}
+    calls = esp.requests("POST", BATCH_PATH["postmark"])
+    assert [len(c["body"]["Messages"]) for c in calls] == [500, 200]
+    assert status(root)["state"] == "sent"
+
+
 def test_postmark_killed_mid_batch_reports_the_batch_uncertain_and_sends_the_rest(
     tmp_path: Path, start_esp
 ):
-    """SIGKILL while Postmark holds batch 1 (it processed it): the rerun does not send those
+    """The same, but Postmark's search lags and shows nothing: the rerun does not send those
     500 again, sends the other 200, names the uncertain readers and exits 1; every reader
     has exactly one copy."""
     esp = start_esp("postmark")
     root = own_list(tmp_path, esp, 700)
     kill_during_first_batch(root, esp)
+    esp.call("/_settings", {"postmark_search_lag": True})
     rerun = run(root, "send", SLUG, "--yes")
     assert rerun.returncode == 1
     assert "500 readers were in batches that may have gone out" in rerun.stderr
@@ -103,7 +122,7 @@ def test_progress_lines_and_summary_under_cron(tmp_path: Path, start_esp):
     assert result.returncode == 0, result.stderr
     assert f"{SLUG}: " in result.stderr and "readers" in result.stderr and "/s" in result.stderr
     data = json.loads(result.stdout)
-    assert data["state"] == "partial"
+    assert data["outcome"] == "partial"
     summary = data["summary"]
     assert (summary["sent"], summary["remaining"], summary["readers"]) == (1000, 200, 1200)
     assert summary["rate"] > 0 and summary["seconds"] > 0

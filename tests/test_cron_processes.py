@@ -183,63 +183,100 @@ def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start
     assert ledger_row(root)["state"] == "sent"
 
 
-@pytest.mark.parametrize(
-    ("provider", "esp_answers_lookups"),
-    [("resend", True), ("buttondown", False)],
-    ids=["resend-asks-the-esp", "buttondown-same-idempotency-key"],
-)
-def test_dispatch_killed_mid_send_is_not_sent_twice_by_the_next_run(
-    tmp_path: Path, start_esp, provider: str, esp_answers_lookups: bool
-):
-    """SIGKILL while the ESP holds the sending request: the next run asks the ESP (Resend),
-    or, when it cannot be asked, retries with the same idempotency key (Buttondown); either
-    way one send, and the ledger says why."""
-    esp = start_esp(provider)
-    root = make_newsletter(tmp_path, esp)
-    esp.fault(hold=30.0, path=SENDING_PATH[provider])
-    victim = start_cli(root, "dispatch", "--now", NOW)
+def kill_while_the_esp_holds(root: Path, esp: EspProcess, path: str, *args: str) -> None:
+    """Start `dispatch`, wait until the ESP holds its request on `path`, SIGKILL it."""
+    esp.fault(hold=30.0, path=path, method="POST")
+    victim = start_cli(root, *(args or ("dispatch", "--now", NOW)))
     try:
-        esp.wait_for_request(SENDING_PATH[provider])
+        esp.wait_for_request(path)
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=10)
     assert victim.returncode == -signal.SIGKILL
+
+
+def test_dispatch_killed_mid_send_is_settled_by_asking_the_esp(tmp_path: Path, start_esp):
+    """SIGKILL while Resend holds the /send request: the next run asks Resend about the
+    recorded broadcast, records `sent`, sends nothing; the ledger says why."""
+    esp = start_esp("resend")
+    root = make_newsletter(tmp_path, esp)
+    kill_while_the_esp_holds(root, esp, SENDING_PATH["resend"])
     left = ledger_row(root)
     assert left["state"] == "interrupted" and left["esp_ids"], left
-    if not esp_answers_lookups:
-        esp.fault(status=500, times=20, method="GET")  # the ESP cannot be asked
+    rerun = run(root, "dispatch", "--now", NOW)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "went out" in rerun.stdout
+    assert len([d for d in esp.delivered() if d["kind"] == "audience"]) == 1
+    row = ledger_row(root)
+    assert row["state"] == "sent"
+    assert "resend says it went out" in " ".join(e["detail"] or "" for e in row["history"])
+    assert len(esp.requests("POST", SENDING_PATH["resend"])) == 1
+
+
+def test_dispatch_killed_before_any_id_repeats_under_the_same_key(tmp_path: Path, start_esp):
+    """SIGKILL while Buttondown holds the draft request (no id recorded, so nothing to ask
+    about): the next run repeats it under the same idempotency key; one email, one send."""
+    esp = start_esp("buttondown")
+    root = make_newsletter(tmp_path, esp)
+    kill_while_the_esp_holds(root, esp, "/v1/emails")
+    assert ledger_row(root)["state"] == "interrupted"
     rerun = run(root, "dispatch", "--now", NOW)
     assert rerun.returncode == 0, rerun.stderr
     assert len([d for d in esp.delivered() if d["kind"] == "audience"]) == 1
     row = ledger_row(root)
     assert row["state"] == "sent"
     details = " ".join(e["detail"] or "" for e in row["history"])
-    if esp_answers_lookups:
-        assert "went out" in rerun.stdout
-        assert "resend says it went out" in details
-        assert len(esp.requests("POST", SENDING_PATH[provider])) == 1
-    else:
-        assert "retried with the same idempotency key" in details
-        sends = esp.requests("POST", SENDING_PATH[provider])
-        assert len(sends) == 2  # the retry reached the ESP, which dropped it as a repeat
-        keys = {r["headers"].get("X-Idempotency-Key") for r in sends}
-        assert len(keys) == 1 and None not in keys
+    assert "retried with the same idempotency key" in details
+    drafts = [r for r in esp.requests("POST", "/v1/emails") if r["path"] == "/v1/emails"]
+    assert len(drafts) == 2  # the repeat reached the ESP, which answered with the same draft
+    keys = {r["headers"].get("X-Idempotency-Key") for r in drafts}
+    assert len(keys) == 1 and None not in keys
+    assert len(esp.call("/_state")["emails"]) == 1
+
+
+def test_dispatch_that_cannot_ask_the_esp_is_unconfirmed_until_it_can(tmp_path: Path, start_esp):
+    """Killed mid-publish, and the ESP's lookups fail: the next run sends nothing and says
+    `unconfirmed` (exit 1); the run after, with the ESP answering, records it sent."""
+    esp = start_esp("buttondown")
+    root = make_newsletter(tmp_path, esp)
+    kill_while_the_esp_holds(root, esp, SENDING_PATH["buttondown"])
+    esp.fault(status=500, times=3, method="GET")  # the ESP cannot be asked, this run
+    blind = run(root, "dispatch", "--now", NOW)
+    assert blind.returncode == 1 and "unconfirmed:" in blind.stderr, blind.stderr
+    assert "Traceback" not in blind.stderr
+    assert len(esp.requests("POST", SENDING_PATH["buttondown"])) == 1
+    later = run(root, "dispatch", "--now", NOW)
+    assert later.returncode == 0, later.stderr
+    assert ledger_row(root)["state"] == "sent"
+    assert len([d for d in esp.delivered() if d["kind"] == "audience"]) == 1
+    assert len(esp.requests("POST", SENDING_PATH["buttondown"])) == 1
+
+
+def test_postmark_dispatch_killed_mid_batch_is_settled_by_postmarks_search(
+    tmp_path: Path, start_esp
+):
+    """SIGKILL while Postmark holds the batch: the next run finds the batch's messages in
+    Postmark's outbound search, records them sent and sends no second batch."""
+    esp = start_esp("postmark")
+    root = make_newsletter(tmp_path, esp)
+    kill_while_the_esp_holds(root, esp, SENDING_PATH["postmark"])
+    rerun = run(root, "dispatch", "--now", NOW)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(esp.requests("POST", SENDING_PATH["postmark"])) == 1
+    assert esp.requests("GET", "/messages/outbound")
+    assert ledger_row(root)["state"] == "sent"
 
 
 def test_postmark_dispatch_killed_mid_send_becomes_uncertain_until_a_human_resends(
     tmp_path: Path, start_esp
 ):
-    """No lookup, no idempotency key: the next run sends nothing, reports `uncertain` with
-    how to resolve it (exit 1); `send --resend-uncertain --yes` then sends."""
+    """Postmark's search cannot confirm the batch (it lags) and there is no idempotency
+    key: the next run sends nothing, reports `uncertain` with how to resolve it (exit 1);
+    `send --resend-uncertain --yes` then sends."""
     esp = start_esp("postmark")
     root = make_newsletter(tmp_path, esp)
-    esp.fault(hold=30.0, path=SENDING_PATH["postmark"])
-    victim = start_cli(root, "dispatch", "--now", NOW)
-    try:
-        esp.wait_for_request(SENDING_PATH["postmark"])
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=10)
+    kill_while_the_esp_holds(root, esp, SENDING_PATH["postmark"])
+    esp.call("/_settings", {"postmark_search_lag": True})
     rerun = run(root, "dispatch", "--now", NOW)
     assert rerun.returncode == 1
     assert "uncertain" in rerun.stderr and "--resend-uncertain" in rerun.stderr
@@ -256,21 +293,22 @@ def test_postmark_dispatch_killed_mid_send_becomes_uncertain_until_a_human_resen
     assert ledger_row(root)["state"] == "sent"
 
 
-def test_500s_past_the_retries_fail_with_the_reason_on_one_stderr_line(tmp_path: Path, start_esp):
-    """The ESP keeps answering 500: exit 1, one line naming the issue and the error, the
-    ledger says `failed`; the key never shows."""
+def test_500s_past_the_retries_are_one_unconfirmed_line(tmp_path: Path, start_esp):
+    """The ESP keeps answering 500 (it may have acted each time): exit 1, one line naming
+    the issue and the error, the row stays for the next run to settle; the key never
+    shows."""
     esp = start_esp("resend")
     root = make_newsletter(tmp_path, esp, SPARK_MAIL_SEND_ATTEMPTS="2")
     esp.fault(status=500, times=10)
     result = run(root, "dispatch", "--now", NOW)
     assert result.returncode == 1
-    # Retries are logged as they happen; the failure itself is one `error:` line.
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "issue-1" in errors[0] and "500" in errors[0], result.stderr
-    assert "gave up after 2 attempts" in errors[0]
+    # Retries are logged as they happen; the outcome itself is one line.
+    lines = [line for line in result.stderr.splitlines() if line.startswith("unconfirmed:")]
+    assert len(lines) == 1 and "issue-1" in lines[0] and "500" in lines[0], result.stderr
+    assert "gave up after 2 attempts" in lines[0]
     assert result.stdout == ""
     row = ledger_row(root)
-    assert row["state"] == "failed" and "500" in row["last_error"]
+    assert row["state"] == "interrupted" and "500" in row["last_error"]
     assert KEY not in result.stdout + result.stderr + json.dumps(row)
 
 

@@ -23,6 +23,9 @@ from spark_mail.scheduling.times import parse_time
 UTC = dt.UTC
 
 
+NOW = dt.datetime(2025, 1, 20, 8, 0, tzinfo=dt.UTC)
+
+
 def at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
@@ -158,19 +161,21 @@ def test_429_with_retry_after_then_success_sends_once(newsletter: Path, esp: Fak
     assert sum(1 for r in esp.requests if r.method == "POST") >= 3  # 2 refused + the real ones
 
 
-def test_500s_until_give_up_mark_failed_with_reason_then_next_run_sends(
+def test_500s_until_give_up_are_unconfirmed_then_next_run_sends_once(
     newsletter: Path, esp: FakeEsp
 ):
-    """Retries exhausted on 500s: `failed` with the reason, exit 1; the next run sends once."""
+    """Retries exhausted on 500s: the ESP may have acted, so not `failed` but
+    `unconfirmed` with the reason, exit 1; the next run repeats the request under the same
+    idempotency key and the issue goes out once."""
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
     settings = esp_settings(newsletter, esp)
     esp.fail(500, times=3)
-    failed = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
-    assert [i.outcome for i in failed.items] == ["failed"] and failed.exit_code == 1
-    assert "500" in failed.items[0].message
+    first = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
+    assert [i.outcome for i in first.items] == ["unconfirmed"] and first.exit_code == 1
+    assert "500" in first.items[0].message
     with open_ledger(settings) as ledger:
         record = ledger.get("issue-1")
-    assert record is not None and record.state == SendState.FAILED
+    assert record is not None and record.state == SendState.SENDING
     assert "500" in (record.last_error or "")
     assert esp.audience_sends == []
     retried = dispatch(settings, at("2025-01-20T08:05:00+00:00"))
@@ -179,9 +184,9 @@ def test_500s_until_give_up_mark_failed_with_reason_then_next_run_sends(
 
 
 def test_timeout_on_the_sending_request_still_sends_once(newsletter: Path, esp: FakeEsp):
-    """The ESP sends but answers too late: the retry carries the same key, one send."""
+    """The ESP sends but never answers: the retry carries the same key, one send."""
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
-    esp.hold(1.5, path="/publish")  # the publish is processed, answered after the timeout
+    esp.act_then(hang=True, path="/publish")  # processed, never answered
     report = dispatch(esp_settings(newsletter, esp), at("2025-01-20T08:00:00+00:00"))
     assert len(esp.calls("POST", r"/v1/emails/.+/publish")) == 2  # timed out, then retried
     assert len(esp.audience_sends) == 1
@@ -193,8 +198,8 @@ def test_uncertain_issue_is_reported_and_not_sent(newsletter: Path, esp: FakeEsp
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
     settings = esp_settings(newsletter, esp)
     with open_ledger(settings) as ledger:
-        ledger.claim("issue-1", "h", "postmark")
-        ledger.mark_uncertain("issue-1", "killed mid-request")
+        ledger.claim("issue-1", "h", "postmark", "send", NOW)
+        ledger.mark_uncertain("issue-1", "killed mid-request", NOW)
     report = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
     assert [i.outcome for i in report.items] == ["uncertain"] and report.exit_code == 1
     assert "--resend-uncertain" in report.items[0].message
@@ -266,10 +271,11 @@ def test_interrupted_schedule_found_by_dispatch_is_left_to_the_esp(newsletter: P
     email = build(path, settings)
     later = at("2025-01-21T08:00:00+00:00")
     with open_ledger(settings) as dead, get_provider(settings) as provider:
+        assert dead.locks.try_acquire("issue-1")
         dead.claim(
-            "issue-1", email.content_hash, "buttondown", mode="schedule", scheduled_for=later
+            "issue-1", email.content_hash, "buttondown", "schedule", NOW, scheduled_for=later
         )
-        provider.schedule(email, later, on_ids=lambda ids: dead.record_ids("issue-1", ids))
+        provider.schedule(email, later, on_ids=lambda ids: dead.record_ids("issue-1", ids, NOW))
     report = dispatch(settings, at("2025-01-20T08:00:00+00:00"))
     assert [i.outcome for i in report.items] == ["scheduled-earlier"] and report.exit_code == 0
     assert esp.audience_sends == []

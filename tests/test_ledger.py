@@ -21,7 +21,7 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / ".spark-mail" / "ledger.sqlite3"
 
 
-def claimed(ledger: Ledger, slug: str = "issue-1", provider: str = "resend", **kw):  # noqa: ANN001
+def claimed(ledger: Ledger, slug: str = "issue-1", provider: str = "resend", **kw):
     """Lock and claim, as the send lifecycle does."""
     assert ledger.locks.try_acquire(slug)
     return ledger.claim(slug, HASH, provider, kw.pop("mode", "send"), NOW, **kw)

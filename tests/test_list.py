@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from spark_mail.ledger import Ledger
 from tests.conftest import SAMPLE_SLUG, run_cli, write_issue
 
 PREHEADER = "preheader: A preheader long enough to fill the inbox preview line nicely."
+
+
+NOW = dt.datetime(2025, 1, 20, 12, tzinfo=dt.UTC)
 
 
 def rows_by_slug(newsletter: Path) -> dict[str, IssueRow]:
@@ -36,21 +40,18 @@ def test_list_takes_status_from_the_ledger(newsletter: Path) -> None:
     """With a ledger, a sent issue shows as sent."""
     settings = load_settings(newsletter, env={})
     with Ledger(settings.ledger_file) as ledger:
-        ledger.claim(SAMPLE_SLUG, "hash", "buttondown")
-        ledger.mark_sent(SAMPLE_SLUG, {"email": "em_1"})
-        ledger.release(SAMPLE_SLUG)
+        ledger.claim(SAMPLE_SLUG, "hash", "buttondown", "send", NOW)
+        ledger.mark_sent(SAMPLE_SLUG, NOW, {"email": "em_1"})
     assert rows_by_slug(newsletter)[SAMPLE_SLUG].status == "sent"
 
 
 def test_list_tells_esp_scheduling_from_a_send_at(newsletter: Path) -> None:
     """An issue handed to the ESP's scheduler is "scheduled at ESP", not just "scheduled"."""
-    import datetime as dt
-
     settings = load_settings(newsletter, env={})
     at = dt.datetime(2025, 1, 20, 12, tzinfo=dt.UTC)
     with Ledger(settings.ledger_file) as ledger:
-        ledger.claim(SAMPLE_SLUG, "hash", "resend")
-        ledger.mark_scheduled(SAMPLE_SLUG, at, {"broadcast_id": "b_1"})
+        ledger.claim(SAMPLE_SLUG, "hash", "resend", "send", at)
+        ledger.mark_scheduled(SAMPLE_SLUG, at, {"broadcast_id": "b_1"}, at)
     assert rows_by_slug(newsletter)[SAMPLE_SLUG].status == "scheduled at ESP"
 
 

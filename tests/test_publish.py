@@ -15,8 +15,8 @@ from spark_mail.errors import (
     ChecksFailed,
     ConfigError,
     ProviderError,
-    SendUnconfirmed,
     SendUncertain,
+    SendUnconfirmed,
 )
 from spark_mail.ledger import Ledger, SendState
 from spark_mail.sending import send_issue

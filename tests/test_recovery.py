@@ -18,7 +18,7 @@ import pytest
 from esp_server import FakeEsp
 from spark_mail.clock import FakeClock
 from spark_mail.config import Secret, Settings
-from spark_mail.errors import AlreadySent, ProviderError, SendUnconfirmed, SendUncertain
+from spark_mail.errors import AlreadySent, ProviderError, SendUncertain, SendUnconfirmed
 from spark_mail.ledger import Ledger, SendState
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import Provider
@@ -58,7 +58,7 @@ def make_provider(esp: FakeEsp, tmp_path: Path, name: str) -> Provider:
     return get_provider(settings)
 
 
-def claim(ledger: Ledger, content_hash: str, provider_name: str, **kw):  # noqa: ANN001
+def claim(ledger: Ledger, content_hash: str, provider_name: str, **kw):
     """Lock and claim the issue, as the send lifecycle does."""
     assert ledger.locks.try_acquire(SLUG)
     mode = kw.pop("mode", "send")
@@ -91,7 +91,7 @@ def next_run(
         return life.begin("send")
 
 
-def row(ledger_path: Path):  # noqa: ANN201
+def row(ledger_path: Path):
     with Ledger(ledger_path) as ledger:
         return ledger.get(SLUG)
 

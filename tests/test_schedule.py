@@ -118,7 +118,7 @@ def test_unschedule_takes_it_back_and_warns_that_send_at_is_still_set(
     settings = settings_for(newsletter, esp, "resend")
     schedule_issue("issue-7", settings, clock=FakeClock(NOW))
     result = unschedule_issue("issue-7", settings, clock=FakeClock(NOW))
-    assert result.outcome == "unscheduled" and "send_at is still set" in result.note
+    assert result.outcome == "unscheduled" and "send_at is still set" in result.message
     assert esp.broadcasts == {}
     assert esp.calls("DELETE", r"/broadcasts/.+")
     with open_ledger(settings) as ledger:
@@ -180,9 +180,10 @@ def test_status_shows_a_dead_senders_row_as_interrupted(newsletter: Path):
     `sending`."""
     settings = load_settings(start=newsletter, env={})
     with open_ledger(settings) as dead:
-        dead.claim("dead-one", "h", "resend")
+        dead.claim("dead-one", "h", "resend", "send", NOW)
     with open_ledger(settings) as live:
-        live.claim("live-one", "h", "resend")
+        assert live.locks.try_acquire("live-one")
+        live.claim("live-one", "h", "resend", "send", NOW)
         states = {row.record.slug: row.state for row in status(settings)}
     assert states == {"dead-one": "interrupted", "live-one": "sending"}
 

@@ -31,7 +31,7 @@ def test_send_yes_sends_once_then_refuses(esp, newsletter):
     write_env(newsletter, esp_env(esp, "resend"))
     first = run_cli("send", SAMPLE_SLUG, "--yes", "--json", cwd=newsletter)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["state"] == "sent"
+    assert json.loads(first.stdout)["outcome"] == "sent"
     second = run_cli("send", SAMPLE_SLUG, "--yes", cwd=newsletter)
     assert second.returncode == 1
     assert "already sent" in second.stderr and "Traceback" not in second.stderr

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from conftest import SAMPLE_ISSUE
+from conftest import SAMPLE_ISSUE, write_issue
 from spark_mail.audience import Reader
 from spark_mail.config import load_settings
 from spark_mail.errors import ConfigError, EspError
@@ -242,15 +242,25 @@ def test_unreachable_server_is_one_line(newsletter, email):
 
 
 def test_dry_run_connects_to_nothing(plain_server, newsletter):
-    """With a DryRunRecorder the message is recorded, not sent; the password is masked."""
+    """With a DryRunRecorder the message is recorded, not sent; the password is masked
+    wherever it would show (here: the issue text happens to contain it)."""
     sink, port = plain_server
     recorder = DryRunRecorder()
-    settings = smtp_settings(newsletter, port, SPARK_MAIL_SMTP_PASSWORD=PASSWORD)
-    template = own_list_template(newsletter, port)
-    with get_provider(settings, recorder) as provider:
+    settings = smtp_settings(
+        newsletter,
+        port,
+        SPARK_MAIL_SMTP_PASSWORD=PASSWORD,
+        SPARK_MAIL_SIGNING_SECRET="smtp-test-secret-0123456789",
+    )
+    leaky = write_issue(newsletter, "leaky", "title: Leaky\ndate: 2025-01-01", f"Key {PASSWORD}.\n")
+    template = prepare(leaky, settings)
+    with get_provider(settings, recorder=recorder) as provider:
         provider.send_batch(template, readers("a@example.com"), "batch-1")
     assert sink.messages == []
     assert len(recorder.messages) == 1
+    recorded = recorder.messages[0][1].decode()
+    assert "a@example.com" in recorded
+    assert PASSWORD not in recorded and "Key ********." in recorded
 
 
 def test_bad_tls_setting_is_refused(newsletter):

@@ -204,7 +204,7 @@ class Database:
             )
         if head != b"SQLite format 3\x00":
             raise LedgerError(
-                f"{self.path}: is not a SQLite file, so not a spark-mail ledger; nothing is sent",
+                f"{self.path}: the ledger is unreadable (not a SQLite file); nothing is sent",
                 hint="restore the ledger from a backup, or point `ledger_path` at the real one",
             )
 
