@@ -156,7 +156,9 @@ def _as_datetime(f: _Fields, value: Any) -> dt.datetime:
         ) from None
 
 
-def _check_keys(f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tuple[str, ...]):
+def _check_keys(
+    f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tuple[str, ...]
+) -> None:
     for key in table:
         if key not in allowed:
             import difflib
