@@ -738,6 +738,115 @@ def status(
             )
 
 
+# -- the reader desk: serve, poll results, audience suppressions ------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8040,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers", help="Trust X-Forwarded-For/-Proto from a proxy on 127.0.0.1."
+        ),
+    ] = False,
+) -> None:
+    """Answer the unsubscribe and poll links of your emails (and serve the web archive)."""
+    from spark_mail.desk.links import allowed_hosts, poll_route, unsubscribe_route
+    from spark_mail.desk.server import serve as serve_desk
+
+    cfg = settings()
+
+    def ready() -> None:
+        hosts = ", ".join(sorted(allowed_hosts(cfg)))
+        err_console.print(
+            f"Reader desk for {escape(cfg.name)} on http://{host}:{port} ({workers} worker"
+            f"{'s' if workers > 1 else ''}) - unsubscribe at "
+            f"{escape(unsubscribe_route(cfg).path)}, polls at {escape(poll_route(cfg).path)}; "
+            f"answers for {escape(hosts)} - Ctrl-C stops"
+        )
+
+    serve_desk(
+        cfg, host=host, port=port, workers=workers, proxy_headers=proxy_headers, on_ready=ready
+    )
+
+
+poll_app = typer.Typer(help="Reader polls: the votes the reader desk took.", no_args_is_help=True)
+app.add_typer(poll_app, name="poll")
+
+
+@poll_app.command("results")
+def poll_results(
+    issue: Annotated[
+        str | None,
+        typer.Argument(help="Issue file or slug (default: every poll).", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Votes per option, the total and the comments of an issue's poll (or every poll)."""
+    from spark_mail.desk.polls import poll_report
+
+    found = poll_report(settings(), issue)
+    if as_json:
+        print_json(found[0].to_json() if issue else {"polls": [r.to_json() for r in found]})
+        return
+    if not found:
+        console.print("No polls yet: add a `poll:` to an issue's front matter.")
+    for results in found:
+        print_poll(results, comments=issue is not None)
+
+
+def print_poll(results: Any, *, comments: bool) -> None:  # results: desk.polls.Results
+    from rich.bar import Bar
+
+    console.print(f"[bold]{escape(results.slug)}[/]: {escape(results.question)}")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for _ in range(3):
+        table.add_column()
+    top = max(results.counts, default=0) or 1
+    for label, votes, share in zip(results.options, results.counts, results.shares(), strict=True):
+        bar = Bar(size=top, begin=0, end=votes, width=30, color="green")
+        table.add_row(escape(label), bar, f"{votes:,} ({share}%)")
+    console.print(table)
+    console.print(f"{results.total:,} votes")
+    if comments and results.comments:
+        console.print("\n[bold]Comments[/]")
+        for comment in results.comments:
+            console.print(f"  {escape(comment['at'])}  {escape(comment['text'])}")
+    console.print()
+
+
+@audience_app.command("suppressions")
+def audience_suppressions(
+    as_json: JsonOpt = False,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write them to this CSV file (usable as suppression_file)."),
+    ] = None,
+) -> None:
+    """The readers who unsubscribed on the reader desk: who, when, how, from which issue."""
+    from spark_mail.audience.suppressions import SuppressionStore
+
+    with SuppressionStore.for_settings(settings()) as store:
+        rows = store.suppressions()
+        if export is not None:
+            count = store.export_csv(export)
+            err_console.print(f"{count:,} suppressions written to {escape(str(export))}")
+    if as_json:
+        print_json({"suppressions": [r.to_dict() for r in rows], "count": len(rows)})
+        return
+    if export is not None:
+        return
+    table = Table()
+    for name in ("address", "when", "how", "issue"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(escape(row.address), row.at, row.how, escape(row.issue))
+    console.print(table if rows else "Nobody has unsubscribed on the reader desk.")
+
+
 def main() -> None:
     try:
         app()

@@ -11,7 +11,11 @@ anything else is a bug and keeps its traceback.
     ├── ProviderError              an ESP answered with an error, or could not be reached
     │   └── UnsupportedOperation   the provider cannot do what was asked
     ├── AlreadySent                the ledger says the issue went out already
-    └── LedgerError                the SQLite ledger is unreadable, corrupt or locked
+    ├── LedgerError                the SQLite ledger is unreadable, corrupt or locked
+    ├── StoreError                 the reader desk's store (suppressions, votes) is
+    │                              unreadable, corrupt or locked
+    └── RequestRefused             the reader desk refuses a request (a 4xx page; never
+                                   leaves the desk)
 """
 
 from __future__ import annotations
@@ -81,3 +85,20 @@ class AlreadySent(SparkMailError):
 
 class LedgerError(SparkMailError):
     pass
+
+
+class StoreError(SparkMailError):
+    """The reader desk's SQLite store (`readers.sqlite3`) cannot be used."""
+
+
+class RequestRefused(SparkMailError):
+    """A reader desk request that gets a 4xx page: `status`, a short `title`, and the
+    message (what is wrong, what the reader can do). Nothing was recorded."""
+
+    def __init__(
+        self, status: int, title: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.retry_after = retry_after

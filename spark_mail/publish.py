@@ -44,7 +44,7 @@ from spark_mail.render import RenderedEmail
 if TYPE_CHECKING:
     import httpx
 
-    from spark_mail.audience import AudienceReport
+    from spark_mail.audience import AudiencePaths, AudienceReport
     from spark_mail.bulk import BulkSummary, Progress
     from spark_mail.checks import Report
     from spark_mail.ledger import Ledger
@@ -276,7 +276,7 @@ class OwnList:
 
     template: PersonalizedTemplate
     report: AudienceReport
-    paths: tuple[Path, Path | None]
+    paths: AudiencePaths  # subscribers file, suppression file, the reader desk's store
 
     def first_readers(self, count: int) -> list[tuple[int, str]]:
         from spark_mail.audience import iter_readers
