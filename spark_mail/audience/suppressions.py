@@ -200,6 +200,14 @@ class SuppressionStore:
                 if durable:
                     db.execute("PRAGMA synchronous = NORMAL")
 
+    def check(self) -> None:
+        """Open (creating and migrating) the store and read it: StoreError when it cannot."""
+        with self._lock:
+            try:
+                self.db.execute("SELECT COUNT(*) FROM suppressions").fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
     def read(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query ([] when the store does not exist yet)."""
         if not self.exists():

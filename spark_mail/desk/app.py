@@ -275,7 +275,7 @@ class Desk:
         return self.poll_answer(request, info, "", "")
 
     async def health(self, request: Request) -> Response:
-        self.store.read("SELECT 1")
+        self.store.check()
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
     # -- errors ----------------------------------------------------------------------------

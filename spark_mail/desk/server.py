@@ -42,8 +42,7 @@ def prepare(settings: Settings, host: str, port: int, workers: int) -> None:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     require_secret(settings)
     with SuppressionStore.for_settings(settings) as store:
-        store.read("SELECT 1")
-        _ = store.db  # create and migrate it now, once, before any worker
+        store.check()  # create and migrate it now, once, before any worker
     check_port(host, port)
 
 
