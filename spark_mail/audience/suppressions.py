@@ -28,15 +28,18 @@ import datetime as dt
 import io
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from spark_mail.audience.addresses import canonical_address
 from spark_mail.config import Settings
 from spark_mail.errors import StoreError
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], T]  # one write, run inside a transaction
 
 STORE_NAME = "readers.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -204,7 +207,7 @@ class SuppressionStore:
         """Open (creating and migrating) the store and read it: StoreError when it cannot."""
         with self._lock:
             try:
-                self.db.execute("SELECT COUNT(*) FROM suppressions").fetchone()
+                self.db.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
 
@@ -231,35 +234,19 @@ class SuppressionStore:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
+    def run(self, operations: Sequence[Operation[T]], *, durable: bool = False) -> list[T]:
+        """Run several operations in ONE transaction (a group commit: one fsync for all)."""
+        with self.transaction(durable=durable) as db:
+            return [operation(db) for operation in operations]
+
     # -- suppressions ------------------------------------------------------------
     def unsubscribe(self, address: str, *, how: str, issue: str, at: dt.datetime) -> bool:
         """Suppress `address`; False when it already was (the first record is kept)."""
-        key, when = canonical_address(address), iso(at)
-        with self.transaction(durable=True) as db:
-            added = db.execute(
-                "INSERT OR IGNORE INTO suppressions (address, at, how, issue) VALUES (?,?,?,?)",
-                (key, when, how, issue),
-            ).rowcount
-            if added:
-                db.execute(
-                    "INSERT INTO suppression_events (address, at, action, how, issue) "
-                    "VALUES (?, ?, 'unsubscribe', ?, ?)",
-                    (key, when, how, issue),
-                )
-        return bool(added)
+        return self.run([suppress(address, how=how, issue=issue, at=at)], durable=True)[0]
 
     def resubscribe(self, address: str, *, issue: str, at: dt.datetime) -> bool:
         """Lift the desk's suppression of `address`; False when there was none."""
-        key = canonical_address(address)
-        with self.transaction(durable=True) as db:
-            removed = db.execute("DELETE FROM suppressions WHERE address = ?", (key,)).rowcount
-            if removed:
-                db.execute(
-                    "INSERT INTO suppression_events (address, at, action, how, issue) "
-                    "VALUES (?, ?, 'resubscribe', 're-subscribe', ?)",
-                    (key, iso(at), issue),
-                )
-        return bool(removed)
+        return self.run([lift(address, issue=issue, at=at)], durable=True)[0]
 
     def is_suppressed(self, address: str) -> bool:
         return bool(self.suppressed([canonical_address(address)]))
@@ -297,3 +284,40 @@ class SuppressionStore:
         except OSError as exc:
             raise StoreError(f"{path}: cannot write the export ({exc.strerror})") from None
         return len(rows)
+
+
+def suppress(address: str, *, how: str, issue: str, at: dt.datetime) -> Operation[bool]:
+    """The operation that suppresses `address` (True when it was not yet)."""
+    key, when = canonical_address(address), iso(at)
+
+    def operation(db: sqlite3.Connection) -> bool:
+        added = db.execute(
+            "INSERT OR IGNORE INTO suppressions (address, at, how, issue) VALUES (?,?,?,?)",
+            (key, when, how, issue),
+        ).rowcount
+        if added:
+            db.execute(
+                "INSERT INTO suppression_events (address, at, action, how, issue) "
+                "VALUES (?, ?, 'unsubscribe', ?, ?)",
+                (key, when, how, issue),
+            )
+        return bool(added)
+
+    return operation
+
+
+def lift(address: str, *, issue: str, at: dt.datetime) -> Operation[bool]:
+    """The operation that lifts the suppression of `address` (True when there was one)."""
+    key, when = canonical_address(address), iso(at)
+
+    def operation(db: sqlite3.Connection) -> bool:
+        removed = db.execute("DELETE FROM suppressions WHERE address = ?", (key,)).rowcount
+        if removed:
+            db.execute(
+                "INSERT INTO suppression_events (address, at, action, how, issue) "
+                "VALUES (?, ?, 'resubscribe', 're-subscribe', ?)",
+                (key, when, issue),
+            )
+        return bool(removed)
+
+    return operation

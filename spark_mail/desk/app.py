@@ -32,10 +32,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from spark_mail.audience.addresses import canonical_address
-from spark_mail.audience.suppressions import SuppressionStore
+from spark_mail.audience.suppressions import SuppressionStore, lift, suppress
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.desk import links, polls
+from spark_mail.desk.commits import GroupCommit
 from spark_mail.desk.guard import Guard, SecurityMiddleware, client_address
 from spark_mail.desk.pages import Pages
 from spark_mail.errors import RequestRefused, StoreError
@@ -71,7 +72,8 @@ class Desk:
         self.settings = settings
         self.keys = links.Keys(require_secret(settings))
         self.clock = clock
-        self.store = store
+        self.store = store  # reads, on the event loop
+        self.commits = GroupCommit(SuppressionStore(store.path, timeout=store.timeout))
         self.guard = guard
         self.pages = Pages(settings)
         self.book = polls.PollBook(settings.issues_path)
@@ -157,7 +159,9 @@ class Desk:
         fields = await self.form(request)
         now = self.clock.now()
         if fields.get("List-Unsubscribe", "").strip() == "One-Click":
-            self.store.unsubscribe(email, how="one-click", issue=slug, at=now)
+            await self.commits.run(
+                suppress(email, how="one-click", issue=slug, at=now), durable=True
+            )
             return self.unsubscribe_answer(request, "done", slug, email)
         action = fields.get("action", "")
         if action not in ("unsubscribe", "resubscribe") or "csrf" not in fields:
@@ -168,9 +172,9 @@ class Desk:
             )
         self.check_csrf(fields["csrf"], action, f"{slug}\0{canonical_address(email)}")
         if action == "unsubscribe":
-            self.store.unsubscribe(email, how="form", issue=slug, at=now)
+            await self.commits.run(suppress(email, how="form", issue=slug, at=now), durable=True)
             return self.unsubscribe_answer(request, "done", slug, email)
-        self.store.resubscribe(email, issue=slug, at=now)
+        await self.commits.run(lift(email, issue=slug, at=now), durable=True)
         return self.unsubscribe_answer(request, "resubscribed", slug, email)
 
     def check_csrf(self, token: str, action: str, subject: str) -> None:
@@ -254,7 +258,7 @@ class Desk:
         prefetch = request.headers.get("sec-purpose", request.headers.get("purpose", ""))
         if request.method == "HEAD" or "prefetch" in prefetch.lower():
             return self.poll_answer(request, info, "", "")  # looking is not voting
-        outcome = polls.record_vote(self.store, info.slug, voter, option, now)
+        outcome = await self.commits.run(polls.vote(info.slug, voter, option, now))
         chosen = "" if outcome is polls.Outcome.VOID else info.options[option - 1]
         return self.poll_answer(request, info, voter, NOTICES[outcome], chosen)
 
@@ -263,7 +267,9 @@ class Desk:
         fields = await self.form(request)
         self.check_csrf(fields.get("csrf", ""), "comment", f"{info.slug}\0{voter}")
         text = polls.clean_comment(fields.get("comment", ""))
-        if text and not polls.record_comment(self.store, info.slug, voter, text, self.clock.now()):
+        if text and not await self.commits.run(
+            polls.comment(info.slug, voter, text, self.clock.now())
+        ):
             raise RequestRefused(400, "Vote first", "Pick an answer before you comment.")
         notice = "Thanks for your comment." if text else ""
         return self.poll_answer(request, info, voter, notice)

@@ -103,6 +103,7 @@ class Pages:
             loader=jinja2.PackageLoader("spark_mail.desk", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            auto_reload=False,  # package files: compiled once per process
         )
         css = stylesheet(settings.brand)
         logo = settings.brand.logo_url if settings.brand.logo_url.startswith("https://") else ""

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spark_mail.audience.suppressions import SuppressionStore, iso
+from spark_mail.audience.suppressions import Operation, SuppressionStore, iso
 from spark_mail.config import Settings
 from spark_mail.desk.links import SLUG_RE
 from spark_mail.errors import IssueError, SparkMailError
@@ -143,12 +143,11 @@ def _count(db: sqlite3.Connection, slug: str, option: int | None, step: int) -> 
     )
 
 
-def record_vote(
-    store: SuppressionStore, slug: str, voter: str, option: int, now: dt.datetime
-) -> Outcome:
-    """Record one click on `option` (1-based) and say what it did to the vote."""
+def vote(slug: str, voter: str, option: int, now: dt.datetime) -> Operation[Outcome]:
+    """The operation that records one click on `option` (1-based) and says what it did."""
     clicked = now.timestamp()
-    with store.transaction() as db:
+
+    def operation(db: sqlite3.Connection) -> Outcome:
         row = db.execute(
             "SELECT option, last_option, last_click FROM votes WHERE issue = ? AND voter = ?",
             (slug, voter),
@@ -178,19 +177,37 @@ def record_vote(
             "WHERE issue = ? AND voter = ?",
             (new, option, clicked, iso(now), slug, voter),
         )
-    return outcome
+        return outcome
+
+    return operation
+
+
+def record_vote(
+    store: SuppressionStore, slug: str, voter: str, option: int, now: dt.datetime
+) -> Outcome:
+    """Record one click on `option` in its own transaction."""
+    return store.run([vote(slug, voter, option, now)])[0]
+
+
+def comment(slug: str, voter: str, text: str, now: dt.datetime) -> Operation[bool]:
+    """The operation that keeps one comment per voter (a later one replaces it); False
+    when the voter never voted."""
+
+    def operation(db: sqlite3.Connection) -> bool:
+        return bool(
+            db.execute(
+                "UPDATE votes SET comment = ?, commented_at = ? WHERE issue = ? AND voter = ?",
+                (text, iso(now), slug, voter),
+            ).rowcount
+        )
+
+    return operation
 
 
 def record_comment(
     store: SuppressionStore, slug: str, voter: str, text: str, now: dt.datetime
 ) -> bool:
-    """Keep one comment per voter (a later one replaces it); False if they never voted."""
-    with store.transaction() as db:
-        changed = db.execute(
-            "UPDATE votes SET comment = ?, commented_at = ? WHERE issue = ? AND voter = ?",
-            (text, iso(now), slug, voter),
-        ).rowcount
-    return bool(changed)
+    return store.run([comment(slug, voter, text, now)])[0]
 
 
 def clean_comment(text: str) -> str:
