@@ -1,6 +1,6 @@
 """Benchmark the reader desk: poll clicks and one-click unsubscribes against a real `serve`.
 
-    python bench/desk.py [--requests 5000] [--connections 32] [--workers 1 2]
+    python bench/desk.py [--requests 5000] [--connections 16] [--workers 1 2]
 
 For each worker count a real `python -m spark_mail serve --workers N` process runs on
 127.0.0.1 in a temporary copy of the sample newsletter (fresh store). The load generator
@@ -126,7 +126,7 @@ def measure(port: int, kind: str, count: int, connections: int, start: int) -> L
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     print(f"load generator: tests/loadgen.py (asyncio + uvloop, {args.connections} keep-alive "
