@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -121,3 +122,19 @@ def test_four_workers_take_20000_concurrent_votes_and_unsubscribes_and_lose_none
     assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(9000, 9000)]
     counts = store.read("SELECT option, votes FROM poll_counts ORDER BY option")
     assert counts == [(1, expected[0]), (2, expected[1]), (3, expected[2])]
+
+
+def test_serve_says_in_one_line_why_it_cannot_start(newsletter: Path):
+    """No signing secret, or a port already taken: exit 2, one line, no traceback."""
+    no_secret = run_cli("serve", "--port", "0", cwd=newsletter)
+    assert no_secret.returncode == 2 and "SPARK_MAIL_SIGNING_SECRET" in no_secret.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = run_cli(
+            "serve", "--port", port, cwd=newsletter, env={"SPARK_MAIL_SIGNING_SECRET": SECRET}
+        )
+    assert busy.returncode == 2 and "already in use" in busy.stderr
+    for result in (no_secret, busy):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
