@@ -537,3 +537,14 @@ def test_serve_refuses_to_start_without_a_signing_secret(newsletter: Path):
 
     with pytest.raises(ConfigError, match="SIGNING_SECRET"):
         create_app(load_settings(newsletter, env={}))
+
+
+def test_requests_from_this_machine_are_not_limited(newsletter: Path):
+    """A proxy without --proxy-headers (or a health check) is 127.0.0.1: no rate limit and
+    no bad-token slow-down, or one reader's bad link would slow down every reader."""
+    local = make_desk(newsletter, SPARK_MAIL_DESK_RATE_LIMIT="2")
+    proxy = InProcess(local.client.app, client="127.0.0.1")
+    bad = tampered_links(local)["altered token"]
+    for _ in range(guard.BAD_TOKENS + 2):
+        assert proxy.get(bad).status_code == 403
+    assert proxy.get(reader_links(local.settings, READER).unsubscribe).status_code == 200

@@ -12,6 +12,8 @@ overhead beyond a few dictionary looks):
   travel to other sites), `X-Content-Type-Options: nosniff` and, unless the page set a
   stricter one, a CSP with `frame-ancestors 'none'`.
 
+Limits count the reader's address: behind a proxy, run `serve --proxy-headers`; requests
+from this machine itself (a proxy without those headers, health checks) are not limited.
 Counters live in each worker's memory (with N workers an address gets up to N times the
 allowance); they run on a Clock so tests move time instead of sleeping.
 """
@@ -113,7 +115,7 @@ class Guard:
         self.bad_tokens = BadTokens(clock)
 
     def check_bad_tokens(self, client: str) -> None:
-        wait = self.bad_tokens.wait(client)
+        wait = self.bad_tokens.wait(client) if counted(client) else 0
         if wait:
             raise RequestRefused(
                 429,
@@ -124,7 +126,16 @@ class Guard:
             )
 
     def bad_token(self, client: str) -> None:
-        self.bad_tokens.add(client)
+        if counted(client):
+            self.bad_tokens.add(client)
+
+
+def counted(client: str) -> bool:
+    """Whether limits apply to this client address. Not to this machine's own: that is a
+    health check, or a proxy that does not pass the reader's address on (without
+    --proxy-headers every reader would share one allowance, and one bad link would slow
+    down everyone)."""
+    return not (client.startswith("127.") or client in ("::1", "localhost", "unknown"))
 
 
 def client_address(scope: Scope) -> str:
@@ -181,7 +192,8 @@ class SecurityMiddleware:
                 "Unknown site",
                 "This server does not answer for that site name.",
             )
-        wait = self.guard.requests.hit(client_address(scope))
+        client = client_address(scope)
+        wait = self.guard.requests.hit(client) if counted(client) else 0
         if wait:
             raise RequestRefused(
                 429,
