@@ -106,6 +106,11 @@ class Settings:
     # Let the ESP merge each reader's values into one stored template (Postmark) instead of
     # sending every reader's full copy: ~1 KB per reader instead of ~45 KB.
     esp_merge: bool = True
+    # The reader desk (`spark-mail serve`)
+    poll_days: float = 30.0  # votes are taken this long after the date (0: always)
+    poll_reader_tag: str = ""  # ESP-list polls: the ESP's subscriber-id merge tag
+    desk_hosts: tuple[str, ...] = ()  # host names served besides those of the page URLs
+    desk_rate_limit: int = 600  # requests per minute from one client address (0: no limit)
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

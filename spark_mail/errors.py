@@ -16,10 +16,14 @@ traceback.
     │   │                          `maybe_sent`: the request may have been acted on
     │   ├── UnsupportedOperation   the provider cannot do what was asked
     │   └── BatchSendFailed        own list: a batch failed as a whole, the run stopped
-    └── SendNotDone                the issue did not (certainly) go out this run
-        ├── AlreadySent            the ledger says sent, scheduled, or uncertain: refused
-        ├── SendUnconfirmed        the ESP may have acted; the next run asks it first
-        └── SendUncertain          may have gone out and nobody can tell: a human decides
+    ├── SendNotDone                the issue did not (certainly) go out this run
+    │   ├── AlreadySent            the ledger says sent, scheduled, or uncertain: refused
+    │   ├── SendUnconfirmed        the ESP may have acted; the next run asks it first
+    │   └── SendUncertain          may have gone out and nobody can tell: a human decides
+    ├── StoreError                 the reader desk's store (suppressions, votes) is
+    │                              unreadable, corrupt or locked
+    └── RequestRefused             the reader desk refuses a request (a 4xx page; never
+                                   leaves the desk)
 
 BatchSendFailed, SendUnconfirmed and SendUncertain carry the own-list run's `summary`
 (how far it got) when there was one.
@@ -169,3 +173,20 @@ class SendUncertain(SendNotDone):
             summary=summary,
         )
         self.reason = reason
+
+
+class StoreError(SparkMailError):
+    """The reader desk's SQLite store (`readers.sqlite3`) cannot be used."""
+
+
+class RequestRefused(SparkMailError):
+    """A reader desk request that gets a 4xx page: `status`, a short `title`, and the
+    message (what is wrong, what the reader can do). Nothing was recorded."""
+
+    def __init__(
+        self, status: int, title: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.retry_after = retry_after

@@ -105,7 +105,9 @@ def verify_token(secret: Secret, slug: str, email: str, purpose: str, token: str
     """True when `token` was signed for exactly this issue, address and purpose."""
     if not secret:
         return False
-    return hmac.compare_digest(sign_token(secret, slug, email, purpose), token)
+    # Constant time; as bytes, since compare_digest refuses str with non-ASCII characters.
+    expected = sign_token(secret, slug, email, purpose).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))
 
 
 def reader_link(url: str, slug: str, email: str, token: str) -> str:

@@ -31,9 +31,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API leaves its event loop marked as running
+# on the main thread while it is open, so every later asyncio.run() in the session (link
+# checks, in-process app tests) would fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (skipped where it cannot run here)."""
+    """One headless Chromium for the test module (skipped where it cannot run here)."""
     if CHROMIUM is None:
         pytest.skip("headless Chromium is not installed")
     try:

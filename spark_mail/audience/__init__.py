@@ -3,13 +3,17 @@
 addresses.py    canonical_address / address_key (one spelling for every comparison),
                 AddressValidator (email-validator's rules, with a fast path)
 subscribers.py  the subscribers CSV, streamed: Reader, iter_readers, check_audience
+suppressions.py the reader desk's store (readers.sqlite3): SuppressionStore, unsubscribes
+                and re-subscribes, the poll votes
 """
 
 from __future__ import annotations
 
 from spark_mail.audience.addresses import AddressValidator, address_key, canonical_address
 from spark_mail.audience.subscribers import (
+    DESK_REASON,
     AudienceError,
+    AudiencePaths,
     AudienceReport,
     Reader,
     RowProblem,
@@ -22,8 +26,10 @@ from spark_mail.audience.subscribers import (
 )
 
 __all__ = [
+    "DESK_REASON",
     "AddressValidator",
     "AudienceError",
+    "AudiencePaths",
     "AudienceReport",
     "Reader",
     "RowProblem",

@@ -11,7 +11,8 @@ exactly one bucket of the `AudienceReport`:
 - invalid: the row is malformed (too many fields, an unclosed quote), is not UTF-8, or its
   address is not a syntactically valid address (email-validator rules, no DNS lookup);
 - suppressed: its `unsubscribed` or `bounced` column is set, or the address is listed in
-  the suppression file, or another row of the same address is suppressed. Suppression
+  the suppression file or was unsubscribed on the reader desk (`readers.sqlite3` in the
+  state folder), or another row of the same address is suppressed. Suppression
   always wins, which is why the file is read twice when it has those columns: a reader who
   unsubscribed on line 90,000 must not get mail from line 12;
 - duplicate: the address (compared case-insensitively) was already on an earlier row; the
@@ -30,13 +31,14 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from spark_mail.audience.addresses import AddressValidator, address_key
 from spark_mail.config import ENV_PREFIX, Settings
 from spark_mail.errors import AudienceError, ConfigError
 
 EMAIL_COLUMN = "email"
+DESK_REASON = "unsubscribed on the reader desk"
 SUPPRESSION_COLUMNS = ("unsubscribed", "bounced")
 # An unknown value in a suppression column suppresses: sending to someone who asked not to
 # get mail is worse than skipping someone whose export says "2024-05-01" under `bounced`.
@@ -329,9 +331,20 @@ def _suppressed_in_file(path: Path) -> set[int]:
     return keys
 
 
+def load_desk_suppressed(store: Path | None) -> set[int]:
+    """Address keys the reader desk's store suppresses (none when it does not exist)."""
+    if store is None or not store.exists():
+        return set()
+    from spark_mail.audience.suppressions import SuppressionStore
+
+    with SuppressionStore(store) as desk:
+        return {address_key(address) for address in desk.addresses()}
+
+
 def iter_readers(
     path: Path | str,
     suppression_file: Path | str | None = None,
+    store: Path | None = None,
     *,
     report: AudienceReport | None = None,
     suppressed_keys: frozenset[int] | None = None,
@@ -339,11 +352,11 @@ def iter_readers(
 ) -> Iterator[Reader]:
     """Yield the readers to send to, streaming; fill `report` with every row's fate.
 
+    `store`: the reader desk's store (`readers.sqlite3`); its unsubscribes are suppressed.
+    `suppressed_keys` (from an earlier pass's report) skips reading the suppression file, the
+    store and the first pass over this one; the reason of a suppression is then not told apart.
     `can_carry`: the sending provider's test of an address it can deliver to at all; the
     others are invalid rows (found before the send, not failures in the middle of it).
-
-    `suppressed_keys` (from an earlier pass's report) skips reading the suppression file and
-    the first pass over this one; the reason of a suppression is then not told apart.
 
     Raises AudienceError (before yielding anything) when the file cannot be used at all:
     missing, unreadable, no `email` column, no rows.
@@ -355,12 +368,14 @@ def iter_readers(
     report.suppression_file = suppression
     listed: AbstractSet[int]
     marked: AbstractSet[int]
+    desk: AbstractSet[int]
     if suppressed_keys is None:
         listed = load_suppressed(suppression) if suppression else set()
+        desk = load_desk_suppressed(store)
         marked = _suppressed_in_file(path)
     else:
-        listed, marked = frozenset(), suppressed_keys
-    report.suppressed_keys = frozenset(listed | marked)
+        listed, desk, marked = frozenset(), frozenset(), suppressed_keys
+    report.suppressed_keys = frozenset(listed | desk | marked)
     validator = AddressValidator()
     first_line: dict[int, int] = {}  # address key -> line of its first valid row
     with _CsvRows(path) as rows:
@@ -391,6 +406,8 @@ def iter_readers(
             reason = next((c for c in columns if is_set(row.get(c))), "") if columns else ""
             if not reason and key in listed:
                 reason = "suppression file"
+            if not reason and key in desk:
+                reason = DESK_REASON
             if not reason and key in marked:
                 reason = "suppressed on another row"
             if reason:
@@ -416,19 +433,30 @@ def iter_readers(
 def check_audience(
     path: Path | str,
     suppression_file: Path | str | None = None,
+    store: Path | None = None,
     *,
     can_carry: Callable[[str], bool] | None = None,
 ) -> AudienceReport:
     """Read the whole file and report on it (nothing is kept but the counts and problems)."""
     report = AudienceReport(Path(path))
-    for _reader in iter_readers(path, suppression_file, report=report, can_carry=can_carry):
+    for _reader in iter_readers(path, suppression_file, store, report=report, can_carry=can_carry):
         pass
     return report
 
 
-def audience_paths(settings: Settings, path: Path | str | None = None) -> tuple[Path, Path | None]:
-    """The subscribers file (an explicit path, else the `audience` setting) and the
-    suppression file, resolved against the newsletter's root."""
+class AudiencePaths(NamedTuple):
+    """Where the audience is read from; `iter_readers(*paths)` / `check_audience(*paths)`."""
+
+    subscribers: Path
+    suppression_file: Path | None
+    store: Path | None  # the reader desk's store (suppressions), read when it exists
+
+
+def audience_paths(settings: Settings, path: Path | str | None = None) -> AudiencePaths:
+    """The subscribers file (an explicit path, else the `audience` setting), the
+    suppression file and the reader desk's store, resolved against the newsletter's root."""
+    from spark_mail.audience.suppressions import store_path
+
     chosen = str(path) if path else settings.audience
     if not chosen:
         raise ConfigError(
@@ -438,4 +466,4 @@ def audience_paths(settings: Settings, path: Path | str | None = None) -> tuple[
         )
     audience = Path(chosen) if path else settings.path(chosen)
     suppression = settings.path(settings.suppression_file) if settings.suppression_file else None
-    return audience, suppression
+    return AudiencePaths(audience, suppression, store_path(settings))

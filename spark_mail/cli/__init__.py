@@ -5,7 +5,8 @@
     drafting.py    build, new, check, preview, list
     sending.py     send
     scheduling.py  dispatch, schedule, unschedule, status
-    audience.py    audience check
+    audience.py    audience check, audience suppressions
+    desk.py        serve, poll results (the reader desk)
 
 Only cli/ imports typer and rich's console. Core modules raise SparkMailError; `main()`
 turns each into one line on stderr and its exit code, in this one place.
@@ -17,7 +18,7 @@ import sys
 
 from rich.markup import escape
 
-from spark_mail.cli import audience, drafting, scheduling, sending  # noqa: F401 (commands)
+from spark_mail.cli import audience, desk, drafting, scheduling, sending  # noqa: F401 (commands)
 from spark_mail.cli.app import app
 from spark_mail.cli.output import err_console
 from spark_mail.errors import EXIT_FAILURE, SparkMailError

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from spark_mail.cli.app import JsonOpt, app, settings
-from spark_mail.cli.output import console, key_value_table, print_json
+from spark_mail.cli.output import console, err_console, key_value_table, print_json
 from spark_mail.errors import EXIT_FAILURE
 
 audience_app = typer.Typer(
@@ -60,3 +61,32 @@ def audience_check(
                 console.print(f"  ... and {count - AUDIENCE_SHOWN:,} more (--json lists them)")
     if not report.ok:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@audience_app.command("suppressions")
+def audience_suppressions(
+    as_json: JsonOpt = False,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write them to this CSV file (usable as suppression_file)."),
+    ] = None,
+) -> None:
+    """The readers who unsubscribed on the reader desk: who, when, how, from which issue."""
+    from spark_mail.audience.suppressions import SuppressionStore
+
+    with SuppressionStore.for_settings(settings()) as store:
+        rows = store.suppressions()
+        if export is not None:
+            count = store.export_csv(export)
+            err_console.print(f"{count:,} suppressions written to {escape(str(export))}")
+    if as_json:
+        print_json({"suppressions": [r.to_dict() for r in rows], "count": len(rows)})
+        return
+    if export is not None:
+        return
+    table = Table()
+    for name in ("address", "when", "how", "issue"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(escape(row.address), row.at, row.how, escape(row.issue))
+    console.print(table if rows else "Nobody has unsubscribed on the reader desk.")

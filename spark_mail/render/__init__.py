@@ -182,13 +182,21 @@ def long_date(day: dt.date) -> str:
     return f"{day.strftime('%B')} {day.day}, {day.year}"
 
 
+def generic_reader(settings: Settings, slug: str) -> ReaderSource:
+    """The `reader` of the one email for everyone: NoReader, or where links are signed the
+    reader desk's IssueLinks (poll links carry the issue's token, see spark_mail.desk)."""
+    from spark_mail.desk.links import generic_reader as issue_links
+
+    return issue_links(settings, slug) or NoReader()
+
+
 def build_context(
     issue: Issue,
     settings: Settings,
     blocks: list[md.Block],
     reader: ReaderSource | None = None,
 ) -> dict[str, Any]:
-    reader = reader or NoReader()
+    reader = reader or generic_reader(settings, issue.slug)
     web_url = settings.web_url(issue.slug)
     unsubscribe_url = reader_unsubscribe_url(settings, reader)
     promo = issue.promo
@@ -258,7 +266,7 @@ def plain_text(
     blocks: list[md.Block],
     reader: ReaderSource | None = None,
 ) -> str:
-    reader = reader or NoReader()
+    reader = reader or generic_reader(settings, issue.slug)
     ctx_web = settings.web_url(issue.slug)
     parts: list[str] = []
     if ctx_web:

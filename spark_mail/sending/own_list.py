@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spark_mail.audience import (
+    AudiencePaths,
     AudienceReport,
     Reader,
     audience_paths,
@@ -50,7 +51,7 @@ class OwnList:
 
     template: PersonalizedTemplate
     report: AudienceReport
-    paths: tuple[Path, Path | None]
+    paths: AudiencePaths  # subscribers file, suppression file, the reader desk's store
     can_carry: Callable[[str], bool]
 
     def readers(self) -> Iterator[Reader]:

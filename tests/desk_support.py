@@ -1,0 +1,157 @@
+"""Helpers for the reader desk's tests: settings with a signing secret, the exact links a
+reader's own-list copy carries (made by the real personalisation), an in-process client
+(httpx's ASGI transport) and a real `spark-mail serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from conftest import SAMPLE_SLUG
+from spark_mail.config import Settings, load_settings
+
+SECRET = "desk-test-signing-secret-0123456789"
+SITE = "https://tinybigspark.com"
+HOST = "tinybigspark.com"
+ISSUE_DAY = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)  # the sample issue's date
+
+
+def desk_settings(root: Path, **env: str) -> Settings:
+    return load_settings(root, env={"SPARK_MAIL_SIGNING_SECRET": SECRET, **env})
+
+
+@dataclass(frozen=True)
+class ReaderLinks:
+    unsubscribe: str
+    polls: tuple[str, ...]  # one per option, in order
+
+
+@functools.lru_cache(maxsize=8)
+def _template(settings: Settings) -> Any:
+    from spark_mail.personalize import prepare
+
+    return prepare(settings.issues_path / f"{SAMPLE_SLUG}.md", settings)
+
+
+def reader_links(settings: Settings, email: str) -> ReaderLinks:
+    """The unsubscribe and poll links of `email`'s own copy, as spark-mail sends them."""
+    from spark_mail.audience import Reader
+
+    text = _template(settings).copy(Reader(email, {"email": email}, 2)).text
+    unsubscribe = re.search(r"^Unsubscribe: (\S+)$", text, re.M)
+    polls = re.findall(r"^- [^:\n]+: (https?://\S+)$", text, re.M)
+    assert unsubscribe and polls, text
+    return ReaderLinks(unsubscribe.group(1), tuple(polls))
+
+
+def fast_links(settings: Settings, email: str, slug: str = SAMPLE_SLUG) -> ReaderLinks:
+    """The same links, made without a render (for thousands of readers)."""
+    from spark_mail.personalize import TokenSigner, reader_link
+    from spark_mail.render import poll_link
+
+    signer = TokenSigner(settings.signing_secret, slug)
+    quoted = quote(email, safe="")
+    unsubscribe = reader_link(settings.unsubscribe_url, slug, quoted, signer(email, "unsubscribe"))
+    token = signer(email, "poll")
+    polls = tuple(
+        reader_link(poll_link(settings, slug, "", index), slug, quoted, token)
+        for index in (1, 2, 3)
+    )
+    return ReaderLinks(unsubscribe, polls)
+
+
+def path_of(url: str) -> str:
+    """The path and query of a link (what a proxy passes on to the desk)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class InProcess:
+    """The desk app driven in this process through httpx's ASGI transport."""
+
+    def __init__(self, app: Any, client: str = "203.0.113.7") -> None:
+        self.app = app
+        self.client = client
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url=SITE) as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(go())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+def form_of(page: str) -> tuple[str, dict[str, str]]:
+    """(action, hidden fields) of the first form on a desk page."""
+    action = re.search(r'<form method="post" action="([^"]+)"', page)
+    assert action, page
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page))
+    return action.group(1).replace("&amp;", "&"), fields
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # polling the server's state, with a deadline
+    raise AssertionError("serve did not answer /healthz in time")
+
+
+@contextmanager
+def serve_process(
+    root: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real `spark-mail serve` on a free port; yields its base URL, stops it after."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+    full_env.update({"SPARK_MAIL_SIGNING_SECRET": SECRET, **(env or {})})
+    command = [sys.executable, "-m", "spark_mail", "serve", "--port", str(port)]
+    command += ["--workers", str(workers)]
+    process = subprocess.Popen(
+        command, cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()

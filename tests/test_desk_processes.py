@@ -1,0 +1,143 @@
+"""The reader desk as readers meet it: a real `spark-mail serve` process on 127.0.0.1, a real
+SQLite store, real `spark-mail send` / `poll results` processes reading it afterwards."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import SAMPLE_SLUG, run_cli
+from desk_support import (
+    HOST,
+    SECRET,
+    desk_settings,
+    fast_links,
+    path_of,
+    reader_links,
+    serve_process,
+)
+from loadgen import http_request, run_load
+from spark_mail.audience.suppressions import SuppressionStore, store_path
+
+pytestmark = pytest.mark.slow
+ENV = {"SPARK_MAIL_POLL_DAYS": "0", "SPARK_MAIL_DESK_RATE_LIMIT": "0"}  # the sample is old
+
+
+def visit(base: str, link: str, method: str = "GET", **kwargs) -> httpx.Response:
+    """Open a link of an email the way the proxy in front of the desk would pass it on."""
+    return httpx.request(method, base + path_of(link), headers={"host": HOST}, **kwargs)
+
+
+def poll_json(root: Path) -> dict:
+    result = run_cli("poll", "results", SAMPLE_SLUG, "--json", cwd=root, env=ENV)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_one_click_unsubscribe_then_an_own_list_send_skips_that_reader(newsletter: Path):
+    """RFC 8058 POST to a real serve: 200; the next own-list send leaves that reader out."""
+    (newsletter / "subscribers.csv").write_text(
+        "email\nanna@example.com\nbob@example.com\ncy@example.com\n"
+    )
+    env = {**ENV, "SPARK_MAIL_AUDIENCE": "subscribers.csv", "SPARK_MAIL_SIGNING_SECRET": SECRET}
+    settings = desk_settings(newsletter, SPARK_MAIL_AUDIENCE="subscribers.csv")
+    with serve_process(newsletter, env=env) as base:
+        link = reader_links(settings, "Bob@Example.com").unsubscribe
+        answer = visit(base, link, "POST", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200
+        assert answer.headers["referrer-policy"] == "no-referrer"
+    sent = run_cli("send", SAMPLE_SLUG, "--yes", cwd=newsletter, env=env)
+    assert sent.returncode == 0, sent.stderr
+    outbox = sorted(p.name for p in (newsletter / "outbox" / SAMPLE_SLUG).glob("send-*.eml"))
+    assert [name.rsplit("-", 1)[0] for name in outbox] == [
+        "send-anna@example.com",
+        "send-cy@example.com",
+    ]
+
+
+def test_a_scanner_opening_every_link_of_an_email_changes_nothing(newsletter: Path):
+    """Unsubscribe GET and every poll option within a second: no suppression, no vote."""
+    settings = desk_settings(newsletter)
+    links = reader_links(settings, "anna@example.com")
+    with serve_process(newsletter, env=ENV) as base, httpx.Client(headers={"host": HOST}) as scan:
+        for link in (links.unsubscribe, *links.polls):
+            assert scan.get(base + path_of(link)).status_code == 200
+    assert poll_json(newsletter)["votes"] == 0
+    listed = run_cli("audience", "suppressions", "--json", cwd=newsletter, env=ENV)
+    assert json.loads(listed.stdout)["count"] == 0
+
+
+def test_a_readers_vote_and_change_of_vote_show_in_poll_results(newsletter: Path):
+    """A click counts at once; a click on another option later changes it."""
+    settings = desk_settings(newsletter)
+    links = reader_links(settings, "anna@example.com")
+    with serve_process(newsletter, env=ENV) as base:
+        first = visit(base, links.polls[0])
+        assert first.status_code == 200 and "your vote is in" in first.text
+        assert [o["votes"] for o in poll_json(newsletter)["options"]] == [1, 0, 0]
+        with SuppressionStore(store_path(settings)).transaction() as db:
+            db.execute("UPDATE votes SET last_click = last_click - 60")  # a minute passes
+        second = visit(base, links.polls[2])
+        assert "your vote is changed" in second.text
+    data = poll_json(newsletter)
+    assert [o["votes"] for o in data["options"]] == [0, 0, 1] and data["votes"] == 1
+
+
+def test_four_workers_take_20000_concurrent_votes_and_unsubscribes_and_lose_none(
+    newsletter: Path,
+):
+    """4 workers, 20,000 requests over 64 connections (a tenth of them repeats): every
+    vote and unsubscribe is stored once, the counts match, nothing is lost or doubled."""
+    settings = desk_settings(newsletter)
+    readers = [f"reader{n:05d}@example.com" for n in range(9000)]
+    expected = [0, 0, 0]
+    requests = []
+    for n, email in enumerate(readers):
+        links = fast_links(settings, email)
+        option = n % 3
+        expected[option] += 1
+        vote = http_request("GET", path_of(links.polls[option]), HOST)
+        requests.append(vote)
+        body = b"List-Unsubscribe=One-Click"
+        requests.append(
+            http_request(
+                "POST", path_of(links.unsubscribe), HOST, body,
+                Content_Type="application/x-www-form-urlencoded",
+            )
+        )  # fmt: skip
+    requests += random.Random(7).sample(requests, 2000)  # clicked twice: still once each
+    random.Random(8).shuffle(requests)
+    assert len(requests) == 20_000
+    with serve_process(newsletter, workers=4, env=ENV) as base:
+        port = urlsplit(base).port
+        assert port is not None
+        result = run_load("127.0.0.1", port, requests, connections=64)
+    assert dict(result.statuses) == {200: 20_000}
+    store = SuppressionStore(store_path(settings))
+    assert store.read("SELECT COUNT(*) FROM suppressions") == [(9000,)]
+    assert store.read("SELECT COUNT(*) FROM suppression_events") == [(9000,)]
+    assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(9000, 9000)]
+    counts = store.read("SELECT option, votes FROM poll_counts ORDER BY option")
+    assert counts == [(1, expected[0]), (2, expected[1]), (3, expected[2])]
+
+
+def test_serve_says_in_one_line_why_it_cannot_start(newsletter: Path):
+    """No signing secret, or a port already taken: exit 2, one line, no traceback."""
+    no_secret = run_cli("serve", "--port", "0", cwd=newsletter)
+    assert no_secret.returncode == 2 and "SPARK_MAIL_SIGNING_SECRET" in no_secret.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = run_cli(
+            "serve", "--port", port, cwd=newsletter, env={"SPARK_MAIL_SIGNING_SECRET": SECRET}
+        )
+    assert busy.returncode == 2 and "already in use" in busy.stderr
+    for result in (no_secret, busy):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
