@@ -333,8 +333,7 @@ def schedule_issue(
     from spark_mail.recovery import reconcile
 
     now = in_zone(now, settings) if now else dt.datetime.now(dt.UTC)
-    with get_provider(settings, transport) as provider:
-        provider.require(Capability.SCHEDULE)  # says so, and points to `dispatch`
+    with get_provider(settings, transport, need=Capability.SCHEDULE) as provider:
         email = load_email(issue, settings)
         when = at or email.send_at
         if when is None:
@@ -401,14 +400,13 @@ def unschedule_issue(
                 f"{slug}: not scheduled with an ESP (state: {state})",
                 hint="`spark-mail status` lists what is scheduled",
             )
-        with get_provider(settings, transport) as provider:
+        with get_provider(settings, transport, need=Capability.SCHEDULE) as provider:
             if provider.name != record.provider:
                 raise ConfigError(
                     f"{slug}: scheduled with {record.provider}, but the provider is now "
                     f"{provider.name}",
                     hint=f"set SPARK_MAIL_PROVIDER={record.provider} to unschedule it",
                 )
-            provider.require(Capability.SCHEDULE)
             ledger.acquire(slug)  # not while a dispatch or send is busy with it
             can_ask = Capability.LOOKUP in provider.capabilities
             if can_ask and provider.lookup(record.esp_ids) == DeliveryState.SENT:

@@ -328,10 +328,11 @@ class Provider(abc.ABC):
         """Batch calls in flight at once: the `send_concurrency` setting, else our default."""
         return max(1, self.settings.send_concurrency or self.batch_concurrency)
 
-    def require(self, capability: Capability) -> None:
-        if capability not in self.capabilities:
+    @classmethod
+    def require(cls, capability: Capability) -> None:
+        if capability not in cls.capabilities:
             raise UnsupportedOperation(
-                f"{self.name}: cannot {WHAT[capability]}", hint=HINTS.get(capability)
+                f"{cls.name}: cannot {WHAT[capability]}", hint=HINTS.get(capability)
             )
 
     @property
