@@ -135,8 +135,12 @@ def send_issue(
     email = load_email(path_or_email, settings)
     if mode == "test":
         recipients = resolve_test_recipients(settings, to)
-        preflight(email, settings, force=True, check_links=check_links)  # report, never block
-        return _test_send(email, settings, recipients, transport)
+        report = preflight(email, settings, force=True, check_links=check_links)  # never blocks
+        result = _test_send(email, settings, recipients, transport)
+        result.warnings = [f"{f.rule_id}: {f.message}" for f in report.findings]
+        if report.errors:
+            result.warnings.append("a real send is refused until the check errors are fixed")
+        return result
     report = preflight(email, settings, force=force, check_links=check_links)
     warnings = [f"{f.rule_id}: {f.message}" for f in report.findings]
     options = OwnListOptions(limit, skip_invalid, resend_uncertain, progress)
@@ -565,5 +569,8 @@ def describe_audience(settings: Settings) -> tuple[str, str]:
     with get_provider(settings) as provider:
         audience = provider.audience
         if own_list(settings, provider) and settings.audience:
-            audience = f"the readers in {settings.audience}"
+            from spark_mail.audience import audience_paths, check_audience
+
+            readers = check_audience(*audience_paths(settings)).valid
+            audience = f"the {readers:,} reader{'' if readers == 1 else 's'} in {settings.audience}"
         return provider.name, audience
