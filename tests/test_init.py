@@ -107,7 +107,8 @@ def test_init_makes_a_private_env_that_git_ignores(tmp_path: Path) -> None:
 
 
 def test_env_is_never_readable_by_others(tmp_path: Path) -> None:
-    """Even with a permissive umask, .env is created 0600 (not chmod-ed afterwards)."""
+    """With a permissive umask (0) .env is still 0600 while the settings file is 0666: the
+    mode comes from the call that creates the file."""
     old = os.umask(0)
     try:
         create_newsletter(tmp_path, newsletter_spec(ANSWERS))
