@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from spark_mail.config import load_settings
-from spark_mail.dispatch import dispatch, due_issues
 from spark_mail.ledger import open_ledger
+from spark_mail.scheduling.cron import dispatch, due_issues
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUES = 300
@@ -48,8 +48,8 @@ def main() -> None:
             )
         with open_ledger(settings) as ledger:
             for number in range(ISSUES - 1):
-                ledger.claim(f"issue-{number:04d}", "h", "outbox", now=NOW)
-                ledger.mark_sent(f"issue-{number:04d}", now=NOW)
+                ledger.claim(f"issue-{number:04d}", "h", "outbox", "send", NOW)
+                ledger.mark_sent(f"issue-{number:04d}", NOW)
 
         with open_ledger(settings) as ledger:
             began = time.perf_counter()
@@ -69,9 +69,9 @@ def main() -> None:
         with open_ledger(settings) as ledger:
             began = time.perf_counter()
             for number in range(ROUNDS):
-                ledger.claim(f"bench-{number}", "h", "outbox")
-                ledger.record_ids(f"bench-{number}", {"id": str(number)})
-                ledger.mark_sent(f"bench-{number}")
+                ledger.claim(f"bench-{number}", "h", "outbox", "send", NOW)
+                ledger.record_ids(f"bench-{number}", {"id": str(number)}, NOW)
+                ledger.mark_sent(f"bench-{number}", NOW)
             claims = ROUNDS / (time.perf_counter() - began)
 
     print(f"issues in the folder:        {ISSUES}")

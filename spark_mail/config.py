@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spark_mail.errors import ConfigError
+from spark_mail.errors import ConfigError, NotANewsletter
 from spark_mail.secrets import Secret
 
 SETTINGS_FILE = "spark-mail.toml"
@@ -206,9 +206,11 @@ def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             elif isinstance(default, Brand):
                 if not isinstance(raw, Mapping):
                     raise ValueError("must be a table: [brand]")
-                unknown = set(raw) - {b.name for b in dataclasses.fields(Brand)}
+                unknown = sorted(set(raw) - {b.name for b in dataclasses.fields(Brand)})
                 if unknown:
-                    raise ValueError(f"unknown brand key {sorted(unknown)[0]!r}")
+                    raise ConfigError(
+                        f"{source}: unknown [brand] key {unknown[0]!r}", hint=_brand_hint(unknown)
+                    )
                 out[key] = Brand(**{k: str(v) for k, v in raw.items()})
             else:
                 if isinstance(raw, Mapping | list):
@@ -220,6 +222,15 @@ def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
                 hint=f"fix {key!r} there",
             ) from None
     return out
+
+
+def _brand_hint(unknown: list[str]) -> str:
+    """A newsletter setting written below [brand] lands inside that table (TOML: every key
+    after a [table] line belongs to it); say where it should go."""
+    top_level = [k for k in unknown if FILE_ALIASES.get(k, k.replace("-", "_")) in _fields()]
+    if top_level:
+        return f"{top_level[0]!r} is a newsletter setting: move it above the [brand] line"
+    return f"[brand] takes {', '.join(b.name for b in dataclasses.fields(Brand))}"
 
 
 def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -288,11 +299,21 @@ def load_settings(
     start: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    require_file: bool = False,
 ) -> Settings:
-    """Resolve settings for the newsletter around `start` (default: the current directory)."""
+    """Resolve settings for the newsletter around `start` (default: the current directory).
+
+    `require_file`: no settings file in `start` or above is an error (NotANewsletter), not
+    the defaults; every CLI command that works on a newsletter asks for this."""
     start = (start or Path.cwd()).resolve()
     env = os.environ if env is None else env
     found = find_settings_file(start)
+    if found is None and require_file:
+        raise NotANewsletter(
+            f"no {SETTINGS_FILE} in {start} or any folder above",
+            hint="run `spark-mail init`, or pass -C DIR",
+        )
     if found is None:
         root = start
         values: dict[str, Any] = {}
@@ -304,3 +325,29 @@ def load_settings(
     values.update(_from_env(env, "environment"))
     settings = Settings(root=root, **values)
     return with_site_pages(settings.with_overrides(**(overrides or {})))
+
+
+def search_start(issue: str | Path | None, cwd: Path | None = None) -> Path:
+    """Where the settings search starts: the folder of an issue named by its file path (so
+    `spark-mail check ~/news/issues/x.md` works from anywhere), else the current folder."""
+    from spark_mail.issue import names_a_file
+
+    cwd = cwd or Path.cwd()
+    if issue is None or not names_a_file(issue):
+        return cwd
+    folder = (cwd / Path(issue).expanduser()).parent
+    while not folder.is_dir() and folder != folder.parent:  # a mistyped folder: its parent
+        folder = folder.parent
+    return folder
+
+
+def newsletter_settings(
+    issue: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    required: bool = True,
+) -> Settings:
+    """The settings of the newsletter a command works on: found upward from the issue's
+    folder when `issue` is a file path, else from the current folder; none is an error
+    (NotANewsletter) unless not `required` (then: the defaults)."""
+    return load_settings(search_start(issue), overrides=overrides, require_file=required)

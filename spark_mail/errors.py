@@ -6,6 +6,7 @@ traceback.
 
     SparkMailError                 exit 1 unless noted
     ├── ConfigError                settings files, flags, environment (exit 2)
+    │   └── NotANewsletter         no spark-mail.toml here or above (exit 2)
     ├── IssueError                 an issue file: front matter, Markdown, fields (exit 2)
     ├── LayoutError                a layout: missing, Jinja or MJML error (exit 2)
     ├── AudienceError              the subscribers or suppression file is unusable (exit 2)
@@ -63,6 +64,10 @@ def located(path: Path | str, line: int | None = None) -> str:
 
 class ConfigError(SparkMailError):
     exit_code = EXIT_USAGE
+
+
+class NotANewsletter(ConfigError):
+    """A command that needs the newsletter's settings ran outside any newsletter folder."""
 
 
 class IssueError(SparkMailError):

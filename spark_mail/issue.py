@@ -56,6 +56,7 @@ class Issue:
     number: int | None = None
     send_at: dt.datetime | None = None  # may be naive: then read in the newsletter's timezone
     layout: str = "default"
+    layout_line: int | None = None  # the `layout:` line, for a layout error
     tags: tuple[str, ...] = ()
     promo: Promo | None = None
     poll: Poll | None = None
@@ -108,9 +109,13 @@ class _Fields:
     def __init__(self, path: Path, data: dict[str, Any], lines: dict[tuple[str, ...], int]):
         self.path, self.data, self.lines = path, data, lines
 
-    def fail(self, key: tuple[str, ...], message: str, hint: str | None = None) -> IssueError:
+    def line(self, key: tuple[str, ...]) -> int | None:
+        """The file's line of a front matter key (after the opening '---')."""
         line = self.lines.get(key)
-        return IssueError(self.path, message, line=None if line is None else line + 2, hint=hint)
+        return None if line is None else line + 2
+
+    def fail(self, key: tuple[str, ...], message: str, hint: str | None = None) -> IssueError:
+        return IssueError(self.path, message, line=self.line(key), hint=hint)
 
     def text(self, table: dict[str, Any], key: tuple[str, ...], default: str = "") -> str:
         value = table.get(key[-1], default)
@@ -242,6 +247,7 @@ def parse_issue(path: Path, text: str) -> Issue:
         number=number,
         send_at=None if data.get("send_at") is None else _as_datetime(f, data["send_at"]),
         layout=layout,
+        layout_line=f.line(("layout",)),
         tags=tuple(str(t) for t in tags),
         promo=_promo(f, data.get("promo")),
         poll=_poll(f, data.get("poll")),
@@ -316,9 +322,7 @@ def load_issue(path: Path | str) -> Issue:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise IssueError(
-            path, "no such file", hint="check the path (issues live in issues/)"
-        ) from None
+        raise missing_issue(path) from None
     except IsADirectoryError:
         raise IssueError(path, "is a folder, not an issue file") from None
     except OSError as exc:
@@ -331,10 +335,30 @@ def load_issue(path: Path | str) -> Issue:
     return parse_issue(path, text)
 
 
-def resolve_issue_path(arg: str | Path, issues_dir: Path) -> Path:
-    """An issue named by path, or by slug (file stem) inside the issues folder."""
+def names_a_file(arg: str | Path) -> bool:
+    """True when a command's ISSUE argument is a file path, False when it is a slug."""
     path = Path(arg)
-    if path.exists() or path.suffix == ".md" or len(path.parts) > 1:
-        return path
-    candidate = issues_dir / f"{arg}.md"
-    return candidate if candidate.exists() else path
+    return path.exists() or path.suffix == ".md" or len(path.parts) > 1
+
+
+def resolve_issue_path(arg: str | Path, issues_dir: Path) -> Path:
+    """An issue named by path, or by slug (file stem) inside the issues folder (where a
+    missing one is then reported, with the issues there that are spelled alike)."""
+    if names_a_file(arg):
+        return Path(arg)
+    return issues_dir / f"{arg}.md"
+
+
+def missing_issue(path: Path) -> IssueError:
+    """The error for an issue file that is not there, with a "did you mean" from its folder."""
+    import difflib
+
+    near = [p.stem for p in path.parent.glob("*.md")] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.stem, near, n=3, cutoff=0.5)
+    if close:
+        hint = f"did you mean {' or '.join(close)}?"
+    elif near:
+        hint = "`spark-mail list` shows the issues there"
+    else:
+        hint = 'check the path; `spark-mail new "TITLE"` starts an issue'
+    return IssueError(path, "no such file", hint=hint)

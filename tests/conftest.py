@@ -52,6 +52,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         [sys.executable, "-m", "spark_mail", *args],
         cwd=cwd,
         env=full_env,
+        stdin=subprocess.DEVNULL,  # never a terminal, wherever pytest runs
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -65,3 +66,54 @@ def esp() -> Iterator:
 
     with FakeEsp(api_key="test-key") as server:
         yield server
+
+
+def run_on_terminal(
+    *args: str,
+    cwd: Path,
+    answers: list[tuple[str, str]],
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[int, str]:
+    """Run `python -m spark_mail ARGS` on a pseudo-terminal (stdin, stdout and stderr are a
+    terminal); each time the output shows the next prompt text in `answers`, type its answer.
+    Returns (exit code, everything printed, with "\\n" line ends)."""
+    import os
+    import pty
+    import select
+    import time
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+    full_env.update({"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark_mail", *args],
+        cwd=cwd, env=full_env, stdin=terminal, stdout=terminal, stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    printed, seen, pending = b"", 0, list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the process closed the terminal: it has finished
+                break
+            if not chunk:
+                break
+            printed += chunk
+            text = printed.decode(errors="replace")
+            if pending and pending[0][0] in text[seen:]:
+                seen = len(text)
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+        else:
+            raise AssertionError(f"no exit within {timeout} s; printed:\n{printed.decode()}")
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, printed.decode(errors="replace").replace("\r\n", "\n")

@@ -132,7 +132,8 @@ def test_ctrl_c_mid_send_finishes_the_batch_in_flight_and_the_rerun_sends_the_re
     tmp_path: Path, start_esp
 ):
     """SIGINT while Postmark holds batch 1: the process waits for that answer, records it,
-    exits 130; the rerun sends only the readers not yet sent - nobody twice, none uncertain."""
+    says how many readers got the issue and how to go on, exits 130; the rerun sends only the
+    readers not yet sent - nobody twice, none uncertain."""
     esp = start_esp("postmark")
     root = own_list(tmp_path, esp, 1200)
     esp.fault(hold=1.5, path=BATCH_PATH["postmark"])
@@ -144,6 +145,8 @@ def test_ctrl_c_mid_send_finishes_the_batch_in_flight_and_the_rerun_sends_the_re
         _, err = victim.communicate(timeout=30)
     assert victim.returncode == 130, err
     assert "Traceback" not in err
+    assert f"500 of 1,200 readers got {SLUG} before the stop" in err  # how far, and how to go on
+    assert f"`spark-mail send {SLUG}` continues" in err
     assert status(root)["state"] == "pending"
     rerun = run(root, "send", SLUG, "--yes")
     assert rerun.returncode == 0, rerun.stderr

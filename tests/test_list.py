@@ -23,7 +23,8 @@ def rows_by_slug(newsletter: Path) -> dict[str, IssueRow]:
 
 
 def test_list_shows_draft_and_scheduled_from_front_matter(newsletter: Path) -> None:
-    """No ledger: send_at set means scheduled, otherwise draft; no ledger file is created."""
+    """No ledger: send_at set means scheduled (shown in the newsletter's zone), otherwise
+    draft; no ledger file is created."""
     write_issue(
         newsletter, "2025-02-01-later",
         f"title: Later\ndate: 2025-02-01\nnumber: 43\nsend_at: 2025-02-01T07:00:00\n{PREHEADER}",
@@ -32,7 +33,7 @@ def test_list_shows_draft_and_scheduled_from_front_matter(newsletter: Path) -> N
     sample, later = rows[SAMPLE_SLUG], rows["2025-02-01-later"]
     assert (sample.status, sample.number, sample.check) == ("draft", 42, "clean")
     assert sample.html_bytes > 10_000
-    assert later.status == "scheduled" and later.send_at == "2025-02-01T07:00:00"
+    assert later.status == "scheduled" and later.send_at == "2025-02-01T07:00:00-05:00"
     assert not load_settings(newsletter, env={}).ledger_file.exists()
 
 

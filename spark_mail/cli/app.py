@@ -1,12 +1,16 @@
-"""The typer app, the options several commands share, and where settings come from."""
+"""The typer app, the options several commands share, `-C DIR`, and where settings come
+from (one helper, so every command that needs a newsletter gets NotANewsletter outside
+one)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from spark_mail import __version__
+from spark_mail.cli.output import console
 
 if TYPE_CHECKING:
     from spark_mail.config import Settings
@@ -15,31 +19,28 @@ app = typer.Typer(
     name="spark-mail",
     help="Write a newsletter issue in Markdown, check it, test it, send it once.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 IssueArg = Annotated[
-    str, typer.Argument(help="Issue file, or its slug in issues/.", show_default=False)
+    str,
+    # Arguments are described in each command's help text: typer would print a Python type
+    # name (<str>) next to them.
+    typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
-ProviderOpt = Annotated[
-    str | None, typer.Option("--provider", help="Override SPARK_MAIL_PROVIDER.")
-]
-NowOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--now",
-        help="Take this as the time (ISO 8601; no offset: the newsletter's timezone); "
-        "later than now only with --dry-run.",
-    ),
-]
+SAMPLE = "2025-01-20-engineering-leadership"  # the issue the --help examples name
+
+
+def example(*commands: str) -> str:
+    """A --help epilog with example command lines ("\\b": the lines are kept as written)."""
+    return "\b\nExample:\n" + "\n".join(f"  {command}" for command in commands)
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"spark-mail {__version__}")
+        console.print(f"spark-mail {__version__}")
         raise typer.Exit()
 
 
@@ -49,12 +50,72 @@ def root(
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "-C",
+            metavar="DIR",
+            help="Run as if started in DIR (the newsletter's folder; for cron).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """spark-mail: a terminal-first publishing tool for email newsletters."""
+    if directory is not None:
+        enter_folder(directory)
 
 
-def settings(**overrides: Any) -> Settings:
-    """The newsletter's settings (config is imported lazily to keep --help fast)."""
-    from spark_mail.config import load_settings
+started_in = Path(".")  # where the command was started (before -C DIR moved it)
 
-    return load_settings(overrides=overrides)
+
+def enter_folder(directory: Path) -> None:
+    """`-C DIR`, as `git -C` and `make -C`: everything after it runs as if started in DIR."""
+    import os
+
+    from spark_mail.errors import ConfigError
+
+    global started_in
+    started_in = Path.cwd()
+    try:
+        os.chdir(directory.expanduser())
+    except FileNotFoundError:
+        raise ConfigError(f"-C {directory}: no such folder", hint="check the path") from None
+    except NotADirectoryError:
+        raise ConfigError(
+            f"-C {directory}: not a folder", hint="pass the newsletter's folder"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"-C {directory}: cannot enter it ({exc.strerror})") from None
+
+
+def settings(
+    issue: str | None = None, *, provider: str | None = None, required: bool = True
+) -> Settings:
+    """The newsletter's settings: found upward from the issue's folder when ISSUE is a path,
+    else from the current folder; outside a newsletter, NotANewsletter (exit 2) unless not
+    `required` (a command that also works on its own)."""
+    from spark_mail.config import newsletter_settings
+    from spark_mail.providers import provider_name
+
+    if provider is not None:
+        provider = provider_name(provider, "--provider")  # a typo is the flag's, not .env's
+    return newsletter_settings(issue, overrides={"provider": provider}, required=required)
+
+
+def flag(name: str, metavar: str, help: str) -> Any:
+    """An option that takes a value shown as METAVAR in --help (not a Python type name)."""
+    return typer.Option(name, metavar=metavar, help=help, show_default=False)
+
+
+ProviderOpt = Annotated[
+    str | None, typer.Option("--provider", metavar="NAME", help="Override SPARK_MAIL_PROVIDER.")
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--now",
+        metavar="TIME",
+        help="Take this as the time (ISO 8601; no offset: the newsletter's timezone); later "
+        "than the real time only with --dry-run.",
+    ),
+]

@@ -1,4 +1,4 @@
-"""Your own subscriber list: `audience check`."""
+"""Your own subscriber list: `audience check`, `audience suppressions`."""
 
 from __future__ import annotations
 
@@ -7,37 +7,47 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from spark_mail.cli.app import JsonOpt, app, settings
-from spark_mail.cli.output import console, err_console, key_value_table, print_json
+from spark_mail.cli.app import JsonOpt, app, example, settings
+from spark_mail.cli.output import (
+    console,
+    err_console,
+    grid,
+    key_table,
+    print_json,
+    print_table,
+)
 from spark_mail.errors import EXIT_FAILURE
 
 audience_app = typer.Typer(
-    help="Your own subscriber list (a CSV file with an email column).", no_args_is_help=True
+    help="Your own subscriber list (a CSV file with an email column).",
+    no_args_is_help=True,
+    epilog=example("spark-mail audience check subscribers.csv"),
 )
 app.add_typer(audience_app, name="audience")
 AUDIENCE_SHOWN = 20  # problems printed per kind on a terminal; --json lists more
 
 
-@audience_app.command("check")
+@audience_app.command("check", epilog=example("spark-mail audience check subscribers.csv"))
 def audience_check(
     path: Annotated[
         Path | None,
-        typer.Argument(
-            help="Subscribers CSV (default: the `audience` setting).", show_default=False
-        ),
+        typer.Argument(metavar="FILE", hidden=True, show_default=False),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Count readers, list invalid rows and duplicates by line; exit 1 if any row is invalid."""
+    """Count readers, list invalid rows and duplicates by line; exit 1 if any row is invalid.
+
+    FILE: the subscribers CSV (default: the `audience` setting). Given a FILE, it works
+    outside a newsletter too.
+    """
     from spark_mail.audience import audience_paths, check_audience
 
-    report = check_audience(*audience_paths(settings(), path))
+    report = check_audience(*audience_paths(settings(required=path is None), path))
     if as_json:
         print_json(report.to_dict())
     else:
-        table = key_value_table()
+        table = grid()
         why = ", ".join(f"{n} {escape(reason)}" for reason, n in report.suppressed_by.items())
         table.add_row("File", escape(str(report.path)))
         table.add_row("Rows", f"{report.total:,}")
@@ -45,7 +55,7 @@ def audience_check(
         table.add_row("Invalid", f"[red]{report.invalid:,}[/]" if report.invalid else "0")
         table.add_row("Duplicates (skipped)", f"{report.duplicates:,}")
         table.add_row("Suppressed", f"{report.suppressed:,}" + (f" ({why})" if why else ""))
-        console.print(table)
+        print_table(table)
         for title, count, problems in (
             ("Invalid rows", report.invalid, report.invalid_rows),
             ("Duplicates", report.duplicates, report.duplicate_rows),
@@ -63,12 +73,18 @@ def audience_check(
         raise typer.Exit(EXIT_FAILURE)
 
 
-@audience_app.command("suppressions")
+@audience_app.command(
+    "suppressions", epilog=example("spark-mail audience suppressions --export unsubscribed.csv")
+)
 def audience_suppressions(
     as_json: JsonOpt = False,
     export: Annotated[
         Path | None,
-        typer.Option("--export", help="Write them to this CSV file (usable as suppression_file)."),
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="Write them to this CSV file (usable as suppression_file).",
+        ),
     ] = None,
 ) -> None:
     """The readers who unsubscribed on the reader desk: who, when, how, from which issue."""
@@ -84,9 +100,10 @@ def audience_suppressions(
         return
     if export is not None:
         return
-    table = Table()
-    for name in ("address", "when", "how", "issue"):
-        table.add_column(name)
+    if not rows:
+        console.print("Nobody has unsubscribed on the reader desk.")
+        return
+    table = key_table("address", "when", "how", "issue", keys=("address", "when", "issue"))
     for row in rows:
         table.add_row(escape(row.address), row.at, row.how, escape(row.issue))
-    console.print(table if rows else "Nobody has unsubscribed on the reader desk.")
+    print_table(table)

@@ -8,15 +8,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spark_mail.cli.app import JsonOpt, app, settings
+from spark_mail.cli.app import JsonOpt, app, example, settings
 from spark_mail.cli.output import console, err_console, print_json
 
 
-@app.command()
+@app.command(epilog=example("spark-mail serve --port 8040 --workers 2"))
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8040,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 8040,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes.")] = 1,
     proxy_headers: Annotated[
         bool,
         typer.Option(
@@ -48,15 +50,18 @@ poll_app = typer.Typer(help="Reader polls: the votes the reader desk took.", no_
 app.add_typer(poll_app, name="poll")
 
 
-@poll_app.command("results")
+@poll_app.command("results", epilog=example("spark-mail poll results --json"))
 def poll_results(
     issue: Annotated[
         str | None,
-        typer.Argument(help="Issue file or slug (default: every poll).", show_default=False),
+        typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Votes per option, the total and the comments of an issue's poll (or every poll)."""
+    """Votes per option, the total and the comments of an issue's poll (or every poll).
+
+    ISSUE (optional): an issue file or slug; without it, every poll's totals.
+    """
     from spark_mail.desk.polls import poll_report
 
     found = poll_report(settings(), issue)

@@ -7,27 +7,39 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from spark_mail.cli.app import IssueArg, JsonOpt, app, settings
-from spark_mail.cli.output import console, err_console, key_value_table, kib, print_json
+from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, example, settings
+from spark_mail.cli.output import (
+    console,
+    err_console,
+    grid,
+    key_table,
+    kib,
+    plural,
+    print_json,
+    print_table,
+)
 
 
-@app.command()
+@app.command(epilog=example(f"spark-mail build {SAMPLE}"))
 def build(
     issue: IssueArg,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default: dist/).")
+        Path | None, typer.Option("--out", metavar="DIR", help="Output folder (default: dist/).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build an issue into DIR/<slug>/email.html, email.txt and email.eml."""
+    """Build an issue into DIR/<slug>/email.html, email.txt and email.eml.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.files import write_build
     from spark_mail.issue import resolve_issue_path
     from spark_mail.render import GMAIL_CLIP_BYTES
     from spark_mail.render import build as build_issue
 
-    cfg = settings()
+    cfg = settings(issue)
     path = resolve_issue_path(issue, cfg.issues_path)
     email = build_issue(path, cfg)
     files = write_build(email, (out or cfg.out_path).resolve())
@@ -47,7 +59,7 @@ def build(
         return
     share = email.html_bytes / GMAIL_CLIP_BYTES
     size_style = "red" if share > 1 else "yellow" if share > 0.88 else "green"
-    table = key_value_table()
+    table = grid()
     table.add_row("Subject", escape(email.subject))
     table.add_row("Preheader", escape(email.preheader) or "[yellow](none)[/]")
     table.add_row(
@@ -59,18 +71,25 @@ def build(
     table.add_row("Sections", ", ".join(email.sections))
     for kind, file in files.items():
         table.add_row(kind.upper(), escape(str(file)))
-    console.print(table)
+    print_table(table)
 
 
-@app.command()
+# -- drafting: new, check, preview, list ------------------------------------------------------
+
+
+@app.command(epilog=example('spark-mail new "Shipping small, often" --date 2025-02-03'))
 def new(
-    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
+    title: Annotated[str, typer.Argument(metavar="TITLE", hidden=True, show_default=False)],
     date: Annotated[
-        str | None, typer.Option("--date", help="Issue date, YYYY-MM-DD (default: today).")
+        str | None,
+        typer.Option("--date", metavar="YYYY-MM-DD", help="Issue date (default: today)."),
     ] = None,
     edit: Annotated[bool, typer.Option("--edit", help="Open the new file in $EDITOR.")] = False,
 ) -> None:
-    """Create issues/<date>-<slug>.md with every section stubbed, and print its path."""
+    """Create issues/<date>-<slug>.md with every section stubbed, and print its path.
+
+    TITLE: the issue's title, in quotes.
+    """
     import datetime as dt
 
     from spark_mail.drafting.new_issue import new_issue
@@ -81,24 +100,33 @@ def new(
         raise typer.BadParameter(
             f"{date!r} is not a date; write YYYY-MM-DD", param_hint="--date"
         ) from None
+    editor = find_editor() if edit else None  # before anything is written
     path = new_issue(settings(), title, day)
     console.print(escape(str(path)))
     err_console.print(
         "Every section is stubbed with TODO text: it builds now, and `spark-mail check` "
         "fails until you replace each TODO."
     )
-    if edit:
-        import os
-        import shlex
+    if editor:
         import subprocess
 
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
-        if not editor:
-            raise typer.BadParameter("set $EDITOR (or $VISUAL) to use --edit", param_hint="--edit")
-        subprocess.run([*shlex.split(editor), str(path)], check=False)
+        subprocess.run([*editor, str(path)], check=False)
 
 
-@app.command()
+def find_editor() -> list[str]:
+    """$VISUAL or $EDITOR as a command line; neither set is a usage error."""
+    import os
+    import shlex
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        raise typer.BadParameter(
+            "set $EDITOR (or $VISUAL) to use --edit, e.g. EDITOR=nano", param_hint="--edit"
+        )
+    return shlex.split(editor)
+
+
+@app.command(epilog=example(f"spark-mail check {SAMPLE} --no-links"))
 def check(
     issue: IssueArg,
     as_json: JsonOpt = False,
@@ -107,10 +135,14 @@ def check(
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too.")] = False,
 ) -> None:
-    """Build an issue and run the pre-send checks: exit 0 clean, 1 with errors."""
+    """Build an issue and run the pre-send checks: exit 0 clean, 1 with errors.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.checks import check_issue
 
-    report = check_issue(issue, settings(), links=not no_links)
+    report = check_issue(issue, settings(issue), links=not no_links)
     if as_json:
         print_json({**report.to_json(), "strict": strict, "failed": report.failed(strict)})
     else:
@@ -120,23 +152,25 @@ def check(
 
 def print_report(report: Any) -> None:  # report: checks.Report
     if report.findings:
-        table = Table(title=f"Checks: {escape(report.slug)}", title_justify="left")
-        for name in ("severity", "rule", "problem", "how to fix"):
-            table.add_column(name)
+        table = key_table(
+            "severity", "rule", "problem", "how to fix", keys=("severity", "rule"),
+            title=f"Checks: {escape(report.slug)}", title_justify="left",
+        )  # fmt: skip
         for f in report.findings:
             style = "red" if f.severity == "error" else "yellow"
             table.add_row(f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint))
-        console.print(table)
+        print_table(table)
     moved = [link for link in report.links if link.redirects]
     if moved:
-        table = Table(title="Redirected links (followed)", title_justify="left")
-        for name in ("link", "ends at", "hops"):
-            table.add_column(name)
+        table = key_table(
+            "link", "ends at", "hops", keys=("link", "ends at"),
+            title="Redirected links (followed)", title_justify="left",
+        )  # fmt: skip
         for link in moved:
             table.add_row(escape(link.url), escape(link.final_url), str(link.redirects))
-        console.print(table)
+        print_table(table)
     links = (
-        f"{len(report.links)} links checked"
+        f"{plural(len(report.links), 'link')} checked"
         + (f" ({sum(1 for x in report.links if x.cached)} from the cache)" if report.links else "")
         if report.links_checked
         else "links not checked"
@@ -148,17 +182,23 @@ def print_report(report: Any) -> None:  # report: checks.Report
     )
 
 
-@app.command()
+@app.command(epilog=example(f"spark-mail preview {SAMPLE} --port 8031"))
 def preview(
     issue: IssueArg,
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 8030,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="Port on 127.0.0.1 (0: any free).")
+    ] = 8030,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
 ) -> None:
-    """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save."""
+    """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.drafting.preview import serve
     from spark_mail.issue import resolve_issue_path
 
-    cfg = settings()
+    cfg = settings(issue)
     path = resolve_issue_path(issue, cfg.issues_path)
 
     def ready(url: str) -> None:
@@ -172,7 +212,7 @@ def preview(
     err_console.print("Preview stopped.")
 
 
-@app.command("list")
+@app.command("list", epilog=example("spark-mail list --json"))
 def list_command(as_json: JsonOpt = False) -> None:
     """List the issues in issues/: date, number, title, send time, status, size, checks."""
     from spark_mail.drafting.listing import list_issues
@@ -184,17 +224,18 @@ def list_command(as_json: JsonOpt = False) -> None:
     for note in listing.notes:
         err_console.print(f"[yellow]warning:[/] {escape(note)}")
     rows = listing.rows
-    table = Table()
-    for name in ("date", "no.", "title", "send_at", "status", "HTML", "checks"):
-        table.add_column(name)
+    table = key_table(
+        "issue", "no.", "title", "send_at", "status", "HTML", "checks",
+        keys=("issue", "no.", "send_at", "status", "HTML"),
+    )  # fmt: skip
     for row in rows:
         if row.error:
-            table.add_row(row.date, "", escape(row.slug), "", "[red]error[/]", "",
+            table.add_row(escape(row.slug), "", "", "", "[red]error[/]", "",
                           f"[red]{escape(row.error)}[/]")  # fmt: skip
             continue
         colour = "green" if row.check == "clean" else "red" if row.errors else "yellow"
         table.add_row(
-            row.date,
+            escape(row.slug),
             "" if row.number is None else str(row.number),
             escape(row.title),
             row.send_at or "",
@@ -202,4 +243,7 @@ def list_command(as_json: JsonOpt = False) -> None:
             kib(row.html_bytes),
             f"[{colour}]{escape(row.check)}[/]",
         )
-    console.print(table if rows else "No issues yet: `spark-mail new TITLE` starts one.")
+    if rows:
+        print_table(table)
+    else:
+        console.print('No issues yet: `spark-mail new "TITLE"` starts one.')

@@ -1,24 +1,100 @@
-"""What the CLI prints: one console for results (stdout), one for messages (stderr), JSON
-for scripts, and the text form of the one result type (SendReport) and its summaries.
+"""What the CLI prints (only cli/ prints): one console for results (stdout), one for
+messages (stderr), JSON for scripts, and the text form of the one result type (SendReport).
 
-Core modules are imported lazily everywhere in cli/, so `spark-mail --help` stays fast.
+- `console` (stdout) and `err_console` (stderr);
+- log lines: `log()` prefixes the local ISO time when stdout is not a terminal, so a cron
+  log says when each line happened; ESP retries logged by the library come the same way;
+- tables that never cut ids, paths, slugs or times (`key_table`, `grid`, `print_table`):
+  at 80 columns (pipes, cron) or on a small terminal the lines run long instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from spark_mail.sending.outcomes import SendReport
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def plural(count: int, one: str, many: str = "") -> str:
+    """ "1 link", "2 links", "1 batch", "3 batches" """
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+def stamp() -> str:
+    """The prefix of a log line: the local time (ISO 8601) when stdout is not a terminal
+    (cron, a log file), so a log says when each line happened; nothing on a terminal."""
+    if console.is_terminal:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds") + " "
+
+
+def log(message: str, out: Console | None = None) -> None:
+    """One log line (rich markup) on stderr, or on `out`, with its time under cron."""
+    (out or err_console).print(escape(stamp()) + message)
+
+
+class StampedHandler(logging.Handler):
+    """Library log records (ESP retries) as log lines, with the same prefix."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log(f"[yellow]{record.levelname.lower()}:[/] {escape(record.getMessage())}")
+
+
+def key_table(*columns: str, keys: tuple[str, ...] = (), **options: Any) -> Table:
+    """A table whose `keys` columns (ids, paths, slugs, times) are never cut or wrapped, and
+    whose other columns wrap (a word too long for them folds, never "…"); print it with
+    print_table."""
+    table = Table(**options)
+    for name in columns:
+        if name in keys:
+            table.add_column(name, no_wrap=True)
+        else:
+            table.add_column(name, overflow="fold", min_width=len(name))
+    return table
+
+
+def grid(**options: Any) -> Table:
+    """A two-column "name  value" table; values are never wrapped or cut."""
+    table = Table(show_header=False, box=None, pad_edge=False, **options)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
+    return table
+
+
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Print a table without cutting its no_wrap columns: where the console is too narrow for
+    them (80 columns in a pipe or under cron, a small terminal), the table takes the width it
+    needs and the lines run long instead of losing characters."""
+    out = out or console
+    for column in table.columns:
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            column.min_width = max(
+                Text.from_markup(c).cell_len for c in cells if isinstance(c, str)
+            )
+    needed = table.__rich_measure__(out, out.options.update_width(100_000)).minimum
+    if needed <= out.width:
+        out.print(table)
+        return
+    # Rendered at the width it needs (print() would clamp it to the console's width).
+    lines = out.render_lines(table, out.options.update_width(needed), pad=False, new_lines=True)
+    out.print(Segments(s for line in lines for s in line), crop=False, soft_wrap=True, end="")
+
 
 TITLES = {
     "dry-run": "Dry run: nothing was sent",
@@ -40,83 +116,22 @@ def kib(size: int) -> str:
     return f"{size / 1024:.1f} KB"
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def key_value_table(title: str | None = None) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False, title=title, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    return table
-
-
 def ids_text(esp_ids: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in esp_ids.items())
 
 
-def print_bulk_summary(summary: dict[str, Any], out: Console) -> None:
-    """The own-list summary: who got it, who did not and why, time and rate."""
-    table = key_value_table()
-    table.add_row(
-        "Readers",
-        f"[green]{summary['sent']:,} sent[/], {summary['refused']:,} refused, "
-        f"{summary['failed']:,} failed, {summary['uncertain']:,} uncertain "
-        f"(of {summary['readers']:,} in the list)",
+def interrupted(slug: str, mode: str, summary: Any) -> str:
+    """What a Ctrl-C left behind and how to go on (summary: the own-list BatchSummary)."""
+    if mode != "send":
+        return "nothing was recorded; run the command again"
+    go_on = f"`spark-mail send {slug}` continues and sends nobody twice"
+    if summary is None:
+        return f"`spark-mail status {slug}` shows how far the send got; {go_on}"
+    unsure = f", {plural(summary.uncertain, 'reader')} uncertain" if summary.uncertain else ""
+    return (
+        f"{summary.sent:,} of {plural(summary.readers, 'reader')} got {slug} before the stop"
+        f"{unsure} (all recorded in the ledger); {go_on}"
     )
-    table.add_row(
-        "Skipped",
-        f"{summary['already_sent']:,} already sent, {summary['held_uncertain']:,} uncertain "
-        f"kept back, {summary['remaining']:,} left for a later run"
-        + (
-            f", {summary['suppressed_during_run']:,} unsubscribed during the send"
-            if summary.get("suppressed_during_run")
-            else ""
-        ),
-    )
-    table.add_row(
-        "List",
-        f"{summary['suppressed']:,} suppressed, {summary['invalid']:,} invalid, "
-        f"{summary['duplicates']:,} duplicates",
-    )
-    table.add_row(
-        "Time",
-        f"{summary['seconds']:.1f} s, {summary['rate']:,.0f} readers/s, "
-        f"{plural(summary['batches'], 'batch').replace('batchs', 'batches')}",
-    )
-    out.print(table)
-
-
-def print_send_report(report: SendReport) -> None:
-    """A send's outcome as a table: what went where, through whom."""
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
-    table = key_value_table(TITLES.get(str(report.outcome), str(report.outcome)))
-    table.add_row("Issue", escape(report.slug))
-    table.add_row("Subject", escape(report.subject))
-    table.add_row("Provider", escape(report.provider))
-    who = report.recipients
-    if isinstance(who, list) and who:
-        table.add_row("To", escape(", ".join(who)))
-    else:
-        count = f" ({who:,} readers)" if isinstance(who, int) else ""
-        table.add_row("Audience", escape(report.audience) + count)
-    table.add_row("Size", f"HTML {kib(report.html_bytes)}, text {kib(report.text_bytes)}")
-    table.add_row("Requests", str(report.requests))
-    if report.summary:
-        console.print(table)
-        print_bulk_summary(report.summary, console)
-        table = key_value_table()
-    if report.esp_ids:
-        table.add_row("ESP ids", escape(ids_text(report.esp_ids)))
-    if report.folder:
-        table.add_row("Written to", escape(report.folder))
-    console.print(table)
-    for address, reason in list(report.refused.items())[:20]:
-        err_console.print(f"[red]refused:[/] {escape(address)}: {escape(reason)}")
-    if len(report.refused) > 20:
-        more = len(report.refused) - 20
-        err_console.print(f"[red]refused:[/] ... and {more} more (--json lists them)")
 
 
 class SendProgress:
@@ -129,14 +144,16 @@ class SendProgress:
         self.bar: Any = None
         self.task: Any = None
         self.last = 0.0
+        self.latest: Any = None  # the summary so far (what Ctrl-C reports)
 
     def __call__(self, summary: Any) -> None:
+        self.latest = summary
         if err_console.is_terminal:
             self._bar(summary)
         elif summary.seconds - self.last >= self.every:
             self.last = summary.seconds
             sys.stderr.write(
-                f"{self.label}: {summary.handled:,}/{summary.readers:,} readers, "
+                f"{stamp()}{self.label}: {summary.handled:,}/{summary.readers:,} readers, "
                 f"{summary.sent:,} sent, {summary.failed + summary.uncertain:,} failed, "
                 f"{summary.rate:,.0f}/s, {summary.seconds:.0f} s\n"
             )
@@ -171,3 +188,70 @@ class SendProgress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def print_bulk_summary(summary: dict[str, Any], out: Console) -> None:
+    """The own-list summary: who got it, who did not and why, time and rate."""
+    table = grid()
+    table.add_row(
+        "Readers",
+        f"[green]{summary['sent']:,} sent[/], {summary['refused']:,} refused, "
+        f"{summary['failed']:,} failed, {summary['uncertain']:,} uncertain "
+        f"(of {summary['readers']:,} in the list)",
+    )
+    table.add_row(
+        "Skipped",
+        f"{summary['already_sent']:,} already sent, {summary['held_uncertain']:,} uncertain "
+        f"kept back, {summary['remaining']:,} left for a later run"
+        + (
+            f", {summary['suppressed_during_run']:,} unsubscribed during the send"
+            if summary.get("suppressed_during_run")
+            else ""
+        ),
+    )
+    table.add_row(
+        "List",
+        f"{summary['suppressed']:,} suppressed, {summary['invalid']:,} invalid, "
+        f"{summary['duplicates']:,} duplicates",
+    )
+    table.add_row(
+        "Time",
+        f"{summary['seconds']:.1f} s, {summary['rate']:,.0f} readers/s, "
+        f"{plural(summary['batches'], 'batch', 'batches')}",
+    )
+    print_table(table, out)
+
+
+def print_send_report(result: SendReport) -> None:
+    for warning in result.warnings:
+        log(f"[yellow]warning:[/] {escape(warning)}")
+    titles = dict(TITLES)
+    if result.provider == "outbox":  # it writes .eml files: never say "sent"
+        titles["tested"] = "Test copy written to the outbox (no email was sent)"
+        titles["sent"] = "Written to the outbox (no email was sent)"
+    table = grid(title=titles.get(str(result.outcome), str(result.outcome)), title_justify="left")
+    table.add_row("Issue", escape(result.slug))
+    table.add_row("Subject", escape(result.subject))
+    table.add_row("Provider", escape(result.provider))
+    who = result.recipients
+    if isinstance(who, list) and who:
+        table.add_row("To", escape(", ".join(who)))
+    else:
+        count = f" ({who:,} readers)" if isinstance(who, int) else ""
+        table.add_row("Audience", escape(result.audience) + count)
+    table.add_row("Size", f"HTML {kib(result.html_bytes)}, text {kib(result.text_bytes)}")
+    table.add_row("Requests", str(result.requests))
+    if result.summary:
+        print_table(table)
+        print_bulk_summary(result.summary, console)
+        table = grid()
+    if result.esp_ids:
+        table.add_row("ESP ids", escape(ids_text(result.esp_ids)))
+    if result.folder:
+        table.add_row("Written to", escape(result.folder))
+    print_table(table)
+    for address, reason in list(result.refused.items())[:20]:
+        err_console.print(f"[red]refused:[/] {escape(address)}: {escape(reason)}")
+    if len(result.refused) > 20:
+        more = len(result.refused) - 20
+        err_console.print(f"[red]refused:[/] ... and {more} more (--json lists them)")

@@ -6,10 +6,27 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from spark_mail.cli.app import IssueArg, JsonOpt, NowOpt, ProviderOpt, app, settings
-from spark_mail.cli.output import SendProgress, console, err_console, ids_text, print_json
+from spark_mail.cli.app import (
+    SAMPLE,
+    IssueArg,
+    JsonOpt,
+    NowOpt,
+    ProviderOpt,
+    app,
+    example,
+    settings,
+)
+from spark_mail.cli.output import (
+    SendProgress,
+    console,
+    err_console,
+    ids_text,
+    key_table,
+    log,
+    print_json,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from spark_mail.sending.outcomes import SendReport
@@ -24,7 +41,14 @@ STATE_STYLES = {
 }
 
 
-@app.command("dispatch")
+@app.command(
+    "dispatch",
+    epilog=example(
+        "spark-mail dispatch --dry-run",
+        "*/5 * * * * /path/to/spark-mail -C /path/to/newsletter dispatch "
+        ">> /path/to/newsletter/.spark-mail/cron.log 2>&1",
+    ),
+)
 def dispatch_command(
     now: NowOpt = None,
     dry_run: Annotated[
@@ -46,7 +70,7 @@ def dispatch_command(
     from spark_mail.scheduling.times import parse_time
 
     cfg = settings()
-    as_of = parse_time(now, cfg) if now else None
+    when = parse_time(now, cfg) if now else None
     bars: list[SendProgress] = []
 
     def progress(slug: str) -> SendProgress:  # one at a time: rich shows one live bar
@@ -58,7 +82,7 @@ def dispatch_command(
     try:
         report = dispatch(
             cfg,
-            as_of,
+            when,
             dry_run=dry_run,
             catch_up=catch_up,
             skip_invalid=skip_invalid,
@@ -78,33 +102,34 @@ def dispatch_command(
 
 def print_dispatch_item(item: SendReport) -> None:
     slug, message = escape(item.slug), escape(item.message)
-    outcome = str(item.outcome)
     if item.failed:
         named = item.message.startswith((item.slug, item.path))
-        label = "error" if outcome == "failed" else outcome
-        err_console.print(f"[bold red]{label}:[/] {message if named else f'{slug}: {message}'}")
-    elif outcome == "late":
-        err_console.print(f"[yellow]late:[/] {slug}: {message}")
-    elif outcome == "sent":
-        console.print(f"[green]sent[/] {slug} via {escape(item.provider)}: {message}")
-    elif outcome == "dry-run":
-        console.print(f"dry run {slug}: nothing sent, requests in dist/{slug}/dry-run/")
-    elif outcome == "sent-earlier":
-        console.print(f"{slug}: an interrupted earlier send went out; recorded as sent")
-    elif outcome == "scheduled-earlier":
-        console.print(f"{slug}: an interrupted `schedule` reached the ESP; it sends the issue")
-    elif outcome == "in-progress":
-        console.print(f"{slug}: is being sent by another spark-mail process")
+        label = "error" if item.outcome == "failed" else str(item.outcome)
+        log(f"[bold red]{label}:[/] {message if named else f'{slug}: {message}'}")
+    elif item.outcome == "late":
+        log(f"[yellow]late:[/] {slug}: {message}")
+    elif item.outcome == "sent":
+        log(f"[green]sent[/] {slug} via {escape(item.provider)}: {message}", console)
+    elif item.outcome == "dry-run":
+        log(f"dry run {slug}: nothing sent, requests in dist/{slug}/dry-run/", console)
+    elif item.outcome == "sent-earlier":
+        log(f"{slug}: an interrupted earlier send went out; recorded as sent", console)
+    elif item.outcome == "scheduled-earlier":
+        log(f"{slug}: an interrupted `schedule` reached the ESP; it sends the issue", console)
+    elif item.outcome == "in-progress":
+        log(f"{slug}: is being sent by another spark-mail process", console)
     else:  # already-sent, partial: another run has it, or a later run finishes it
-        console.print(f"{slug}: {message or outcome}")
+        log(f"{slug}: {message or item.outcome}", console)
 
 
-@app.command()
+@app.command(epilog=example(f"spark-mail schedule {SAMPLE} --at 2025-01-20T07:00"))
 def schedule(
     issue: IssueArg,
     at: Annotated[
         str | None,
-        typer.Option("--at", help="When (ISO 8601; no offset: the newsletter's timezone)."),
+        typer.Option(
+            "--at", metavar="TIME", help="When (ISO 8601; no offset: the newsletter's timezone)."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Schedule even when checks find errors.")
@@ -112,11 +137,15 @@ def schedule(
     provider: ProviderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Hand an issue to the ESP's own scheduler (Buttondown, Resend) for --at or its send_at."""
+    """Hand an issue to the ESP's own scheduler (Buttondown, Resend) for --at or its send_at.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.scheduling.esp import schedule_issue
     from spark_mail.scheduling.times import parse_time
 
-    cfg = settings(provider=provider)
+    cfg = settings(issue, provider=provider)
     when = parse_time(at, cfg, "--at") if at else None
     result = schedule_issue(issue, cfg, at=when, force=force)
     if as_json:
@@ -131,12 +160,20 @@ def schedule(
     )
 
 
-@app.command()
-def unschedule(issue: IssueArg, provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
-    """Take an issue back from the ESP's scheduler."""
+@app.command(epilog=example(f"spark-mail unschedule {SAMPLE}"))
+def unschedule(
+    issue: IssueArg,
+    provider: ProviderOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take an issue back from the ESP's scheduler.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.scheduling.esp import unschedule_issue
 
-    result = unschedule_issue(issue, settings(provider=provider))
+    result = unschedule_issue(issue, settings(issue, provider=provider))
     if as_json:
         print_json(result.to_json())
         return
@@ -148,17 +185,21 @@ def unschedule(issue: IssueArg, provider: ProviderOpt = None, as_json: JsonOpt =
         err_console.print(f"[yellow]note:[/] {escape(result.message)}")
 
 
-@app.command()
+@app.command(epilog=example("spark-mail status", f"spark-mail status {SAMPLE} --json"))
 def status(
     issue: Annotated[
-        str | None, typer.Argument(help="One issue (slug or file): with its history.")
+        str | None,
+        typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The send ledger: what was sent when, via which ESP, its ids, state and errors."""
+    """The send ledger: what was sent when, via which ESP, its ids, state and errors.
+
+    ISSUE (optional): one issue, slug or file, with its history.
+    """
     from spark_mail.scheduling.status import status as ledger_status
 
-    cfg = settings()
+    cfg = settings(issue)
     rows = ledger_status(cfg, issue)
     if as_json:
         print_json({"ledger": str(cfg.ledger_file), "sends": [r.to_json() for r in rows]})
@@ -167,9 +208,11 @@ def status(
         what = f"for {issue}" if issue else "yet"
         console.print(f"no send recorded {escape(what)} (ledger: {escape(str(cfg.ledger_file))})")
         return
-    table = Table(title=f"Send ledger {escape(str(cfg.ledger_file))}", title_justify="left")
-    for column in ("Issue", "State", "Provider", "When", "Tries", "ESP ids", "Last error"):
-        table.add_column(column, overflow="fold")
+    table = key_table(
+        "Issue", "State", "Provider", "When", "Tries", "ESP ids", "Last error",
+        keys=("Issue", "State", "Provider", "When", "ESP ids"),
+        title=f"Send ledger {escape(str(cfg.ledger_file))}", title_justify="left",
+    )  # fmt: skip
     for row in rows:
         record = row.record
         when = record.sent_at or (
@@ -185,7 +228,7 @@ def status(
             escape(ids_text(record.esp_ids)),
             escape(record.last_error or ""),
         )
-    console.print(table)
+    print_table(table)
     for row in rows:
         if row.state == "uncertain":
             err_console.print(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from spark_mail.cli.app import IssueArg, JsonOpt, ProviderOpt, app, settings
+from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, example, settings
 from spark_mail.cli.output import (
     SendProgress,
     err_console,
+    interrupted,
+    log,
     print_bulk_summary,
     print_json,
     print_send_report,
@@ -29,7 +32,13 @@ if TYPE_CHECKING:
     from spark_mail.sending import PreparedSend, SendRequest
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        f"spark-mail send {SAMPLE} --test --to you@example.com",
+        f"spark-mail send {SAMPLE} --dry-run",
+        f"spark-mail send {SAMPLE}",
+    )
+)
 def send(
     issue: IssueArg,
     dry_run: Annotated[
@@ -41,7 +50,11 @@ def send(
     ] = False,
     to: Annotated[
         list[str] | None,
-        typer.Option("--to", help="Test recipient (repeatable); or SPARK_MAIL_TEST_RECIPIENTS."),
+        typer.Option(
+            "--to",
+            metavar="ADDR",
+            help="Test recipient (repeatable); or SPARK_MAIL_TEST_RECIPIENTS.",
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (cron).")] = False,
     force: Annotated[
@@ -56,11 +69,15 @@ def send(
             "--resend-uncertain", help="Send an issue marked uncertain again (check the ESP first)."
         ),
     ] = False,
-    provider: ProviderOpt = None,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", metavar="NAME", help="Override SPARK_MAIL_PROVIDER."),
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(
             "--limit",
+            metavar="N",
             min=1,
             help="Own list: send to the first N readers not yet sent (a canary); run again "
             "for the rest.",
@@ -74,7 +91,11 @@ def send(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once."""
+    """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once.
+
+    ISSUE: an issue file, or its slug in issues/. Given as a path, the newsletter's settings
+    are found from the file's folder upward, so it works from any folder.
+    """
     from spark_mail.sending import SendRequest
 
     if dry_run and test:
@@ -83,7 +104,7 @@ def send(
         raise typer.BadParameter("--to goes with --test (a real send goes to the audience)")
     if (limit or skip_invalid) and test:
         raise typer.BadParameter("--limit and --skip-invalid go with a send to your own list")
-    cfg = settings(provider=provider)
+    cfg = settings(issue, provider=provider)
     request = SendRequest(
         mode="dry-run" if dry_run else "test" if test else "send",
         to=to,
@@ -92,7 +113,7 @@ def send(
         resend_uncertain=resend_uncertain,
         limit=limit,
         skip_invalid=skip_invalid,
-        progress=SendProgress(issue, cfg.progress_seconds),
+        progress=SendProgress(Path(issue).stem, cfg.progress_seconds),
     )
     run_send(issue, cfg, request, confirm=request.mode == "send" and not yes, as_json=as_json)
 
@@ -107,11 +128,11 @@ def run_send(
     if confirm:
         ask_to_send(prepared)
     progress = request.progress
+    assert isinstance(progress, SendProgress)
     try:
         report = execute(prepared)
     except SparkMailError as exc:
-        if isinstance(progress, SendProgress):
-            progress.close()
+        progress.close()
         summary = exc.summary if isinstance(exc, SendNotDone | BatchSendFailed) else None
         if summary is not None:
             if as_json:
@@ -119,8 +140,12 @@ def run_send(
             else:
                 print_bulk_summary(summary.to_json(), err_console)
         raise
-    if isinstance(progress, SendProgress):
+    except KeyboardInterrupt:
         progress.close()
+        told = interrupted(prepared.slug, request.mode, progress.latest)
+        log(f"[bold red]interrupted:[/] {escape(told)}")
+        raise typer.Exit(130) from None
+    progress.close()
     if as_json:
         print_json(report.to_json())
     else:
@@ -133,7 +158,7 @@ def ask_to_send(prepared: PreparedSend) -> None:
     """The confirmation question on a terminal; without one, refuse (cron needs --yes)."""
     if not sys.stdin.isatty():
         prepared.close()
-        err_console.print(
+        log(
             "[bold red]error:[/] no terminal to confirm on: refusing to send - "
             "add --yes to send from a script or cron"
         )
@@ -143,7 +168,7 @@ def ask_to_send(prepared: PreparedSend) -> None:
         f"Send {email.slug} ({email.subject!r}) to {prepared.audience} via "
         f"{prepared.provider.name}?"
     )
-    if not typer.confirm(escape(question), default=False):
+    if not typer.confirm(question, default=False):
         prepared.close()
         err_console.print("not sent")
         raise typer.Exit(EXIT_FAILURE)

@@ -8,6 +8,7 @@ to the ESP's own scheduler (`spark-mail schedule`) shows as "scheduled at ESP".
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def issue_row(path: Path, settings: Settings, ledger: LedgerStates) -> IssueRow:
         message = str(exc).replace(str(path), path.name)
         return IssueRow(path=path, slug=slug, date=date, status="error", error=message)
     report = run_checks(email, settings, links=False)
-    send_at = issue.send_at.isoformat() if issue.send_at else None
+    send_at = with_zone(issue.send_at, settings.timezone).isoformat() if issue.send_at else None
     state = ledger.state(slug)
     if state == "scheduled":  # the ledger's word for "handed to the ESP's scheduler"
         state = "scheduled at ESP"
@@ -104,6 +105,19 @@ def issue_row(path: Path, settings: Settings, ledger: LedgerStates) -> IssueRow:
         errors=len(report.errors),
         warnings=len(report.warnings),
     )
+
+
+def with_zone(at: dt.datetime, timezone: str) -> dt.datetime:
+    """A send_at written without an offset is in the newsletter's zone: show that offset
+    (a zone that does not exist is left to `dispatch` to report)."""
+    if at.tzinfo is not None:
+        return at
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return at.replace(tzinfo=ZoneInfo(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return at
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,14 @@ TODO: the sponsor's text. [TODO: link text](https://example.com/TODO)
 
 
 def next_number(issues_dir: Path) -> int | None:
-    """One more than the highest `number` of the issues already there (None if none has one)."""
+    """One more than the highest `number` of the issues already there: 1 for the first issue
+    of a newsletter, None when there are issues but none has a number (the editor does not
+    number them)."""
+    files = issue_files(issues_dir)
+    if not files:
+        return 1
     numbers: list[int] = []
-    for path in issue_files(issues_dir):
+    for path in files:
         try:
             number = load_issue(path).number
         except IssueError:
@@ -74,7 +79,7 @@ def new_issue(settings: Settings, title: str, day: dt.date) -> Path:
         )
     issues_dir = settings.issues_path
     path = issues_dir / f"{day.isoformat()}-{slugify(title)}.md"
-    number = next_number(issues_dir) if issues_dir.is_dir() else None
+    number = next_number(issues_dir)
     text = STUB.format(
         title=quoted(title),
         date=day.isoformat(),

@@ -7,8 +7,9 @@
 - Rebuilds: a background thread polls the mtime and size of the issue file and of every file
   in the layout folders (the newsletter's and the packaged default) every 0.25 s. A poll
   needs no extra threads or OS watches, sees editors that save by rename, and costs
-  microseconds for a dozen files; watchfiles would add a dependency on a native watcher
-  for no gain at this size. Settings are read once at start: restart after editing them.
+  microseconds for a dozen files; watchfiles (a native watcher) would be one more
+  dependency for no gain at this size, so spark-mail does not depend on it. Settings are
+  read once at start: restart after editing them.
 - The page reloads itself: a tiny script polls `/version`, which changes on each rebuild.
 - A build error is shown on the page (above the last good build) and logged; the server
   keeps running and recovers on the next good save.
@@ -271,6 +272,10 @@ class PreviewServer:
         log: Log | None = None,
         poll_interval: float = POLL_SECONDS,
     ) -> None:
+        if not path.exists():  # a typo: say so now, not on a page that never builds
+            from spark_mail.issue import missing_issue
+
+            raise missing_issue(path)
         self.preview = Preview(path, settings, log or (lambda _message: None))
         self.poll_interval = poll_interval
         self._stop = threading.Event()

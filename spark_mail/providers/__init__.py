@@ -11,6 +11,6 @@ buttondown.py resend.py postmark.py smtp.py outbox.py
 
 from __future__ import annotations
 
-from spark_mail.providers.registry import PROVIDERS, get_provider
+from spark_mail.providers.registry import PROVIDERS, get_provider, provider_name
 
-__all__ = ["PROVIDERS", "get_provider"]
+__all__ = ["PROVIDERS", "get_provider", "provider_name"]

@@ -199,10 +199,11 @@ class Provider(abc.ABC):
                 hint="send test copies to fewer editors",
             )
 
-    def require(self, capability: Capability) -> None:
-        if capability not in self.capabilities:
+    @classmethod
+    def require(cls, capability: Capability) -> None:
+        if capability not in cls.capabilities:
             raise UnsupportedOperation(
-                f"{self.name}: cannot {WHAT[capability]}", hint=HINTS.get(capability)
+                f"{cls.name}: cannot {WHAT[capability]}", hint=HINTS.get(capability)
             )
 
     @property

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from spark_mail.config import Settings
-from spark_mail.errors import IssueError
+from spark_mail.errors import IssueError, located
 from spark_mail.issue import Issue
 from spark_mail.render import layout as layout_mod
 from spark_mail.render import markdown as md
@@ -329,7 +329,9 @@ def render_issue(
     t1 = clock()
     timings["markdown"] = t1 - t0
 
-    layout_dir = layout_mod.find_layout(issue.layout, settings.layout_dirs())
+    layout_dir = layout_mod.find_layout(
+        issue.layout, settings.layout_dirs(), located(issue.path, issue.layout_line)
+    )
     context = build_context(issue, settings, blocks, reader)
     mjml_text = layout_mod.render_mjml(layout_dir, settings.layout_dirs(), context)
     mjml_text, css = layout_mod.split_inline_css(mjml_text)

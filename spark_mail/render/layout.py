@@ -24,7 +24,9 @@ UNKNOWN_TAG_RE = re.compile(r"<(mj-[a-z-]+)")
 POSITION_RE = re.compile(r"at position (\d+):(\d+)")
 
 
-def find_layout(name: str, search: list[Path]) -> Path:
+def find_layout(name: str, search: list[Path], source: str = "") -> Path:
+    """The folder of layout `name`; `source` ("file:line" of the issue that asks for it)
+    starts the error message when there is no such layout."""
     for folder in search:
         candidate = folder / name
         if (candidate / ENTRY).is_file():
@@ -32,8 +34,9 @@ def find_layout(name: str, search: list[Path]) -> Path:
     available = sorted(
         {p.parent.name for folder in search if folder.is_dir() for p in folder.glob(f"*/{ENTRY}")}
     )
+    where = f"{source}: " if source else ""
     raise LayoutError(
-        f"unknown layout {name!r} (looked in {', '.join(str(s) for s in search[:1])})",
+        f"{where}unknown layout {name!r} (looked in {', '.join(str(s) for s in search[:1])})",
         hint=f"use one of: {', '.join(available) or 'default'}, or create layouts/{name}/{ENTRY}",
     )
 

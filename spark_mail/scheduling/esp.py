@@ -31,8 +31,8 @@ def schedule_issue(
     from spark_mail.sending import SendRequest, run_checks
 
     now = clock.now()
-    with get_provider(settings, clock=clock) as provider:
-        provider.require(Capability.SCHEDULE)  # says so, and points to `dispatch`
+    # Refused before the provider is set up: "cannot schedule" comes before "no API key".
+    with get_provider(settings, clock=clock, need=Capability.SCHEDULE) as provider:
         email = build(resolve_issue_path(str(issue), settings.issues_path), settings)
         when = at or email.send_at
         if when is None:
@@ -82,14 +82,13 @@ def unschedule_issue(
                 f"{slug}: not scheduled with an ESP (state: {state})",
                 hint="`spark-mail status` lists what is scheduled",
             )
-        with get_provider(settings, clock=clock) as provider:
+        with get_provider(settings, clock=clock, need=Capability.SCHEDULE) as provider:
             if provider.name != record.provider:
                 raise ConfigError(
                     f"{slug}: scheduled with {record.provider}, but the provider is now "
                     f"{provider.name}",
                     hint=f"set SPARK_MAIL_PROVIDER={record.provider} to unschedule it",
                 )
-            provider.require(Capability.SCHEDULE)
             if not ledger.locks.try_acquire(slug):  # not while a dispatch or send has it
                 raise ConfigError(f"{slug}: is being sent right now", hint="try again later")
             can_ask = Capability.LOOKUP in provider.capabilities

@@ -92,7 +92,10 @@ class PreparedSend:
         if self.request.mode == "test":
             return "test recipients"
         if self.own is not None:
-            return f"the {self.own.report.valid:,} readers in {self.settings.audience}"
+            readers = self.own.report.valid
+            return (
+                f"the {readers:,} reader{'' if readers == 1 else 's'} in {self.settings.audience}"
+            )
         return self.provider.audience
 
     def close(self) -> None:

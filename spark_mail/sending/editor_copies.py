@@ -55,6 +55,8 @@ def send_test_copies(prepared: PreparedSend) -> SendReport:
         esp_ids=dict(sent.esp_ids),
     )
     report.subject = copy.subject
+    if prepared.checks.errors:
+        report.warnings.append("a real send is refused until the check errors are fixed")
     if provider.name == "outbox":
         report.folder = str(provider.settings.root / "outbox" / copy.slug)
     return report
