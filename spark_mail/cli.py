@@ -415,6 +415,8 @@ def send(
         print_json(result.to_json())
     else:
         print_send_result(result)
+    if mode == "send":
+        rebuild_site(cfg)
     if result.refused:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -611,6 +613,8 @@ def dispatch_command(
         print_json(report.to_json())
     elif not report.items and console.is_terminal:
         console.print(f"nothing due at {report.now}")  # silent under cron
+    if any(item.outcome in ("sent", "sent-earlier") for item in report.items):
+        rebuild_site(cfg)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
@@ -736,6 +740,60 @@ def status(
                 f"  {escape(event.at)}  {escape(event.state)}"
                 + (f"  {escape(event.detail)}" if event.detail else "")
             )
+
+
+# -- the web archive: site build ---------------------------------------------------------------
+site_app = typer.Typer(
+    help="The web archive: every sent issue's web copy, an index, tag pages, RSS and Atom.",
+    no_args_is_help=True,
+)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("build")
+def site_build(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: the site_dir setting, else site/)."),
+    ] = None,
+    include_unsent: Annotated[
+        bool,
+        typer.Option("--include-unsent", help="Also publish issues not sent yet (a preview)."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the static site: pages, index, tags, feeds, sitemap (atomically replaced)."""
+    from spark_mail.site import build_site
+
+    result = build_site(settings(), out, include_unsent=include_unsent)
+    if as_json:
+        print_json(result.to_json())
+        return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    drafts = f" and {result.drafts} not sent yet" if result.drafts else ""
+    console.print(
+        f"Built {escape(str(result.folder))}: {result.issues} sent issues{drafts}, "
+        f"{result.tags} tags ({result.rendered} files rendered, {result.reused} unchanged) "
+        f"in {result.seconds:.2f} s"
+    )
+    console.print(f"Feeds: {escape(result.url)}feed.xml (RSS), {escape(result.url)}atom.xml (Atom)")
+
+
+def rebuild_site(cfg: Any) -> None:
+    """After a send: rebuild the site in site_dir, if set. A failure is a warning: the send
+    went out and stays a success (the old site is left as it was)."""
+    from spark_mail.site import rebuild_site_after_send
+
+    try:
+        result = rebuild_site_after_send(cfg)
+    except Exception as exc:  # the send succeeded whatever happens here
+        err_console.print(
+            f"[yellow]warning:[/] the web archive was not rebuilt: {escape(str(exc))}"
+        )
+        return
+    if result is not None:
+        err_console.print(f"web archive rebuilt in {escape(str(result.folder))}")
 
 
 def main() -> None:

@@ -1,0 +1,171 @@
+"""The site folder: built whole into a temporary folder next to it, then swapped in.
+
+- Atomic: every build writes a fresh folder (`.<name>.building-*` beside the target) and only a
+  complete one replaces the old site. On Linux the two folders trade places in one
+  renameat2(RENAME_EXCHANGE) call, so a reader (the reader desk, a web server) finds either
+  the whole old site or the whole new one, never neither; elsewhere two renames leave a gap
+  of microseconds without a folder. An error anywhere leaves the old site as it was.
+- Incremental: the build record (`.spark-mail-site.json`, inside the site so it is swapped
+  with the pages it describes) maps each file to a hash of everything it was made from. A
+  file whose hash is unchanged is hard-linked from the old site instead of rendered again.
+- Safe: a folder that has files but no build record was not made by spark-mail and is never
+  replaced (the build refuses instead of deleting someone's files).
+- One build at a time per newsletter: an OS lock in the state folder (a `send` rebuilding
+  while `site build` runs waits for it instead of racing it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spark_mail.errors import SiteError
+from spark_mail.site.urls import MANIFEST
+
+RECORD_VERSION = 1
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+@dataclass
+class Record:
+    """The build record: what each file was made from, and the issues' entries."""
+
+    key: str = ""  # the whole build's inputs: settings, layouts, spark-mail's version
+    files: dict[str, str] = field(default_factory=dict)  # path -> hash of its inputs
+    issues: dict[str, dict[str, Any]] = field(default_factory=dict)  # slug -> key, entry
+    articles: dict[str, str] = field(default_factory=dict)  # issue key -> article (feed items)
+
+    def to_json(self) -> str:
+        data = {"version": RECORD_VERSION, "generator": "spark-mail", **self.__dict__}
+        return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def read_record(folder: Path) -> Record | None:
+    """The folder's build record; None when there is none (or one this version cannot use)."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        return None
+    try:
+        return Record(data["key"], data["files"], data["issues"], data["articles"])
+    except KeyError:
+        return None
+
+
+def is_replaceable(folder: Path) -> bool:
+    """Missing, empty, or built by spark-mail (it has a build record of any version)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    return (folder / MANIFEST).is_file() or not any(folder.iterdir())
+
+
+@contextlib.contextmanager
+def build_lock(state_dir: Path) -> Iterator[None]:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = (state_dir / "site.lock").open("a")
+    except OSError as exc:
+        raise SiteError(f"{state_dir}: cannot create the site lock ({exc.strerror})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for the other build; the OS frees it on exit
+        yield
+
+
+class Staging:
+    """A new site being written next to `target`; `commit()` swaps it in, `discard()` drops it."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.old = target if target.is_dir() else None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            prefix = f".{target.name}.building-"
+            self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        except OSError as exc:
+            raise unwritable(target, exc) from None
+
+    def write(self, path: str, data: str | bytes) -> None:
+        file = self.folder / path
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(data.encode() if isinstance(data, str) else data)
+        except OSError as exc:
+            raise unwritable(self.target, exc) from None
+
+    def reuse(self, path: str) -> bool:
+        """Take `path` from the old site unchanged (a hard link; a copy across devices)."""
+        if self.old is None or not (self.old / path).is_file():
+            return False
+        file = self.folder / path
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.old / path, file)
+            except OSError:
+                shutil.copyfile(self.old / path, file)
+        except OSError as exc:
+            raise unwritable(self.target, exc) from None
+        return True
+
+    def commit(self, record: Record) -> None:
+        self.write(MANIFEST, record.to_json())
+        try:
+            os.chmod(self.folder, 0o755)  # mkdtemp made it 0700: a web server must read it
+            swap_in(self.folder, self.target)
+        except OSError as exc:
+            raise unwritable(self.target, exc) from None
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Put the folder `new` where `target` is, and delete the old target."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old site
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / target.name)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # glibc before 2.28, musl
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # the file system cannot
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def unwritable(target: Path, exc: OSError) -> SiteError:
+    return SiteError(
+        f"{target}: cannot write the site ({exc.strerror or exc}); the old site is unchanged",
+        hint="check the folder's permissions and free space, or build elsewhere with --out DIR",
+    )
