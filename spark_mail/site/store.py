@@ -93,6 +93,7 @@ class Staging:
     def __init__(self, target: Path) -> None:
         self.target = target
         self.old = target if target.is_dir() else None
+        self.folders: set[Path] = set()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             prefix = f".{target.name}.building-"
@@ -103,25 +104,33 @@ class Staging:
     def write(self, path: str, data: str | bytes) -> None:
         file = self.folder / path
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            self.make_parent(file)
             file.write_bytes(data.encode() if isinstance(data, str) else data)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
 
     def reuse(self, path: str) -> bool:
         """Take `path` from the old site unchanged (a hard link; a copy across devices)."""
-        if self.old is None or not (self.old / path).is_file():
+        if self.old is None:
             return False
-        file = self.folder / path
+        file, old = self.folder / path, self.old / path
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            self.make_parent(file)
             try:
-                os.link(self.old / path, file)
+                os.link(old, file)
+            except FileNotFoundError:
+                return False
             except OSError:
-                shutil.copyfile(self.old / path, file)
+                shutil.copyfile(old, file)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
         return True
+
+    def make_parent(self, file: Path) -> None:
+        folder = file.parent
+        if folder not in self.folders:  # one mkdir per folder, not one per file
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folders.add(folder)
 
     def commit(self, record: Record) -> None:
         self.write(MANIFEST, record.to_json())
