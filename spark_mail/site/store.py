@@ -5,6 +5,9 @@
   renameat2(RENAME_EXCHANGE) call, so a reader (the reader desk, a web server) finds either
   the whole old site or the whole new one, never neither; elsewhere two renames leave a gap
   of microseconds without a folder. An error anywhere leaves the old site as it was.
+- The replaced site is kept beside the new one as `.<name>.previous` until the next build
+  deletes it: a reader that was in the middle of it when the folders traded places (a file
+  looked up, a folder listed) finishes undisturbed instead of finding files vanishing.
 - Incremental: the build record (`.spark-mail-site.json`, inside the site so it is swapped
   with the pages it describes) maps each file to a hash of everything it was made from. A
   file whose hash is unchanged is hard-linked from the old site instead of rendered again.
@@ -94,8 +97,10 @@ class Staging:
         self.target = target
         self.old = target if target.is_dir() else None
         self.folders: set[Path] = set()
+        self.previous = target.with_name(f".{target.name}.previous")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(target)
             prefix = f".{target.name}.building-"
             self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
         except OSError as exc:
@@ -136,7 +141,7 @@ class Staging:
         self.write(MANIFEST, record.to_json())
         try:
             os.chmod(self.folder, 0o755)  # mkdtemp made it 0700: a web server must read it
-            swap_in(self.folder, self.target)
+            swap_in(self.folder, self.target, self.previous)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
 
@@ -144,18 +149,25 @@ class Staging:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def swap_in(new: Path, target: Path) -> None:
-    """Put the folder `new` where `target` is, and delete the old target."""
+def swap_in(new: Path, target: Path, previous: Path) -> None:
+    """Put the folder `new` where `target` is; the old target becomes `previous`."""
     if not target.exists():
         os.rename(new, target)
-        return
-    if exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old site
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.rename(target, old / target.name)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    elif exchange(new, target):
+        with contextlib.suppress(OSError):  # the new site is in place: the rest is tidying
+            os.rename(new, previous)
+    else:
+        os.rename(target, previous)
+        os.rename(new, target)
+
+
+def remove_leftovers(target: Path) -> None:
+    """The site before the last one, and the folders of builds that crashed (run under the
+    build lock: no other build is using them)."""
+    prefixes = (f".{target.name}.previous", f".{target.name}.building-")
+    for folder in target.parent.iterdir():
+        if folder.name.startswith(prefixes) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
 
 
 def exchange(a: Path, b: Path) -> bool:
