@@ -221,3 +221,46 @@ def test_a_folder_spark_mail_did_not_build_is_never_replaced(newsletter: Path) -
     result = run_cli("site", "build", "--out", "docs", cwd=newsletter)
     assert result.returncode == 1 and "refusing to replace it" in result.stderr
     assert (newsletter / "docs" / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_recycled_build_is_the_same_as_a_fresh_one(newsletter: Path) -> None:
+    """The third build starts from the first one's folder: changed and removed issues come
+    out exactly as a build into an empty folder makes them."""
+    send_two(newsletter)
+    settings = settings_for(newsletter)
+    build_site(settings)
+    build_site(settings)
+    path = newsletter / "issues" / f"{SECOND}.md"
+    path.write_text(path.read_text().replace("One change at a time.", "Two changes, never."))
+    (newsletter / "issues" / f"{SAMPLE_SLUG}.md").unlink()
+    result = build_site(settings)
+    assert result.issues == 1 and "is gone" in result.warnings[0]
+    fresh = build_site(settings, newsletter / "fresh")
+    assert snapshot(newsletter / "site") == snapshot(fresh.folder)
+    assert not (newsletter / "site" / "p" / SAMPLE_SLUG).exists()
+
+
+def test_a_failed_recycled_build_never_touches_the_live_site(newsletter, monkeypatch) -> None:
+    """The recycled folder shares files with the live site: a new page is a new file, so a
+    build that fails after writing it leaves the live page as it was."""
+    send_two(newsletter)
+    settings = settings_for(newsletter)
+    build_site(settings)
+    build_site(settings)
+    before = snapshot(newsletter / "site")
+    path = newsletter / "issues" / f"{SECOND}.md"
+    path.write_text(path.read_text().replace("One change at a time.", "Two changes, never."))
+    real_write, written = Staging.write, []
+
+    def fail_after_the_pages(self: Staging, name: str, data: str | bytes) -> None:
+        if not name.startswith("p/"):
+            raise OSError(28, "No space left on device")
+        assert self.recycled
+        real_write(self, name, data)
+        written.append(name)
+
+    monkeypatch.setattr(Staging, "write", fail_after_the_pages)
+    with pytest.raises(OSError):
+        build_site(settings)
+    assert written == [f"p/{SECOND}/index.html"]
+    assert snapshot(newsletter / "site") == before

@@ -305,10 +305,11 @@ def build_site(
     if urls.root.startswith("http://"):
         warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
                         "previews expect https")  # fmt: skip
+    key = build_key(settings, urls, include_unsent)
     with build_lock(settings.state_path):
-        staging = Staging(target)
+        previous = read_record(target.with_name(f".{target.name}.previous"))
+        staging = Staging(target, recycle=previous is not None and previous.key == key)
         try:
-            key = build_key(settings, urls, include_unsent)
             builder = SiteBuilder(settings, urls, staging, read_record(target), key)
             entries = builder.issue_pages(sources)
             groups = tag_groups(entries)

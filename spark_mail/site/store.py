@@ -91,18 +91,29 @@ def build_lock(state_dir: Path) -> Iterator[None]:
 
 
 class Staging:
-    """A new site being written next to `target`; `commit()` swaps it in, `discard()` drops it."""
+    """A new site being written next to `target`; `commit()` swaps it in, `discard()` drops it.
 
-    def __init__(self, target: Path) -> None:
+    `recycle`: start from the site before the last one (`.previous`, made with the same
+    settings and layouts) instead of an empty folder: most of its files are the very files of
+    the current site (hard links), so only what changed since is replaced, and no folder is
+    made or deleted per page (on a busy disk that is most of an incremental build's time).
+    A file is never written in place: it may be the live site's file too.
+    """
+
+    def __init__(self, target: Path, *, recycle: bool = False) -> None:
         self.target = target
         self.old = target if target.is_dir() else None
         self.folders: set[Path] = set()
+        self.written: set[str] = set()
         self.previous = target.with_name(f".{target.name}.previous")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            remove_leftovers(target)
+            remove_leftovers(target, keep_previous=recycle)
             prefix = f".{target.name}.building-"
             self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+            self.recycled = recycle and self.previous.is_dir()
+            if self.recycled:
+                os.rename(self.previous, self.folder)  # onto the empty folder just made
         except OSError as exc:
             raise unwritable(target, exc) from None
 
@@ -110,9 +121,12 @@ class Staging:
         file = self.folder / path
         try:
             self.make_parent(file)
+            if self.recycled:
+                file.unlink(missing_ok=True)
             file.write_bytes(data.encode() if isinstance(data, str) else data)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
+        self.written.add(path)
 
     def reuse(self, path: str) -> bool:
         """Take `path` from the old site unchanged (a hard link; a copy across devices)."""
@@ -120,15 +134,21 @@ class Staging:
             return False
         file, old = self.folder / path, self.old / path
         try:
+            if not old.is_file():
+                return False
+            if self.recycled:
+                if file.exists() and os.path.samefile(file, old):
+                    self.written.add(path)
+                    return True
+                file.unlink(missing_ok=True)
             self.make_parent(file)
             try:
                 os.link(old, file)
-            except FileNotFoundError:
-                return False
             except OSError:
                 shutil.copyfile(old, file)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
+        self.written.add(path)
         return True
 
     def make_parent(self, file: Path) -> None:
@@ -137,9 +157,21 @@ class Staging:
             folder.mkdir(parents=True, exist_ok=True)
             self.folders.add(folder)
 
+    def prune(self) -> None:
+        """Remove what a recycled folder holds beyond this build's files."""
+        for folder, _dirs, files in os.walk(self.folder, topdown=False):
+            base = Path(folder)
+            for name in files:
+                if str((base / name).relative_to(self.folder)) not in self.written:
+                    (base / name).unlink()
+            if base != self.folder and not any(base.iterdir()):
+                base.rmdir()
+
     def commit(self, record: Record) -> None:
         self.write(MANIFEST, record.to_json())
         try:
+            if self.recycled:
+                self.prune()
             os.chmod(self.folder, 0o755)  # mkdtemp made it 0700: a web server must read it
             swap_in(self.folder, self.target, self.previous)
         except OSError as exc:
@@ -161,10 +193,12 @@ def swap_in(new: Path, target: Path, previous: Path) -> None:
         os.rename(new, target)
 
 
-def remove_leftovers(target: Path) -> None:
-    """The site before the last one, and the folders of builds that crashed (run under the
-    build lock: no other build is using them)."""
-    prefixes = (f".{target.name}.previous", f".{target.name}.building-")
+def remove_leftovers(target: Path, *, keep_previous: bool) -> None:
+    """The folders of builds that crashed, and the site before the last one unless it is to
+    be recycled (run under the build lock: no other build is using them)."""
+    prefixes: tuple[str, ...] = (f".{target.name}.building-",)
+    if not keep_previous:
+        prefixes += (f".{target.name}.previous",)
     for folder in target.parent.iterdir():
         if folder.name.startswith(prefixes) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
