@@ -35,7 +35,7 @@ def feeds(
     generator = FeedGenerator()
     generator.id(urls.root)
     generator.title(settings.name)
-    generator.subtitle(f"Every issue of {settings.name}, in full.")  # RSS's description
+    generator.subtitle(f"The latest issues of {settings.name}, in full.")  # RSS: description
     generator.language(settings.language)
     generator.author({"name": author_name or settings.name, **_email(author_email)})
     generator.link(href=urls.root, rel="alternate")
