@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from email.utils import parseaddr
-from xml.sax.saxutils import escape
+from html import escape  # xml.sax.saxutils would import urllib.request
 
 from spark_mail.config import Settings
 from spark_mail.site.entries import Entry
@@ -73,7 +73,7 @@ def sitemap(pages: list[tuple[str, str]]) -> bytes:
     rows = []
     for url, lastmod in pages:
         when = f"<lastmod>{lastmod}</lastmod>" if lastmod else ""
-        rows.append(f"  <url><loc>{escape(url)}</loc>{when}</url>")
+        rows.append(f"  <url><loc>{escape(url, quote=False)}</loc>{when}</url>")
     body = "\n".join(rows)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
