@@ -3,12 +3,14 @@ process rebuilds it, and a failing rebuild never turns a sent issue into a failu
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import SAMPLE_SLUG, run_cli
 from site_support import settings_for
+from spark_mail.config import PACKAGE_LAYOUTS
 from spark_mail.ledger import SendState, open_ledger
 
 
@@ -67,3 +69,20 @@ def test_without_site_dir_a_send_builds_no_site(newsletter: Path) -> None:
     result = run_cli("send", SAMPLE_SLUG, "--yes", cwd=newsletter)
     assert result.returncode == 0, result.stderr
     assert not (newsletter / "site").exists() and "web archive" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_rebuild_that_breaks_after_a_send_keeps_the_old_site(newsletter: Path) -> None:
+    """A broken web template met by the rebuild: the send stands, the old site is intact."""
+    use_site_dir(newsletter, "site")
+    assert run_cli("site", "build", "--include-unsent", cwd=newsletter).returncode == 0
+    before = {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()}
+    layout = newsletter / "layouts" / "default"
+    shutil.copytree(PACKAGE_LAYOUTS / "default", layout)
+    (layout / "web.html").write_text("{% if %}\n")
+    result = run_cli("send", SAMPLE_SLUG, "--yes", cwd=newsletter)
+    assert result.returncode == 0, result.stderr
+    assert "web archive was not rebuilt" in result.stderr and "web.html" in result.stderr
+    assert sent(newsletter, SAMPLE_SLUG)
+    after = {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()}
+    assert after == before
