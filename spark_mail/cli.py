@@ -777,7 +777,8 @@ def site_build(
         f"{result.tags} tags ({result.rendered} files rendered, {result.reused} unchanged) "
         f"in {result.seconds:.2f} s"
     )
-    console.print(f"Feeds: {escape(result.url)}feed.xml (RSS), {escape(result.url)}atom.xml (Atom)")
+    feeds = result.to_json()["feeds"]
+    console.print(f"Feeds: {escape(feeds['rss'])} (RSS), {escape(feeds['atom'])} (Atom)")
 
 
 def rebuild_site(cfg: Any) -> None:
