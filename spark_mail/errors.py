@@ -23,8 +23,10 @@ traceback.
     │   └── SendUncertain          may have gone out and nobody can tell: a human decides
     ├── StoreError                 the reader desk's store (suppressions, votes) is
     │                              unreadable, corrupt or locked
-    └── RequestRefused             the reader desk refuses a request (a 4xx page; never
-                                   leaves the desk)
+    ├── RequestRefused             the reader desk refuses a request (a 4xx page; never
+    │                              leaves the desk)
+    └── SiteError                  the web archive cannot be built (colliding page paths,
+                                   an output folder that cannot be written or replaced)
 
 BatchSendFailed, SendUnconfirmed and SendUncertain carry the own-list run's `summary`
 (how far it got) when there was one.
@@ -195,3 +197,7 @@ class RequestRefused(SparkMailError):
         self.status = status
         self.title = title
         self.retry_after = retry_after
+
+
+class SiteError(SparkMailError):
+    """The web archive cannot be built."""

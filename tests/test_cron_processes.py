@@ -324,6 +324,8 @@ def test_nothing_due_is_silent_with_exit_0_under_cron(tmp_path: Path, start_esp)
         "now": "2025-01-20T06:59:00-05:00",
         "exit_code": 0,
         "issues": [],
+        "site": None,
+        "site_problem": None,
     }
     assert esp.requests() == []
 

@@ -8,6 +8,7 @@
     scheduling.py  dispatch, schedule, unschedule, status
     audience.py    audience check, audience suppressions
     desk.py        serve, poll results (the reader desk)
+    site.py        site build (the web archive)
 
 Only cli/ imports typer and rich's console. Core modules raise SparkMailError; `main()`
 turns each into one line on stderr and its exit code, in this one place.
@@ -20,7 +21,15 @@ import sys
 
 from rich.markup import escape
 
-from spark_mail.cli import audience, desk, drafting, init, scheduling, sending  # noqa: F401
+from spark_mail.cli import (  # noqa: F401 (the commands register themselves)
+    audience,
+    desk,
+    drafting,
+    init,
+    scheduling,
+    sending,
+    site,
+)
 from spark_mail.cli.app import app
 from spark_mail.cli.output import StampedHandler, log
 from spark_mail.errors import EXIT_FAILURE, SparkMailError

@@ -255,3 +255,11 @@ def print_send_report(result: SendReport) -> None:
     if len(result.refused) > 20:
         more = len(result.refused) - 20
         err_console.print(f"[red]refused:[/] ... and {more} more (--json lists them)")
+
+
+def print_site_refresh(site: str | None, problem: str | None) -> None:
+    """After a send: where the web archive was rebuilt, or why it was not (a warning)."""
+    if problem:
+        log(f"[yellow]warning:[/] {escape(problem)}")
+    elif site:
+        log(f"web archive rebuilt in {escape(site)}")

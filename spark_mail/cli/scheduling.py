@@ -25,6 +25,7 @@ from spark_mail.cli.output import (
     key_table,
     log,
     print_json,
+    print_site_refresh,
     print_table,
 )
 
@@ -92,6 +93,7 @@ def dispatch_command(
     finally:
         for bar in bars:
             bar.close()
+    print_site_refresh(report.site, report.site_problem)
     if as_json:
         print_json(report.to_json())
     elif not report.items and console.is_terminal:

@@ -18,6 +18,7 @@ from spark_mail.cli.output import (
     print_bulk_summary,
     print_json,
     print_send_report,
+    print_site_refresh,
 )
 from spark_mail.errors import (
     EXIT_FAILURE,
@@ -150,6 +151,7 @@ def run_send(
         print_json(report.to_json())
     else:
         print_send_report(report)
+    print_site_refresh(report.site, report.site_problem)
     if report.refused:
         raise typer.Exit(EXIT_FAILURE)
 

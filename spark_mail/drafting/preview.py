@@ -1,8 +1,8 @@
 """`spark-mail preview`: the built issue on a local web page that follows every save.
 
 - stdlib ThreadingHTTPServer bound to 127.0.0.1 only (a draft is nobody else's business).
-- One page shows the four views (desktop 600 px, phone 375 px, dark mode, plain text) and
-  the offline check results. Link checks are left to `spark-mail check`: the preview
+- One page shows the views (desktop 600 px, phone 375 px, dark mode, plain text, the web
+  copy) and the offline check results. Link checks are left to `spark-mail check`: the preview
   rebuilds on every save and must stay instant and work offline.
 - Rebuilds: a background thread polls the mtime and size of the issue file and of every file
   in the layout folders (the newsletter's and the packaged default) every 0.25 s. A poll
@@ -52,6 +52,7 @@ class Build:
     report: Any = None  # checks.Report of that build
     error: str = ""  # why the latest build failed ("" when it worked)
     built_at: float = 0.0
+    web: str = ""  # the web copy: the page `spark-mail site build` publishes
 
 
 def dark_html(email_html: str) -> str:
@@ -72,17 +73,21 @@ class Preview:
     def rebuild(self) -> Build:
         from spark_mail.checks import run_checks
         from spark_mail.render import build
+        from spark_mail.site import web_page
 
         start = time.perf_counter()
         previous = self.current
         try:
             email = build(self.path, self.settings)
             report = run_checks(email, self.settings, links=False)
+            web = web_page(self.path, self.settings)
         except SparkMailError as exc:
-            result = Build(previous.version + 1, previous.email, previous.report, str(exc))
+            result = Build(
+                previous.version + 1, previous.email, previous.report, str(exc), web=previous.web
+            )
             self.log(f"build failed: {exc}")
         else:
-            result = Build(previous.version + 1, email, report, "", time.time())
+            result = Build(previous.version + 1, email, report, "", time.time(), web)
             self.log(
                 f"built {email.slug} in {time.perf_counter() - start:.2f} s: {report.summary()}"
             )
@@ -166,6 +171,8 @@ PANES = """<div class="panes">
   <iframe title="dark" src="/email-dark.html?v={v}" width="640"></iframe>
   <p class="note">{dark_note}</p></div>
  <div class="pane"><h2>Plain text</h2><pre class="text">{text}</pre></div>
+ <div class="pane"><h2>Web copy (site build)</h2>
+  <iframe title="web" src="/web.html?v={v}" width="800"></iframe></div>
 </div>"""
 
 
@@ -235,6 +242,8 @@ def make_handler(preview: Preview) -> type[BaseHTTPRequestHandler]:
             elif route in ("/email.html", "/email-dark.html") and email is not None:
                 page = email.html if route == "/email.html" else dark_html(email.html)
                 self.reply(200, "text/html", page)
+            elif route == "/web.html" and build.web:
+                self.reply(200, "text/html", build.web)
             elif route == "/email.txt" and email is not None:
                 self.reply(200, "text/plain", email.text)
             elif route == "/checks.json" and build.report is not None:

@@ -64,12 +64,15 @@ def default_filter(value: Any, default_value: Any = "", boolean: bool = False) -
     return jinja2.filters.do_default(value, default_value, boolean)
 
 
-def render_mjml(layout_dir: Path, fallback: list[Path], context: dict[str, Any]) -> str:
+def render_mjml(
+    layout_dir: Path, fallback: list[Path], context: dict[str, Any], template_name: str = ENTRY
+) -> str:
+    """Render the layout's `template_name` (the email's MJML, or a web page: site/)."""
     search = (layout_dir, *(f / "default" for f in fallback if (f / "default") != layout_dir))
     env = environment(tuple(p for p in search if p.is_dir()))
-    entry = layout_dir / ENTRY
+    entry = layout_dir / template_name
     try:
-        template = env.get_template(ENTRY)
+        template = env.get_template(template_name)
         return template.render(context)
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or entry}:{exc.lineno}"

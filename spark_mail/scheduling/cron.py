@@ -43,7 +43,7 @@ from spark_mail.files import issue_files
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
 from spark_mail.scheduling.times import ago, in_zone, zone
 from spark_mail.sending.batches import Progress
-from spark_mail.sending.outcomes import Outcome, SendReport
+from spark_mail.sending.outcomes import DELIVERED, Outcome, SendReport, refresh_archive
 
 log = logging.getLogger("spark_mail.dispatch")
 # How far ahead of the real clock `--now` may be without --dry-run (clock skew, typing).
@@ -54,6 +54,8 @@ FUTURE_SLACK = dt.timedelta(minutes=1)
 class DispatchReport:
     now: str
     items: list[SendReport]
+    site: str | None = None  # the web archive was rebuilt here after the sends
+    site_problem: str | None = None  # ... or why not (the sends stand)
 
     @property
     def failures(self) -> list[SendReport]:
@@ -68,6 +70,8 @@ class DispatchReport:
             "now": self.now,
             "exit_code": self.exit_code,
             "issues": [i.to_json() for i in self.items],
+            "site": self.site,
+            "site_problem": self.site_problem,
         }
 
 
@@ -172,7 +176,10 @@ def dispatch(
             from spark_mail.scheduling.esp import confirm_scheduled_sends
 
             confirm_scheduled_sends(settings, now, ledger, clock)
-    return DispatchReport(now=now.isoformat(), items=items)
+    report = DispatchReport(now=now.isoformat(), items=items)
+    if not dry_run and any(item.outcome in DELIVERED for item in items):
+        report.site, report.site_problem = refresh_archive(settings)
+    return report
 
 
 def send_due(
@@ -192,7 +199,7 @@ def send_due(
         mode="dry-run" if dry_run else "send", skip_invalid=skip_invalid, progress=progress
     )
     try:
-        result = send_issue(path, settings, request, clock=clock)
+        result = send_issue(path, settings, request, clock=clock, rebuild_site=False)
     except SendUnconfirmed as exc:
         item.outcome, item.message = Outcome.UNCONFIRMED, str(exc)
     except SendUncertain as exc:

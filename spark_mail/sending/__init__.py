@@ -31,7 +31,7 @@ from spark_mail.config import Settings
 from spark_mail.errors import ChecksFailed, ConfigError
 from spark_mail.providers.base import Provider
 from spark_mail.sending.batches import Progress, StillWanted
-from spark_mail.sending.outcomes import Outcome, SendReport
+from spark_mail.sending.outcomes import DELIVERED, Outcome, SendReport, refresh_archive
 
 if TYPE_CHECKING:
     from spark_mail.providers.recorder import DryRunRecorder
@@ -176,8 +176,12 @@ def run_checks(
     return report
 
 
-def execute(prepared: PreparedSend, *, clock: Clock = SYSTEM_CLOCK) -> SendReport:
-    """Do what was prepared. Raises SparkMailError subclasses for what did not go out."""
+def execute(
+    prepared: PreparedSend, *, clock: Clock = SYSTEM_CLOCK, rebuild_site: bool = True
+) -> SendReport:
+    """Do what was prepared. Raises SparkMailError subclasses for what did not go out.
+    After a real send the web archive is rebuilt (`site_dir`), unless not `rebuild_site`
+    (dispatch rebuilds once, after all its sends)."""
     try:
         mode = prepared.request.mode
         if mode == "test":
@@ -190,7 +194,10 @@ def execute(prepared: PreparedSend, *, clock: Clock = SYSTEM_CLOCK) -> SendRepor
             return dry_run(prepared, clock)
         from spark_mail.sending.esp_list import send_for_real
 
-        return send_for_real(prepared, clock)
+        report = send_for_real(prepared, clock)
+        if rebuild_site and report.outcome in DELIVERED:
+            report.site, report.site_problem = refresh_archive(prepared.settings)
+        return report
     finally:
         prepared.close()
 
@@ -201,12 +208,13 @@ def send_issue(
     request: SendRequest | None = None,
     *,
     clock: Clock = SYSTEM_CLOCK,
+    rebuild_site: bool = True,
     **options: Any,
 ) -> SendReport:
     """Prepare and execute in one go (no confirmation): scripts, `dispatch`. `options` are
     SendRequest's fields, for a request written inline: send_issue(p, s, mode="test")."""
     prepared = prepare_send(issue, settings, request or SendRequest(**options), clock=clock)
-    return execute(prepared, clock=clock)
+    return execute(prepared, clock=clock, rebuild_site=rebuild_site)
 
 
 def base_report(prepared: PreparedSend, outcome: Outcome, **details: object) -> SendReport:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_mail.config import Settings
 
 
 class Outcome(StrEnum):
@@ -31,6 +34,8 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the ESP clearly refused, or the issue cannot be sent as it is
 
 
+# Outcomes after which readers have the issue (the web archive shows it from then on).
+DELIVERED = frozenset({Outcome.SENT, Outcome.SENT_EARLIER})
 # Outcomes that make a run exit 1: somebody has to look.
 FAILURES = frozenset({Outcome.FAILED, Outcome.UNCERTAIN, Outcome.UNCONFIRMED})
 
@@ -59,6 +64,8 @@ class SendReport:
     files: list[str] = field(default_factory=list)
     folder: str | None = None
     summary: dict[str, Any] | None = None  # own list: sending.batches.BatchSummary
+    site: str | None = None  # the web archive was rebuilt in this folder after the send
+    site_problem: str | None = None  # ... or why it was not (the send stands)
 
     @property
     def failed(self) -> bool:
@@ -69,3 +76,16 @@ class SendReport:
         data["outcome"] = str(self.outcome)
         data["failed"] = self.failed
         return data
+
+
+def refresh_archive(settings: Settings) -> tuple[str | None, str | None]:
+    """After a send: rebuild the web archive when `site_dir` is set, so the email's "View
+    in browser" link works the moment it arrives. Returns (folder, problem): a failure is
+    reported, never raised; the send went out and stays a success (the old site stays)."""
+    from spark_mail.site import rebuild_site_after_send
+
+    try:
+        result = rebuild_site_after_send(settings)
+    except Exception as exc:  # whatever happens here, the send stands
+        return None, f"the web archive was not rebuilt: {exc}"
+    return (str(result.folder), None) if result is not None else (None, None)

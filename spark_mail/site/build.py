@@ -1,0 +1,330 @@
+"""`spark-mail site build`: every sent issue's web copy, the index, tag pages, feeds, sitemap.
+
+Which issues: those the ledger lists as `sent` (dated by their send), so nothing is published
+before the readers have it; `include_unsent` adds the others as a preview (marked as such,
+kept out of search engines). Incremental: each file's inputs are hashed (see store.py), so a
+changed issue re-renders its page and the listings, feeds and sitemap that show it; the
+rest is taken over from the previous build.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any
+
+from spark_mail import __version__
+from spark_mail.config import Settings
+from spark_mail.scheduling.times import zone as time_zone
+from spark_mail.errors import IssueError, SiteError, SparkMailError
+from spark_mail.files import issue_files
+from spark_mail.issue import load_issue
+from spark_mail.ledger import SendState, open_ledger
+from spark_mail.site import feeds
+from spark_mail.site.entries import Entry, newest_first
+from spark_mail.site.pages import (
+    NOT_FOUND_LATEST,
+    IssuePage,
+    TagGroups,
+    render_issue_page,
+    render_list_page,
+    tag_groups,
+)
+from spark_mail.site.store import Record, Staging, build_lock, is_replaceable, read_record
+from spark_mail.site.urls import (
+    ATOM,
+    INDEX,
+    MANIFEST,
+    NOT_FOUND,
+    RSS,
+    SITEMAP,
+    TAGS,
+    PathClaims,
+    SiteUrls,
+    site_urls,
+    tag_file,
+)
+
+FORMAT = "1"  # bump when the pages change in a way the inputs' hashes do not show
+DEFAULT_FOLDER = "site"
+PARALLEL_FROM = 24  # issues to render before worker processes pay off
+MAX_WORKERS = 4
+
+
+def site_folder(settings: Settings) -> Path:
+    """Where the site is built by default and served from: `site_dir`, else `site/`."""
+    return settings.path(settings.site_dir or DEFAULT_FOLDER)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An issue file to publish: its content's hash and, once sent, when."""
+
+    path: Path
+    slug: str
+    digest: str
+    sent_at: str | None  # None: not sent (a preview with --include-unsent)
+
+
+@dataclass
+class SiteResult:
+    folder: Path
+    url: str
+    issues: int = 0
+    drafts: int = 0
+    tags: int = 0
+    rendered: int = 0  # files made anew
+    reused: int = 0  # files taken over unchanged from the previous build
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "url": self.url,
+            "issues": self.issues,
+            "drafts": self.drafts,
+            "tags": self.tags,
+            "files_rendered": self.rendered,
+            "files_reused": self.reused,
+            "seconds": round(self.seconds, 3),
+            "feeds": {"rss": self.url + RSS, "atom": self.url + ATOM},
+            "warnings": self.warnings,
+        }
+
+
+def find_sources(settings: Settings, include_unsent: bool) -> tuple[list[Source], list[str]]:
+    """The issue files to publish, and warnings about sent issues whose file is gone."""
+    with open_ledger(settings) as ledger:
+        records = ledger.all()
+    sent = {r.slug: r.sent_at or r.updated_at for r in records if r.state == SendState.SENT}
+    files = {path.stem: path for path in issue_files(settings.issues_path)}
+    warnings = [
+        f"{slug} was sent but {settings.issues_path / slug}.md is gone: it is not in the archive"
+        for slug in sorted(sent.keys() - files.keys())
+    ]
+    sources = []
+    for slug, path in files.items():
+        if slug in sent or include_unsent:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:
+                raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+            sources.append(Source(path, slug, digest, sent.get(slug)))
+    return sources, warnings
+
+
+def build_key(settings: Settings, urls: SiteUrls, include_unsent: bool) -> str:
+    """A hash of everything every page depends on: settings (secrets print masked), URLs,
+    the layouts' files and spark-mail's version."""
+    digest = hashlib.sha256()
+    for part in (FORMAT, __version__, repr(settings), repr(urls), str(include_unsent)):
+        digest.update(part.encode() + b"\0")
+    for folder in settings.layout_dirs():
+        for file in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if file.is_file():
+                digest.update(str(file.relative_to(folder)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def hash_of(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SiteBuilder:
+    """One build into a Staging folder; reuses the previous build's files where it can."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        urls: SiteUrls,
+        staging: Staging,
+        previous: Record | None,
+        key: str,
+    ) -> None:
+        self.settings, self.urls, self.staging = settings, urls, staging
+        self.zone = time_zone(settings)
+        self.record = Record(key=key)
+        self.previous = previous if previous is not None and previous.key == key else Record()
+        self.articles: dict[str, str] = {}  # issue key -> article rendered in this build
+        self.claims = PathClaims()
+        self.rendered = self.reused = 0
+
+    def emit(self, path: str, inputs: Any, make: Callable[[], str | bytes]) -> None:
+        """Write `path`, or take it from the previous build when its inputs are unchanged."""
+        key = hash_of(self.record.key, path, inputs)
+        self.record.files[path] = key
+        if self.previous.files.get(path) == key and self.staging.reuse(path):
+            self.reused += 1
+            return
+        self.staging.write(path, make())
+        self.rendered += 1
+
+    def issue_key(self, source: Source) -> str:
+        """Everything an issue's page and entry depend on (the build's key covers the rest)."""
+        return hash_of(self.record.key, source.digest, source.sent_at)
+
+    def render_issue(self, source: Source) -> IssuePage:
+        page = render_source(source, self.settings, self.urls, self.zone)
+        self.articles[self.issue_key(source)] = page.article
+        return page
+
+    def page_html(self, source: Source, page: IssuePage | None) -> str:
+        return (page or self.render_issue(source)).html
+
+    def issue_pages(self, sources: list[Source]) -> list[Entry]:
+        """Every issue's page; the entries newest first."""
+        for source in sources:  # every path is claimed before anything is written
+            self.claims.claim(self.urls.issue_file(source.slug), str(source.path))
+        self.claims.check_folders()
+        keys = {source.slug: self.issue_key(source) for source in sources}
+        cached = {
+            slug: Entry.from_json(old["entry"])
+            for slug, old in self.previous.issues.items()
+            if keys.get(slug) == old["key"]
+        }
+        fresh = self.render_all([s for s in sources if s.slug not in cached])
+        entries = []
+        for source in sources:
+            key, page = keys[source.slug], fresh.get(source.slug)
+            entry = page.entry if page is not None else cached[source.slug]
+            self.emit(entry.file, key, partial(self.page_html, source, page))
+            self.record.issues[source.slug] = {"key": key, "entry": entry.to_json()}
+            entries.append(entry)
+        return newest_first(entries)
+
+    def render_all(self, sources: list[Source]) -> dict[str, IssuePage]:
+        """Render issues, on every core when there are many (a cold build of hundreds)."""
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        # Forked workers start at once with everything imported; forking is only safe while
+        # this process has no other thread (a lock held elsewhere would stay held).
+        can_fork = "fork" in get_all_start_methods() and threading.active_count() == 1
+        if len(sources) < PARALLEL_FROM or workers < 2 or not can_fork:
+            return {s.slug: self.render_issue(s) for s in sources}
+        pages: dict[str, IssuePage] = {}
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            render = partial(render_or_none, settings=self.settings, urls=self.urls)
+            done = pool.map(render, sources, chunksize=max(1, len(sources) // (workers * 4)))
+            for source, page in zip(sources, done, strict=True):
+                # An error is raised again here, in this process, with its own type and text.
+                pages[source.slug] = page or self.render_issue(source)
+                self.articles[self.issue_key(source)] = pages[source.slug].article
+        return pages
+
+    def article(self, source: Source) -> str:
+        """An issue's article for the feeds: from this build, the last one, or rendered now."""
+        key = self.issue_key(source)
+        article = self.articles.get(key) or self.previous.articles.get(key)
+        if article is None:
+            article = self.render_issue(source).article
+        self.record.articles[key] = article
+        return article
+
+    def listings(self, entries: list[Entry], groups: TagGroups) -> None:
+        """The index, the tag list, a page per tag and the 404 page (inputs: issue keys)."""
+        for name, _tagged in groups.values():
+            self.claims.claim(tag_file(name), f"the tag page of {name!r}")
+        self.claims.check_folders()
+        keys = [self.record.issues[e.slug]["key"] for e in entries]
+        urls, settings = self.urls, self.settings
+        self.emit(INDEX, keys, lambda: render_list_page(
+            "index", settings, urls, entries, canonical=urls.root))  # fmt: skip
+        self.emit(TAGS, keys, lambda: render_list_page(
+            "tags", settings, urls, entries, canonical=urls.tags_url))  # fmt: skip
+        self.emit(NOT_FOUND, keys[:NOT_FOUND_LATEST], lambda: render_list_page(
+            "not-found", settings, urls, entries))  # fmt: skip
+        for name, tagged in groups.values():
+            inputs = [name, [self.record.issues[e.slug]["key"] for e in tagged]]
+            self.emit(tag_file(name), inputs, partial(
+                render_list_page, "tag", settings, urls, tagged, tag=name,
+                canonical=urls.tag_url(name)))  # fmt: skip
+
+    def feeds_and_sitemap(
+        self, entries: list[Entry], groups: TagGroups, sources: dict[str, Source]
+    ) -> None:
+        items = feeds.feed_entries(entries)
+        articles = {e.slug: self.article(sources[e.slug]) for e in items}
+        made: dict[str, bytes] = {}
+
+        def feed(index: int) -> bytes:
+            if not made:
+                made["rss"], made["atom"] = feeds.feeds(items, articles, self.settings, self.urls)
+            return made["rss" if index == 0 else "atom"]
+
+        keys = [self.record.issues[e.slug]["key"] for e in items]
+        self.emit(RSS, keys, partial(feed, 0))
+        self.emit(ATOM, keys, partial(feed, 1))
+        newest = entries[0].published[:10] if entries else ""
+        pages = [(self.urls.root, newest), (self.urls.tags_url, newest)]
+        pages += [(e.url, e.published[:10]) for e in entries]
+        pages += [
+            (self.urls.tag_url(name), tagged[0].published[:10]) for name, tagged in groups.values()
+        ]
+        self.emit(SITEMAP, pages, lambda: feeds.sitemap(pages))
+
+
+def render_source(source: Source, settings: Settings, urls: SiteUrls, zone: dt.tzinfo) -> IssuePage:
+    issue = load_issue(source.path)
+    return render_issue_page(issue, settings, urls, sent_at=source.sent_at, zone=zone)
+
+
+def render_or_none(source: Source, *, settings: Settings, urls: SiteUrls) -> IssuePage | None:
+    """render_source in a worker process; None on an error (the parent renders that issue
+    again to raise it: exceptions with their own arguments do not cross processes intact)."""
+    try:
+        return render_source(source, settings, urls, time_zone(settings))
+    except SparkMailError:
+        return None
+
+
+def build_site(
+    settings: Settings, out: Path | None = None, *, include_unsent: bool = False
+) -> SiteResult:
+    """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError."""
+    start = time.perf_counter()
+    urls = site_urls(settings)
+    target = (out or site_folder(settings)).resolve()
+    if not is_replaceable(target):
+        raise SiteError(
+            f"{target} is not a folder spark-mail built (it has no {MANIFEST}): "
+            "refusing to replace it",
+            hint="build into a new or empty folder with --out DIR",
+        )
+    sources, warnings = find_sources(settings, include_unsent)
+    if urls.root.startswith("http://"):
+        warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
+                        "previews expect https")  # fmt: skip
+    key = build_key(settings, urls, include_unsent)
+    with build_lock(settings.state_path):
+        previous = read_record(target.with_name(f".{target.name}.previous"))
+        staging = Staging(target, recycle=previous is not None and previous.key == key)
+        try:
+            builder = SiteBuilder(settings, urls, staging, read_record(target), key)
+            entries = builder.issue_pages(sources)
+            groups = tag_groups(entries)
+            builder.listings(entries, groups)
+            builder.feeds_and_sitemap(entries, groups, {s.slug: s for s in sources})
+            staging.commit(builder.record)
+        except BaseException:
+            staging.discard()
+            raise
+    if not sources:
+        warnings.append("no issue has been sent yet: the archive is empty "
+                        "(--include-unsent previews every issue)")  # fmt: skip
+    drafts = sum(1 for s in sources if s.sent_at is None)
+    return SiteResult(
+        folder=target, url=urls.root, issues=len(sources) - drafts, drafts=drafts, tags=len(groups),
+        rendered=builder.rendered, reused=builder.reused,
+        seconds=time.perf_counter() - start, warnings=warnings,
+    )  # fmt: skip
