@@ -10,6 +10,7 @@ Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
     report.py   Finding, Severity, Report
     html.py     the one parse of the HTML the rules share
     rules.py    the offline rules (Checker)
+    outlook.py  layout.outlook-width: the email as desktop Outlook lays it out
     links.py    the concurrent link checker and its cache; link_findings
 """
 
@@ -18,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from spark_mail.checks.report import Finding, Report, Severity
+from spark_mail.checks.outlook import outlook_width_findings
+from spark_mail.checks.report import SEVERITY_ORDER, Finding, Report, Severity
 from spark_mail.checks.rules import Checker
 from spark_mail.config import Settings
 from spark_mail.render import RenderedEmail
@@ -35,9 +37,11 @@ def run_checks(
 ) -> Report:
     """All rules for one email. With links=False nothing touches the network."""
     checker = Checker(email, settings)
+    findings = checker.run()
+    findings.extend(outlook_width_findings(email.html))
     report = Report(
         slug=email.slug,
-        findings=checker.run(),
+        findings=findings,
         html_bytes=email.html_bytes,
         link_count=len(checker.page.anchors),
     )
@@ -56,8 +60,7 @@ def run_checks(
         report.links = check_links(targets, settings, now=now)
         report.links_checked = True
         report.findings.extend(link_findings(report.links))
-    order = {Severity.ERROR: 0, Severity.WARNING: 1}
-    report.findings.sort(key=lambda f: order[f.severity])
+    report.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return report
 
 
