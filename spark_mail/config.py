@@ -17,6 +17,7 @@ object and never reads ``os.environ`` itself.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import os
 import tomllib
@@ -88,6 +89,8 @@ class Settings:
     share_url: str = ""
     timezone: str = "UTC"
     language: str = "en"
+    # UTM tags on the issue's links (utm_source=<this>, utm_medium=email, ...); "" = off
+    utm_source: str = ""
     brand: Brand = field(default_factory=Brand)
     # Folders, relative to root
     issues_dir: str = "issues"
@@ -157,6 +160,18 @@ class Settings:
         """Where layouts are looked up: the newsletter's own folder first, then the package's."""
         return [self.path(self.layouts_dir), PACKAGE_LAYOUTS]
 
+    def tzinfo(self) -> dt.tzinfo:
+        """The newsletter's time zone (an IANA name), with a clear error for a wrong one."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"setting 'timezone' = {self.timezone!r} is not a time zone name",
+                hint="use an IANA name such as Europe/Berlin or America/New_York",
+            ) from None
+
     def web_url(self, slug: str) -> str:
         return self.base_url.replace("{slug}", slug) if self.base_url else ""
 
@@ -178,7 +193,9 @@ def with_site_pages(settings: Settings) -> Settings:
     site = settings.site_url.rstrip("/")
     if not site:
         return settings
-    derived = {k: site + page for k, page in SITE_PAGES.items() if not getattr(settings, k)}
+    derived: dict[str, Any] = {
+        k: site + page for k, page in SITE_PAGES.items() if not getattr(settings, k)
+    }
     return dataclasses.replace(settings, **derived) if derived else settings
 
 
