@@ -164,27 +164,49 @@ def check(
         bool, typer.Option("--no-links", help="Skip the link check (offline work).")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too.")] = False,
+    clients: Annotated[
+        str | None,
+        typer.Option(
+            "--clients",
+            help="Mail clients the clients.* rules look at, e.g. gmail,outlook "
+            "(gmail, outlook, apple-mail, yahoo, or one client such as outlook-windows).",
+        ),
+    ] = None,
+    notes: Annotated[
+        bool, typer.Option("--notes", help="List the info notes in full, not only their ids.")
+    ] = False,
 ) -> None:
     """Build an issue and run the pre-send checks: exit 0 clean, 1 with errors."""
     from spark_mail.checks import check_issue
+    from spark_mail.checks.caniemail import resolve_clients
 
-    report = check_issue(issue, settings(), links=not no_links)
+    try:
+        chosen = resolve_clients(clients)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--clients") from None
+    report = check_issue(issue, settings(), links=not no_links, clients=chosen)
     if as_json:
         print_json({**report.to_json(), "strict": strict, "failed": report.failed(strict)})
     else:
-        print_report(report)
+        print_report(report, notes=notes)
     report.raise_for_failure(strict)
 
 
-def print_report(report: Any) -> None:  # report: checks.Report
-    if report.findings:
+def print_report(report: Any, notes: bool = False) -> None:  # report: checks.Report
+    shown = report.findings if notes else report.problems
+    if shown:
         table = Table(title=f"Checks: {escape(report.slug)}", title_justify="left")
-        for name in ("severity", "rule", "problem", "how to fix"):
-            table.add_column(name)
-        for f in report.findings:
-            style = "red" if f.severity == "error" else "yellow"
+        table.add_column("severity")
+        table.add_column("rule", overflow="fold")  # an id the reader may grep for: never cut
+        table.add_column("problem")
+        table.add_column("how to fix")
+        for f in shown:
+            style = {"error": "red", "warning": "yellow"}.get(f.severity, "blue")
             table.add_row(f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint))
         console.print(table)
+    if report.notes and not notes:
+        ids = ", ".join(f.rule_id for f in report.notes)
+        console.print(f"[blue]{len(report.notes)} notes[/] (info, --notes lists them): {ids}")
     moved = [link for link in report.links if link.redirects]
     if moved:
         table = Table(title="Redirected links (followed)", title_justify="left")
@@ -199,7 +221,7 @@ def print_report(report: Any) -> None:  # report: checks.Report
         if report.links_checked
         else "links not checked"
     )
-    colour = "green" if not report.findings else "red" if report.errors else "yellow"
+    colour = "green" if not report.problems else "red" if report.errors else "yellow"
     console.print(
         f"[{colour}]{escape(report.slug)}: {report.summary()}[/] - "
         f"HTML {kib(report.html_bytes)}, {links}"

@@ -138,7 +138,7 @@ def send_issue(
         preflight(email, settings, force=True, check_links=check_links)  # report, never block
         return _test_send(email, settings, recipients, transport)
     report = preflight(email, settings, force=force, check_links=check_links)
-    warnings = [f"{f.rule_id}: {f.message}" for f in report.findings]
+    warnings = [f"{f.rule_id}: {f.message}" for f in report.problems]
     options = OwnListOptions(limit, skip_invalid, resend_uncertain, progress)
     if mode == "dry-run":
         return _dry_run(email, settings, warnings, options)

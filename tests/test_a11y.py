@@ -78,3 +78,51 @@ def test_brand_accent_gets_a_text_safe_shade():
     dark_brand = dataclasses.replace(settings.brand, accent_color="#1d4ed8")
     kept = Palette.from_settings(dataclasses.replace(settings, brand=dark_brand))
     assert kept.accent_text == "#1d4ed8" and kept.button == "#1d4ed8"
+
+
+# -- the a11y.* rules of `check` --------------------------------------------------------------
+
+
+def a11y_findings_of(html: str) -> dict[str, str]:
+    from spark_mail.checks.a11y import a11y_findings
+    from spark_mail.checks.styles import StyledEmail
+
+    return {f.rule_id: f.message for f in a11y_findings(StyledEmail(html))}
+
+
+@pytest.mark.parametrize("issue", [SAMPLE_ISSUE, SECOND_ISSUE], ids=["sample", "second"])
+def test_default_layout_has_no_a11y_finding(issue: Path):
+    """`check` finds nothing a11y.* in the sample and a second issue."""
+    from spark_mail.checks import run_checks
+
+    report = run_checks(built(issue), load_settings(REPO))
+    assert [f for f in report.findings if f.rule_id.startswith("a11y.")] == []
+
+
+def test_contrast_rule_finds_light_mode_text_with_where_it_is():
+    """The raw brand orange on white is reported with its ratio and its place."""
+    email = built(SAMPLE_ISSUE)
+    message = a11y_findings_of(email.html.replace("color:#c34b0a", "color:#e8590c"))[
+        "a11y.contrast"
+    ]
+    assert "light mode" in message and "#e8590c on #ffffff (3.58:1, needs 4.5:1)" in message
+    assert "'card header'" in message
+
+
+def test_contrast_rule_applies_the_dark_mode_rules():
+    """Links the dark rules leave grey on the dark page are reported under dark mode."""
+    html = built(SAMPLE_ISSUE).html.replace(".footer div, .footer a, .header a {", ".footer div {")
+    message = a11y_findings_of(html)["a11y.contrast"]
+    assert "dark mode" in message and "<a> in 'footer' 'Unsubscribe'" in message
+
+
+def test_lang_heading_order_and_link_text_rules():
+    """No lang, a skipped heading level and 'click here' are each reported."""
+    html = built(SAMPLE_ISSUE).html
+    html = html.replace('<html lang="en"', "<html", 1).replace(' lang="en"', "", 1)
+    html = html.replace("<h2", "<h4", 1).replace(">Subscribe</a>", ">click here</a>", 1)
+    found = a11y_findings_of(html)
+    assert "<html> and the body wrapper" in found["a11y.lang"]
+    assert "<h4> 'The Evolving Role" in found["a11y.heading-order"]
+    assert "follows <h1>" in found["a11y.heading-order"]
+    assert "'click here'" in found["a11y.link-text"]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from spark_mail.checks.report import Finding, Severity
+from spark_mail.checks.styles import declarations
 
 # <!--[if !mso]><!--> ... <!--<![endif]-->: everything but Outlook.
 NOT_MSO_RE = re.compile(r"<!--\[if\s+!mso[^\]]*\]><!-->.*?<!--<!\[endif\]-->", re.S | re.I)
@@ -33,12 +34,7 @@ def outlook_branch(html: str) -> str:
 
 def style_map(style: str) -> dict[str, str]:
     """An inline style attribute as {property: value} (later declarations win)."""
-    out: dict[str, str] = {}
-    for declaration in style.split(";"):
-        name, colon, value = declaration.partition(":")
-        if colon:
-            out[name.strip().lower()] = value.strip()
-    return out
+    return dict(declarations(style))
 
 
 def px(value: str | None) -> float | None:
