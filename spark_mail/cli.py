@@ -233,6 +233,17 @@ def preview(
     issue: IssueArg,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 8030,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="Write PNGs (375 and 600 px, light and dark) through headless Chromium into "
+            "DIR (default: dist/<slug>/snapshots) and exit: `preview ISSUE --snapshot [DIR]`.",
+        ),
+    ] = False,
+    snapshot_dir: Annotated[
+        Path | None, typer.Argument(metavar="[DIR]", help="With --snapshot: where the PNGs go.")
+    ] = None,
 ) -> None:
     """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save."""
     from spark_mail.drafting.preview import serve
@@ -240,6 +251,14 @@ def preview(
 
     cfg = settings()
     path = resolve_issue_path(issue, cfg.issues_path)
+    if snapshot_dir is not None and not snapshot:
+        raise typer.BadParameter("a folder goes with --snapshot", param_hint="DIR")
+    if snapshot:
+        from spark_mail.drafting.snapshot import snapshot_issue
+
+        for png in snapshot_issue(path, cfg, snapshot_dir):
+            console.print(escape(str(png)))
+        return
 
     def ready(url: str) -> None:
         err_console.print(f"Previewing {escape(str(path))} at {url} - Ctrl-C stops")

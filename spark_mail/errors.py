@@ -11,7 +11,8 @@ anything else is a bug and keeps its traceback.
     ├── ProviderError              an ESP answered with an error, or could not be reached
     │   └── UnsupportedOperation   the provider cannot do what was asked
     ├── AlreadySent                the ledger says the issue went out already
-    └── LedgerError                the SQLite ledger is unreadable, corrupt or locked
+    ├── LedgerError                the SQLite ledger is unreadable, corrupt or locked
+    └── SnapshotError              `preview --snapshot`: no headless Chromium, or it failed
 """
 
 from __future__ import annotations
@@ -80,4 +81,8 @@ class AlreadySent(SparkMailError):
 
 
 class LedgerError(SparkMailError):
+    pass
+
+
+class SnapshotError(SparkMailError):
     pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email as email_pkg
 import re
+import shutil
+import subprocess
 from email import policy
 from pathlib import Path
 
@@ -83,3 +85,16 @@ def test_date_header_reads_a_naive_send_at_in_the_timezone(newsletter: Path) -> 
     """send_at without an offset is the newsletter's local time in the Date header too."""
     path = write_issue(newsletter, "t", "title: T\ndate: 2025-07-01\nsend_at: 2025-07-01T07:30:00")
     assert date_header(build(path, load_settings())) == "Tue, 01 Jul 2025 07:30:00 -0400"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("spamassassin") is None, reason="SpamAssassin is not installed")
+def test_spamassassin_sees_no_low_contrast_font(sample: RenderedEmail) -> None:
+    """SpamAssassin (offline, -L) does not score the hidden preheader as low-contrast text."""
+    message = sample.to_mime(to="reader@example.com").as_bytes()
+    result = subprocess.run(
+        ["spamassassin", "-L", "-t"], input=message, capture_output=True, timeout=120
+    )
+    report = result.stdout.decode(errors="replace")
+    assert "Content analysis details" in report, result.stderr[-300:]
+    assert "HTML_FONT_LOW_CONTRAST" not in report
