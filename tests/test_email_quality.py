@@ -6,6 +6,7 @@ import email as email_pkg
 import re
 import shutil
 import subprocess
+import sys
 from email import policy
 from pathlib import Path
 
@@ -98,3 +99,22 @@ def test_spamassassin_sees_no_low_contrast_font(sample: RenderedEmail) -> None:
     report = result.stdout.decode(errors="replace")
     assert "Content analysis details" in report, result.stderr[-300:]
     assert "HTML_FONT_LOW_CONTRAST" not in report
+
+
+def test_build_leaves_requests_unloaded_and_importable(tmp_path: Path) -> None:
+    """A build never loads `requests` (premailer's unused default session: a third of a cold
+    start), and `import requests` afterwards still gives the real library."""
+    script = (
+        "import sys\n"
+        "from spark_mail.config import load_settings\n"
+        "from spark_mail.render import build\n"
+        f"build({str(SAMPLE_ISSUE)!r}, load_settings())\n"
+        "assert 'requests' not in sys.modules, 'requests was loaded'\n"
+        "import requests\n"
+        "assert callable(requests.get) and requests.__version__\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=SAMPLE_ISSUE.parent.parent, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-500:]

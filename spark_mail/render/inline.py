@@ -10,12 +10,19 @@ premailer's defaults break this kind of email; each setting below answers one tr
 - merge tags: lxml %-encodes `{{ x }}` in href/src; we swap every merge tag for an
   alphanumeric placeholder before and put it back after.
 - noise: cssutils logging is silenced.
+- start-up: premailer imports `requests` (a third of a cold build's imports) only as the
+  default session for fetching external style sheets, which are off here: premailer is
+  imported with a stand-in `requests` (removed again right after, so any other code gets
+  the real one) and is always given a session that refuses to fetch.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+import types
+from typing import Any
 
 MERGE_TAG_RE = re.compile(
     r"\{\{\{.*?\}\}\}"  # {{{ triple }}} (Resend, Postmark)
@@ -50,9 +57,29 @@ def restore_merge_tags(html: str, tags: list[str]) -> str:
     return PLACEHOLDER_RE.sub(lambda m: tags[int(m.group(1))], html)
 
 
+class NoNetwork:
+    """The HTTP session premailer gets: spark-mail never lets it fetch anything."""
+
+    def get(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"premailer tried to fetch {url}: rendering never uses the network")
+
+
+def load_premailer() -> Any:
+    """premailer's Premailer class, imported without loading `requests` (see above)."""
+    if "premailer.premailer" not in sys.modules and "requests" not in sys.modules:
+        sys.modules["requests"] = types.ModuleType("requests")  # the stand-in
+        try:
+            import premailer.premailer  # noqa: F401  (loaded with the stand-in in place)
+        finally:
+            del sys.modules["requests"]
+    from premailer import Premailer
+
+    return Premailer
+
+
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>."""
-    from premailer import Premailer  # heavy (lxml, cssutils): imported only when building
+    Premailer = load_premailer()  # heavy (lxml, cssutils): imported only when building
 
     protected, tags = protect_merge_tags(html)
     # cssutils fetches @import while parsing, whatever premailer's allow_network says: an
@@ -77,6 +104,7 @@ def inline_css(html: str, css: str) -> str:
         disable_validation=True,
         exclude_pseudoclasses=True,
         cssutils_logging_level=logging.CRITICAL,
+        session=NoNetwork(),
     ).transform()
     if out.lstrip()[:9].lower() != "<!doctype":
         out = DOCTYPE + "\n" + out
