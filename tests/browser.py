@@ -31,9 +31,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+# thread while it is open, and every later test calling asyncio.run() (the link checker)
+# would fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (skipped where it cannot run here)."""
+    """One headless Chromium per test module (skipped where it cannot run here)."""
     if CHROMIUM is None:
         pytest.skip("headless Chromium is not installed")
     try:
