@@ -1,7 +1,7 @@
 """The render pipeline: Issue + Settings -> RenderedEmail. Pure: no clock, no network.
 
 markdown (markdown-it-py) -> Jinja2 renders the layout's MJML -> mjml-python compiles it
--> premailer inlines the CSS;   the plain text comes from the same Markdown tokens.
+-> render/inline.py inlines the CSS;   the plain text comes from the same Markdown tokens.
 """
 
 from __future__ import annotations
