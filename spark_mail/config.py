@@ -17,6 +17,7 @@ object and never reads ``os.environ`` itself.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import os
 import tomllib
@@ -63,6 +64,8 @@ class Settings:
     share_url: str = ""
     timezone: str = "UTC"
     language: str = "en"
+    # UTM tags on the issue's links (utm_source=<this>, utm_medium=email, ...); "" = off
+    utm_source: str = ""
     brand: Brand = field(default_factory=Brand)
     # Folders, relative to root
     issues_dir: str = "issues"
@@ -138,6 +141,18 @@ class Settings:
     def layout_dirs(self) -> list[Path]:
         """Where layouts are looked up: the newsletter's own folder first, then the package's."""
         return [self.path(self.layouts_dir), PACKAGE_LAYOUTS]
+
+    def tzinfo(self) -> dt.tzinfo:
+        """The newsletter's time zone (an IANA name), with a clear error for a wrong one."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"setting 'timezone' = {self.timezone!r} is not a time zone name",
+                hint="use an IANA name such as Europe/Berlin or America/New_York",
+            ) from None
 
     def web_url(self, slug: str) -> str:
         return self.base_url.replace("{slug}", slug) if self.base_url else ""

@@ -12,6 +12,7 @@ traceback.
     ├── AudienceError              the subscribers or suppression file is unusable (exit 2)
     ├── ChecksFailed               pre-send checks found errors
     ├── PreviewError               the preview server cannot start
+    ├── SnapshotError              `preview --snapshot`: no headless Chromium, or it failed
     ├── LedgerError                the SQLite ledger is unreadable, corrupt, locked or full
     ├── ProviderError              an ESP could not be reached or answered with an error;
     │   │                          `maybe_sent`: the request may have been acted on
@@ -201,3 +202,7 @@ class RequestRefused(SparkMailError):
 
 class SiteError(SparkMailError):
     """The web archive cannot be built."""
+
+
+class SnapshotError(SparkMailError):
+    """`preview --snapshot` cannot take its pictures."""

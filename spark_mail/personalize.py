@@ -1,9 +1,9 @@
 """Per-reader copies of an issue, rendered once.
 
-The expensive pipeline (Markdown, Jinja, MJML, premailer) runs once per issue with a
+The expensive pipeline (Markdown, Jinja, MJML, CSS inlining) runs once per issue with a
 placeholder `reader`: every `reader.first_name`, every per-reader link leaves a marker
 such as `spkrdr3x` in the email (letters and digits only, so Jinja's autoescape, MJML and
-premailer/lxml pass it through untouched, even inside an href). `prepare()` then cuts the
+the inliner (lxml) pass it through untouched, even inside an href). `prepare()` then cuts the
 HTML, the text and the headers at the markers once; `PersonalizedTemplate.copy(reader)`
 makes a reader's copy by joining the pieces with that reader's values:
 

@@ -51,11 +51,18 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def axe_violations(page: Any, *, rules: list[str] | None = None) -> list[dict[str, Any]]:
-    """axe-core's violations on the page as it is now (only `rules` when given)."""
+def axe_violations(
+    page: Any, *, rules: list[str] | None = None, tags: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now (only `rules`, or only the rules
+    tagged with one of `tags` such as "wcag2aa", when given)."""
     from axe_playwright_python.sync_playwright import Axe
 
-    options = {"runOnly": {"type": "rule", "values": rules}} if rules else None
+    options = None
+    if rules:
+        options = {"runOnly": {"type": "rule", "values": rules}}
+    elif tags:
+        options = {"runOnly": {"type": "tag", "values": tags}}
     result = Axe().run(page, options=options)
     return list(result.response["violations"])
 

@@ -1,4 +1,4 @@
-"""The traps of mjml-python (MRML) and premailer, one test each, and layout errors."""
+"""The traps of mjml-python (MRML) and of CSS inlining, one test each, and layout errors."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def section(inner: str) -> str:
 
 
 def test_mj_style_inline_is_inlined(newsletter: Path):
-    """MRML ignores <mj-style inline="inline">; spark-mail inlines it with premailer."""
+    """MRML ignores <mj-style inline="inline">; spark-mail inlines it itself."""
     custom_layout(
         newsletter,
         "inl",
@@ -94,7 +94,7 @@ def test_comments_in_wrapper_do_not_leak(newsletter: Path):
 
 
 def test_no_network_for_fonts_links_or_imports(newsletter: Path, monkeypatch: pytest.MonkeyPatch):
-    """premailer (via cssutils) fetches @import even with allow_network=False; not here."""
+    """Fonts, <link>s and @import in the CSS are never fetched while building."""
     attempts: list[object] = []
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -121,7 +121,7 @@ def test_no_network_for_fonts_links_or_imports(newsletter: Path, monkeypatch: py
 
 
 def test_lowercase_doctype_is_kept():
-    """premailer drops MJML's lowercase <!doctype html>; the output keeps a doctype."""
+    """MJML's lowercase <!doctype html> comes out as a doctype (premailer used to drop it)."""
     html = "<!doctype html><html><head></head><body><p>x</p></body></html>"
     assert inline_css(html, "p { color: red; }").startswith("<!DOCTYPE html>")
 
@@ -181,7 +181,7 @@ def test_merge_tag_unsubscribe_url_in_settings(newsletter: Path):
 def test_no_cssutils_warnings(
     newsletter: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ):
-    """CSS premailer's parser does not know (mso-, -webkit-) prints nothing."""
+    """CSS a validating parser would not know (mso-, -webkit-) prints nothing."""
     caplog.set_level(logging.DEBUG)
     custom_layout(
         newsletter,

@@ -10,16 +10,28 @@ Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
     report.py   Finding, Severity, Report
     html.py     the one parse of the HTML the rules share
     rules.py    the offline rules (Checker)
+    outlook.py  layout.outlook-width: the email as desktop Outlook lays it out
+    styles.py   the one lxml parse + CSS rules the clients and a11y rules share
+    clients.py  clients.*: features mail clients drop (caniemail.py, data/caniemail.json)
+    a11y.py     a11y.*: contrast (light and dark), lang, heading order, link text
+    utm.py      utm.tagged: which links carry UTM tags
     links.py    the concurrent link checker and its cache; link_findings
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from spark_mail.checks.report import Finding, Report, Severity
+from spark_mail.checks.a11y import a11y_findings
+from spark_mail.checks.caniemail import Client
+from spark_mail.checks.clients import client_findings
+from spark_mail.checks.outlook import outlook_width_findings
+from spark_mail.checks.report import SEVERITY_ORDER, Finding, Report, Severity
 from spark_mail.checks.rules import Checker
+from spark_mail.checks.styles import StyledEmail
+from spark_mail.checks.utm import utm_findings
 from spark_mail.config import Settings
 from spark_mail.render import RenderedEmail
 
@@ -32,12 +44,20 @@ def run_checks(
     links: bool = False,
     *,
     now: float | None = None,
+    clients: Sequence[Client] | None = None,
 ) -> Report:
-    """All rules for one email. With links=False nothing touches the network."""
+    """All rules for one email. With links=False nothing touches the network.
+    `clients`: the mail clients the `clients.*` rules look at (default: all they know)."""
     checker = Checker(email, settings)
+    findings = checker.run()
+    findings.extend(outlook_width_findings(email.html))
+    page = StyledEmail(email.html)
+    findings.extend(client_findings(page, clients))
+    findings.extend(a11y_findings(page))
+    findings.extend(utm_findings(checker.page.anchors))
     report = Report(
         slug=email.slug,
-        findings=checker.run(),
+        findings=findings,
         html_bytes=email.html_bytes,
         link_count=len(checker.page.anchors),
     )
@@ -56,12 +76,17 @@ def run_checks(
         report.links = check_links(targets, settings, now=now)
         report.links_checked = True
         report.findings.extend(link_findings(report.links))
-    order = {Severity.ERROR: 0, Severity.WARNING: 1}
-    report.findings.sort(key=lambda f: order[f.severity])
+    report.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return report
 
 
-def check_issue(issue: str | Path, settings: Settings, *, links: bool = True) -> Report:
+def check_issue(
+    issue: str | Path,
+    settings: Settings,
+    *,
+    links: bool = True,
+    clients: Sequence[Client] | None = None,
+) -> Report:
     """Build an issue file (or slug in issues/) and check it: what `spark-mail check` runs.
 
     A missing file or broken front matter raises IssueError (exit 2) before any rule runs."""
@@ -69,4 +94,4 @@ def check_issue(issue: str | Path, settings: Settings, *, links: bool = True) ->
     from spark_mail.render import build
 
     email = build(resolve_issue_path(issue, settings.issues_path), settings)
-    return run_checks(email, settings, links=links)
+    return run_checks(email, settings, links=links, clients=clients)

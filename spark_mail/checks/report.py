@@ -14,8 +14,12 @@ if TYPE_CHECKING:
 
 
 class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
+    ERROR = "error"  # blocks a send
+    WARNING = "warning"  # advice (blocks with --strict)
+    INFO = "info"  # worth knowing, never blocks: a feature used on purpose with a fallback
+
+
+SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ class Report:
         return [f for f in self.findings if f.severity is Severity.WARNING]
 
     @property
+    def notes(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.INFO]
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Errors and warnings: what `clean` means there are none of."""
+        return [f for f in self.findings if f.severity is not Severity.INFO]
+
+    @property
     def ok(self) -> bool:
         return not self.errors
 
@@ -64,7 +77,7 @@ class Report:
         def plural(n: int, word: str) -> str:
             return f"{n} {word}{'' if n == 1 else 's'}"
 
-        if not self.findings:
+        if not self.problems:
             return "clean"
         return f"{plural(len(self.errors), 'error')}, {plural(len(self.warnings), 'warning')}"
 
@@ -84,6 +97,7 @@ class Report:
             "summary": self.summary(),
             "error_count": len(self.errors),
             "warning_count": len(self.warnings),
+            "info_count": len(self.notes),
             "html_bytes": self.html_bytes,
             "gmail_clip_bytes": GMAIL_CLIP_BYTES,
             "link_count": self.link_count,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,9 @@ from spark_mail.cli.output import (
     print_json,
     print_table,
 )
+
+if TYPE_CHECKING:
+    from spark_mail.checks import Report
 
 
 @app.command(epilog=example(f"spark-mail build {SAMPLE}"))
@@ -134,6 +137,18 @@ def check(
         bool, typer.Option("--no-links", help="Skip the link check (offline work).")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too.")] = False,
+    clients: Annotated[
+        str | None,
+        typer.Option(
+            "--clients",
+            metavar="NAMES",
+            help="Mail clients the clients.* rules look at, e.g. gmail,outlook "
+            "(gmail, outlook, apple-mail, yahoo, or one client such as outlook-windows).",
+        ),
+    ] = None,
+    notes: Annotated[
+        bool, typer.Option("--notes", help="List the info notes in full, not only their ids.")
+    ] = False,
 ) -> None:
     """Build an issue and run the pre-send checks: exit 0 clean, 1 with errors.
 
@@ -141,25 +156,36 @@ def check(
     are found from the file's folder upward, so it works from any folder.
     """
     from spark_mail.checks import check_issue
+    from spark_mail.checks.caniemail import resolve_clients
 
-    report = check_issue(issue, settings(issue), links=not no_links)
+    try:
+        chosen = resolve_clients(clients)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--clients") from None
+    report = check_issue(issue, settings(issue), links=not no_links, clients=chosen)
     if as_json:
         print_json({**report.to_json(), "strict": strict, "failed": report.failed(strict)})
     else:
-        print_report(report)
+        print_report(report, notes=notes)
     report.raise_for_failure(strict)
 
 
-def print_report(report: Any) -> None:  # report: checks.Report
-    if report.findings:
+def print_report(report: Report, notes: bool = False) -> None:
+    shown = report.findings if notes else report.problems
+    if shown:
         table = key_table(
             "severity", "rule", "problem", "how to fix", keys=("severity", "rule"),
             title=f"Checks: {escape(report.slug)}", title_justify="left",
         )  # fmt: skip
-        for f in report.findings:
-            style = "red" if f.severity == "error" else "yellow"
+        for f in shown:
+            style = {"error": "red", "warning": "yellow"}.get(f.severity, "blue")
             table.add_row(f"[{style}]{f.severity}[/]", f.rule_id, escape(f.message), escape(f.hint))
         print_table(table)
+    if report.notes and not notes:
+        ids = ", ".join(f.rule_id for f in report.notes)
+        console.print(
+            f"[blue]{plural(len(report.notes), 'note')}[/] (info, --notes lists them): {ids}"
+        )
     moved = [link for link in report.links if link.redirects]
     if moved:
         table = key_table(
@@ -175,7 +201,7 @@ def print_report(report: Any) -> None:  # report: checks.Report
         if report.links_checked
         else "links not checked"
     )
-    colour = "green" if not report.findings else "red" if report.errors else "yellow"
+    colour = "green" if not report.problems else "red" if report.errors else "yellow"
     console.print(
         f"[{colour}]{escape(report.slug)}: {report.summary()}[/] - "
         f"HTML {kib(report.html_bytes)}, {links}"
@@ -189,6 +215,17 @@ def preview(
         int, typer.Option("--port", metavar="PORT", help="Port on 127.0.0.1 (0: any free).")
     ] = 8030,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="Write PNGs (375 and 600 px, light and dark) through headless Chromium into "
+            "DIR (default: dist/<slug>/snapshots) and exit: `preview ISSUE --snapshot [DIR]`.",
+        ),
+    ] = False,
+    snapshot_dir: Annotated[
+        Path | None, typer.Argument(metavar="[DIR]", hidden=True, show_default=False)
+    ] = None,
 ) -> None:
     """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save.
 
@@ -200,6 +237,14 @@ def preview(
 
     cfg = settings(issue)
     path = resolve_issue_path(issue, cfg.issues_path)
+    if snapshot_dir is not None and not snapshot:
+        raise typer.BadParameter("a folder goes with --snapshot", param_hint="DIR")
+    if snapshot:
+        from spark_mail.drafting.snapshot import snapshot_issue
+
+        for png in snapshot_issue(path, cfg, snapshot_dir):
+            console.print(escape(str(png)))
+        return
 
     def ready(url: str) -> None:
         err_console.print(f"Previewing {escape(str(path))} at {url} - Ctrl-C stops")

@@ -177,13 +177,13 @@ PANES = """<div class="panes">
 
 
 def checks_html(report: Any) -> str:
-    if not report.findings:
+    if not report.problems:
         return '<p class="clean">Checks: clean (offline rules; `spark-mail check` also ' \
             "checks the links)</p>"  # fmt: skip
     rows = "".join(
         f'<tr><td class="sev-{f.severity}">{f.severity}</td><td>{html.escape(f.rule_id)}</td>'
         f"<td>{html.escape(f.message)}</td><td>{html.escape(f.hint)}</td></tr>"
-        for f in report.findings
+        for f in report.problems
     )
     return (
         f"<table><caption>Checks: {html.escape(report.summary())} (offline rules)</caption>"

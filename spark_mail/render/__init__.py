@@ -1,7 +1,7 @@
 """The render pipeline: Issue + Settings -> RenderedEmail. Pure: no clock, no network.
 
 markdown (markdown-it-py) -> Jinja2 renders the layout's MJML -> mjml-python compiles it
--> premailer inlines the CSS;   the plain text comes from the same Markdown tokens.
+-> render/inline.py inlines the CSS;   the plain text comes from the same Markdown tokens.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import quote
-
-from markupsafe import Markup
+from typing import Any
 
 from spark_mail.config import Settings
 from spark_mail.errors import IssueError, located
@@ -25,53 +22,37 @@ from spark_mail.render import layout as layout_mod
 from spark_mail.render import markdown as md
 from spark_mail.render import text as text_mod
 from spark_mail.render.inline import inline_css
+from spark_mail.render.view import (
+    LayoutReader,
+    NoReader,
+    ReaderSource,
+    body_blocks,
+    layout_context,
+    long_date,
+    make_view,
+    poll_link,
+    reader_unsubscribe_url,
+    share_links,
+)
+
+__all__ = [
+    "GMAIL_CLIP_BYTES",
+    "LayoutReader",
+    "NoReader",
+    "ReaderSource",
+    "RenderedEmail",
+    "build",
+    "build_context",
+    "long_date",
+    "plain_text",
+    "poll_link",
+    "reader_unsubscribe_url",
+    "render_issue",
+    "share_links",
+    "unsubscribe_headers",
+]
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail clips a larger HTML body (measured, not documented)
-
-
-class ReaderSource(Protocol):
-    """Where a layout's `reader` gets its values (see spark_mail.personalize)."""
-
-    def field(self, name: str) -> Any:
-        """A reader column (`first_name`, `email`, ...)."""
-        ...
-
-    def link(self, url: str, purpose: str) -> str:
-        """`url` made this reader's own (unsubscribe, poll)."""
-        ...
-
-
-class NoReader:
-    """`reader` when no reader is given (build, previews): fields are undefined, so a
-    layout's `| default("there")` applies and a bare `{{ reader.x }}` renders empty (not
-    an error: the per-reader copy fills it); links stay the newsletter's generic ones."""
-
-    def field(self, name: str) -> Any:
-        import jinja2
-
-        return jinja2.Undefined(name=f"reader.{name}")
-
-    def link(self, url: str, purpose: str) -> str:
-        return url
-
-
-class LayoutReader:
-    """The `reader` a layout sees: `reader.first_name`, `reader["First Name"]`,
-    `reader.email`, `reader.unsubscribe_url`."""
-
-    def __init__(self, source: ReaderSource, unsubscribe_url: str) -> None:
-        self._source = source
-        self.unsubscribe_url = unsubscribe_url
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __getitem__(self, name: str) -> Any:
-        from spark_mail.audience import normalise_column  # the CSV's column names
-
-        return self._source.field(normalise_column(name))
 
 
 @dataclass(frozen=True)
@@ -91,6 +72,7 @@ class RenderedEmail:
     date: dt.date | None = None
     send_at: dt.datetime | None = None
     source: Path | None = None
+    date_header: dt.datetime | None = None  # the Date: header; with an offset
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -121,7 +103,11 @@ class RenderedEmail:
         if self.reply_to:
             msg["Reply-To"] = self.reply_to
         msg["Subject"] = subject or self.subject
-        when = self.send_at or dt.datetime.combine(self.date or dt.date(1970, 1, 1), dt.time(8))
+        when = (
+            self.date_header
+            or self.send_at
+            or dt.datetime.combine(self.date or dt.date(1970, 1, 1), dt.time(8))
+        )
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         msg["Date"] = format_datetime(when)
@@ -158,106 +144,14 @@ def unsubscribe_headers(settings: Settings, unsubscribe_url: str | None = None) 
     return headers
 
 
-def poll_link(settings: Settings, slug: str, option: str, index: int) -> str:
-    template = settings.poll_url or settings.web_url(slug) or "#"
-    return (
-        template.replace("{slug}", quote(slug))
-        .replace("{option}", quote(option))
-        .replace("{index}", str(index))
-    )
-
-
-def share_links(web_url: str, title: str) -> list[dict[str, str]]:
-    if not web_url:
-        return []
-    u, t = quote(web_url, safe=""), quote(title, safe="")
-    return [
-        {"name": "X", "url": f"https://x.com/intent/post?url={u}&text={t}"},
-        {"name": "LinkedIn", "url": f"https://www.linkedin.com/sharing/share-offsite/?url={u}"},
-        {"name": "Email", "url": f"mailto:?subject={t}&body={u}"},
-    ]
-
-
-def long_date(day: dt.date) -> str:
-    return f"{day.strftime('%B')} {day.day}, {day.year}"
-
-
-def generic_reader(settings: Settings, slug: str) -> ReaderSource:
-    """The `reader` of the one email for everyone: NoReader, or where links are signed the
-    reader desk's IssueLinks (poll links carry the issue's token, see spark_mail.desk)."""
-    from spark_mail.desk.links import generic_reader as issue_links
-
-    return issue_links(settings, slug) or NoReader()
-
-
 def build_context(
     issue: Issue,
     settings: Settings,
     blocks: list[md.Block],
     reader: ReaderSource | None = None,
 ) -> dict[str, Any]:
-    reader = reader or generic_reader(settings, issue.slug)
-    web_url = settings.web_url(issue.slug)
-    unsubscribe_url = reader_unsubscribe_url(settings, reader)
-    promo = issue.promo
-    poll = issue.poll
-    return {
-        "newsletter": {
-            "name": settings.name,
-            "from_address": settings.from_address,
-            "postal_address": settings.postal_address,
-            "disclaimer": settings.disclaimer,
-            "unsubscribe_url": settings.unsubscribe_url,
-            "language": settings.language,
-            "brand": settings.brand,
-        },
-        "issue": {
-            "slug": issue.slug,
-            "title": issue.title,
-            "subtitle": issue.subtitle,
-            "subject": issue.effective_subject,
-            "preheader": issue.preheader,
-            "number": issue.number,
-            "date": long_date(issue.date),
-            "iso_date": issue.date.isoformat(),
-            "web_url": web_url,
-            "tags": issue.tags,
-        },
-        "blocks": [
-            {"kind": b.kind, "html": Markup(b.html), "sponsor": b.sponsor, "label": b.label}
-            for b in blocks
-        ],
-        "promo": None
-        if promo is None
-        else {
-            "label": promo.label,
-            "title": promo.title,
-            "body_html": Markup(md.inline_html(promo.body)),
-            "image": promo.image,
-            "image_alt": promo.image_alt,
-            "cta_text": promo.cta_text,
-            "cta_url": promo.cta_url,
-        },
-        "poll": None
-        if poll is None
-        else {
-            "question": poll.question,
-            "options": [
-                {"text": o, "url": reader.link(poll_link(settings, issue.slug, o, i), "poll")}
-                for i, o in enumerate(poll.options, start=1)
-            ],
-        },
-        "share": {
-            "text": issue.share.text or settings.share_text,
-            "url": settings.share_url or web_url,
-            "links": share_links(settings.share_url or web_url, issue.title),
-        },
-        "reader": LayoutReader(reader, unsubscribe_url),
-    }
-
-
-def reader_unsubscribe_url(settings: Settings, reader: ReaderSource) -> str:
-    return reader.link(settings.unsubscribe_url, "unsubscribe") if settings.unsubscribe_url else ""
+    """What the layout's Jinja sees for this issue (see render.view)."""
+    return layout_context(make_view(issue, settings, blocks, reader))
 
 
 def plain_text(
@@ -266,47 +160,16 @@ def plain_text(
     blocks: list[md.Block],
     reader: ReaderSource | None = None,
 ) -> str:
-    reader = reader or generic_reader(settings, issue.slug)
-    ctx_web = settings.web_url(issue.slug)
-    parts: list[str] = []
-    if ctx_web:
-        parts.append(f"View this issue in your browser: {ctx_web}")
-    heading = issue.title
-    parts.append(f"{heading}\n{'=' * min(len(heading), text_mod.WIDTH)}")
-    if issue.subtitle:
-        parts.append(text_mod.wrap(issue.subtitle))
-    parts.append(f"{settings.name} - {long_date(issue.date)}")
-    for block in blocks:
-        body = text_mod.tokens_to_text(block.tokens)
-        parts.append(
-            text_mod.boxed(block.label, block.sponsor, body) if block.kind == "sponsor" else body
-        )
-    if issue.promo:
-        p = issue.promo
-        body = text_mod.markdown_text(p.body)
-        if p.cta_text:
-            body = f"{body}\n\n{p.cta_text}: {p.cta_url}".strip()
-        parts.append(text_mod.boxed(p.label, p.title, body))
-    if issue.poll:
-        lines = [text_mod.wrap(issue.poll.question)]
-        lines += [
-            f"- {o}: {reader.link(poll_link(settings, issue.slug, o, i), 'poll')}"
-            for i, o in enumerate(issue.poll.options, start=1)
-        ]
-        parts.append("\n".join(lines))
-    share_text = issue.share.text or settings.share_text
-    share_url = settings.share_url or ctx_web
-    if share_text:
-        parts.append(text_mod.wrap(f"{share_text} {share_url}".strip()))
-    footer = ["-- "]
-    if settings.disclaimer:
-        footer.append(text_mod.wrap(settings.disclaimer))
-    if settings.postal_address:
-        footer.append(settings.postal_address)
-    if settings.unsubscribe_url:
-        footer.append(f"Unsubscribe: {reader_unsubscribe_url(settings, reader)}")
-    parts.append("\n\n".join(footer))
-    return "\n\n".join(p for p in parts if p.strip()) + "\n"
+    """The plain-text part for this issue (see render.view)."""
+    return text_mod.email_text(make_view(issue, settings, blocks, reader))
+
+
+def date_header(issue: Issue, settings: Settings) -> dt.datetime:
+    """When the email says it was written: `send_at`, else 08:00 on the issue's date, both in
+    the newsletter's time zone when they carry no offset (never the machine's clock)."""
+    zone = settings.tzinfo()
+    when = issue.send_at or dt.datetime.combine(issue.date, dt.time(8))
+    return when if when.tzinfo is not None else when.replace(tzinfo=zone)
 
 
 def render_issue(
@@ -325,15 +188,15 @@ def render_issue(
     single_line(settings.from_address, "the 'from' setting", settings.root / "spark-mail.toml")
     single_line(settings.reply_to, "the 'reply_to' setting", settings.root / "spark-mail.toml")
 
-    blocks = md.split_blocks(md.parse(issue.body))
+    blocks = body_blocks(issue, settings)
     t1 = clock()
     timings["markdown"] = t1 - t0
 
     layout_dir = layout_mod.find_layout(
         issue.layout, settings.layout_dirs(), located(issue.path, issue.layout_line)
     )
-    context = build_context(issue, settings, blocks, reader)
-    mjml_text = layout_mod.render_mjml(layout_dir, settings.layout_dirs(), context)
+    view = make_view(issue, settings, blocks, reader)
+    mjml_text = layout_mod.render_mjml(layout_dir, settings.layout_dirs(), layout_context(view))
     mjml_text, css = layout_mod.split_inline_css(mjml_text)
     t2 = clock()
     timings["jinja"] = t2 - t1
@@ -346,7 +209,7 @@ def render_issue(
     t4 = clock()
     timings["inline"] = t4 - t3
 
-    text = plain_text(issue, settings, blocks, reader)
+    text = text_mod.email_text(view)
     timings["text"] = clock() - t4
 
     sections = ["header", "body"]
@@ -361,14 +224,13 @@ def render_issue(
         reply_to=settings.reply_to,
         html=html,
         text=text,
-        headers=unsubscribe_headers(
-            settings, reader_unsubscribe_url(settings, reader) if reader else None
-        ),
+        headers=unsubscribe_headers(settings, view.unsubscribe_url if reader else None),
         sections=tuple(sections),
         tags=issue.tags,
         date=issue.date,
         send_at=issue.send_at,
         source=issue.path,
+        date_header=date_header(issue, settings),
         timings=timings,
     )
 

@@ -1,21 +1,33 @@
-"""CSS inlining with premailer, configured for email built by MJML.
+"""CSS inlining for email built by MJML: the layout's `<mj-style inline="inline">` CSS is
+written into each element's style attribute (MRML, the MJML compiler, does not do it).
 
-premailer's defaults break this kind of email; each setting below answers one trap:
-- network: `allow_network=False` skips `<link>`, but cssutils still fetches `@import` while
-  parsing a `<style>`. Every `<style>` MJML wrote is marked `data-premailer="ignore"`, so
-  premailer never parses it (it keeps it as it is) and only our own inline CSS is parsed.
-- doctype: premailer drops a lowercase `<!doctype html>` (it compares it with lxml's
-  uppercase one); we make it uppercase first and restore it if it is still lost.
-- `!important`: `strip_important=False`, or the kept dark-mode / @media rules lose it.
-- merge tags: lxml %-encodes `{{ x }}` in href/src; we swap every merge tag for an
-  alphanumeric placeholder before and put it back after.
-- noise: cssutils logging is silenced.
+A small inliner on lxml + cssselect that does what premailer did here (spark-mail used
+premailer before: premailer, cssutils and requests were half of a cold build and of a warm
+one), keeping the lessons of that time:
+- only the layout's inline CSS is applied; the `<style>` blocks MJML wrote (the phone layout,
+  the dark-mode rules) are left exactly as they are, `!important` included;
+- rules that cannot be inlined (inside `@media` or another at-rule, with a pseudo-class or
+  pseudo-element) go into a `<style>` in `<head>`, their declarations made `!important` so
+  they still win over the inline styles; `@import` goes there too, and is never fetched;
+- order: rules by (!important, specificity, position); the element's own style attribute
+  wins over them all (MJML's inline styles are deliberate);
+- for Outlook, `text-align`, `vertical-align`, `background-color`, `width` and `height` of a
+  styled element are also written as the HTML attributes align, valign, bgcolor, width and
+  height (premailer's "basic attributes"), and a floated image gets align;
+- merge tags: lxml %-encodes `{{ x }}` in href/src; every merge tag is swapped for an
+  alphanumeric placeholder before and put back after;
+- the doctype: MJML's `<!doctype html>` comes out as `<!DOCTYPE html>`.
+Nothing here touches the network.
 """
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+from spark_mail.render.css import CssRule, declarations, parse_css
 
 MERGE_TAG_RE = re.compile(
     r"\{\{\{.*?\}\}\}"  # {{{ triple }}} (Resend, Postmark)
@@ -30,7 +42,6 @@ MERGE_TAG_RE = re.compile(
 PLACEHOLDER = "spkmrgtag{}x"
 PLACEHOLDER_RE = re.compile(r"spkmrgtag(\d+)x")
 IMPORT_RE = re.compile(r"@import\s+[^;]+;", re.I)
-STYLE_OPEN_RE = re.compile(r"<style(?![^>]*data-premailer)", re.I)
 DOCTYPE = "<!DOCTYPE html>"
 
 
@@ -50,36 +61,118 @@ def restore_merge_tags(html: str, tags: list[str]) -> str:
     return PLACEHOLDER_RE.sub(lambda m: tags[int(m.group(1))], html)
 
 
+IMPORTANT = "!important"
+# CSS property -> the HTML attribute Outlook and old clients read instead.
+BASIC_ATTRIBUTES = {
+    "text-align": "align",
+    "vertical-align": "valign",
+    "background-color": "bgcolor",
+    "width": "width",
+    "height": "height",
+}
+PSEUDO_RE = re.compile(r":(?!not\()")  # a pseudo-class or -element (`:not(...)` aside)
+Styles = dict[str, str]
+
+
+@lru_cache(maxsize=512)
+def compiled_selector(selector: str) -> tuple[Any, tuple[int, int, int]] | None:
+    """(an lxml XPath for the selector, its specificity), or None when it cannot be used."""
+    from cssselect import HTMLTranslator, SelectorError, parse
+    from lxml.etree import XPath
+
+    try:
+        (parsed,) = parse(selector)
+        return XPath(HTMLTranslator().selector_to_xpath(parsed)), parsed.specificity()
+    except (SelectorError, ValueError):
+        return None
+
+
+def inlinable(rule: CssRule) -> bool:
+    return (
+        not rule.at_rules
+        and not rule.selector.startswith("@")
+        and not PSEUDO_RE.search(rule.selector)
+    )
+
+
+def matches(root: Any, rules: list[CssRule]) -> dict[Any, Styles]:
+    """element -> the declarations the rules give it, in cascade order."""
+    applied: list[tuple[tuple[int, tuple[int, int, int], int], Any, str, str]] = []
+    for position, rule in enumerate(rules):
+        for selector in (s.strip() for s in rule.selector.split(",")):
+            found = compiled_selector(selector) if selector else None
+            if found is None:
+                continue
+            xpath, specificity = found
+            elements = xpath(root)
+            for name, value in rule.declarations:
+                rank = (int(value.endswith(IMPORTANT)), specificity, position)
+                applied.extend((rank, element, name, value) for element in elements)
+    styles: dict[Any, Styles] = {}
+    for _, element, name, value in sorted(applied, key=lambda a: a[0]):
+        slot = styles.setdefault(element, {})
+        slot.pop(name, None)  # the later rule's value, in the later place
+        slot[name] = value
+    return styles
+
+
+def merged_style(element: Any, from_rules: Styles) -> Styles:
+    """The rules' declarations, then the element's own style attribute over them."""
+    merged = dict(from_rules)
+    for name, value in declarations(element.get("style") or ""):
+        merged[name] = value
+    return merged
+
+
+def set_basic_attributes(element: Any, style: Styles) -> None:
+    for prop, attribute in BASIC_ATTRIBUTES.items():
+        value = style.get(prop, "").replace(IMPORTANT, "").strip()
+        if not value or (prop == "background-color" and "transparent" in value.lower()):
+            continue
+        if prop in ("width", "height") and value.endswith("px"):
+            value = value[:-2]
+        if prop == "background-color" and re.fullmatch(r"#[0-9a-fA-F]{3}", value):
+            value = "#" + "".join(c * 2 for c in value[1:])
+        element.set(attribute, value)
+    if element.tag == "img" and style.get("float", "").strip() in ("left", "right"):
+        element.set("align", style["float"].strip())
+
+
+def leftover_css(rules: list[CssRule], imports: list[str]) -> str:
+    """The rules that cannot be inlined, as a style sheet; their declarations !important."""
+
+    def block(rule: CssRule) -> Iterator[str]:
+        body = "; ".join(
+            f"{n}: {v if v.endswith(IMPORTANT) else v + ' ' + IMPORTANT}"
+            for n, v in rule.declarations
+        )
+        text = f"{rule.selector} {{ {body} }}"
+        for at_rule in reversed(rule.at_rules):
+            text = f"{at_rule} {{ {text} }}"
+        yield text
+
+    return "\n".join([*imports, *(line for rule in rules for line in block(rule))])
+
+
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>."""
-    from premailer import Premailer  # heavy (lxml, cssutils): imported only when building
+    from lxml import etree
 
     protected, tags = protect_merge_tags(html)
-    # cssutils fetches @import while parsing, whatever premailer's allow_network says: an
-    # @import cannot be inlined anyway, so it moves to a <style> premailer does not parse.
     imports = IMPORT_RE.findall(css)
-    if imports:
-        css = IMPORT_RE.sub("", css)
-        kept = "<style>" + "\n".join(imports) + "</style>"
-        protected = protected.replace("</head>", kept + "</head>", 1)
-    protected = STYLE_OPEN_RE.sub('<style data-premailer="ignore"', protected)
-    if protected[:15].lower() == "<!doctype html>":
-        protected = DOCTYPE + protected[15:]
-    out = Premailer(
-        protected,
-        css_text=[css] if css.strip() else None,
-        allow_network=False,
-        allow_loading_external_files=False,
-        disable_link_rewrites=True,
-        strip_important=False,
-        keep_style_tags=False,
-        remove_classes=False,
-        disable_validation=True,
-        exclude_pseudoclasses=True,
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+    rules = parse_css(IMPORT_RE.sub("", css))
+    tree = etree.fromstring(protected.strip(), etree.HTMLParser()).getroottree()
+    root = tree.getroot()
+    for element, from_rules in matches(root, [r for r in rules if inlinable(r)]).items():
+        style = merged_style(element, from_rules)
+        element.set("style", "; ".join(f"{n}:{v}" for n, v in style.items()))
+        set_basic_attributes(element, style)
+    leftover = leftover_css([r for r in rules if not inlinable(r)], imports)
+    head = root.find("head")
+    if leftover and head is not None:
+        sheet = etree.SubElement(head, "style", type="text/css")
+        sheet.text = leftover
+    out = etree.tostring(tree, method="html", encoding="unicode").rstrip("\n") + "\n"
     if out.lstrip()[:9].lower() != "<!doctype":
         out = DOCTYPE + "\n" + out
-    # Marks inside Outlook conditional comments are not elements, so premailer leaves them.
-    out = out.replace(' data-premailer="ignore"', "")
     return restore_merge_tags(out, tags)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from spark_mail.errors import LayoutError
 
@@ -22,6 +23,7 @@ INLINE_STYLE_RE = re.compile(
 )
 UNKNOWN_TAG_RE = re.compile(r"<(mj-[a-z-]+)")
 POSITION_RE = re.compile(r"at position (\d+):(\d+)")
+IMG_TAG_RE = re.compile(r"<img\b(?![^>]*\swidth=)", re.I)
 
 
 def find_layout(name: str, search: list[Path], source: str = "") -> Path:
@@ -52,7 +54,16 @@ def environment(search: tuple[Path, ...]) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["default"] = env.filters["d"] = default_filter
+    env.filters["email_images"] = email_images
     return env
+
+
+def email_images(html: str, width: int) -> Markup:
+    """`{{ block.html | email_images(552) }}`: every <img> without a width gets the column's
+    width as an attribute. Outlook for Windows ignores CSS max-width and would show the
+    image at its natural size; other clients still shrink it with `max-width:100%`."""
+    safe = str(escape(html))  # Markup stays as it is; a plain value is escaped first
+    return Markup(IMG_TAG_RE.sub(f'<img width="{int(width)}" height="auto"', safe))
 
 
 def default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:

@@ -5,6 +5,7 @@ The same parse feeds the plain-text part (render/text.py), so both parts always 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,6 +59,21 @@ def sponsor_heading(info: str) -> tuple[str, str]:
     rest = info.strip()[len(SPONSOR) :].strip()
     name, _, label = rest.partition("|")
     return name.strip(), (label.strip() or DEFAULT_SPONSOR_LABEL)
+
+
+def rewrite_links(tokens: list[Token], rewrite: Callable[[str, str], str]) -> None:
+    """Replace every link's href with `rewrite(href, block_kind)` ("prose" or "sponsor"),
+    in place, before the tokens become HTML and text (so both parts carry the same URL)."""
+    depth = 0
+    for tok in tokens:
+        if tok.type == f"container_{SPONSOR}_open":
+            depth += 1
+        elif tok.type == f"container_{SPONSOR}_close":
+            depth -= 1
+        for child in tok.children or ():
+            if child.type == "link_open" and child.attrs.get("href"):
+                kind = SPONSOR if depth else "prose"
+                child.attrs["href"] = rewrite(str(child.attrs["href"]), kind)
 
 
 def split_blocks(tokens: list[Token]) -> list[Block]:

@@ -229,7 +229,7 @@ def base_report(prepared: PreparedSend, outcome: Outcome, **details: object) -> 
         subject=email.subject,
         html_bytes=email.html_bytes,
         text_bytes=len(email.text.encode()),
-        warnings=[f"{f.rule_id}: {f.message}" for f in prepared.checks.findings],
+        warnings=[f"{f.rule_id}: {f.message}" for f in prepared.checks.problems],
     )
     for name, value in details.items():
         setattr(report, name, value)

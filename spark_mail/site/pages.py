@@ -18,6 +18,7 @@ from typing import Any
 from markupsafe import Markup
 
 from spark_mail.config import Settings
+from spark_mail.errors import located
 from spark_mail.issue import Issue
 from spark_mail.render import LayoutReader, NoReader, build_context
 from spark_mail.render import layout as layout_mod
@@ -139,7 +140,9 @@ def render_issue_page(
         zone=zone,
     )
     context = issue_context(issue, settings, urls, blocks, entry)
-    layout_dir = layout_mod.find_layout(issue.layout, settings.layout_dirs())
+    layout_dir = layout_mod.find_layout(
+        issue.layout, settings.layout_dirs(), located(issue.path, issue.layout_line)
+    )
     article = render(layout_dir, settings, ARTICLE_TEMPLATE, context)
     html = render(layout_dir, settings, ISSUE_TEMPLATE, {**context, "article": Markup(article)})
     return IssuePage(entry, html, article)

@@ -1,0 +1,188 @@
+"""`a11y.*`: what makes an email hard to read or to follow with a screen reader.
+
+- `a11y.contrast`: text whose colour is too close to its background (WCAG 2.x AA: 4.5:1,
+  3:1 for large text), computed from the inlined styles as light mode shows them and again
+  under the layout's `@media (prefers-color-scheme: dark)` rules (their `!important`
+  declarations win over the inline styles, as in the clients that apply them);
+- `a11y.lang`: no `lang` on `<html>` or on the body wrapper (`role="article"`), so screen
+  readers guess the language;
+- `a11y.heading-order`: a heading that skips a level (h1 then h3);
+- `a11y.link-text`: links that say "click here", "read more", ... out of context.
+(Images without alt text are `image.alt`, an error.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from spark_mail.checks.report import Finding, Severity
+from spark_mail.checks.styles import CssRule, StyledEmail, describe
+from spark_mail.render.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
+
+DARK_RE = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
+VAGUE_LINK_TEXT = {
+    "click here", "click", "here", "this", "this link", "link", "read more", "more",
+    "more info", "go", "details",
+}  # fmt: skip
+DEFAULT_FONT_PX = 16.0
+WHITE: RGB = (255, 255, 255)
+HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
+FONT_PX_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)px")
+
+
+def font_px(value: str | None, inherited: float) -> float:
+    match = FONT_PX_RE.match(value or "")
+    return float(match.group(1)) if match else inherited
+
+
+def is_bold(value: str | None, inherited: bool) -> bool:
+    if not value:
+        return inherited
+    return value.strip() in ("bold", "bolder") or (value.strip().isdigit() and int(value) >= 700)
+
+
+def background_of(styles: dict[str, str], element: Any) -> RGB | None:
+    for name in ("background-color", "background"):
+        if name in styles:
+            color = parse_color(styles[name].split()[0]) if styles[name].split() else None
+            if color is not None:
+                return color
+    bgcolor = element.get("bgcolor")
+    return parse_color(bgcolor) if bgcolor else None
+
+
+def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
+    """element -> the declarations the dark-mode rules give it (specificity, then order)."""
+    from cssselect import GenericTranslator, SelectorError, parse
+
+    chosen: dict[Any, dict[str, tuple[tuple[int, int, int], int, str]]] = {}
+    rules: list[CssRule] = [r for r in page.rules if any(DARK_RE.search(a) for a in r.at_rules)]
+    translator = GenericTranslator()
+    for order, rule in enumerate(rules):
+        wanted = {n: v for n, v in rule.declarations if n in ("color", "background-color")}
+        if not wanted:
+            continue
+        for selector_text in rule.selector.split(","):
+            try:
+                (selector,) = parse(selector_text.strip())
+                xpath = translator.selector_to_xpath(selector)
+            except (SelectorError, ValueError):
+                continue  # a pseudo-class lxml cannot match: the rule is left out
+            for element in page.root.xpath(xpath):
+                slot = chosen.setdefault(element, {})
+                for name, value in wanted.items():
+                    key = (selector.specificity(), order)
+                    if name not in slot or key >= slot[name][:2]:
+                        slot[name] = (*key, value)
+    return {el: {n: v[2] for n, v in decl.items()} for el, decl in chosen.items()}
+
+
+def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Iterator[str]:
+    """`"#777777 on #ffffff (4.48:1, needs 4.5:1): <div> in 'footer' 'Some text...'"`."""
+    seen: set[tuple[str, str, str]] = set()
+
+    def walk(el: Any, fg: RGB, bg: RGB, size: float, bold: bool) -> Iterator[str]:
+        styles = dict(page.inline(el))
+        styles.update(overrides.get(el, {}))
+        if HIDDEN_RE.search(el.get("style") or "") or el.get("aria-hidden") == "true":
+            return
+        fg = parse_color(styles.get("color", "")) or fg
+        bg = background_of(styles, el) or bg
+        size = font_px(styles.get("font-size"), size)
+        bold = is_bold(styles.get("font-weight"), bold or el.tag in ("b", "strong", "th"))
+        text = " ".join(((el.text or "") + "".join(c.tail or "" for c in el)).split())
+        needed = AA_LARGE_TEXT if size >= 24 or (bold and size >= 18.66) else AA_TEXT
+        ratio = contrast(fg, bg)
+        if text and ratio < needed:
+            key = (to_hex(fg), to_hex(bg), describe(el))
+            if key not in seen:
+                seen.add(key)
+                yield (
+                    f"{key[0]} on {key[1]} ({ratio:.2f}:1, needs {needed:g}:1): "
+                    f"{key[2]} {text[:40]!r}"
+                )
+        for child in el:
+            if isinstance(child.tag, str) and child.tag not in ("style", "script", "head"):
+                yield from walk(child, fg, bg, size, bold)
+
+    body = page.root.find("body")
+    if body is not None:
+        yield from walk(body, (0, 0, 0), WHITE, DEFAULT_FONT_PX, False)
+
+
+def contrast_findings(page: StyledEmail) -> Iterator[Finding]:
+    for mode, overrides in (("light", {}), ("dark", dark_overrides(page))):
+        if mode == "dark" and not overrides:
+            continue
+        problems = list(low_contrast(page, overrides))
+        if problems:
+            shown = "; ".join(problems[:3]) + (
+                f" (+{len(problems) - 3} more)" * (len(problems) > 3)
+            )
+            yield Finding(
+                "a11y.contrast",
+                Severity.WARNING,
+                f"text below WCAG AA contrast in {mode} mode: {shown}",
+                "darken the text or lighten its background (the default layout derives a "
+                "text-safe shade of brand.accent_color); check dark-mode rules for links too",
+            )
+
+
+def lang_findings(page: StyledEmail) -> Iterator[Finding]:
+    missing = []
+    if not (page.root.get("lang") or "").strip():
+        missing.append("<html>")
+    wrappers = page.root.xpath('//*[@role="article"]')
+    if wrappers and not (wrappers[0].get("lang") or "").strip():
+        missing.append('the body wrapper (role="article")')
+    if missing:
+        yield Finding(
+            "a11y.lang",
+            Severity.WARNING,
+            f"no lang attribute on {' and '.join(missing)}: screen readers guess the language",
+            'set `language` in spark-mail.toml and keep <mjml lang="{{ newsletter.language }}">',
+        )
+
+
+def heading_findings(page: StyledEmail) -> Iterator[Finding]:
+    previous = 0
+    for heading in page.root.xpath("//h1|//h2|//h3|//h4|//h5|//h6"):
+        level = int(heading.tag[1])
+        if level > previous + 1:
+            title = " ".join(heading.text_content().split())[:50]
+            yield Finding(
+                "a11y.heading-order",
+                Severity.WARNING,
+                f"<h{level}> {title!r} follows "
+                + (f"<h{previous}>" if previous else "no heading")
+                + ": a level is skipped, so the outline is broken for screen readers",
+                f"use <h{previous + 1}> (in Markdown: {'#' * (previous + 1)} ...), or the "
+                "heading level in between",
+            )
+        previous = level
+
+
+def link_text_findings(page: StyledEmail) -> Iterator[Finding]:
+    vague = sorted(
+        {
+            " ".join(a.text_content().split())
+            for a in page.root.iter("a")
+            if " ".join(a.text_content().split()).casefold().strip(".!:→ ") in VAGUE_LINK_TEXT
+        }
+    )
+    if vague:
+        yield Finding(
+            "a11y.link-text",
+            Severity.WARNING,
+            f"link text that says nothing out of context: {', '.join(repr(v) for v in vague)}",
+            "say where the link goes (screen readers list links by their text)",
+        )
+
+
+def a11y_findings(page: StyledEmail) -> Iterator[Finding]:
+    yield from contrast_findings(page)
+    yield from lang_findings(page)
+    yield from heading_findings(page)
+    yield from link_text_findings(page)

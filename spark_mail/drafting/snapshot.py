@@ -1,0 +1,162 @@
+"""`spark-mail preview ISSUE --snapshot [DIR]`: PNGs of the email for a review or a PR.
+
+Four full-page screenshots through headless Chromium: 375 px (a phone) and 600 px (the
+desktop column), each light and dark (the layout's `prefers-color-scheme: dark` rules on).
+Playwright drives the machine's Chromium when both are installed; otherwise Chromium's own
+`--screenshot` does (the page height is measured first with `--dump-dom`). Neither: one
+SnapshotError line saying what to install.
+
+The snapshots never touch the network: images from the internet are not loaded (their boxes
+keep the size the layout gives them and show their alt text), so nothing is tracked, and
+the same issue gives the same pictures.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from spark_mail.config import Settings
+from spark_mail.errors import SnapshotError
+
+WIDTHS = (375, 600)
+Scheme = Literal["light", "dark"]
+SCHEMES: tuple[Scheme, ...] = ("light", "dark")
+TIMEOUT_SECONDS = 60
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no image or font is fetched
+]
+HEIGHT_PROBE = (
+    "<script>addEventListener('load', () => { document.title = 'height=' + "
+    "document.documentElement.scrollHeight; });</script>"
+)
+HEIGHT_RE = re.compile(r"<title>height=(\d+)</title>")
+
+
+@dataclass(frozen=True)
+class Shot:
+    width: int
+    scheme: Scheme
+    path: Path
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def plan(out_dir: Path, slug: str) -> list[Shot]:
+    return [
+        Shot(width, scheme, out_dir / f"{slug}-{width}-{scheme}.png")
+        for width in WIDTHS
+        for scheme in SCHEMES
+    ]
+
+
+def take_snapshots(email_html: str, slug: str, out_dir: Path) -> list[Path]:
+    """Write the four PNGs into `out_dir`; SnapshotError when no Chromium can take them."""
+    chromium = chromium_path()
+    shooter: Callable[[str, list[Shot], str | None], None]
+    try:
+        import playwright.sync_api  # noqa: F401  (optional: only a test dependency)
+
+        shooter = with_playwright
+    except ImportError:
+        if chromium is None:
+            raise SnapshotError(
+                "snapshots need headless Chromium, and neither Chromium nor Playwright is "
+                "installed",
+                hint="install chromium (e.g. `apt-get install chromium`) or "
+                "`pip install playwright && playwright install chromium`",
+            ) from None
+        shooter = with_chromium_cli
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shots = plan(out_dir, slug)
+    shooter(email_html, shots, chromium)
+    return [shot.path for shot in shots]
+
+
+def with_playwright(email_html: str, shots: list[Shot], chromium: str | None) -> None:
+    from playwright.sync_api import Error, sync_playwright
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS[1:4])
+            try:
+                for shot in shots:
+                    page = browser.new_page(
+                        viewport={"width": shot.width, "height": 800}, color_scheme=shot.scheme
+                    )
+                    page.route("**/*", block_network)
+                    page.set_content(email_html, timeout=TIMEOUT_SECONDS * 1000)
+                    page.screenshot(path=str(shot.path), full_page=True)
+                    page.close()
+            finally:
+                browser.close()
+    except Error as exc:
+        raise SnapshotError(
+            f"headless Chromium failed: {str(exc).splitlines()[0]}",
+            hint="check that chromium starts (`chromium --headless --version`)",
+        ) from None
+
+
+def block_network(route: Any) -> None:
+    if route.request.url.startswith(("data:", "about:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def with_chromium_cli(email_html: str, shots: list[Shot], chromium: str | None) -> None:
+    from spark_mail.drafting.preview import dark_html
+
+    assert chromium is not None
+    with tempfile.TemporaryDirectory(prefix="spark-mail-snapshot-") as tmp:
+        folder = Path(tmp)
+        for shot in shots:
+            page = folder / f"{shot.width}-{shot.scheme}.html"
+            html = dark_html(email_html) if shot.scheme == "dark" else email_html
+            page.write_text(html.replace("</body>", HEIGHT_PROBE + "</body>", 1), "utf-8")
+            profile = f"--user-data-dir={folder / 'profile'}"
+            dom = run_chromium(
+                [chromium, *CHROMIUM_FLAGS, profile, f"--window-size={shot.width},800",
+                 "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+            )  # fmt: skip
+            match = HEIGHT_RE.search(dom)
+            height = int(match.group(1)) if match else 2400
+            run_chromium(
+                [chromium, *CHROMIUM_FLAGS, profile, f"--window-size={shot.width},{height}",
+                 f"--screenshot={shot.path}", page.as_uri()]
+            )  # fmt: skip
+            if not shot.path.is_file():
+                raise SnapshotError(f"headless Chromium wrote no screenshot to {shot.path}")
+
+
+def run_chromium(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SnapshotError(f"headless Chromium failed: {exc}") from None
+    return done.stdout
+
+
+def snapshot_issue(path: Path, settings: Settings, out_dir: Path | None = None) -> list[Path]:
+    """Build the issue and write its snapshots (default: dist/<slug>/snapshots/)."""
+    from spark_mail.render import build
+
+    email = build(path, settings)
+    folder = out_dir or settings.out_path / email.slug / "snapshots"
+    return take_snapshots(email.html, email.slug, folder)
