@@ -317,8 +317,7 @@ def test_outbox_writes_one_file_per_reader(newsletter):
 def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newsletter):
     """SMTP own list: 120 readers, 4 connections at most (not one per message), each reader
     one message addressed to them alone."""
-    from test_smtp import Sink, serve
-
+    from servers.smtp import Sink, serve
     from spark_mail.config import load_settings
 
     write_readers(newsletter, 120)

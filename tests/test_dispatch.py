@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_issue
+from conftest import run_cli, write_issue
 from esp_server import FakeEsp
+from spark_mail.clock import FakeClock
 from spark_mail.config import Settings, load_settings
 from spark_mail.errors import ConfigError, LedgerError
 from spark_mail.ledger import Ledger, SendState, open_ledger
@@ -281,3 +282,32 @@ def test_interrupted_schedule_found_by_dispatch_is_left_to_the_esp(newsletter: P
     assert esp.audience_sends == []
     with open_ledger(settings) as ledger:
         assert ledger.get("issue-1").state == SendState.SCHEDULED  # type: ignore[union-attr]
+
+
+def test_a_future_now_is_refused_for_a_real_send_and_allowed_for_a_dry_run(newsletter: Path):
+    """`--now` later than the real clock never sends for real (exit 2, one line, nothing
+    sent, no ledger); with --dry-run it shows what would be due then."""
+    issue(newsletter, "issue-1", "2099-01-20T08:00:00+00:00")
+    later = at("2099-01-20T09:00:00+00:00")
+    settings = load_settings(start=newsletter, env={})
+    with pytest.raises(ConfigError, match="later than the real time") as caught:
+        dispatch(settings, later, clock=FakeClock(NOW))
+    assert caught.value.exit_code == 2 and "--dry-run" in str(caught.value)
+    assert not settings.ledger_file.exists()
+    dry = dispatch(settings, later, dry_run=True, clock=FakeClock(NOW))
+    assert [i.outcome for i in dry.items] == ["dry-run"]
+    cli = run_cli("dispatch", "--now", "2099-01-20T09:00:00+00:00", cwd=newsletter)
+    assert cli.returncode == 2 and "later than the real time" in cli.stderr
+    assert "Traceback" not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_the_ledger_records_the_real_time_not_the_pretend_one(newsletter: Path):
+    """A past `--now` picks what is due; `sent_at` is the time the send really happened."""
+    issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
+    settings = load_settings(start=newsletter, env={})
+    real = dt.datetime(2025, 3, 1, 9, 30, tzinfo=dt.UTC)
+    report = dispatch(settings, at("2025-01-20T08:05:00+00:00"), clock=FakeClock(real))
+    assert [i.outcome for i in report.items] == ["sent"]
+    with open_ledger(settings) as ledger:
+        record = ledger.get("issue-1")
+    assert record is not None and record.sent_at == real.isoformat(timespec="seconds")

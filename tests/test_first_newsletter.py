@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from test_init import FLAGS, tree
-from test_smtp import Sink, serve
 
 from conftest import run_cli
+from servers.smtp import Sink, serve
 
 ISO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email as email_lib
 import email.policy
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -14,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import SAMPLE_ISSUE, write_issue
+from servers.smtp import Sink, free_port, serve
 from spark_mail.audience import Reader
 from spark_mail.config import load_settings
 from spark_mail.errors import ConfigError, EspError
@@ -28,31 +27,6 @@ from spark_mail.providers.smtp import SmtpProvider
 from spark_mail.render import RenderedEmail, build
 
 PASSWORD = "smtp-pass-s3cret"
-
-
-class Sink:
-    """Keeps every message the server accepts, and the client port it came from."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            {
-                "from": envelope.mail_from,
-                "to": list(envelope.rcpt_tos),
-                "data": envelope.original_content,
-                "peer": session.peer,
-                "auth": getattr(session, "authenticated", False),
-            }
-        )
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check_password(server: Any, session: Any, envelope: Any, mechanism: str, data: Any):
@@ -86,12 +60,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         timeout=30,
     )
     return cert, key
-
-
-def serve(sink: Sink, **kwargs: Any) -> Controller:
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
-    controller.start()
-    return controller
 
 
 @pytest.fixture

@@ -68,10 +68,21 @@ class SmtpProvider(Provider):
         self.port = settings.smtp_port or DEFAULT_PORTS[self.tls]
         self.ssl_context = ssl_context or ssl.create_default_context()
         self._local = threading.local()  # each sending thread has its own connection
+        self._utf8: bool | None = None  # the server offers SMTPUTF8 (asked when needed)
         self._open: list[smtplib.SMTP] = []
         self._open_lock = threading.Lock()
         if self.dry_run is not None:
             self.dry_run.secrets.append(settings.smtp_password.reveal())
+
+    def can_carry(self, address: str) -> bool:
+        """A local part that is not ASCII needs the server's SMTPUTF8: asked once, on the
+        first such address, so those readers are invalid before the send, not refused in
+        the middle of it."""
+        if address.rpartition("@")[0].isascii() or self.dry_run is not None:
+            return True
+        if self._utf8 is None:
+            self._utf8 = bool(self.connect().has_extn("smtputf8"))
+        return self._utf8
 
     @property
     def audience(self) -> str:
