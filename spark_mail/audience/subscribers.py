@@ -383,39 +383,19 @@ def iter_readers(
         columns = [c for c in SUPPRESSION_COLUMNS if c in rows.columns]
         for line, row, problem in rows:
             report.total += 1
-            if row is None:
-                report.add_invalid(RowProblem(line, problem))
-                continue
-            written = row.get(EMAIL_COLUMN, "").strip()
-            if not written:
-                if not any(v.strip() for v in row.values()):
-                    report.total -= 1  # a blank row (spreadsheets leave ",,,," at the end)
-                    continue
-                report.add_invalid(RowProblem(line, "no email address in the 'email' column"))
-                continue
-            try:
-                address = validator.normalise(written)
-            except ValueError as exc:
-                report.add_invalid(RowProblem(line, f"invalid address: {exc}", written))
-                continue
-            if can_carry is not None and not can_carry(address):
-                problem = "the part before the @ is not ASCII and the provider cannot carry it"
-                report.add_invalid(RowProblem(line, problem, written))
+            address = _address_of(line, row, problem, validator, can_carry, report)
+            if address is None or row is None:
                 continue
             key = address_key(address)
             reason = next((c for c in columns if is_set(row.get(c))), "") if columns else ""
-            if not reason and key in listed:
-                reason = "suppression file"
-            if not reason and key in desk:
-                reason = DESK_REASON
-            if not reason and key in marked:
-                reason = "suppressed on another row"
+            reason = reason or _listed_reason(key, listed, desk, marked)
             if reason:
                 report.suppressed += 1
                 report.suppressed_by[reason] += 1
                 continue
             first = first_line.get(key)
             if first is not None:
+                written = row.get(EMAIL_COLUMN, "").strip()
                 report.add_duplicate(
                     RowProblem(line, f"duplicate of line {first} (the first is kept)", written)
                 )
@@ -428,6 +408,51 @@ def iter_readers(
             f"{path}: no readers (the file has a header but no rows)",
             hint="add one row per reader below the header",
         )
+
+
+def _address_of(
+    line: int,
+    row: dict[str, str] | None,
+    problem: str,
+    validator: AddressValidator,
+    can_carry: Callable[[str], bool] | None,
+    report: AudienceReport,
+) -> str | None:
+    """The row's normalised address, or None with the row counted as invalid (or, for a
+    blank row, not counted at all)."""
+    if row is None:
+        report.add_invalid(RowProblem(line, problem))
+        return None
+    written = row.get(EMAIL_COLUMN, "").strip()
+    if not written:
+        if not any(v.strip() for v in row.values()):
+            report.total -= 1  # a blank row (spreadsheets leave ",,,," at the end)
+            return None
+        report.add_invalid(RowProblem(line, "no email address in the 'email' column"))
+        return None
+    try:
+        address = validator.normalise(written)
+    except ValueError as exc:
+        report.add_invalid(RowProblem(line, f"invalid address: {exc}", written))
+        return None
+    if can_carry is not None and not can_carry(address):
+        problem = "the part before the @ is not ASCII and the provider cannot carry it"
+        report.add_invalid(RowProblem(line, problem, written))
+        return None
+    return address
+
+
+def _listed_reason(
+    key: int, listed: AbstractSet[int], desk: AbstractSet[int], marked: AbstractSet[int]
+) -> str:
+    """Why an address is suppressed by a list (not by its own row), or ""."""
+    if key in listed:
+        return "suppression file"
+    if key in desk:
+        return DESK_REASON
+    if key in marked:
+        return "suppressed on another row"
+    return ""
 
 
 def check_audience(
