@@ -198,24 +198,29 @@ def test_decorative_image_may_have_empty_alt(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "bad"),
+    ("url", "problem"),
     [
-        ("https://example.com/a", False),
-        ("mailto:someone@example.com", False),
-        ("/relative", True),
-        ("#top", True),
-        ("http://example.com", True),
-        ("file:///tmp/x", True),
-        ("https://localhost/x", True),
-        ("https://127.0.0.1:8000/", True),
-        ("https://app.localhost/", True),
-        ("javascript:alert(1)", True),
-        ("", True),
+        ("https://example.com/a", None),
+        ("mailto:someone@example.com", None),
+        ("/relative", "is relative"),
+        ("#top", "is relative"),
+        ("http://example.com", "uses http:, not https:"),
+        ("file:///tmp/x", "a file on your computer"),
+        ("https://localhost/x", "points to localhost"),
+        ("https://127.0.0.1:8000/", "points to 127.0.0.1"),
+        ("https://app.localhost/", "points to app.localhost"),
+        ("javascript:alert(1)", "the javascript: scheme"),
+        ("", "is empty"),
     ],
 )
-def test_url_problem_classifies_urls(url: str, bad: bool) -> None:
-    """Only absolute https (and mailto/tel) URLs that readers can reach pass."""
-    assert (url_problem(url) is not None) is bad
+def test_url_problem_says_what_is_wrong_with_each_url(url: str, problem: str | None) -> None:
+    """Only absolute https (and mailto/tel) URLs that readers can reach pass; the others are
+    told apart by why they fail."""
+    found = url_problem(url)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
 
 
 def test_report_contract_for_the_sending_code(settings: Settings) -> None:

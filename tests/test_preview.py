@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -115,8 +116,32 @@ def test_layout_change_triggers_rebuild(server: PreviewServer, newsletter: Path)
 
 
 def test_binds_to_localhost_only(server: PreviewServer) -> None:
-    """The server listens on 127.0.0.1, not on every interface."""
-    assert server.httpd.server_address[0] == "127.0.0.1"
+    """The kernel's table of listening sockets shows the preview on 127.0.0.1 only, and a
+    connection through another address of this machine is refused."""
+    port = server.httpd.server_address[1]
+    listening = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if int(port_hex, 16) == port and state == "0A":  # 0A: LISTEN
+            listening.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    assert listening == ["127.0.0.1"]
+    others = [a for a in local_addresses() if not a.startswith("127.")]
+    if others:
+        with pytest.raises(OSError), socket.create_connection((others[0], port), timeout=2):
+            pass
+
+
+def local_addresses() -> list[str]:
+    """This machine's own IPv4 addresses: in the kernel's routing trie, an address followed
+    by a `/32 host LOCAL` entry."""
+    found = set()
+    lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    for line, after in zip(lines, lines[1:], strict=False):
+        match = re.search(r"\|-- (\d+\.\d+\.\d+\.\d+)", line)
+        if match and "/32 host LOCAL" in after:
+            found.add(match.group(1))
+    return sorted(found)
 
 
 def test_port_in_use_is_a_clear_error(newsletter: Path, issue_path: Path) -> None:

@@ -189,6 +189,11 @@ def test_without_postal_address_there_is_none(newsletter: Path):
     settings = dataclasses.replace(load_settings(), postal_address="")
     email = render_issue(load_issue(newsletter / "issues" / SAMPLE_ISSUE.name), settings)
     assert "548 Market St" not in email.html
+    assert "548 Market St" not in email.text
+    with_address = render_issue(
+        load_issue(newsletter / "issues" / SAMPLE_ISSUE.name), load_settings()
+    )
+    assert "548 Market St" in with_address.html and "548 Market St" in with_address.text
 
 
 def test_mime_message_is_complete(sample: RenderedEmail):
