@@ -22,10 +22,11 @@ DUE = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
 
 
 def quick(settings: Settings, **changes: object) -> Settings:
-    """Short timeouts and few attempts: a hanging ESP ends an attempt fast."""
+    """A short timeout (a hanging ESP ends an attempt, yet a busy machine still answers in
+    time) and few attempts."""
     return dataclasses.replace(
         settings,
-        **{"send_timeout": 0.5, "send_attempts": 3, "send_backoff": 0.01, **changes},  # type: ignore[arg-type]
+        **{"send_timeout": 2.0, "send_attempts": 2, "send_backoff": 0.01, **changes},  # type: ignore[arg-type]
     )
 
 
@@ -47,7 +48,7 @@ def test_resend_send_timing_out_every_attempt_is_asked_about_not_sent_again(
     the next dispatch asks Resend about the recorded broadcast and creates no second one."""
     due_issue(newsletter, "issue-1")
     settings = quick(settings_for(esp, newsletter, "resend", SPARK_MAIL_SEND_RATE="100"))
-    esp.act_then(hang=True, times=3, path="/send")
+    esp.act_then(hang=True, times=2, path="/send")
     with pytest.raises(SendUnconfirmed, match="may have gone out"):
         send_issue("issue-1", settings, mode="send", clock=FakeClock(DUE))
     assert state(settings, "issue-1") == SendState.SENDING
@@ -125,7 +126,7 @@ def test_buttondown_publish_timeout_then_a_typo_fix_does_not_publish_twice(
     asks Buttondown about the recorded email, finds it sent, and publishes nothing."""
     due_issue(newsletter, "issue-1", "Hello, raeders.\n")
     settings = quick(settings_for(esp, newsletter, "buttondown"))
-    esp.act_then(hang=True, times=3, path="/publish")
+    esp.drop(times=2, path="/publish")  # published, then the connection closes unanswered
     with pytest.raises(SendUnconfirmed):
         send_issue("issue-1", settings, mode="send")
     due_issue(newsletter, "issue-1", "Hello, readers.\n")  # the typo, fixed

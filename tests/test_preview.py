@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,7 +33,7 @@ def fetch(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for_version(server: PreviewServer, after: int, timeout: float = 5.0) -> int:
+def wait_for_version(server: PreviewServer, after: int, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         version = json.loads(fetch(server.url + "version")[1])["version"]
@@ -137,7 +138,7 @@ def local_addresses() -> list[str]:
     by a `/32 host LOCAL` entry."""
     found = set()
     lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    for line, after in zip(lines, lines[1:], strict=False):
+    for line, after in itertools.pairwise(lines):
         match = re.search(r"\|-- (\d+\.\d+\.\d+\.\d+)", line)
         if match and "/32 host LOCAL" in after:
             found.add(match.group(1))
