@@ -52,6 +52,7 @@ __all__ = [
     "Capability",
     "DeliveryState",
     "EspError",
+    "Known",
     "OnIds",
     "Outcome",
     "Provider",
@@ -91,6 +92,8 @@ class SendResult:
 
 
 OnIds = Callable[[dict[str, str]], object]
+# What an interrupted earlier attempt recorded: its ESP ids, and "content" (its content hash).
+Known = dict[str, str]
 
 # What became of one message of a batch: (sent | refused | failed | uncertain, detail), the
 # detail being the ESP's message id when sent, else the reason. Same words as the ledger's
@@ -219,19 +222,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult: ...
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds, known: Known | None = None) -> SendResult:
         """Send to the audience the ESP keeps (own lists go through `send_batch`)."""
         self.require(Capability.SEND)
         raise NotImplementedError
 
     def schedule(
-        self,
-        email: RenderedEmail,
-        at: dt.datetime,
-        on_ids: OnIds,
-        known: dict[str, str] | None = None,
+        self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds, known: Known | None = None
     ) -> SendResult:
         self.require(Capability.SCHEDULE)
         raise NotImplementedError

@@ -24,6 +24,7 @@ from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     Capability,
     DeliveryState,
+    Known,
     OnIds,
     SendResult,
     iso_utc,
@@ -91,7 +92,7 @@ class ButtondownProvider(HttpProvider):
         email: RenderedEmail,
         key: str,
         on_ids: OnIds | None = None,
-        known: dict[str, str] | None = None,
+        known: Known | None = None,
     ) -> str:
         """The draft to send: the one an interrupted attempt made (brought up to date when
         the issue changed since), else a new one."""
@@ -147,17 +148,11 @@ class ButtondownProvider(HttpProvider):
         )
         return SendResult(esp_ids={"email_id": draft_id}, requests=self.requests_made - before)
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds, known: Known | None = None) -> SendResult:
         return self._publish(email, on_ids, {"status": "about_to_send"}, known or {})
 
     def schedule(
-        self,
-        email: RenderedEmail,
-        at: dt.datetime,
-        on_ids: OnIds,
-        known: dict[str, str] | None = None,
+        self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds, known: Known | None = None
     ) -> SendResult:
         update = {"status": "scheduled", "publish_date": iso_utc(at)}
         return self._publish(email, on_ids, update, known or {})
@@ -177,17 +172,6 @@ class ButtondownProvider(HttpProvider):
         email_id = esp_ids.get("email_id")
         if not email_id:
             return DeliveryState.UNKNOWN
-        try:
-            response = self.request("GET", f"emails/{email_id}", "look up email")
-        except EspError as exc:
-            if exc.status == 404:
-                return DeliveryState.NOT_SENT
-            raise
-        status = str(self.json(response, "look up email").get("status") or "")
-        if status in SENT_STATES:
-            return DeliveryState.SENT
-        if status == "scheduled":
-            return DeliveryState.SCHEDULED
-        if status in NOT_SENT_STATES:
-            return DeliveryState.NOT_SENT
-        return DeliveryState.UNKNOWN
+        return self.lookup_status(
+            f"emails/{email_id}", "look up email", SENT_STATES, NOT_SENT_STATES
+        )

@@ -32,7 +32,7 @@ from spark_mail import __version__
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError
-from spark_mail.providers.base import Provider
+from spark_mail.providers.base import DeliveryState, Provider
 from spark_mail.providers.deadline import DeadlineTransport, deadline
 from spark_mail.secrets import redact, shorten
 
@@ -256,6 +256,26 @@ class HttpProvider(Provider):
                 if response.status_code < 300:
                     return response
                 attempt.answered(response)
+
+    def lookup_status(
+        self, path: str, what: str, sent: set[str], not_sent: set[str]
+    ) -> DeliveryState:
+        """Ask the ESP for a send's `status` (sent / scheduled / not sent / unknown); a 404
+        means it never existed or was removed: nothing went out."""
+        try:
+            response = self.request("GET", path, what)
+        except EspError as exc:
+            if exc.status == 404:
+                return DeliveryState.NOT_SENT
+            raise
+        status = str(self.json(response, what).get("status") or "")
+        if status in sent:
+            return DeliveryState.SENT
+        if status == "scheduled":
+            return DeliveryState.SCHEDULED
+        if status in not_sent:
+            return DeliveryState.NOT_SENT
+        return DeliveryState.UNKNOWN
 
     def _count(self, size: int) -> None:
         with self._tally_lock:

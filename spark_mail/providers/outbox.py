@@ -22,6 +22,7 @@ from spark_mail.providers.base import (
     BatchResult,
     Capability,
     DeliveryState,
+    Known,
     OnIds,
     Provider,
     SendResult,
@@ -78,9 +79,7 @@ class OutboxProvider(Provider):
         self._write(path, list(recipients), email, list(recipients))
         return SendResult(esp_ids={"file": str(path)}, requests=1, recipients=len(recipients))
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds, known: Known | None = None) -> SendResult:
         """No subscribers file: the issue as one `send.eml` (the folder is the audience)."""
         path = self.folder / email.slug / "send.eml"
         on_ids({"file": str(path)})

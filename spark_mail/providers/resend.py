@@ -28,6 +28,7 @@ from spark_mail.providers.base import (
     BatchResult,
     Capability,
     DeliveryState,
+    Known,
     OnIds,
     SendResult,
     iso_utc,
@@ -221,9 +222,7 @@ class ResendProvider(HttpProvider):
                     return
             raise
 
-    def send(
-        self, email: RenderedEmail, on_ids: OnIds, known: dict[str, str] | None = None
-    ) -> SendResult:
+    def send(self, email: RenderedEmail, on_ids: OnIds, known: Known | None = None) -> SendResult:
         before = self.requests_made
         broadcast_id = self._create_broadcast(email, on_ids, None, known or {})
         self._send_broadcast(email, broadcast_id, None)
@@ -232,11 +231,7 @@ class ResendProvider(HttpProvider):
         )
 
     def schedule(
-        self,
-        email: RenderedEmail,
-        at: dt.datetime,
-        on_ids: OnIds,
-        known: dict[str, str] | None = None,
+        self, email: RenderedEmail, at: dt.datetime, on_ids: OnIds, known: Known | None = None
     ) -> SendResult:
         before = self.requests_made
         when = iso_utc(at)
@@ -254,20 +249,9 @@ class ResendProvider(HttpProvider):
         broadcast_id = esp_ids.get("broadcast_id")
         if not broadcast_id:
             return DeliveryState.UNKNOWN
-        try:
-            response = self.request("GET", f"broadcasts/{broadcast_id}", "look up broadcast")
-        except EspError as exc:
-            if exc.status == 404:
-                return DeliveryState.NOT_SENT  # never created or removed: nothing went out
-            raise
-        status = str(self.json(response, "look up broadcast").get("status") or "")
-        if status in SENT_STATES:
-            return DeliveryState.SENT
-        if status == "scheduled":
-            return DeliveryState.SCHEDULED
-        if status == "draft":
-            return DeliveryState.NOT_SENT
-        return DeliveryState.UNKNOWN
+        return self.lookup_status(
+            f"broadcasts/{broadcast_id}", "look up broadcast", SENT_STATES, {"draft"}
+        )
 
 
 def _broadcast_id(esp_ids: dict[str, str]) -> str:
