@@ -20,8 +20,11 @@ class IssueLocks:
         self._held: dict[str, int] = {}  # slug -> fd of the held lock file
 
     def path(self, slug: str) -> Path:
-        if not slug or "/" in slug or "\0" in slug or slug in (".", ".."):
-            raise LedgerError(f"{slug!r} is not a usable issue name for a lock file")
+        from spark_mail.issue import slug_problem
+
+        problem = slug_problem(slug)
+        if problem is not None:
+            raise LedgerError(f"{slug!r} is not a usable issue name for a lock file: {problem}")
         return self.folder / f"{slug}.lock"
 
     def holds(self, slug: str) -> bool:
