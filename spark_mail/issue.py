@@ -21,6 +21,7 @@ from typing import Any
 
 from spark_mail.errors import IssueError
 from spark_mail.front_matter import key_lines, read_front_matter, split_front_matter
+from spark_mail.safe_text import describe, forbidden_character
 
 __all__ = ["Issue", "Poll", "Promo", "Share", "load_issue", "parse_issue", "slug_of", "slugify"]
 
@@ -32,12 +33,6 @@ NUMBER_RANGE = (0, 10**9)
 # A slug names a folder (dist/<slug>/), a lock file, a ledger row, URLs and ESP headers:
 # one safe path segment, ASCII so every header and URL can carry it as it is.
 SAFE_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
-# Not allowed in a field that becomes a header or a single line: C0/C1 controls (CR, LF,
-# tab, ESC, ...), DEL, and Unicode's line and paragraph separators.
-LINE_BREAKING_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Not allowed in Markdown text (the body, promo.body): the same, except tab and line ends.
-BODY_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -150,23 +145,14 @@ class _Fields:
         name = ".".join(key)
         if isinstance(value, dict | list):
             raise self.fail(key, f"{name!r} must be text", "write it as a plain string")
-        text = str(value)
-        if SURROGATE_RE.search(text):
-            raise self.fail(
-                key,
-                f"{name!r} contains a lone surrogate ({text[:40]!r}): not a character",
-                "remove the \\uD800-\\uDFFF escape",
-            )
-        if not multiline:
-            text = text.strip()
-        bad = (BODY_CONTROL_RE if multiline else LINE_BREAKING_RE).search(text)
+        text = str(value) if multiline else str(value).strip()
+        bad = forbidden_character(text, multiline=multiline)
         if bad:
-            where = "a header or a single line" if not multiline else "text"
+            where = "text" if multiline else "a header or a single line"
             raise self.fail(
                 key,
-                f"{name!r} contains the control character U+{ord(bad.group()):04X}, "
-                f"which {where} cannot carry ({text[:40]!r})",
-                "remove it (write it on one line)" if not multiline else "remove it",
+                f"{name!r} contains {describe(bad)}, which {where} cannot carry ({text[:40]!r})",
+                "remove it" if multiline else "remove it (write it on one line)",
             )
         return text
 
@@ -220,11 +206,11 @@ def _check_keys(f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tu
 
 
 def _check_body(path: Path, body: str, body_line: int) -> None:
-    bad = BODY_CONTROL_RE.search(body)
+    bad = forbidden_character(body, multiline=True)
     if bad:
         raise IssueError(
             path,
-            f"the text contains the control character U+{ord(bad.group()):04X}",
+            f"the text contains {describe(bad)}",
             line=body_line + body.count("\n", 0, bad.start()),
             hint="remove it (an editor's 'show invisibles' finds it)",
         )

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from spark_mail.errors import LedgerError
+from spark_mail.files import make_folder
+from spark_mail.ledger.db import LEDGER_SETTINGS
 
 
 class IssueLocks:
@@ -35,8 +37,8 @@ class IssueLocks:
         if slug in self._held:
             return True
         path = self.path(slug)
+        make_folder(path.parent, LEDGER_SETTINGS)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise LedgerError(
