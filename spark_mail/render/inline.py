@@ -8,12 +8,15 @@ premailer's defaults break this kind of email; each setting below answers one tr
   uppercase one); we make it uppercase first and restore it if it is still lost.
 - `!important`: `strip_important=False`, or the kept dark-mode / @media rules lose it.
 - merge tags: lxml %-encodes `{{ x }}` in href/src; we swap every merge tag for an
-  alphanumeric placeholder before and put it back after.
+  alphanumeric placeholder before and put it back after. The placeholder carries a nonce
+  made from the HTML itself, so no issue text can forge one (it would have to contain a
+  hash of itself).
 - noise: cssutils logging is silenced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -27,34 +30,41 @@ MERGE_TAG_RE = re.compile(
     r"|<%[^%]*%>",  # SendGrid unsubscribe groups
     re.S,
 )
-PLACEHOLDER = "spkmrgtag{}x"
-PLACEHOLDER_RE = re.compile(r"spkmrgtag(\d+)x")
+PLACEHOLDER = "spkmrgtag{nonce}q{index}x"
 IMPORT_RE = re.compile(r"@import\s+[^;]+;", re.I)
 STYLE_OPEN_RE = re.compile(r"<style(?![^>]*data-premailer)", re.I)
 DOCTYPE = "<!DOCTYPE html>"
 
 
-def protect_merge_tags(html: str) -> tuple[str, list[str]]:
+def protect_merge_tags(html: str) -> tuple[str, list[str], str]:
+    """(html with placeholders, the merge tags, the nonce of this html's placeholders)."""
+    nonce = content_nonce(html)
     tags: list[str] = []
 
     def swap(match: re.Match[str]) -> str:
         tags.append(match.group(0))
-        return PLACEHOLDER.format(len(tags) - 1)
+        return PLACEHOLDER.format(nonce=nonce, index=len(tags) - 1)
 
-    return MERGE_TAG_RE.sub(swap, html), tags
+    return MERGE_TAG_RE.sub(swap, html), tags, nonce
 
 
-def restore_merge_tags(html: str, tags: list[str]) -> str:
+def restore_merge_tags(html: str, tags: list[str], nonce: str) -> str:
     if not tags:
         return html
-    return PLACEHOLDER_RE.sub(lambda m: tags[int(m.group(1))], html)
+    placeholder = re.compile(PLACEHOLDER.format(nonce=nonce, index=r"(\d+)"))
+    return placeholder.sub(lambda m: tags[int(m.group(1))], html)
+
+
+def content_nonce(text: str) -> str:
+    """16 hex digits of a hash of `text`: a marker built with it cannot come from `text`."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>."""
     from premailer import Premailer  # heavy (lxml, cssutils): imported only when building
 
-    protected, tags = protect_merge_tags(html)
+    protected, tags, nonce = protect_merge_tags(html)
     # cssutils fetches @import while parsing, whatever premailer's allow_network says: an
     # @import cannot be inlined anyway, so it moves to a <style> premailer does not parse.
     imports = IMPORT_RE.findall(css)
@@ -82,4 +92,4 @@ def inline_css(html: str, css: str) -> str:
         out = DOCTYPE + "\n" + out
     # Marks inside Outlook conditional comments are not elements, so premailer leaves them.
     out = out.replace(' data-premailer="ignore"', "")
-    return restore_merge_tags(out, tags)
+    return restore_merge_tags(out, tags, nonce)
