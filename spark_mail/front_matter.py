@@ -3,6 +3,7 @@
 Front matter is small and flat, so whatever a small file could use to grow huge or deep is
 refused with the line where it stands, before or while YAML reads it: a front matter over
 MAX_FRONT_MATTER_BYTES, anchors and aliases (a 1.5 KB alias bomb expands to gigabytes),
+explicit tags (`!!timestamp`, `!!binary`, ...: some crash PyYAML's constructors),
 nesting deeper than MAX_NESTING (a RecursionError otherwise), numbers of more than
 MAX_NUMBER_DIGITS digits (Python refuses to read very long ones). Dates stay text (the
 issue parses them, naming the line) and yes/no/on/off stay text, as in YAML 1.2.
@@ -67,6 +68,12 @@ class _Loader(yaml.SafeLoader):
                 event.start_mark,
                 "write each value out in full: issue front matter has no use for them",
             )
+        if getattr(event, "tag", None) is not None:
+            raise _Refused(
+                f"uses the explicit YAML tag {event.tag!r}",
+                event.start_mark,
+                "remove the '!...' tag: write the value plainly (quote it to make it text)",
+            )
         self.depth += 1
         try:
             if self.depth > MAX_NESTING:
@@ -121,8 +128,9 @@ def read_front_matter(path: Path, front: str) -> tuple[yaml.Node | None, Any]:
             line=1,
             hint="keep the article below the closing '---', not in the front matter",
         )
-    loader = _Loader(front)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(front)  # its reader already refuses some characters
         node = loader.get_single_node()
         return node, (None if node is None else loader.construct_document(node))
     except _Refused as exc:
@@ -142,4 +150,5 @@ def read_front_matter(path: Path, front: str) -> tuple[yaml.Node | None, Any]:
             hint="check indentation and quote values that contain ':' or '#'",
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -200,7 +200,7 @@ def _check_keys(f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tu
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             raise f.fail(
                 (*prefix, str(key)),
-                f"unknown front matter key '{'.'.join((*prefix, str(key)))}'",
+                f"unknown front matter key {'.'.join((*prefix, str(key)))!r}",
                 f"did you mean '{close[0]}'?" if close else "remove it",
             )
 

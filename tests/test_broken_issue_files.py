@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import SAMPLE_ISSUE, SAMPLE_SLUG, run_cli, write_issue
 from spark_mail.config import load_settings
 from spark_mail.errors import IssueError
-from spark_mail.issue import load_issue
+from spark_mail.issue import KNOWN_KEYS, load_issue, parse_issue
 from spark_mail.scheduling.cron import dispatch
 from spark_mail.sending import send_issue
 from spark_mail.sending.outcomes import Outcome
@@ -340,3 +343,54 @@ def test_sample_issue_still_loads(tmp_path: Path):
     """The shipped sample passes every new rule."""
     shutil.copy(SAMPLE_ISSUE, tmp_path / SAMPLE_ISSUE.name)
     assert load_issue(tmp_path / SAMPLE_ISSUE.name).slug == SAMPLE_SLUG
+
+
+# -- any front matter: an Issue or one IssueError ----------------------------------------
+
+YAML_PIECES = [
+    *sorted(KNOWN_KEYS),
+    *":[]{}&*!|>-#'\"\n ,?%@`~\\\t.0123456789eE+_xé\u2028\x00",
+    '"\\ud800"', '"\\x1b"', "2025-13-45", "9999-12-31T23:00-05:00", "!!timestamp", "!!binary",
+    "!!python/object", "0x1F", "1:30:00", ".inf", "~", "<<", "&a", "*a",
+]  # fmt: skip
+YAML_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.dates()
+    | st.datetimes(timezones=st.none() | st.timezones()),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+def loads_or_refuses(front: str) -> None:
+    """parse_issue gives an Issue or one printable IssueError, nothing else."""
+    text = f"---\ntitle: T\ndate: 2025-01-20\n{front}\n---\nbody\n"
+    try:
+        parse_issue(Path("x.md"), text)
+    except IssueError as exc:
+        assert "\n" not in str(exc)
+        str(exc).encode("utf-8")  # printable on any terminal: no lone surrogate
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=40).map("".join))
+def test_any_front_matter_text_is_an_issue_or_one_issue_error(front: str):
+    """Random YAML-ish text: never another exception (ReaderError, AttributeError, ...)."""
+    loads_or_refuses(front)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from([*KNOWN_KEYS, "label", "question"]), YAML_VALUES))
+def test_any_yaml_document_is_an_issue_or_one_issue_error(data: dict):
+    """Valid YAML of every shape and type, as PyYAML writes it (explicit tags included)."""
+    try:
+        front = yaml.safe_dump(data, allow_unicode=True)
+    except yaml.YAMLError:
+        return
+    loads_or_refuses(front)
