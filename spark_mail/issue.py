@@ -10,6 +10,7 @@ read, and the file name must make a safe slug (`slug_of`, the one rule for slugs
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -30,6 +31,7 @@ SLUG_RE = re.compile(r"[^a-z0-9]+")
 # Limits that keep one absurd file from stalling or crashing a whole run.
 MAX_ISSUE_BYTES = 10 * 1024 * 1024  # Gmail clips an email at ~102 KB anyway
 NUMBER_RANGE = (0, 10**9)
+SEND_AT_YEARS = (1900, 9998)
 # A slug names a folder (dist/<slug>/), a lock file, a ledger row, URLs and ESP headers:
 # one safe path segment, ASCII so every header and URL can carry it as it is.
 SAFE_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
@@ -178,18 +180,29 @@ def _as_date(f: _Fields, value: Any) -> dt.date:
 
 
 def _as_datetime(f: _Fields, value: Any) -> dt.datetime:
+    when: dt.datetime | None = None
     if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time())
-    try:
-        return dt.datetime.fromisoformat(str(value))
-    except ValueError:
+        when = value
+    elif isinstance(value, dt.date):
+        when = dt.datetime.combine(value, dt.time())
+    else:
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(str(value))
+    if when is None:
         raise f.fail(
             ("send_at",),
             f"'send_at' is not a date and time: {value!r}",
             "write it as ISO 8601, e.g. 2025-01-20T07:00:00+01:00",
-        ) from None
+        )
+    if not SEND_AT_YEARS[0] <= when.year <= SEND_AT_YEARS[1]:
+        # Near year 1 or 9999 an offset or time zone overflows when read as UTC.
+        raise f.fail(
+            ("send_at",),
+            f"'send_at' {when.isoformat()} is not a year from {SEND_AT_YEARS[0]} to "
+            f"{SEND_AT_YEARS[1]}",
+            "write the time the issue should go out",
+        )
+    return when
 
 
 def _check_keys(f: _Fields, table: dict[str, Any], allowed: set[str], prefix: tuple[str, ...]):

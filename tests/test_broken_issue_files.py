@@ -394,3 +394,14 @@ def test_any_yaml_document_is_an_issue_or_one_issue_error(data: dict):
     except yaml.YAMLError:
         return
     loads_or_refuses(front)
+
+
+@pytest.mark.parametrize(
+    "send_at", ["9999-12-31T23:00:00-05:00", "'9999-12-31 23:59'", "0001-01-01T00:00:00+05:00"]
+)
+def test_send_at_at_the_edge_of_time_is_refused(tmp_path: Path, send_at: str):
+    """A send_at near year 1 or 9999 overflows once read in UTC (schedule, the ledger):
+    refused when the issue loads, with its line."""
+    path = write_raw(tmp_path, "edge", f"send_at: {send_at}\n")
+    with pytest.raises(IssueError, match=r"edge.md:4: 'send_at' .* is not a year from 1900"):
+        load_issue(path)
