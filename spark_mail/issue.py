@@ -84,7 +84,9 @@ class Issue:
 
 
 def slugify(text: str) -> str:
-    return SLUG_RE.sub("-", text.lower()).strip("-") or "issue"
+    """A slug made from a title: lower-case ASCII words joined by '-', at most 80 characters
+    (a date prefix and all still fits the slug rule's 120)."""
+    return SLUG_RE.sub("-", text.lower()).strip("-")[:80].strip("-") or "issue"
 
 
 def slug_problem(slug: str) -> str | None:

@@ -405,3 +405,11 @@ def test_send_at_at_the_edge_of_time_is_refused(tmp_path: Path, send_at: str):
     path = write_raw(tmp_path, "edge", f"send_at: {send_at}\n")
     with pytest.raises(IssueError, match=r"edge.md:4: 'send_at' .* is not a year from 1900"):
         load_issue(path)
+
+
+def test_new_issue_from_a_very_long_title_gets_a_usable_slug(newsletter: Path):
+    """`new` with a 300-character title names a file the slug rule accepts."""
+    from spark_mail.drafting.new_issue import new_issue
+
+    path = new_issue(load_settings(newsletter, env={}), "Word " * 60, dt.date(2025, 2, 3))
+    assert load_issue(path).slug == path.stem and len(path.stem) <= 120
