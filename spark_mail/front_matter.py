@@ -23,6 +23,7 @@ FENCE = "---"
 MAX_FRONT_MATTER_BYTES = 256 * 1024
 MAX_NESTING = 8  # the format nests 3 deep (poll: options: [...])
 MAX_NUMBER_DIGITS = 30  # longer digit strings are refused before int() reads them
+REFUSED = "spark-mail refuses this front matter"
 
 
 def split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
@@ -55,21 +56,21 @@ def key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, 
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with the limits of the module docstring (each refusal a _Refused with
-    its mark); dates and yes/no stay text (a poll option "Yes" must stay "Yes")."""
+    """SafeLoader with the limits of the module docstring (each refusal a YAML error with
+    its mark, see _refused); dates and yes/no stay text (a poll option "Yes" stays "Yes")."""
 
     depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(
+            raise _refused(
                 "uses a YAML anchor or alias ('&name' / '*name')",
                 event.start_mark,
                 "write each value out in full: issue front matter has no use for them",
             )
         if getattr(event, "tag", None) is not None:
-            raise _Refused(
+            raise _refused(
                 f"uses the explicit YAML tag {event.tag!r}",
                 event.start_mark,
                 "remove the '!...' tag: write the value plainly (quote it to make it text)",
@@ -77,7 +78,7 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_NESTING:
-                raise _Refused(
+                raise _refused(
                     f"is nested more than {MAX_NESTING} levels deep",
                     event.start_mark,
                     "see the README for the fields and their shapes",
@@ -88,7 +89,7 @@ class _Loader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(str(node.value)) > MAX_NUMBER_DIGITS:
-            raise _Refused(
+            raise _refused(
                 f"has a number of {len(str(node.value))} digits",
                 node.start_mark,
                 "no field takes a number that long; quote it if it is text",
@@ -96,12 +97,9 @@ class _Loader(yaml.SafeLoader):
         return int(super().construct_yaml_int(node))
 
 
-class _Refused(yaml.YAMLError):
-    """Front matter that is valid YAML but refused (see _Loader), with where it is."""
-
-    def __init__(self, problem: str, mark: Any, hint: str) -> None:
-        super().__init__(problem)
-        self.problem, self.problem_mark, self.hint = problem, mark, hint
+def _refused(problem: str, mark: Any, hint: str) -> yaml.MarkedYAMLError:
+    """A refusal (see _Loader) as PyYAML's own error type, told apart by its context."""
+    return yaml.MarkedYAMLError(REFUSED, None, problem, mark, hint)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
@@ -133,22 +131,24 @@ def read_front_matter(path: Path, front: str) -> tuple[yaml.Node | None, Any]:
         loader = _Loader(front)  # its reader already refuses some characters
         node = loader.get_single_node()
         return node, (None if node is None else loader.construct_document(node))
-    except _Refused as exc:
-        raise IssueError(
-            path,
-            f"the front matter {exc.problem}",
-            line=exc.problem_mark.line + 2,
-            hint=exc.hint,
-        ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
-        raise IssueError(
-            path,
-            f"front matter is not valid YAML: {problem}",
-            line=None if mark is None else mark.line + 2,
-            hint="check indentation and quote values that contain ':' or '#'",
-        ) from None
+        raise _issue_error(path, exc) from None
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _issue_error(path: Path, exc: yaml.YAMLError) -> IssueError:
+    """A YAML error as one line: a refusal of ours (see _refused), or a syntax error."""
+    mark = getattr(exc, "problem_mark", None)
+    line = None if mark is None else mark.line + 2
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
+    if getattr(exc, "context", None) == REFUSED:
+        hint = getattr(exc, "note", None)
+        return IssueError(path, f"the front matter {problem}", line=line, hint=hint)
+    return IssueError(
+        path,
+        f"front matter is not valid YAML: {problem}",
+        line=line,
+        hint="check indentation and quote values that contain ':' or '#'",
+    )
