@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail.errors import ConfigError, NotANewsletter
+from spark_mail.safe_text import describe, forbidden_character
 from spark_mail.secrets import Secret
 
 SETTINGS_FILE = "spark-mail.toml"
@@ -200,38 +202,21 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 
 def _coerce(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Turn raw values (toml, env strings) into the field types, with clear errors."""
+    """Turn raw values (toml, env strings, flags) into the field types and check each one
+    (see `_check`), with clear errors: the one place every setting passes through."""
     fields = _fields()
     out: dict[str, Any] = {}
     for key, raw in values.items():
-        f = fields[key]
-        default = _default(f)
         try:
-            if isinstance(default, Secret):
-                out[key] = raw if isinstance(raw, Secret) else Secret(str(raw))
-            elif isinstance(default, tuple):
-                items = raw.split(",") if isinstance(raw, str) else list(raw)
-                out[key] = tuple(str(i).strip() for i in items if str(i).strip())
-            elif isinstance(default, bool):
-                out[key] = (
-                    raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
-                )
-            elif isinstance(default, int | float) and not isinstance(default, bool):
-                out[key] = type(default)(raw) if raw != "" else default
-            elif isinstance(default, Brand):
-                if not isinstance(raw, Mapping):
-                    raise ValueError("must be a table: [brand]")
+            default = _default(fields[key])
+            if isinstance(default, Brand) and isinstance(raw, Mapping):
                 unknown = sorted(set(raw) - {b.name for b in dataclasses.fields(Brand)})
                 if unknown:
                     raise ConfigError(
                         f"{source}: unknown [brand] key {unknown[0]!r}", hint=_brand_hint(unknown)
                     )
-                out[key] = Brand(**{k: str(v) for k, v in raw.items()})
-            else:
-                if isinstance(raw, Mapping | list):
-                    raise ValueError("must be a string")
-                out[key] = str(raw)
-        except (TypeError, ValueError) as exc:
+            out[key] = _check(key, _converted(raw, default))
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(
                 f"{source}: setting {key!r} has a wrong value ({exc})",
                 hint=f"fix {key!r} there",
@@ -246,6 +231,67 @@ def _brand_hint(unknown: list[str]) -> str:
     if top_level:
         return f"{top_level[0]!r} is a newsletter setting: move it above the [brand] line"
     return f"[brand] takes {', '.join(b.name for b in dataclasses.fields(Brand))}"
+
+
+def _converted(raw: Any, default: Any) -> Any:
+    if isinstance(default, Secret):
+        return raw if isinstance(raw, Secret) else Secret(str(raw))
+    if isinstance(default, tuple):
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if isinstance(default, bool):
+        return raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+    if isinstance(default, int | float):
+        return type(default)(raw) if raw != "" else default
+    if isinstance(default, Brand):
+        if not isinstance(raw, Mapping):
+            raise ValueError("must be a table: [brand]")
+        unknown = set(raw) - {b.name for b in dataclasses.fields(Brand)}
+        if unknown:
+            raise ValueError(f"unknown brand key {sorted(unknown)[0]!r}")
+        return Brand(**{k: str(v) for k, v in raw.items()})
+    if isinstance(raw, Mapping | list):
+        raise ValueError("must be a string")
+    return str(raw)
+
+
+# Settings whose text may span lines (it goes into the email's body, never a header).
+MULTILINE_SETTINGS = {"postal_address", "disclaimer", "share_text"}
+# Numbers: at least 0, finite, at most NUMBER_LIMITS[key] (else MAX_NUMBER); POSITIVE > 0.
+MAX_NUMBER = 1_000_000
+NUMBER_LIMITS = {"smtp_port": 65_535, "send_attempts": 100, "send_concurrency": 100}
+POSITIVE = {"send_timeout", "link_timeout"}
+
+
+def _check(key: str, value: Any) -> Any:
+    """Refuse what no setting can mean and what would reach a header or a request line
+    broken: text with CR/LF or another control character (`from`, `unsubscribe_url`, the
+    API key, ...), numbers that are infinite, not a number, negative or absurd."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        limit = NUMBER_LIMITS.get(key, MAX_NUMBER)
+        if not math.isfinite(value) or not 0 <= value <= limit:
+            raise ValueError(f"{value!r} is not a number from 0 to {limit:,}")
+        if key in POSITIVE and value <= 0:
+            raise ValueError(f"{value!r}: it must be more than 0")
+        return value
+    texts: list[tuple[str, str]] = []  # (what, text)
+    if isinstance(value, Secret):
+        texts = [("it", value.reveal())]
+    elif isinstance(value, tuple):
+        texts = [(repr(item), item) for item in value]
+    elif isinstance(value, Brand):
+        texts = [(f"{f.name} {getattr(value, f.name)!r}", getattr(value, f.name)) for f in
+                 dataclasses.fields(Brand)]  # fmt: skip
+    elif isinstance(value, str):
+        texts = [(repr(value[:60]), value)]
+    for what, text in texts:
+        bad = forbidden_character(text, multiline=key in MULTILINE_SETTINGS)
+        if bad:
+            shown = "" if isinstance(value, Secret) else f": {what}"
+            raise ValueError(f"it contains {describe(bad)}{shown}")
+    return value
 
 
 def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -62,7 +62,13 @@ class SparkMailError(Exception):
 
 def located(path: Path | str, line: int | None = None) -> str:
     """`file:line` prefix for messages about a file."""
-    return f"{path}:{line}" if line else f"{path}"
+    return f"{printable(str(path))}:{line}" if line else printable(str(path))
+
+
+def printable(text: str) -> str:
+    """`text` fit for a terminal line: control characters, line separators and the lone
+    surrogates of an undecodable file name are shown as escapes (`\\x1b`, `\\udcff`)."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 class ConfigError(SparkMailError):

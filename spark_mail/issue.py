@@ -1,23 +1,40 @@
 """An issue file: YAML front matter + Markdown body, loaded into a validated Issue.
 
-Every problem is reported as one IssueError naming the file and, where known, the line.
+Every problem is reported as one IssueError naming the file and, where known, the line:
+one broken file must never stop `dispatch` or `list` from handling the others. So the
+front matter is bounded before and while YAML reads it (its size, its nesting, no anchors
+or aliases, no absurd numbers), text fields are checked for what cannot be shown or put in
+a header (control characters, line separators, lone surrogates), only regular files are
+read, and the file name must make a safe slug (`slug_of`, the one rule for slugs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
+import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from spark_mail.errors import IssueError
+from spark_mail.front_matter import key_lines, read_front_matter, split_front_matter
+from spark_mail.safe_text import describe, forbidden_character
 
-FENCE = "---"
+__all__ = ["Issue", "Poll", "Promo", "Share", "load_issue", "parse_issue", "slug_of", "slugify"]
+
 POLL_MIN_OPTIONS, POLL_MAX_OPTIONS = 2, 5
 SLUG_RE = re.compile(r"[^a-z0-9]+")
+# Limits that keep one absurd file from stalling or crashing a whole run.
+MAX_ISSUE_BYTES = 10 * 1024 * 1024  # Gmail clips an email at ~102 KB anyway
+NUMBER_RANGE = (0, 10**9)
+SEND_AT_YEARS = (1900, 9998)
+# A slug names a folder (dist/<slug>/), a lock file, a ledger row, URLs and ESP headers:
+# one safe path segment, ASCII so every header and URL can carry it as it is.
+SAFE_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
 
 
 @dataclass(frozen=True)
@@ -68,39 +85,40 @@ class Issue:
 
 
 def slugify(text: str) -> str:
-    return SLUG_RE.sub("-", text.lower()).strip("-") or "issue"
+    """A slug made from a title: lower-case ASCII words joined by '-', at most 80 characters
+    (a date prefix and all still fits the slug rule's 120)."""
+    return SLUG_RE.sub("-", text.lower()).strip("-")[:80].strip("-") or "issue"
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why `slug` cannot be an issue's slug, or None: THE rule for slugs. A slug must be one
+    safe path segment (`..` would make dist/<slug>/ the newsletter's root)."""
+    if SAFE_SLUG_RE.fullmatch(slug):
+        return None
+    if not slug:
+        return "an issue file needs a name before '.md'"
+    if slug[0] in ".-":
+        return f"an issue name may not start with {slug[0]!r}"
+    if len(slug) > 120:
+        return "an issue name is at most 120 characters"
+    return "an issue name may only use the letters A-Z and a-z, digits, '-', '_' and '.'"
+
+
+def slug_of(path: Path) -> str:
+    """The slug of an issue file (its name without `.md`), refused when unsafe."""
+    slug = path.stem if path.suffix == ".md" else path.name
+    problem = slug_problem(slug)
+    if problem is not None:
+        suggestion = slugify(unicodedata.normalize("NFKD", slug).encode("ascii", "ignore").decode())
+        raise IssueError(
+            path,
+            f"cannot be an issue: {problem} (name {slug!r})",
+            hint=f"rename the file, e.g. to {suggestion}.md",
+        )
+    return slug
 
 
 # -- parsing -------------------------------------------------------------------
-
-
-def split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
-    """Return (yaml text, markdown body, line number where the body starts)."""
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != FENCE:
-        raise IssueError(
-            path,
-            "no front matter: the file must start with a '---' line",
-            line=1,
-            hint="add '---', then 'title:' and 'date:' lines, then '---' before the text",
-        )
-    for index in range(1, len(lines)):
-        if lines[index].strip() == FENCE:
-            return "".join(lines[1:index]), "".join(lines[index + 1 :]), index + 2
-    raise IssueError(
-        path, "front matter is never closed", line=1, hint="add a '---' line after the front matter"
-    )
-
-
-def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """Map each key path in the YAML to its (0-based, within the YAML) line."""
-    found: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = (*prefix, str(key_node.value))
-            found[key] = key_node.start_mark.line
-            found.update(_key_lines(value_node, key))
-    return found
 
 
 class _Fields:
@@ -117,13 +135,35 @@ class _Fields:
     def fail(self, key: tuple[str, ...], message: str, hint: str | None = None) -> IssueError:
         return IssueError(self.path, message, line=self.line(key), hint=hint)
 
-    def text(self, table: dict[str, Any], key: tuple[str, ...], default: str = "") -> str:
+    def text(
+        self,
+        table: dict[str, Any],
+        key: tuple[str, ...],
+        default: str = "",
+        *,
+        multiline: bool = False,
+    ) -> str:
         value = table.get(key[-1], default)
         if value is None:
             return default
+        return self.checked(key, value, multiline=multiline)
+
+    def checked(self, key: tuple[str, ...], value: Any, *, multiline: bool = False) -> str:
+        """`value` as text fit for its place: a single line (headers, titles, links) has no
+        control character or line separator; no text has a lone surrogate."""
+        name = ".".join(key)
         if isinstance(value, dict | list):
-            raise self.fail(key, f"'{'.'.join(key)}' must be text", "write it as a plain string")
-        return str(value)
+            raise self.fail(key, f"{name!r} must be text", "write it as a plain string")
+        text = str(value) if multiline else str(value).strip()
+        bad = forbidden_character(text, multiline=multiline)
+        if bad:
+            where = "text" if multiline else "a header or a single line"
+            raise self.fail(
+                key,
+                f"{name!r} contains {describe(bad)}, which {where} cannot carry ({text[:40]!r})",
+                "remove it" if multiline else "remove it (write it on one line)",
+            )
+        return text
 
 
 KNOWN_KEYS = {
@@ -147,18 +187,29 @@ def _as_date(f: _Fields, value: Any) -> dt.date:
 
 
 def _as_datetime(f: _Fields, value: Any) -> dt.datetime:
+    when: dt.datetime | None = None
     if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time())
-    try:
-        return dt.datetime.fromisoformat(str(value))
-    except ValueError:
+        when = value
+    elif isinstance(value, dt.date):
+        when = dt.datetime.combine(value, dt.time())
+    else:
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(str(value))
+    if when is None:
         raise f.fail(
             ("send_at",),
             f"'send_at' is not a date and time: {value!r}",
             "write it as ISO 8601, e.g. 2025-01-20T07:00:00+01:00",
-        ) from None
+        )
+    if not SEND_AT_YEARS[0] <= when.year <= SEND_AT_YEARS[1]:
+        # Near year 1 or 9999 an offset or time zone overflows when read as UTC.
+        raise f.fail(
+            ("send_at",),
+            f"'send_at' {when.isoformat()} is not a year from {SEND_AT_YEARS[0]} to "
+            f"{SEND_AT_YEARS[1]}",
+            "write the time the issue should go out",
+        )
+    return when
 
 
 def _check_keys(
@@ -171,49 +222,32 @@ def _check_keys(
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             raise f.fail(
                 (*prefix, str(key)),
-                f"unknown front matter key '{'.'.join((*prefix, str(key)))}'",
+                f"unknown front matter key {'.'.join((*prefix, str(key)))!r}",
                 f"did you mean '{close[0]}'?" if close else "remove it",
             )
 
 
-# libyaml's parser when PyYAML has it (15x faster on a front matter: the largest part of a
-# warm build); the resolvers below are Python-level and work with either.
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader that leaves dates as text (we parse them, with errors that name the line)
-    and reads yes/no/on/off as text (a poll option "Yes" must stay "Yes"), as YAML 1.2 does."""
-
-
-_TIMESTAMP, _BOOL = "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool"
-_TRUE_FALSE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, _TRUE_FALSE if tag == _BOOL else regexp)
-        for tag, regexp in resolvers
-        if tag != _TIMESTAMP
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+def _check_body(path: Path, body: str, body_line: int) -> None:
+    bad = forbidden_character(body, multiline=True)
+    if bad:
+        raise IssueError(
+            path,
+            f"the text contains {describe(bad)}",
+            line=body_line + body.count("\n", 0, bad.start()),
+            hint="remove it (an editor's 'show invisibles' finds it)",
+        )
 
 
 def parse_issue(path: Path, text: str) -> Issue:
+    slug = slug_of(path)
     front, body, body_line = split_front_matter(path, text)
-    try:
-        node = yaml.compose(front, Loader=_Loader)
-        data = yaml.load(front, Loader=_Loader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise IssueError(
-            path,
-            f"front matter is not valid YAML: {problem}",
-            line=None if mark is None else mark.line + 2,
-            hint="check indentation and quote values that contain ':' or '#'",
-        ) from None
+    node, data = read_front_matter(path, front)
+    _check_body(path, body, body_line)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise IssueError(path, "front matter must be 'key: value' lines", line=2)
-    f = _Fields(path, data, _key_lines(node) if node is not None else {})
+    f = _Fields(path, data, key_lines(node) if node is not None else {})
     _check_keys(f, data, KNOWN_KEYS, ())
     for required in ("title", "date"):
         if data.get(required) in (None, ""):
@@ -223,22 +257,12 @@ def parse_issue(path: Path, text: str) -> Issue:
                 line=1,
                 hint=f"add a '{required}:' line" + (" (YYYY-MM-DD)" if required == "date" else ""),
             )
-
-    number = data.get("number")
-    if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-        raise f.fail(("number",), f"'number' must be a whole number, not {number!r}")
-    tags = data.get("tags") or []
-    if isinstance(tags, str):
-        tags = [t.strip() for t in tags.split(",")]
-    if not isinstance(tags, list):
-        raise f.fail(("tags",), "'tags' must be a list", "write tags: [leadership, teams]")
     layout = f.text(data, ("layout",), "default")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", layout) or layout.startswith("."):
         raise f.fail(("layout",), f"'layout' is not a layout folder name: {layout!r}")
-
     return Issue(
         path=path,
-        slug=path.stem,
+        slug=slug,
         title=f.text(data, ("title",)),
         date=_as_date(f, data["date"]),
         body=body,
@@ -246,15 +270,37 @@ def parse_issue(path: Path, text: str) -> Issue:
         subtitle=f.text(data, ("subtitle",)),
         subject=f.text(data, ("subject",)),
         preheader=f.text(data, ("preheader",)),
-        number=number,
+        number=_number(f, data.get("number")),
         send_at=None if data.get("send_at") is None else _as_datetime(f, data["send_at"]),
         layout=layout,
         layout_line=f.line(("layout",)),
-        tags=tuple(str(t) for t in tags),
+        tags=_tags(f, data.get("tags")),
         promo=_promo(f, data.get("promo")),
         poll=_poll(f, data.get("poll")),
         share=_share(f, data.get("share")),
     )
+
+
+def _number(f: _Fields, number: Any) -> int | None:
+    if number is None:
+        return None
+    low, high = NUMBER_RANGE
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise f.fail(
+            ("number",),
+            f"'number' must be a whole number from {low} to {high:,}, not {number!r}",
+            "write the issue's number, e.g. number: 42",
+        )
+    return number
+
+
+def _tags(f: _Fields, tags: Any) -> tuple[str, ...]:
+    tags = tags or []
+    if isinstance(tags, str):
+        tags = [t for t in tags.split(",")]
+    if not isinstance(tags, list):
+        raise f.fail(("tags",), "'tags' must be a list", "write tags: [leadership, teams]")
+    return tuple(t for t in (f.checked(("tags",), tag) for tag in tags) if t)
 
 
 def _table(f: _Fields, value: Any, key: str) -> dict[str, Any] | None:
@@ -279,7 +325,7 @@ def _promo(f: _Fields, value: Any) -> Promo | None:
     image = f.text(table, ("promo", "image"))
     return Promo(
         title=title,
-        body=f.text(table, ("promo", "body")),
+        body=f.text(table, ("promo", "body"), multiline=True),
         label=f.text(table, ("promo", "label"), "PROMO CONTENT") or "PROMO CONTENT",
         image=image,
         image_alt=f.text(table, ("promo", "image_alt")),
@@ -308,7 +354,9 @@ def _poll(f: _Fields, value: Any) -> Poll | None:
             f"this one has {len(options)}",
             "add or remove options",
         )
-    return Poll(question=question, options=tuple(str(o) for o in options))
+    return Poll(
+        question=question, options=tuple(f.checked(("poll", "options"), o) for o in options)
+    )
 
 
 def _share(f: _Fields, value: Any) -> Share:
@@ -321,20 +369,48 @@ def _share(f: _Fields, value: Any) -> Share:
 
 def load_issue(path: Path | str) -> Issue:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise missing_issue(path) from None
-    except IsADirectoryError:
-        raise IssueError(path, "is a folder, not an issue file") from None
-    except OSError as exc:
-        raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+    raw = read_issue_file(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise IssueError(path, "is not UTF-8 text", line=line, hint="save it as UTF-8") from None
     return parse_issue(path, text)
+
+
+def read_issue_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_ISSUE_BYTES. Opened without blocking and
+    checked before reading, so a FIFO or a device under an issue's name cannot hang a run."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise missing_issue(path) from None
+    except IsADirectoryError:
+        raise IssueError(path, "is a folder, not an issue file") from None
+    except OSError as exc:
+        raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IssueError(path, "is a folder, not an issue file")
+        raise IssueError(
+            path,
+            "is not a regular file (a pipe, socket or device): not read",
+            hint="an issue is a Markdown file; remove or rename this one",
+        )
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_ISSUE_BYTES + 1)
+        except OSError as exc:
+            raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+    if len(raw) > MAX_ISSUE_BYTES:
+        raise IssueError(
+            path,
+            f"is larger than {MAX_ISSUE_BYTES // (1024 * 1024)} MB: too large for an email",
+            hint="an email is clipped at ~102 KB; shorten the issue",
+        )
+    return raw
 
 
 def names_a_file(arg: str | Path) -> bool:

@@ -2,8 +2,10 @@
 
 The expensive pipeline (Markdown, Jinja, MJML, CSS inlining) runs once per issue with a
 placeholder `reader`: every `reader.first_name`, every per-reader link leaves a marker
-such as `spkrdr3x` in the email (letters and digits only, so Jinja's autoescape, MJML and
-the inliner (lxml) pass it through untouched, even inside an href). `prepare()` then cuts the
+such as `spkrdr<nonce>q3x` in the email (letters and digits only, so Jinja's autoescape,
+MJML and the inliner (lxml) pass it through untouched, even inside an href). The nonce is a
+hash of the issue and the settings, so no issue text can forge a marker (text such as
+`spkrdr0x` stays text, and never becomes a reader's value). `prepare()` then cuts the
 HTML, the text and the headers at the markers once; `PersonalizedTemplate.copy(reader)`
 makes a reader's copy by joining the pieces with that reader's values:
 
@@ -38,10 +40,9 @@ from spark_mail.config import ENV_PREFIX, Secret, Settings
 from spark_mail.errors import ConfigError, LayoutError
 from spark_mail.issue import Issue
 from spark_mail.render import RenderedEmail
+from spark_mail.render.inline import content_nonce
 
-MARKER = "spkrdr{}x"
-MARKER_RE = re.compile(r"spkrdr(\d+)x")
-ANY_MARKER_RE = re.compile(r"spkrdr", re.I)  # to find markers a filter has mangled
+MARKER = "spkrdr{nonce}q{index}x"
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 URL_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "poster"})
 ATTRIBUTE_RE = re.compile(r"""([^\s"'<>/=]+)\s*=\s*("[^"]*"?|'[^']*'?|[^\s"'>]*)""")
@@ -145,18 +146,23 @@ class Marker(str):
 
 
 class ReaderPlaceholder:
-    """The `reader` for the render that all copies share (see render.ReaderSource)."""
+    """The `reader` for the render that all copies share (see render.ReaderSource).
+    `nonce`: part of every marker, so that only this render's markers are read as such."""
 
-    def __init__(self, slug: str) -> None:
+    def __init__(self, slug: str, nonce: str = "") -> None:
         self.slug = slug
+        self.nonce = nonce
         self.slots: list[Slot] = []
         self._index: dict[Slot, int] = {}
+        self.markers = re.compile(MARKER.format(nonce=nonce, index=r"(\d+)"))
+        # a marker a filter has mangled (`| upper`): the nonce in any case
+        self.mangled = re.compile(f"spkrdr{nonce}", re.I)
 
     def marker(self, slot: Slot) -> Marker:
         if slot not in self._index:
             self._index[slot] = len(self.slots)
             self.slots.append(slot)
-        marker = Marker(MARKER.format(self._index[slot]))
+        marker = Marker(MARKER.format(nonce=self.nonce, index=self._index[slot]))
         marker.placeholder, marker.slot = self, slot
         return marker
 
@@ -225,11 +231,11 @@ class _Renderings:
             self.keys.append(key)
         return self._numbers[key]
 
-    def cut(self, text: str, slots: list[Slot], html: bool) -> _Cut:
+    def cut(self, text: str, slots: list[Slot], html: bool, markers: re.Pattern[str]) -> _Cut:
         pieces: list[str] = []
         uses: list[int] = []
         last = 0
-        for match in MARKER_RE.finditer(text):
+        for match in markers.finditer(text):
             index = int(match.group(1))
             if index >= len(slots):
                 raise LayoutError(f"unexpected per-reader marker {match.group()!r} in the email")
@@ -270,14 +276,22 @@ def clean_value(value: str) -> str:
 class PersonalizedTemplate:
     """A built issue cut at its per-reader markers; `copy(reader)` is cheap."""
 
-    def __init__(self, email: RenderedEmail, slots: list[Slot], secret: Secret | None) -> None:
+    def __init__(
+        self,
+        email: RenderedEmail,
+        slots: list[Slot],
+        secret: Secret | None,
+        markers: re.Pattern[str],
+    ) -> None:
         self.email = email  # the built email, markers and all
         self.slots = tuple(slots)
         self._signer = None if secret is None else TokenSigner(secret, email.slug)
         renderings = _Renderings()
-        self._html = renderings.cut(email.html, slots, html=True)
-        self._text = renderings.cut(email.text, slots, html=False)
-        self._headers = {k: renderings.cut(v, slots, html=False) for k, v in email.headers.items()}
+        self._html = renderings.cut(email.html, slots, True, markers)
+        self._text = renderings.cut(email.text, slots, False, markers)
+        self._headers = {
+            k: renderings.cut(v, slots, False, markers) for k, v in email.headers.items()
+        }
         self._keys = tuple(renderings.keys)
         self._static_headers = not any(cut.uses for cut in self._headers.values())
 
@@ -367,19 +381,20 @@ def prepare(issue: Issue | Path | str, settings: Settings) -> PersonalizedTempla
 
     if not isinstance(issue, Issue):
         issue = load_issue(issue)
-    placeholder = ReaderPlaceholder(issue.slug)
+    # The nonce hashes everything the issue's text and the settings put in the email.
+    placeholder = ReaderPlaceholder(issue.slug, content_nonce(f"{issue!r}\0{settings!r}"))
     email = render_issue(issue, settings, reader=placeholder)
     layout_file = f"layout {issue.layout!r}"
     for part in (email.html, email.text):
-        clean = MARKER_RE.sub("", part)
-        if ANY_MARKER_RE.search(clean):
+        clean = placeholder.markers.sub("", part)
+        if placeholder.mangled.search(clean):
             raise LayoutError(
                 f"{layout_file}: a reader field passes through a filter other than `default`",
                 hint='write {{ reader.first_name | default("there") }} and style it with CSS',
             )
     needs_secret = any(slot.kind == "token" for slot in placeholder.slots)
     secret = require_secret(settings) if needs_secret else None
-    template = PersonalizedTemplate(email, placeholder.slots, secret)
+    template = PersonalizedTemplate(email, placeholder.slots, secret, placeholder.markers)
     if settings.unsubscribe_url and not template.uses_slot("token", "unsubscribe"):
         raise LayoutError(
             f"{layout_file}: the email has no per-reader unsubscribe link",

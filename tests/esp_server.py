@@ -22,8 +22,9 @@ Request bodies are validated against the vendors' request schemas copied to test
 
 Faults are programmed per request: `esp.fail(429, times=2, retry_after=1)`,
 `esp.fail(500)`, `esp.hold(2.0)` (process the request, then keep the answer back for 2 s),
-`esp.drop()` (process, then close the connection without an answer). Every request is
-recorded (`esp.requests`, or GET /_requests from another process).
+`esp.drop()` (process, then close the connection without an answer), `esp.echo_key(422,
+at=290)` (an error message repeating the request's API key at character 290). Every request
+is recorded (`esp.requests`, or GET /_requests from another process).
 
 Use it as a context manager or through the `esp` pytest fixture, or as its own process:
 
@@ -99,6 +100,7 @@ class Fault:
     after_gzip: bool = False  # a 200 claiming gzip whose body is not gzip
     drip: float = 0.0  # send the answer one byte every `drip` seconds
     hang: bool = False  # never answer (until the server stops)
+    echo_key_at: int | None = None  # with `status`: the error message echoes the key here
 
     def matches(self, method: str, path: str) -> bool:
         if self.path is not None and self.path not in path:
@@ -238,6 +240,22 @@ class FakeEsp:
         with self.lock:
             self.faults.append(fault)
 
+    def echo_key(
+        self,
+        status: int,
+        *,
+        at: int = 290,
+        times: int = 1,
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """The next matching requests get `status` with an error message that repeats the
+        API key the request carried, starting at character `at` (as careless ESPs and
+        proxies do: "invalid token 're_...'"), unprocessed."""
+        fault = Fault(status, times=times, path=path, method=method, echo_key_at=at)
+        with self.lock:
+            self.faults.append(fault)
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -351,6 +369,8 @@ class EspHandler(BaseHTTPRequestHandler):
         fault = esp._take_fault(method, path)
         if fault is not None and fault.status is not None:
             status, payload, headers = fault_answer(provider, fault)
+            if fault.echo_key_at is not None:
+                payload = error_body(provider, status, "invalid", echo_key(record, fault))
             self._send(status, payload, headers)
             return
         try:
@@ -471,6 +491,14 @@ def error_body(provider: str, status: int, code: str, message: str) -> Any:
         numbers = {"unauthorized": 10, "validation": 300, "inactive": 406, "stream": 1235}
         return {"ErrorCode": numbers.get(code, 0), "Message": message}
     return {"code": code, "detail": message, "metadata": {}}
+
+
+def echo_key(req: Recorded, fault: Fault) -> str:
+    """An error message with the request's credential at character `fault.echo_key_at`."""
+    auth = req.header("Authorization") or req.header("X-Postmark-Server-Token") or ""
+    key = auth.split(" ", 1)[-1]
+    filler = "The request was rejected because the credential presented is not valid. " * 10
+    return f"{filler[: fault.echo_key_at or 0]}{key} is not a valid API key."
 
 
 def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]:

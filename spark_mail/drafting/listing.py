@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail.config import Settings
-from spark_mail.errors import SparkMailError
+from spark_mail.errors import SparkMailError, located, printable
 from spark_mail.files import issue_files
 
 
@@ -77,17 +77,18 @@ def issue_row(path: Path, settings: Settings, ledger: LedgerStates) -> IssueRow:
     from spark_mail.issue import load_issue
     from spark_mail.render import render_issue
 
-    slug = path.stem
+    slug = printable(path.stem)  # shown only: a broken file's name may not be a slug
     date = slug[:10] if len(slug) >= 10 and slug[4:5] == "-" else ""
     try:
         issue = load_issue(path)
         email = render_issue(issue, settings)
     except SparkMailError as exc:
         # The row already names the file: keep the message short.
-        message = str(exc).replace(str(path), path.name)
+        message = str(exc).replace(located(path), located(path.name))
         return IssueRow(path=path, slug=slug, date=date, status="error", error=message)
     report = run_checks(email, settings, links=False)
     send_at = with_zone(issue.send_at, settings.timezone).isoformat() if issue.send_at else None
+    slug = issue.slug
     state = ledger.state(slug)
     if state == "scheduled":  # the ledger's word for "handed to the ESP's scheduler"
         state = "scheduled at ESP"

@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from spark_mail.config import Settings
-from spark_mail.ledger.db import MIGRATIONS, SCHEMA_VERSION, Database
+from spark_mail.files import refuse_file_in_the_way
+from spark_mail.ledger.db import LEDGER_SETTINGS, MIGRATIONS, SCHEMA_VERSION, Database
 from spark_mail.ledger.deliveries import SETTLED_READERS, DeliveriesTable, ReaderState
 from spark_mail.ledger.locks import IssueLocks
 from spark_mail.ledger.sends import Claim, LedgerEvent, SendRecord, SendsTable, SendState
@@ -64,5 +65,8 @@ class Ledger(SendsTable, DeliveriesTable):
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    """The newsletter's ledger, waiting `ledger_timeout` seconds for another writer."""
-    return Ledger(settings.ledger_file, timeout=settings.ledger_timeout)
+    """The newsletter's ledger, waiting `ledger_timeout` seconds for another writer. A file
+    where its folder should be is an error at once, not "nothing recorded yet"."""
+    path = settings.ledger_file
+    refuse_file_in_the_way(path.parent, LEDGER_SETTINGS)
+    return Ledger(path, timeout=settings.ledger_timeout)

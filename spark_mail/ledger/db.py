@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail.errors import LedgerError
+from spark_mail.files import make_folder
 
 MIGRATIONS: list[str] = [
     # 1: the send table
@@ -64,6 +65,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+LEDGER_SETTINGS = "the state_dir or ledger_path setting"  # where the ledger's folder comes from
 TABLES = {"sends", "events", "deliveries"}
 
 
@@ -112,7 +114,7 @@ class Database:
     def _create(self) -> None:
         """A new ledger appears complete or not at all: built under a temporary name, then
         linked into place (never over a file another process made meanwhile)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, LEDGER_SETTINGS)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
         try:
             self._db = self._connect(temporary)

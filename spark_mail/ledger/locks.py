@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from spark_mail.errors import LedgerError
+from spark_mail.files import make_folder
+from spark_mail.ledger.db import LEDGER_SETTINGS
 
 
 class IssueLocks:
@@ -20,8 +22,11 @@ class IssueLocks:
         self._held: dict[str, int] = {}  # slug -> fd of the held lock file
 
     def path(self, slug: str) -> Path:
-        if not slug or "/" in slug or "\0" in slug or slug in (".", ".."):
-            raise LedgerError(f"{slug!r} is not a usable issue name for a lock file")
+        from spark_mail.issue import slug_problem
+
+        problem = slug_problem(slug)
+        if problem is not None:
+            raise LedgerError(f"{slug!r} is not a usable issue name for a lock file: {problem}")
         return self.folder / f"{slug}.lock"
 
     def holds(self, slug: str) -> bool:
@@ -32,8 +37,8 @@ class IssueLocks:
         if slug in self._held:
             return True
         path = self.path(slug)
+        make_folder(path.parent, LEDGER_SETTINGS)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise LedgerError(

@@ -193,27 +193,32 @@ class HttpProvider(Provider):
     def mask(self, text: str) -> str:
         return redact(text, [self.settings.api_key])
 
+    def esp_text(self, text: str, limit: int = MESSAGE_LIMIT) -> str:
+        """Text an ESP wrote, fit to show or store: the key masked FIRST, then one line cut
+        to `limit` (cut first, and an ESP echoing the key near the cut leaks its prefix)."""
+        return shorten(self.mask(text), limit)
+
     def error(self, response: httpx.Response, what: str) -> EspError:
         try:
             body = response.json()
         except ValueError:
             body = None
         code, message = self.parse_error(body) if body is not None else ("", "")
-        code = code or response.reason_phrase.lower().replace(" ", "_") or "error"
+        code = self.esp_text(code or response.reason_phrase.lower().replace(" ", "_"), 60)
         status = response.status_code
-        text = f"{self.name}: {status} {code}"
+        text = f"{self.name}: {status} {code or 'error'}"
         hint = None
         if status in (401, 403):
             hint = "check SPARK_MAIL_API_KEY"
         elif message:
-            text += f" ({shorten(self.mask(message), MESSAGE_LIMIT)})"
+            text += f" ({self.esp_text(message)})"
         if status == 404 and not message:
             hint = "check SPARK_MAIL_API_URL" if self.settings.api_url else None
         return EspError(
-            shorten(self.mask(f"{text} [{what}]"), 2 * MESSAGE_LIMIT),
+            self.esp_text(f"{text} [{what}]", 2 * MESSAGE_LIMIT),
             hint=hint,
             status=status,
-            code=code,
+            code=code or "error",
         )
 
     def request(
@@ -325,12 +330,13 @@ class _Attempts:
 
     def transport_failure(self, exc: httpx.HTTPError) -> None:
         name = self.provider.name
+        detail = self.provider.esp_text(_describe(exc))
         left = not isinstance(
             exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
         ) and not isinstance(exc, httpx.UnsupportedProtocol)
         if not left:
             failure = EspError(
-                f"{name}: cannot reach {self.provider.base_url} [{self.what}] ({_describe(exc)})",
+                f"{name}: cannot reach {self.provider.base_url} [{self.what}] ({detail})",
                 hint="check the network, or SPARK_MAIL_API_URL",
                 maybe_sent=self.maybe_sent,
             )
@@ -338,7 +344,7 @@ class _Attempts:
             return
         self.maybe_sent = self.maybe_sent or self.method != "GET"
         failure = EspError(
-            f"{name}: no answer [{self.what}] ({_describe(exc)})",
+            f"{name}: no answer [{self.what}] ({detail})",
             hint="it may have been sent: spark-mail finds out before sending again",
             maybe_sent=self.maybe_sent,
         )

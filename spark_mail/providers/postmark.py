@@ -139,7 +139,7 @@ class PostmarkProvider(HttpProvider):
         answer = self.json(response, "test send")
         if answer.get("ErrorCode"):
             code, message = self.parse_error(answer)
-            raise EspError(f"postmark: {code} ({message}) [test send]")
+            raise EspError(self.esp_text(f"postmark: {code} ({message}) [test send]"))
         return SendResult(
             esp_ids={"message_id": str(answer.get("MessageID", ""))},
             requests=self.requests_made - before,
@@ -187,10 +187,15 @@ class PostmarkProvider(HttpProvider):
             )
         after = self.thread_tally()
         return BatchResult(
-            [_outcome(answer) for answer in answers],
+            [self._masked(_outcome(answer)) for answer in answers],
             requests=after[0] - requests,
             bytes_sent=after[1] - sent_bytes,
         )
+
+    def _masked(self, outcome: Outcome) -> Outcome:
+        """A refused reader's reason is ESP text: masked and cut (a message id is kept)."""
+        state, detail = outcome
+        return outcome if state == "sent" else (state, self.esp_text(detail))
 
     def lookup_batch(self, key: str, reader_keys: list[str]) -> dict[str, str]:
         """Postmark's outbound message search by the batch's metadata tag: the readers it

@@ -15,13 +15,16 @@ one), keeping the lessons of that time:
   styled element are also written as the HTML attributes align, valign, bgcolor, width and
   height (premailer's "basic attributes"), and a floated image gets align;
 - merge tags: lxml %-encodes `{{ x }}` in href/src; every merge tag is swapped for an
-  alphanumeric placeholder before and put back after;
+  alphanumeric placeholder before and put back after. The placeholder carries a nonce made
+  from the HTML itself, so no issue text can forge one (it would have to contain a hash of
+  itself);
 - the doctype: MJML's `<!doctype html>` comes out as `<!DOCTYPE html>`.
 Nothing here touches the network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from functools import lru_cache
@@ -39,26 +42,33 @@ MERGE_TAG_RE = re.compile(
     r"|<%[^%]*%>",  # SendGrid unsubscribe groups
     re.S,
 )
-PLACEHOLDER = "spkmrgtag{}x"
-PLACEHOLDER_RE = re.compile(r"spkmrgtag(\d+)x")
+PLACEHOLDER = "spkmrgtag{nonce}q{index}x"
 IMPORT_RE = re.compile(r"@import\s+[^;]+;", re.I)
 DOCTYPE = "<!DOCTYPE html>"
 
 
-def protect_merge_tags(html: str) -> tuple[str, list[str]]:
+def protect_merge_tags(html: str) -> tuple[str, list[str], str]:
+    """(html with placeholders, the merge tags, the nonce of this html's placeholders)."""
+    nonce = content_nonce(html)
     tags: list[str] = []
 
     def swap(match: re.Match[str]) -> str:
         tags.append(match.group(0))
-        return PLACEHOLDER.format(len(tags) - 1)
+        return PLACEHOLDER.format(nonce=nonce, index=len(tags) - 1)
 
-    return MERGE_TAG_RE.sub(swap, html), tags
+    return MERGE_TAG_RE.sub(swap, html), tags, nonce
 
 
-def restore_merge_tags(html: str, tags: list[str]) -> str:
+def restore_merge_tags(html: str, tags: list[str], nonce: str) -> str:
     if not tags:
         return html
-    return PLACEHOLDER_RE.sub(lambda m: tags[int(m.group(1))], html)
+    placeholder = re.compile(PLACEHOLDER.format(nonce=nonce, index=r"(\d+)"))
+    return placeholder.sub(lambda m: tags[int(m.group(1))], html)
+
+
+def content_nonce(text: str) -> str:
+    """16 hex digits of a hash of `text`: a marker built with it cannot come from `text`."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 IMPORTANT = "!important"
@@ -158,7 +168,7 @@ def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>."""
     from lxml import etree
 
-    protected, tags = protect_merge_tags(html)
+    protected, tags, nonce = protect_merge_tags(html)
     imports = IMPORT_RE.findall(css)
     rules = parse_css(IMPORT_RE.sub("", css))
     tree = etree.fromstring(protected.strip(), etree.HTMLParser()).getroottree()
@@ -175,4 +185,4 @@ def inline_css(html: str, css: str) -> str:
     out = etree.tostring(tree, method="html", encoding="unicode").rstrip("\n") + "\n"
     if out.lstrip()[:9].lower() != "<!doctype":
         out = DOCTYPE + "\n" + out
-    return restore_merge_tags(out, tags)
+    return restore_merge_tags(out, tags, nonce)

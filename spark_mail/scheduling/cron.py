@@ -38,6 +38,8 @@ from spark_mail.errors import (
     SendUncertain,
     SendUnconfirmed,
     SparkMailError,
+    located,
+    printable,
 )
 from spark_mail.files import issue_files
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
@@ -100,7 +102,12 @@ def due_issues(
             issue = load_issue(path)
             when = in_zone(issue.send_at, settings) if issue.send_at else None
         except IssueError as exc:
-            broken.append(Due(path, path.stem, None, Outcome.FAILED, str(exc)))
+            broken.append(Due(path, printable(path.stem), None, Outcome.FAILED, str(exc)))
+            continue
+        except Exception as exc:  # a bug must not keep the other due issues from going out
+            log.exception("dispatch: %s could not be read", path)
+            message = f"{located(path)}: could not be read ({type(exc).__name__})"
+            broken.append(Due(path, printable(path.stem), None, Outcome.FAILED, message))
             continue
         if when is None or when > now:
             continue  # a draft, or not yet

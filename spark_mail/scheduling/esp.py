@@ -69,11 +69,11 @@ def unschedule_issue(
     issue: str | Path, settings: Settings, *, clock: Clock = SYSTEM_CLOCK
 ) -> SendReport:
     """Take an issue back from the ESP's scheduler and forget the ledger row."""
-    from spark_mail.issue import load_issue, resolve_issue_path
+    from spark_mail.issue import load_issue, resolve_issue_path, slug_of
     from spark_mail.providers import get_provider
 
     path = resolve_issue_path(str(issue), settings.issues_path)
-    slug = path.stem
+    slug = slug_of(path)
     with open_ledger(settings) as ledger:
         record = ledger.get(slug)
         if record is None or record.state != SendState.SCHEDULED:
