@@ -149,18 +149,9 @@ class SesReceiver(Receiver):
         key = self.certificates.get(url)
         if key is not None:
             return key
+        content = await fetch(url, "the SNS signing certificate cannot be fetched")
         try:
-            async with httpx.AsyncClient(timeout=FETCH_SECONDS, follow_redirects=False) as client:
-                answer = await client.get(url)
-        except httpx.HTTPError:
-            answer = None
-        if answer is None or answer.status_code != 200:
-            # SNS retries a delivery that failed with a 5xx: the event is not lost.
-            raise WebhookRefused(
-                502, "Unavailable", "the SNS signing certificate cannot be fetched"
-            )
-        try:
-            found = x509.load_pem_x509_certificate(answer.content).public_key()
+            found = x509.load_pem_x509_certificate(content).public_key()
         except ValueError:
             found = None
         if not isinstance(found, rsa.RSAPublicKey):
@@ -172,13 +163,20 @@ class SesReceiver(Receiver):
 
     async def confirm(self, url: str) -> None:
         """Confirm a subscription (SubscriptionConfirmation): GET its SubscribeURL."""
-        try:
-            async with httpx.AsyncClient(timeout=FETCH_SECONDS, follow_redirects=False) as client:
-                answer = await client.get(url)
-        except httpx.HTTPError:
-            answer = None
-        if answer is None or answer.status_code != 200:
-            raise WebhookRefused(502, "Unavailable", "the SNS subscription cannot be confirmed")
+        await fetch(url, "the SNS subscription cannot be confirmed")
+
+
+async def fetch(url: str, failure: str) -> bytes:
+    """The body of a 200 answer to GET `url` (a URL the policy allowed); 502 otherwise:
+    SNS retries a delivery that failed with a 5xx, so the event is not lost."""
+    try:
+        async with httpx.AsyncClient(timeout=FETCH_SECONDS, follow_redirects=False) as client:
+            answer = await client.get(url)
+    except httpx.HTTPError:
+        answer = None
+    if answer is None or answer.status_code != 200:
+        raise WebhookRefused(502, "Unavailable", failure)
+    return answer.content
 
 
 def signed_string(message: Mapping[str, Any], kind: str) -> bytes:
