@@ -17,12 +17,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography import x509
@@ -32,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook
 
 from conftest import SAMPLE_SLUG
+from suppression_server import LocalServer, reply
 
 POSTMARK_AUTH = "postmark-hooks:pm-webhook-pass-0123456789"
 RESEND_SECRET = "whsec_" + base64.b64encode(b"resend-webhook-key-0123456789abc").decode()
@@ -197,7 +195,7 @@ SIGNED = {
 }
 
 
-class SnsStandIn:
+class SnsStandIn(LocalServer):
     """SNS's side of a subscription, on 127.0.0.1: the signing certificate (GET /cert.pem),
     the SubscribeURL (GET /confirm?Token=...: each hit is kept in `confirmed`), and
     messages signed with the certificate's key the way SNS signs them."""
@@ -224,17 +222,9 @@ class SnsStandIn:
                     self.answer(404, b"")
 
             def answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler)
 
     def message(
         self,
@@ -256,28 +246,19 @@ class SnsStandIn:
             "Message": payload,
             "Timestamp": "2025-01-20T12:05:00.000Z",
             "SignatureVersion": version,
-            "SigningCertURL": certificate_url or f"{self.base}/cert.pem",
+            "SigningCertURL": certificate_url or f"{self.url}/cert.pem",
         }
         if kind == "Notification":
             message["Subject"] = "Amazon SES Email Event Notification"
-            message["UnsubscribeURL"] = f"{self.base}/unsubscribe"
+            message["UnsubscribeURL"] = f"{self.url}/unsubscribe"
         else:
             message["Token"] = uuid.uuid4().hex
-            message["SubscribeURL"] = f"{self.base}/confirm?Token={message['Token']}"
+            message["SubscribeURL"] = f"{self.url}/confirm?Token={message['Token']}"
         text = "".join(f"{n}\n{message[n]}\n" for n in SIGNED[kind] if n in message)
         algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
         signature = (key or self.key).sign(text.encode(), padding.PKCS1v15(), algorithm)
         message["Signature"] = base64.b64encode(signature).decode()
         return message
-
-    @contextmanager
-    def running(self) -> Iterator[SnsStandIn]:
-        self.thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def ses_bounce(address: str, bounce_type: str = "Permanent", **mail: Any) -> str:
