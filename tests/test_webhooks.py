@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLE_SLUG
-from desk_support import InProcess, desk_settings
+from conftest import SAMPLE_SLUG, run_cli
+from desk_support import InProcess, desk_settings, serve_process
 from spark_mail.audience.suppressions import Suppression, SuppressionStore, store_path
 from spark_mail.clock import FakeClock
 from spark_mail.config import Settings, load_settings
@@ -486,3 +486,68 @@ def test_webhook_secrets_may_not_live_in_the_settings_file(newsletter: Path):
     )
     with pytest.raises(ConfigError, match="is a secret"):
         load_settings(newsletter, env={})
+
+
+@pytest.mark.slow
+def test_a_real_serve_process_records_signed_events_and_refuses_forged_ones(newsletter: Path):
+    """`spark-mail serve` with the webhook secrets in its environment: a Postmark bounce and
+    a Mailgun complaint are recorded, a forged one is 401, `audience suppressions` shows
+    the reasons, and the secrets appear nowhere in what it printed."""
+    import httpx
+
+    env = {
+        "SPARK_MAIL_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
+        "SPARK_MAIL_MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_KEY,
+    }
+    logs: list[str] = []
+    with serve_process(newsletter, env=env, logs=logs) as base:
+        bounce = dumps(postmark_bounce(READER, bounce_id=77))
+        answer = httpx.post(f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth())
+        assert answer.status_code == 200 and answer.json()["suppressed"] == 1, answer.text
+        complaint = mailgun_body(mailgun_event("complained", "c@example.com", "mg-77"))
+        answer = httpx.post(f"{base}/webhooks/mailgun", content=complaint)
+        assert answer.status_code == 200 and answer.json()["suppressed"] == 1, answer.text
+        forged = mailgun_body(mailgun_event("complained", "f@example.com", "mg-78"), key="guess")
+        assert httpx.post(f"{base}/webhooks/mailgun", content=forged).status_code == 401
+        again = httpx.post(f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth())
+        assert again.json()["replayed"] == 1
+    listed = run_cli("audience", "suppressions", "--json", cwd=newsletter)
+    reasons = {s["address"]: s["reason"] for s in json.loads(listed.stdout)["suppressions"]}
+    assert reasons == {
+        KEY: f"bounce (postmark, event 77, issue {SAMPLE_SLUG}: HardBounce The server was "
+        "unable to deliver your message (ex: unknown user). smtp;550 5.1.1 The email account "
+        "that you tried to reach does not exist.)",
+        "c@example.com": f"complaint (mailgun, event mg-77, issue {SAMPLE_SLUG})",
+    }
+    printed = "".join(logs)
+    assert "webhook refused" in printed
+    assert POSTMARK_AUTH.split(":")[1] not in printed and MAILGUN_KEY not in printed
+
+
+def test_a_store_from_before_the_webhooks_keeps_its_unsubscribes(tmp_path: Path):
+    """A readers.sqlite3 of the first schema is migrated in place: its unsubscribes stay,
+    with no provider, and bounces can be recorded beside them."""
+    import sqlite3
+
+    from spark_mail.audience.events import EspEvent, EventKind, record_events
+    from spark_mail.audience.suppressions import MIGRATIONS
+
+    path = tmp_path / "readers.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + ";PRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO suppressions VALUES ('old@example.com', '2024-12-01T10:00:00+00:00', "
+        "'one-click', 'x')"
+    )
+    db.commit()
+    db.close()
+    now = dt.datetime.now(dt.UTC)
+    with SuppressionStore(path) as store:
+        event = EspEvent("ses", "e1", EventKind.COMPLAINT, "new@example.com", now)
+        store.run([record_events([event], now)])
+        found = {s.address: s.reason for s in store.suppressions()}
+        assert store.read("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert found == {
+        "old@example.com": "one-click (issue x)",
+        "new@example.com": "complaint (ses, event e1)",
+    }
