@@ -551,3 +551,16 @@ def test_a_store_from_before_the_webhooks_keeps_its_unsubscribes(tmp_path: Path)
         "old@example.com": "one-click (issue x)",
         "new@example.com": "complaint (ses, event e1)",
     }
+
+
+def test_odd_text_in_a_genuine_event_is_stored_not_crashed_on(hooks: Hooks):
+    """JSON escapes that are not valid UTF-8 (a lone surrogate) and a huge event id in a
+    genuine event: recorded with the text cleaned, and the desk keeps answering."""
+    record = postmark_bounce("odd@example.com", 5, Description="bad \udcff byte")
+    record["ID"] = "9" * 5000
+    body = json.dumps(record).encode()  # ensure_ascii: "\\udcff" travels as an escape
+    answer = hooks.post("postmark", body, postmark_auth())
+    assert answer.status_code == 200, answer.text
+    suppression = only(hooks)
+    assert "bad ? byte" in suppression.detail and len(suppression.event_id) == 300
+    assert hooks.post("postmark", body, postmark_auth()).json()["replayed"] == 1

@@ -132,8 +132,24 @@ def remember_token(db: sqlite3.Connection, provider: str, token: str, now: float
     )
 
 
+def storable(text: str, limit: int = DETAIL_CHARS) -> str:
+    """Text SQLite can take: JSON may carry lone surrogates ("\\udcff"), which it refuses
+    (and a failing operation would fail its whole group commit); ids are short."""
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
 def record_one(db: sqlite3.Connection, event: EspEvent, received: str, result: Recorded) -> None:
-    key, at = canonical_address(event.address), iso(event.at)
+    event = EspEvent(
+        event.provider,
+        storable(event.event_id),
+        event.kind,
+        event.address,
+        event.at,
+        storable(event.issue),
+        storable(event.message_id),
+        storable(event.detail),
+    )
+    key, at = storable(canonical_address(event.address), 1000), iso(event.at)
     if event.kind == EventKind.DELIVERED:
         db.execute(
             "INSERT INTO delivered_since (address, at) VALUES (?, ?) "
