@@ -564,3 +564,11 @@ def test_odd_text_in_a_genuine_event_is_stored_not_crashed_on(hooks: Hooks):
     suppression = only(hooks)
     assert "bad ? byte" in suppression.detail and len(suppression.event_id) == 300
     assert hooks.post("postmark", body, postmark_auth()).json()["replayed"] == 1
+
+
+def test_an_event_time_outside_the_calendar_is_taken_as_now(hooks: Hooks):
+    """A genuine event dated in year 1 (with an offset that would leave the calendar)."""
+    record = postmark_bounce("old@example.com", 6, BouncedAt="0001-01-01T00:00:00+01:00")
+    answer = hooks.post("postmark", dumps(record), postmark_auth())
+    assert answer.status_code == 200, answer.text
+    assert only(hooks).at.startswith(str(dt.datetime.now(dt.UTC).year))

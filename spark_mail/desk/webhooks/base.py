@@ -113,7 +113,10 @@ def parse_time(value: object, default: dt.datetime) -> dt.datetime:
             moment = email_utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return default
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    try:  # in UTC, or the default when that falls outside the calendar (year 1, 9999)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        return default
 
 
 def text(value: object) -> str:
