@@ -520,6 +520,7 @@ def test_a_real_serve_process_records_signed_events_and_refuses_forged_ones(news
         "c@example.com": f"complaint (mailgun, event mg-77, issue {SAMPLE_SLUG})",
     }
     printed = "".join(logs)
+    assert "ESP events at /webhooks/postmark, /webhooks/mailgun" in printed
     assert "webhook refused" in printed
     assert POSTMARK_AUTH.split(":")[1] not in printed and MAILGUN_KEY not in printed
 
@@ -572,3 +573,14 @@ def test_an_event_time_outside_the_calendar_is_taken_as_now(hooks: Hooks):
     answer = hooks.post("postmark", dumps(record), postmark_auth())
     assert answer.status_code == 200, answer.text
     assert only(hooks).at.startswith(str(dt.datetime.now(dt.UTC).year))
+
+
+@pytest.mark.slow
+def test_serve_with_a_wrong_sendgrid_key_stops_before_listening(newsletter: Path):
+    """`serve` checks the webhook settings first: one line, exit 2, no traceback."""
+    from desk_support import SECRET
+
+    env = {"SPARK_MAIL_SIGNING_SECRET": SECRET, "SPARK_MAIL_SENDGRID_WEBHOOK_PUBLIC_KEY": "nope"}
+    result = run_cli("serve", "--workers", "2", cwd=newsletter, env=env, timeout=30)
+    assert result.returncode == 2
+    assert "sendgrid_webhook_public_key" in result.stderr and "Traceback" not in result.stderr

@@ -38,10 +38,30 @@ if TYPE_CHECKING:
     from spark_mail.desk.commits import GroupCommit
     from spark_mail.desk.guard import Guard
 
-__all__ = ["ROUTE", "SnsPolicy", "Webhooks"]
+__all__ = ["ROUTE", "SnsPolicy", "Webhooks", "configured", "receivers"]
 
 log = logging.getLogger("spark_mail.desk")
 ROUTE = "/webhooks/{provider}"
+
+
+def receivers(
+    settings: Settings, clock: Clock, sns_policy: SnsPolicy | None = None
+) -> dict[str, Receiver]:
+    """Every ESP's receiver, by provider name; ConfigError for a webhook setting that
+    cannot work (a SendGrid key that is not one), found before the desk starts."""
+    found: list[Receiver] = [
+        PostmarkReceiver(settings, clock),
+        ResendReceiver(settings, clock),
+        SesReceiver(settings, clock, policy=sns_policy),
+        MailgunReceiver(settings, clock),
+        SendgridReceiver(settings, clock),
+    ]
+    return {receiver.name: receiver for receiver in found}
+
+
+def configured(settings: Settings, clock: Clock) -> list[str]:
+    """The providers whose webhook is set up (their routes answer)."""
+    return [name for name, receiver in receivers(settings, clock).items() if receiver.configured]
 
 
 class Webhooks:
@@ -58,18 +78,10 @@ class Webhooks:
         self.clock = clock
         self.commits = commits
         self.guard = guard
-        self.ses = SesReceiver(settings, clock, policy=sns_policy)
-        receivers: list[Receiver] = [
-            PostmarkReceiver(settings, clock),
-            ResendReceiver(settings, clock),
-            self.ses,
-            MailgunReceiver(settings, clock),
-            SendgridReceiver(settings, clock),
-        ]
-        self.receivers = {receiver.name: receiver for receiver in receivers}
-
-    def configured(self) -> list[str]:
-        return [name for name, receiver in self.receivers.items() if receiver.configured]
+        self.receivers = receivers(settings, clock, sns_policy)
+        ses = self.receivers["ses"]
+        assert isinstance(ses, SesReceiver)
+        self.ses = ses
 
     async def handle(self, request: Request) -> JSONResponse:
         client = client_address(request.scope)
