@@ -1,7 +1,7 @@
 """Benchmark own-list sending: the sample issue to 10,000 and 100,000 generated readers.
 
     python bench/send.py [--readers 10000 100000] [--delay 0.05] [--provider postmark]
-                         [--concurrency N]
+                         [--concurrency N] [--desk-store N]
 
 A lean ESP emulator runs as its own process on 127.0.0.1 (tests/esp_server.py validates
 every message against the vendor's JSON schema and keeps them all, which would make the
@@ -14,6 +14,10 @@ fresh ledger, with a subscribers CSV generated in a temp folder. Printed per run
 readers per second (the send itself, from the summary; and the whole command), the ratio
 to the ESP's ideal (readers per call x concurrent calls / delay), bytes sent per reader,
 and the peak RSS of the sending process (os.wait4's rusage of that child alone).
+`--desk-store N` runs each size a second time with a reader desk store
+(`.spark-mail/readers.sqlite3`) holding N other suppressed addresses, which the send reads
+before it starts and queries right before each batch leaves, and prints that run's rate as
+a ratio to the run without a store.
 Targets on a 2-core machine: ratio >= 0.7 (Postmark emulator); 100,000 readers' peak RSS
 at most 50 MB above the 10,000-reader run. Not a test: machines here are shared and noisy.
 """
@@ -173,6 +177,23 @@ def newsletter(
     return root
 
 
+def fill_desk_store(root: Path, count: int) -> None:
+    """A reader desk store with `count` suppressed addresses that are not on the list."""
+    import datetime as dt
+
+    from spark_mail.audience.suppressions import SuppressionStore, suppress
+
+    now = dt.datetime.now(dt.UTC)
+    with SuppressionStore(root / ".spark-mail" / "readers.sqlite3") as store:
+        for start in range(0, count, 5000):
+            store.run(
+                [
+                    suppress(f"gone{n:07d}@example.org", how="one-click", issue="x", at=now)
+                    for n in range(start, min(count, start + 5000))
+                ]
+            )
+
+
 def run_send(root: Path) -> tuple[dict[str, Any], float, int]:
     """(summary, wall seconds, peak RSS in bytes) of one `spark-mail send` child."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
@@ -207,6 +228,13 @@ def main() -> None:
         "--full-copies",
         action="store_true",
         help="Postmark: send every reader's full copy (esp_merge = false), not template values",
+    )
+    parser.add_argument(
+        "--desk-store",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run each size with a reader desk store of N other suppressions",
     )
     args = parser.parse_args()
     if args.serve:
@@ -262,6 +290,8 @@ def main() -> None:
                     f"({wall:.1f} s), {per_reader:,.0f} bytes/reader, "
                     f"peak RSS {peak / 2**20:,.1f} MB"
                 )
+                if args.desk_store:
+                    with_store(root, readers, args.desk_store, rate, emulator)
                 shutil.rmtree(root)
     finally:
         emulator.stop()
@@ -269,6 +299,21 @@ def main() -> None:
         small, large = min(peaks), max(peaks)
         growth = (peaks[large] - peaks[small]) / 2**20
         print(f"peak RSS growth {small:,} -> {large:,} readers: {growth:+.1f} MB (target <= 50 MB)")
+
+
+def with_store(root: Path, readers: int, count: int, baseline: float, emulator: Any) -> None:
+    """The same send again (a fresh ledger) with a desk store of `count` suppressions."""
+    shutil.rmtree(root / ".spark-mail")
+    fill_desk_store(root, count)
+    before = emulator.stats()
+    summary, _, _ = run_send(root)
+    if emulator.stats()["messages"] - before["messages"] != readers:
+        sys.exit(f"{readers} readers but another number received with the desk store")
+    rate = summary["rate"]
+    print(
+        f"{readers:>7,} readers, desk store of {count:,} suppressions (checked before each "
+        f"batch): {rate:>8,.0f} readers/s, ratio {rate / baseline:.2f} to the run without"
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ Precedence, lowest to highest:
 4. the process environment (``SPARK_MAIL_*``);
 5. command-line flags, passed in by the CLI as ``overrides``.
 
-Secrets (API key, SMTP password, signing secret) may only come from 3-5: a secret in the
-newsletter file is refused, since that file is committed. Core code receives a Settings
-object and never reads ``os.environ`` itself.
+Secrets (API key, SMTP password, signing secret, webhook keys) may only come from 3-5: a
+secret in the newsletter file is refused, since that file is committed. Core code receives
+a Settings object and never reads ``os.environ`` itself.
 """
 
 from __future__ import annotations
@@ -116,6 +116,14 @@ class Settings:
     poll_reader_tag: str = ""  # ESP-list polls: the ESP's subscriber-id merge tag
     desk_hosts: tuple[str, ...] = ()  # host names served besides those of the page URLs
     desk_rate_limit: int = 600  # requests per minute from one client address (0: no limit)
+    # ESP event webhooks on the desk (bounces, complaints): POST /webhooks/<provider>. A
+    # provider's route answers only once its setting is there.
+    postmark_webhook_auth: Secret = field(default_factory=lambda: Secret(""))  # "user:password"
+    resend_webhook_secret: Secret = field(default_factory=lambda: Secret(""))  # "whsec_..."
+    mailgun_webhook_signing_key: Secret = field(default_factory=lambda: Secret(""))
+    sendgrid_webhook_public_key: str = ""  # the Event Webhook's verification key (public)
+    ses_sns_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications count
+    mailgun_domain: str = ""  # the sending domain: /v3/<domain>/... (`audience sync`)
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:
@@ -184,7 +192,14 @@ def with_site_pages(settings: Settings) -> Settings:
 
 
 # Keys of the newsletter file: every field except the secrets and the root.
-SECRET_FIELDS = {"api_key", "smtp_password", "signing_secret"}
+SECRET_FIELDS = {
+    "api_key",
+    "smtp_password",
+    "signing_secret",
+    "postmark_webhook_auth",
+    "resend_webhook_secret",
+    "mailgun_webhook_signing_key",
+}
 FILE_ALIASES = {"from": "from_address"}
 # Environment variable -> field. SPARK_MAIL_<FIELD> for every non-path field.
 ENV_PREFIX = "SPARK_MAIL_"

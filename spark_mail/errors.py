@@ -18,6 +18,8 @@ traceback.
     │   │                          `maybe_sent`: the request may have been acted on
     │   ├── UnsupportedOperation   the provider cannot do what was asked
     │   └── BatchSendFailed        own list: a batch failed as a whole, the run stopped
+    ├── ReputationAtRisk           own list: the last send's complaint or hard-bounce rate
+    │                              is over the limit; nothing was sent (`send --force`)
     ├── SendNotDone                the issue did not (certainly) go out this run
     │   ├── AlreadySent            the ledger says sent, scheduled, or uncertain: refused
     │   ├── SendUnconfirmed        the ESP may have acted; the next run asks it first
@@ -25,7 +27,9 @@ traceback.
     ├── StoreError                 the reader desk's store (suppressions, votes) is
     │                              unreadable, corrupt or locked
     ├── RequestRefused             the reader desk refuses a request (a 4xx page; never
-    │                              leaves the desk)
+    │   │                          leaves the desk)
+    │   └── WebhookRefused         an ESP webhook that does not check out (401, nothing
+    │                              recorded) or cannot be read (400)
     └── SiteError                  the web archive cannot be built (colliding page paths,
                                    an output folder that cannot be written or replaced)
 
@@ -204,6 +208,17 @@ class RequestRefused(SparkMailError):
         self.status = status
         self.title = title
         self.retry_after = retry_after
+
+
+class WebhookRefused(RequestRefused):
+    """An ESP's event webhook the desk does not accept: a signature, password or timestamp
+    that does not check out (401), a body that cannot be read (400), a provider whose
+    webhook is not set up (404). Answered as JSON; nothing was recorded."""
+
+
+class ReputationAtRisk(SparkMailError):
+    """Own list: the last send's complaint or hard-bounce rate is over the limit, so the
+    next send is refused until someone has looked (`send --force` overrides)."""
 
 
 class SiteError(SparkMailError):

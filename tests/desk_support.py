@@ -133,9 +133,14 @@ def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float
 
 @contextmanager
 def serve_process(
-    root: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    root: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    logs: list[str] | None = None,
 ) -> Iterator[str]:
-    """A real `spark-mail serve` on a free port; yields its base URL, stops it after."""
+    """A real `spark-mail serve` on a free port; yields its base URL, stops it after (and
+    puts what it printed into `logs`)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
     full_env.update({"SPARK_MAIL_SIGNING_SECRET": SECRET, **(env or {})})
@@ -151,7 +156,9 @@ def serve_process(
     finally:
         process.terminate()
         try:
-            process.communicate(timeout=20)
+            printed = process.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            printed = process.communicate()
+        if logs is not None:
+            logs.extend(printed)

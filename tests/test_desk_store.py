@@ -89,7 +89,7 @@ def test_the_export_is_a_suppression_file(tmp_path: Path):
         store.unsubscribe("anna@example.com", how="form", issue="x", at=ISSUE_DAY)
         assert store.export_csv(tmp_path / "out.csv") == 1
     text = (tmp_path / "out.csv").read_text()
-    assert text.splitlines()[0] == "email,unsubscribed_at,how,issue"
+    assert text.splitlines()[0] == "email,unsubscribed_at,how,issue,provider,event_id,detail"
     assert len(load_suppressed(tmp_path / "out.csv")) == 1
 
 
@@ -160,7 +160,8 @@ def test_audience_suppressions_lists_and_exports(newsletter: Path):
     listed = run_cli("audience", "suppressions", "--json", cwd=newsletter)
     assert json.loads(listed.stdout)["suppressions"] == [
         {"address": "bob@example.com", "at": "2025-01-20T12:00:00+00:00", "how": "one-click",
-         "issue": SAMPLE_SLUG}
+         "issue": SAMPLE_SLUG, "provider": "", "event_id": "", "detail": "",
+         "reason": f"one-click (issue {SAMPLE_SLUG})"}
     ]  # fmt: skip
     exported = run_cli("audience", "suppressions", "--export", "gone.csv", cwd=newsletter)
     assert exported.returncode == 0 and "1 suppressions written" in exported.stderr

@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,13 @@ from spark_mail.errors import AudienceError, ConfigError
 
 EMAIL_COLUMN = "email"
 DESK_REASON = "unsubscribed on the reader desk"
+# Why the desk's store suppresses an address (its `how`), as `audience check` counts it.
+STORE_REASONS = {
+    "bounce": "bounced (reported by the ESP)",
+    "soft-bounces": "soft-bounced 3 times in a row",
+    "complaint": "marked as spam (reported by the ESP)",
+    "esp-unsubscribe": "unsubscribed at the ESP",
+}
 SUPPRESSION_COLUMNS = ("unsubscribed", "bounced")
 # An unknown value in a suppression column suppresses: sending to someone who asked not to
 # get mail is worse than skipping someone whose export says "2024-05-01" under `bounced`.
@@ -331,14 +338,18 @@ def _suppressed_in_file(path: Path) -> set[int]:
     return keys
 
 
-def load_desk_suppressed(store: Path | None) -> set[int]:
-    """Address keys the reader desk's store suppresses (none when it does not exist)."""
+def load_desk_suppressed(store: Path | None) -> dict[int, str]:
+    """Address keys the reader desk's store suppresses, with why (none when it does not
+    exist): an unsubscribe on the desk, or what an ESP reported (STORE_REASONS)."""
     if store is None or not store.exists():
-        return set()
+        return {}
     from spark_mail.audience.suppressions import SuppressionStore
 
     with SuppressionStore(store) as desk:
-        return {address_key(address) for address in desk.addresses()}
+        return {
+            address_key(address): STORE_REASONS.get(how, DESK_REASON)
+            for address, how in desk.read("SELECT address, how FROM suppressions")
+        }
 
 
 def iter_readers(
@@ -368,14 +379,14 @@ def iter_readers(
     report.suppression_file = suppression
     listed: AbstractSet[int]
     marked: AbstractSet[int]
-    desk: AbstractSet[int]
+    desk: dict[int, str] = {}
     if suppressed_keys is None:
         listed = load_suppressed(suppression) if suppression else set()
         desk = load_desk_suppressed(store)
         marked = _suppressed_in_file(path)
     else:
-        listed, desk, marked = frozenset(), frozenset(), suppressed_keys
-    report.suppressed_keys = frozenset(listed | desk | marked)
+        listed, marked = frozenset(), suppressed_keys
+    report.suppressed_keys = frozenset(listed | desk.keys() | marked)
     validator = AddressValidator()
     first_line: dict[int, int] = {}  # address key -> line of its first valid row
     with _CsvRows(path) as rows:
@@ -443,13 +454,14 @@ def _address_of(
 
 
 def _listed_reason(
-    key: int, listed: AbstractSet[int], desk: AbstractSet[int], marked: AbstractSet[int]
+    key: int, listed: AbstractSet[int], desk: Mapping[int, str], marked: AbstractSet[int]
 ) -> str:
-    """Why an address is suppressed by a list (not by its own row), or ""."""
+    """Why an address is suppressed by a list (not by its own row), or "" (the desk's store
+    says why it suppressed each address: an unsubscribe, a bounce, a complaint)."""
     if key in listed:
         return "suppression file"
     if key in desk:
-        return DESK_REASON
+        return desk[key]
     if key in marked:
         return "suppressed on another row"
     return ""

@@ -10,10 +10,14 @@ Every row is keyed by `canonical_address` (spark_mail.audience.addresses), the s
 subscribers file is compared in, so `Anna@Example.COM` unsubscribing suppresses the row
 `anna@example.com`.
 
-    suppressions          address -> when, how ("one-click", "form"), from which issue
+    suppressions          address -> when, how (HOW), from which issue; for what an ESP
+                          reported: the provider, its event id and its reason (`detail`)
     suppression_events    every unsubscribe and re-subscribe, oldest first (the audit trail)
     votes                 one row per (issue, voter): the counted answer, the last click
     poll_counts           votes per (issue, option), kept in step with `votes`
+    esp_events            bounces and complaints the ESPs reported (spark_mail/audience/
+    delivered_since       events.py), once per (provider, event id, address); the last
+    webhook_tokens        delivery per address; Mailgun tokens already used
 
 Unsubscribes are committed with `synchronous = FULL` (they must survive a power cut: the
 law says honour them); votes with NORMAL (a power cut may lose the last few clicks, never
@@ -44,7 +48,10 @@ Operation = Callable[[sqlite3.Connection], T]  # one write, run inside a transac
 STORE_NAME = "readers.sqlite3"
 BUSY_TIMEOUT_SECONDS = 10.0
 IN_CHUNK = 500  # addresses per `IN (...)` query (SQLite allows 32,766 parameters; stay modest)
-HOW = ("one-click", "form")  # how an unsubscribe came in; re-subscribes are "re-subscribe"
+# How an address came to be suppressed: the reader on the desk (one-click, form), or an ESP
+# (a hard bounce, a complaint, three soft bounces in a row, an unsubscribe at the ESP).
+# Re-subscribes are "re-subscribe" in the audit trail.
+HOW = ("one-click", "form", "bounce", "complaint", "soft-bounces", "esp-unsubscribe")
 
 MIGRATIONS = (
     """
@@ -81,6 +88,38 @@ MIGRATIONS = (
         PRIMARY KEY (issue, option)
     ) WITHOUT ROWID
     """,
+    """
+    ALTER TABLE suppressions ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppressions ADD COLUMN event_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppressions ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppression_events ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppression_events ADD COLUMN event_id TEXT NOT NULL DEFAULT '';
+    CREATE TABLE esp_events (
+        id INTEGER PRIMARY KEY,
+        provider TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        received TEXT NOT NULL,
+        issue TEXT NOT NULL DEFAULT '',
+        message_id TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        UNIQUE (provider, event_id, address)
+    );
+    CREATE INDEX esp_events_address ON esp_events (address, kind, at);
+    CREATE INDEX esp_events_issue ON esp_events (issue, kind);
+    CREATE TABLE delivered_since (
+        address TEXT PRIMARY KEY,
+        at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_tokens (
+        provider TEXT NOT NULL,
+        token TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (provider, token)
+    ) WITHOUT ROWID
+    """,
 )
 
 
@@ -99,11 +138,23 @@ class Suppression:
 
     address: str  # canonical
     at: str  # ISO 8601, UTC
-    how: str  # "one-click" or "form"
-    issue: str  # the slug of the email whose link was used
+    how: str  # one of HOW
+    issue: str  # the slug of the email it concerns ("" when not known)
+    provider: str = ""  # the ESP that reported it (bounces, complaints, sync)
+    event_id: str = ""  # the ESP's id of the event ("" for a synced list entry)
+    detail: str = ""  # the ESP's reason, e.g. "550 5.1.1 user unknown"
+
+    @property
+    def reason(self) -> str:
+        """`how`, and where it came from: "bounce (postmark, event 42, issue x: 550 ...)"."""
+        parts = [self.provider] if self.provider else []
+        parts += [f"event {self.event_id}"] if self.event_id else []
+        parts += [f"issue {self.issue}"] if self.issue else []
+        said = f": {self.detail}" if self.detail else ""
+        return f"{self.how} ({', '.join(parts)}{said})" if parts or said else self.how
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "reason": self.reason}
 
 
 class SuppressionStore:
@@ -266,7 +317,10 @@ class SuppressionStore:
         return [row[0] for row in self.read("SELECT address FROM suppressions")]
 
     def suppressions(self) -> list[Suppression]:
-        rows = self.read("SELECT address, at, how, issue FROM suppressions ORDER BY at, address")
+        rows = self.read(
+            "SELECT address, at, how, issue, provider, event_id, detail FROM suppressions "
+            "ORDER BY at, address"
+        )
         return [Suppression(*row) for row in rows]
 
     def export_csv(self, path: Path) -> int:
@@ -277,8 +331,12 @@ class SuppressionStore:
         rows = self.suppressions()
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["email", "unsubscribed_at", "how", "issue"])
-        writer.writerows([r.address, r.at, r.how, r.issue] for r in rows)
+        writer.writerow(
+            ["email", "unsubscribed_at", "how", "issue", "provider", "event_id", "detail"]
+        )
+        writer.writerows(
+            [r.address, r.at, r.how, r.issue, r.provider, r.event_id, r.detail] for r in rows
+        )
         try:
             write_atomic(path, text.getvalue())
         except OSError as exc:
@@ -286,24 +344,49 @@ class SuppressionStore:
         return len(rows)
 
 
-def suppress(address: str, *, how: str, issue: str, at: dt.datetime) -> Operation[bool]:
+def suppress(
+    address: str,
+    *,
+    how: str,
+    issue: str,
+    at: dt.datetime,
+    provider: str = "",
+    event_id: str = "",
+    detail: str = "",
+) -> Operation[bool]:
     """The operation that suppresses `address` (True when it was not yet)."""
     key, when = canonical_address(address), iso(at)
 
     def operation(db: sqlite3.Connection) -> bool:
-        added = db.execute(
-            "INSERT OR IGNORE INTO suppressions (address, at, how, issue) VALUES (?,?,?,?)",
-            (key, when, how, issue),
-        ).rowcount
-        if added:
-            db.execute(
-                "INSERT INTO suppression_events (address, at, action, how, issue) "
-                "VALUES (?, ?, 'unsubscribe', ?, ?)",
-                (key, when, how, issue),
-            )
-        return bool(added)
+        return add_suppression(db, key, when, how, issue, provider, event_id, detail)
 
     return operation
+
+
+def add_suppression(
+    db: sqlite3.Connection,
+    key: str,
+    when: str,
+    how: str,
+    issue: str,
+    provider: str = "",
+    event_id: str = "",
+    detail: str = "",
+) -> bool:
+    """Suppress canonical `key` inside a transaction (the first record is kept); True when
+    it was not suppressed yet."""
+    added = db.execute(
+        "INSERT OR IGNORE INTO suppressions (address, at, how, issue, provider, event_id, detail) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (key, when, how, issue, provider, event_id, detail),
+    ).rowcount
+    if added:
+        db.execute(
+            "INSERT INTO suppression_events (address, at, action, how, issue, provider, event_id) "
+            "VALUES (?, ?, 'unsubscribe', ?, ?, ?, ?)",
+            (key, when, how, issue, provider, event_id),
+        )
+    return bool(added)
 
 
 def lift(address: str, *, issue: str, at: dt.datetime) -> Operation[bool]:

@@ -1,4 +1,4 @@
-"""Your own subscriber list: `audience check`, `audience suppressions`."""
+"""Your own subscriber list: `audience check`, `audience suppressions`, `audience sync`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from spark_mail.cli.app import JsonOpt, app, example, settings
+from spark_mail.cli.app import JsonOpt, ProviderOpt, app, example, settings
 from spark_mail.cli.output import (
     console,
     err_console,
@@ -87,7 +87,7 @@ def audience_suppressions(
         ),
     ] = None,
 ) -> None:
-    """The readers who unsubscribed on the reader desk: who, when, how, from which issue."""
+    """Who gets no more mail, and why: unsubscribed on the desk, bounced, complained."""
     from spark_mail.audience.suppressions import SuppressionStore
 
     with SuppressionStore.for_settings(settings()) as store:
@@ -101,9 +101,28 @@ def audience_suppressions(
     if export is not None:
         return
     if not rows:
-        console.print("Nobody has unsubscribed on the reader desk.")
+        console.print("Nobody is suppressed: no unsubscribes, bounces or complaints yet.")
         return
-    table = key_table("address", "when", "how", "issue", keys=("address", "when", "issue"))
+    table = key_table("address", "when", "reason", keys=("address", "when"))
     for row in rows:
-        table.add_row(escape(row.address), row.at, row.how, escape(row.issue))
+        table.add_row(escape(row.address), row.at, escape(row.reason))
     print_table(table)
+
+
+@audience_app.command("sync", epilog=example("spark-mail audience sync"))
+def audience_sync(provider: ProviderOpt = None, as_json: JsonOpt = False) -> None:
+    """Copy the ESP's own suppression list (bounces, complaints, unsubscribes) in here."""
+    from spark_mail.audience.sync import sync_suppressions
+
+    report = sync_suppressions(settings(provider=provider))
+    if as_json:
+        print_json(report.to_json())
+        return
+    added = sum(report.added.values())
+    why = ", ".join(f"{n:,} {how}" for how, n in sorted(report.added.items()))
+    console.print(
+        f"{report.provider}: {report.listed:,} addresses on its suppression list; "
+        f"{added:,} newly suppressed here"
+        + (f" ({why})" if why else "")
+        + f", {report.already:,} already were"
+    )

@@ -27,18 +27,22 @@ def serve(
     ] = False,
 ) -> None:
     """Answer the unsubscribe and poll links of your emails (and serve the web archive)."""
+    from spark_mail.clock import SYSTEM_CLOCK
     from spark_mail.desk.links import allowed_hosts, poll_route, unsubscribe_route
     from spark_mail.desk.server import serve as serve_desk
+    from spark_mail.desk.webhooks import configured
 
     cfg = settings()
 
     def ready() -> None:
         hosts = ", ".join(sorted(allowed_hosts(cfg)))
+        hooks = ", ".join(f"/webhooks/{name}" for name in configured(cfg, SYSTEM_CLOCK))
         err_console.print(
             f"Reader desk for {escape(cfg.name)} on http://{host}:{port} ({workers} worker"
             f"{'s' if workers > 1 else ''}) - unsubscribe at "
-            f"{escape(unsubscribe_route(cfg).path)}, polls at {escape(poll_route(cfg).path)}; "
-            f"answers for {escape(hosts)} - Ctrl-C stops"
+            f"{escape(unsubscribe_route(cfg).path)}, polls at {escape(poll_route(cfg).path)}"
+            + (f", ESP events at {hooks}" if hooks else "")
+            + f"; answers for {escape(hosts)} - Ctrl-C stops"
         )
 
     serve_desk(

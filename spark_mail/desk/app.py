@@ -9,6 +9,7 @@
         POST  the comment box
     /poll/{slug}/results   GET, read-only results (the web archive links here)
     /healthz               GET, 200 while the store answers
+    /webhooks/{provider}   POST, an ESP's bounces and complaints (spark_mail/desk/webhooks/)
     anything else          the web archive (`site_dir`, default site/) as static files
 
 Every refusal is a page with a 4xx status and records nothing (RequestRefused). A HEAD,
@@ -35,7 +36,7 @@ from spark_mail.audience.addresses import canonical_address
 from spark_mail.audience.suppressions import SuppressionStore, lift, suppress
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.desk import links, polls
+from spark_mail.desk import links, polls, webhooks
 from spark_mail.desk.commits import GroupCommit
 from spark_mail.desk.guard import Guard, SecurityMiddleware, client_address
 from spark_mail.desk.pages import Pages
@@ -67,7 +68,13 @@ class Desk:
     """The routes' handlers, sharing the store, the polls, the pages and the guard."""
 
     def __init__(
-        self, settings: Settings, *, clock: Clock, store: SuppressionStore, guard: Guard
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        store: SuppressionStore,
+        guard: Guard,
+        sns_policy: webhooks.SnsPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.keys = links.Keys(require_secret(settings))
@@ -80,6 +87,7 @@ class Desk:
         self.unsubscribe_route = links.unsubscribe_route(settings)
         self.poll_route = links.poll_route(settings)
         self.poll_query = (*LINK_QUERY, "reader", *self.poll_route.query)
+        self.webhooks = webhooks.Webhooks(settings, clock, self.commits, guard, sns_policy)
 
     # -- helpers -------------------------------------------------------------------------
     def respond(self, page: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Response:
@@ -344,15 +352,21 @@ def site_folder(settings: Settings) -> Path:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock = SYSTEM_CLOCK, store: SuppressionStore | None = None
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    store: SuppressionStore | None = None,
+    sns_policy: webhooks.SnsPolicy | None = None,
 ) -> Any:
-    """The desk for these settings (needs a signing secret: ConfigError without one)."""
+    """The desk for these settings (needs a signing secret: ConfigError without one).
+    `sns_policy`: where SNS certificates may come from (tests only; see webhooks/ses.py)."""
     store = store or SuppressionStore.for_settings(settings)
     guard = Guard(clock, settings.desk_rate_limit)
-    desk = Desk(settings, clock=clock, store=store, guard=guard)
+    desk = Desk(settings, clock=clock, store=store, guard=guard, sns_policy=sns_policy)
     unsubscribe = desk.unsubscribe_route.path
     routes = [
         Route("/healthz", desk.health, methods=["GET"]),
+        Route(webhooks.ROUTE, desk.webhooks.handle, methods=["POST"]),
         Route(links.RESULTS_PATH, desk.poll_results, methods=["GET"]),
         Route(unsubscribe, desk.unsubscribe_page, methods=["GET"]),
         Route(unsubscribe, desk.unsubscribe_post, methods=["POST"]),

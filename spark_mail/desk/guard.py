@@ -7,10 +7,14 @@ overhead beyond a few dictionary looks):
   BAD_WINDOW, that address gets 429 with Retry-After for a minute, twice as long at each
   repeat (at most an hour), without its links even being checked;
 - request bodies over MAX_BODY_BYTES are refused (413), whether announced by
-  Content-Length or streamed;
+  Content-Length or streamed; ESP webhooks (WEBHOOK_PREFIX) may send up to
+  MAX_WEBHOOK_BYTES (SendGrid batches events, an SNS message reaches 256 KB);
 - every response says `Referrer-Policy: no-referrer` (the tokens in a desk URL must not
   travel to other sites), `X-Content-Type-Options: nosniff` and, unless the page set a
   stricter one, a CSP with `frame-ancestors 'none'`.
+
+ESP webhooks are not counted against `desk_rate_limit` (an ESP reports a send's bounces in
+bursts from a few addresses); a forged one counts as a bad token instead.
 
 Limits count the reader's address: behind a proxy, run `serve --proxy-headers`; requests
 from this machine itself (a proxy without those headers, health checks) are not limited.
@@ -36,6 +40,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RefusalPage = Callable[[RequestRefused], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]]
 
 MAX_BODY_BYTES = 16 * 1024
+WEBHOOK_PREFIX = "/webhooks/"
+MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
 RATE_WINDOW = 60.0
 BAD_TOKENS = 10  # bad tokens from one address before it is slowed down
 BAD_WINDOW = 600.0
@@ -181,7 +187,7 @@ class SecurityMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, _limited(receive), send_secured)
+        await self.app(scope, _limited(receive, body_limit(scope)), send_secured)
 
     def _admit(self, scope: Scope) -> None:
         host = (header(scope, b"host") or b"").decode("latin-1").strip().lower()
@@ -193,7 +199,8 @@ class SecurityMiddleware:
                 "This server does not answer for that site name.",
             )
         client = client_address(scope)
-        wait = self.guard.requests.hit(client) if counted(client) else 0
+        webhook = is_webhook(scope)
+        wait = self.guard.requests.hit(client) if counted(client) and not webhook else 0
         if wait:
             raise RequestRefused(
                 429,
@@ -202,7 +209,7 @@ class SecurityMiddleware:
                 retry_after=wait,
             )
         length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        if length is not None and (not length.isdigit() or int(length) > body_limit(scope)):
             raise RequestRefused(413, "Request too large", "The request is too large.")
 
     async def _refuse(self, refused: RequestRefused, send: Send) -> None:
@@ -214,8 +221,16 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _limited(receive: Receive) -> Receive:
-    """`receive` that refuses a streamed body once it passes MAX_BODY_BYTES."""
+def is_webhook(scope: Scope) -> bool:
+    return str(scope.get("path", "")).startswith(WEBHOOK_PREFIX)
+
+
+def body_limit(scope: Scope) -> int:
+    return MAX_WEBHOOK_BYTES if is_webhook(scope) else MAX_BODY_BYTES
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that refuses a streamed body once it passes `limit` bytes."""
     seen = 0
 
     async def receive_limited() -> Message:
@@ -223,7 +238,7 @@ def _limited(receive: Receive) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
+            if seen > limit:
                 raise RequestRefused(413, "Request too large", "The request is too large.")
         return message
 

@@ -37,10 +37,15 @@ def check_port(host: str, port: int) -> None:
 
 
 def prepare(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Everything that can fail before uvicorn starts: the secret, the store, the port."""
+    """Everything that can fail before uvicorn starts: the secret, the webhook settings,
+    the store, the port."""
+    from spark_mail.clock import SYSTEM_CLOCK
+    from spark_mail.desk.webhooks import receivers
+
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     require_secret(settings)
+    receivers(settings, SYSTEM_CLOCK)  # a webhook key that cannot work stops us here
     with SuppressionStore.for_settings(settings) as store:
         store.check()  # create and migrate it now, once, before any worker
     check_port(host, port)

@@ -150,7 +150,7 @@ def _prepare(
         return PreparedSend(request, settings, email, provider, checks, recipients=recipients)
     own = None
     if own_list_wanted(settings, provider):
-        own = prepare_own_list(path, settings, provider, request.skip_invalid)
+        own = prepare_own_list(path, settings, provider, request.skip_invalid, force=request.force)
         email = own.sample_copy()
     else:
         email = build(path, settings)

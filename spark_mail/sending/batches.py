@@ -201,10 +201,9 @@ class BatchRun:
         return self.summary
 
     def dispatch(self, batch: Batch, pool: ThreadPoolExecutor, concurrency: int) -> None:
-        """Encode the batch while others are on the wire, wait for a slot, record its start
-        and hand it to a worker; or count it as remaining once the run has stopped."""
-        if not self.stop and self.still_wanted is not None:
-            batch = self.drop_unwanted(batch)
+        """Encode the batch while others are on the wire, wait for a slot, drop whoever
+        unsubscribed meanwhile, record its start and hand it to a worker; or count it as
+        remaining once the run has stopped."""
         if self.stop or not batch.readers:
             self.summary.remaining += len(batch.readers)
             return
@@ -215,6 +214,13 @@ class BatchRun:
         if self.stop:  # a batch failed meanwhile: this one does not leave
             self.summary.remaining += len(batch.readers)
             return
+        if self.still_wanted is not None:  # asked at the last moment: the batch leaves now
+            wanted = self.drop_unwanted(batch)
+            if wanted is not batch:
+                batch = wanted
+                if not batch.readers:
+                    return
+                job = self.provider.batch_job(self.template, batch.readers, batch.key)
         self.write(batch)  # before the batch leaves: after a crash we know who was in it
         if batch.repeat:
             self.summary.resent_batches += 1

@@ -1,14 +1,18 @@
 """Own-list sending: the issue to every reader of the subscribers file, each their own copy.
 
 1. `prepare_own_list`: everything that can refuse the send runs before the ledger or the
-   ESP is touched: the provider can batch, the subscribers file is usable (invalid rows
-   stop the send unless `skip_invalid`, and so does an address the provider cannot carry),
-   the layout personalises (signing secret, unsubscribe link). The issue is rendered ONCE
-   here, with reader markers, and the checks run on a reader's copy: what readers get.
+   ESP is touched: the provider can batch, the last own-list send came back clean enough
+   (complaint and hard-bounce rates, spark_mail/sending/reputation.py; `force` overrides),
+   the subscribers file is usable (invalid rows stop the send unless `skip_invalid`, and
+   so does an address the provider cannot carry), the layout personalises (signing
+   secret, unsubscribe link). The issue is rendered ONCE here, with reader markers, and
+   the checks run on a reader's copy: what readers get.
 2. `send_own_list`: the send lifecycle claims the issue; readers an interrupted run left in
    flight are settled by the recovery rule (asked about, repeated under the same key, or
    uncertain); BatchRun sends everyone not yet settled; the issue's row follows from its
-   readers: `sent` only when nobody is left.
+   readers: `sent` only when nobody is left. Before each batch leaves, its readers are
+   looked up in the reader desk's store: who unsubscribed (or bounced) meanwhile gets
+   nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from spark_mail.audience import (
     check_audience,
     iter_readers,
 )
+from spark_mail.audience.suppressions import SuppressionStore
 from spark_mail.errors import (
     AudienceError,
     BatchSendFailed,
@@ -84,14 +89,17 @@ def own_list_wanted(settings: Settings, provider: Provider) -> bool:
 
 
 def prepare_own_list(
-    issue: Path, settings: Settings, provider: Provider, skip_invalid: bool
+    issue: Path, settings: Settings, provider: Provider, skip_invalid: bool, force: bool = False
 ) -> OwnList:
     """Check the subscribers file and render the issue once (see the module docstring)."""
     from spark_mail.personalize import prepare
+    from spark_mail.sending.reputation import check_reputation
 
     provider.require(Capability.BATCH)
     if not settings.audience:
         provider.require_audience()
+    if not force:
+        check_reputation(settings, issue.stem)
     paths = audience_paths(settings)
     report = check_audience(*paths, can_carry=provider.can_carry)
     path = paths[0]
@@ -131,6 +139,7 @@ def send_own_list(
     maybe_sent, _ = life.unsettled_action(
         can_ask=Capability.BATCH_LOOKUP in life.provider.capabilities
     )
+    store = SuppressionStore(own.paths.store) if own.paths.store else None
     run = BatchRun(
         own.template,
         life.provider,
@@ -141,7 +150,7 @@ def send_own_list(
         resend_uncertain=options.resend_uncertain,
         repeats=repeats,
         progress=options.progress,
-        still_wanted=options.still_wanted,
+        still_wanted=options.still_wanted or (store.suppressed if store else None),
         on_maybe_sent=ReaderState.UNCERTAIN
         if maybe_sent == Recovery.UNCERTAIN
         else ReaderState.SENDING,
@@ -157,6 +166,9 @@ def send_own_list(
         raise
     except ProviderError as err:  # before any batch left (a template, a connection)
         life.fail(BatchSendFailed(str(err), summary=summary) if not err.maybe_sent else err)
+    finally:
+        if store is not None:
+            store.close()
     return settle_issue(life, summary, warnings), summary
 
 
