@@ -154,7 +154,7 @@ def test_version_1_ledger_is_migrated_keeping_its_rows(ledger_path: Path) -> Non
         version = ledger.database.read("PRAGMA user_version")[0][0]
         claimed(ledger, "new")
         assert [e.state for e in ledger.history("new")] == ["sending"]
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
 
 
 def test_ledger_from_a_newer_spark_mail_is_refused(ledger_path: Path) -> None:

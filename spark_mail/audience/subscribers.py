@@ -27,25 +27,21 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from spark_mail.audience.addresses import AddressValidator, address_key
+from spark_mail.audience.suppression_lists import (
+    load_desk_suppressed,
+    load_suppressed,
+)
 from spark_mail.config import ENV_PREFIX, Settings
 from spark_mail.errors import AudienceError, ConfigError
 
 EMAIL_COLUMN = "email"
-DESK_REASON = "unsubscribed on the reader desk"
-# Why the desk's store suppresses an address (its `how`), as `audience check` counts it.
-STORE_REASONS = {
-    "bounce": "bounced (reported by the ESP)",
-    "soft-bounces": "soft-bounced 3 times in a row",
-    "complaint": "marked as spam (reported by the ESP)",
-    "esp-unsubscribe": "unsubscribed at the ESP",
-}
 SUPPRESSION_COLUMNS = ("unsubscribed", "bounced")
 # An unknown value in a suppression column suppresses: sending to someone who asked not to
 # get mail is worse than skipping someone whose export says "2024-05-01" under `bounced`.
@@ -300,31 +296,6 @@ class _CsvRows:
             yield start, dict(zip(self._names, values, strict=False)), ""
 
 
-def load_suppressed(path: Path) -> set[int]:
-    """Address keys from a suppression file: one address per line (`#` starts a comment),
-    or a CSV whose header has an `email` column."""
-    keys: set[int] = set()
-    with _open_text(path, "suppression file") as fh:
-        first = fh.readline()
-        delimiter = _delimiter(first)
-        header = [normalise_column(c) for c in next(csv.reader([first], delimiter=delimiter), [])]
-        values: Iterable[str]
-        if EMAIL_COLUMN in header:
-            column = header.index(EMAIL_COLUMN)
-            values = (
-                row[column] if len(row) > column else ""
-                for row in csv.reader(fh, delimiter=delimiter)
-            )
-        else:
-            fh.seek(0)
-            values = fh
-        for value in values:
-            address = value.split("#", 1)[0].strip()
-            if "@" in address:
-                keys.add(address_key(address))
-    return keys
-
-
 def _suppressed_in_file(path: Path) -> set[int]:
     """Keys of addresses that some row marks unsubscribed/bounced (the first pass)."""
     keys: set[int] = set()
@@ -336,20 +307,6 @@ def _suppressed_in_file(path: Path) -> set[int]:
             if row is not None and any(is_set(row.get(c)) for c in columns):
                 keys.add(address_key(row.get(EMAIL_COLUMN, "")))
     return keys
-
-
-def load_desk_suppressed(store: Path | None) -> dict[int, str]:
-    """Address keys the reader desk's store suppresses, with why (none when it does not
-    exist): an unsubscribe on the desk, or what an ESP reported (STORE_REASONS)."""
-    if store is None or not store.exists():
-        return {}
-    from spark_mail.audience.suppressions import SuppressionStore
-
-    with SuppressionStore(store) as desk:
-        return {
-            address_key(address): STORE_REASONS.get(how, DESK_REASON)
-            for address, how in desk.read("SELECT address, how FROM suppressions")
-        }
 
 
 def iter_readers(

@@ -63,6 +63,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (slug, reader)
     ) WITHOUT ROWID;
     """,
+    # 4: who is sending (a live process that lost its lock file is still seen), since when an
+    # idempotency key is in use, which path an issue took, the issue file's own hash (a
+    # renamed file is the same issue); per batch: its provider, its key, when it first left
+    """
+    ALTER TABLE sends ADD COLUMN owner TEXT;
+    ALTER TABLE sends ADD COLUMN key_since TEXT;
+    ALTER TABLE sends ADD COLUMN path TEXT;
+    ALTER TABLE sends ADD COLUMN source_hash TEXT;
+    CREATE INDEX sends_source ON sends (source_hash);
+    ALTER TABLE deliveries ADD COLUMN provider TEXT;
+    ALTER TABLE deliveries ADD COLUMN batch_key TEXT;
+    ALTER TABLE deliveries ADD COLUMN first_at TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 LEDGER_SETTINGS = "the state_dir or ledger_path setting"  # where the ledger's folder comes from

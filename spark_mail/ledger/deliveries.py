@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +35,17 @@ SETTLED_READERS = (ReaderState.SENT, ReaderState.REFUSED)
 # (reader key, state, ESP message id, error) of an answered reader
 Answer = tuple[str, ReaderState, str | None, str | None]
 CHUNK = 500  # stay under SQLite's limit of variables in one statement
+
+
+@dataclass
+class InFlight:
+    """A batch an interrupted run left `sending`: its readers (keys), the provider it went
+    through, its idempotency key and when it first left under that key."""
+
+    readers: list[str]
+    provider: str | None
+    key: str | None
+    first_at: str | None
 
 
 class DeliveriesTable:
@@ -64,35 +76,49 @@ class DeliveriesTable:
         readers: list[tuple[str, str]],
         answers: Sequence[Answer],
         at: dt.datetime,
+        *,
+        provider: str | None = None,
+        key: str | None = None,
     ) -> None:
         """In one transaction: the answers of batches that came back, and the (reader key,
-        address) pairs of `batch` as `sending`, before it leaves."""
+        address) pairs of `batch` as `sending`, before it leaves, with the provider and the
+        idempotency key it leaves through. A batch repeated under the same key keeps the
+        time it first left (how old its key is)."""
         now = stamp(at)
         with self.database.transaction() as db:
             db.executemany(
                 "UPDATE deliveries SET state = ?, esp_id = ?, error = ?, updated_at = ? "
                 "WHERE slug = ? AND reader = ?",
-                [(state, esp_id, error, now, slug, key) for key, state, esp_id, error in answers],
+                [(state, esp_id, error, now, slug, k) for k, state, esp_id, error in answers],
             )
             db.executemany(
                 "INSERT INTO deliveries (slug, reader, address, state, batch, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slug, reader) DO UPDATE "
-                "SET state = excluded.state, batch = excluded.batch, error = NULL, "
-                "updated_at = excluded.updated_at",
-                [(slug, key, a, ReaderState.SENDING, batch, now, now) for key, a in readers],
+                "updated_at, provider, batch_key, first_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (slug, reader) DO UPDATE SET state = excluded.state, "
+                "batch = excluded.batch, error = NULL, updated_at = excluded.updated_at, "
+                "provider = excluded.provider, first_at = CASE WHEN batch_key IS "
+                "excluded.batch_key THEN coalesce(first_at, excluded.first_at) ELSE "
+                "excluded.first_at END, batch_key = excluded.batch_key",
+                [
+                    (slug, k, a, ReaderState.SENDING, batch, now, now, provider, key, now)
+                    for k, a in readers
+                ],
             )
 
-    def in_flight(self, slug: str) -> dict[int, list[str]]:
-        """batch number -> reader keys still `sending` (what an interrupted run left)."""
+    def in_flight(self, slug: str) -> dict[int, InFlight]:
+        """batch number -> what an interrupted run left `sending` in that batch."""
         if not self.database.exists():
             return {}
-        batches: dict[int, list[str]] = {}
-        for batch, reader in self.database.read(
-            "SELECT batch, reader FROM deliveries WHERE slug = ? AND state = ? "
-            "ORDER BY batch, reader",
+        batches: dict[int, InFlight] = {}
+        for batch, reader, provider, key, first in self.database.read(
+            "SELECT batch, reader, provider, batch_key, first_at FROM deliveries "
+            "WHERE slug = ? AND state = ? ORDER BY batch, reader",
             (slug, ReaderState.SENDING),
         ):
-            batches.setdefault(int(batch or 0), []).append(str(reader))
+            number = int(batch or 0)
+            if number not in batches:
+                batches[number] = InFlight([], provider, key, first)
+            batches[number].readers.append(str(reader))
         return batches
 
     def settle_in_flight(

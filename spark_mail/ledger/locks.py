@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spark_mail.errors import LedgerError
@@ -80,3 +84,54 @@ class IssueLocks:
     def release_all(self) -> None:
         for slug in list(self._held):
             self.release(slug)
+
+
+# Owners (see process_id) sending in this process right now: two sends in one process are
+# told apart too (a library user's threads, or a test).
+_ACTIVE: set[str] = set()
+
+
+def process_id() -> str:
+    """A sender as the ledger records it: host, pid, the pid's start time (a pid the OS
+    reuses later is not taken for this process) and a token of this one send."""
+    token = uuid.uuid4().hex[:12]
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}:{token}"
+
+
+@contextmanager
+def sending_as(owner: str) -> Iterator[None]:
+    """While the block runs, `owner` counts as alive (for this process's other sends)."""
+    _ACTIVE.add(owner)
+    try:
+        yield
+    finally:
+        _ACTIVE.discard(owner)
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process recorded as `owner` still runs (on this host). A live owner
+    means the issue is being sent, even if its lock file was removed under it."""
+    if not owner:
+        return False
+    host, pid_text, started, *_ = [*owner.split(":"), "", "", ""]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return _start_time(pid) == started
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), "" where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]

@@ -49,6 +49,10 @@ class SendRecord:
     sent_at: str | None = None
     scheduled_for: str | None = None
     last_error: str | None = None
+    owner: str | None = None  # the process that wrote `sending` (see locks.process_id)
+    key_since: str | None = None  # when this content's idempotency keys were first used
+    path: str | None = None  # "esp": the ESP's list; "own": your own list
+    source_hash: str | None = None  # the issue file's text: a renamed file is the same issue
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,14 @@ class SendsTable:
         *,
         allow_uncertain: bool = False,
         scheduled_for: dt.datetime | None = None,
+        path: str = "esp",
+        owner: str = "",
+        source_hash: str = "",
     ) -> Claim:
         """Mark the issue `sending` for this run (the caller holds the issue's lock), or
-        refuse with AlreadySent: sent, scheduled, or uncertain without `allow_uncertain`.
-        A row left `sending` is returned unchanged as `stale`, to be settled first."""
+        refuse with AlreadySent: sent, scheduled, uncertain without `allow_uncertain`, or the
+        same issue file already sent under another name. A row left `sending` is returned
+        unchanged as `stale`, to be settled first."""
         now = stamp(at)
         when = scheduled_for.isoformat() if scheduled_for else None
         with self.database.transaction() as db:
@@ -154,33 +162,72 @@ class SendsTable:
                 return Claim(current, stale=current)
             if current is not None:
                 _refuse(current, allow_uncertain)
+                since = current.key_since if current.content_hash == content_hash else None
                 db.execute(
                     "UPDATE sends SET content_hash = ?, provider = ?, mode = ?, state = ?, "
                     "attempts = attempts + 1, updated_at = ?, last_error = NULL, "
-                    "scheduled_for = ? WHERE slug = ?",
-                    (content_hash, provider, mode, SendState.SENDING, now, when, slug),
-                )
+                    "scheduled_for = ?, owner = ?, key_since = ?, path = ?, "
+                    "source_hash = ? WHERE slug = ?",
+                    (content_hash, provider, mode, SendState.SENDING, now, when, owner,
+                     since or now, path, source_hash or current.source_hash, slug),
+                )  # fmt: skip
             else:
+                self._refuse_renamed(db, slug, source_hash)
                 db.execute(
                     "INSERT INTO sends (slug, content_hash, provider, mode, state, attempts, "
-                    "created_at, updated_at, scheduled_for) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                    (slug, content_hash, provider, mode, SendState.SENDING, now, now, when),
-                )
+                    "created_at, updated_at, scheduled_for, owner, key_since, path, source_hash) "
+                    "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (slug, content_hash, provider, mode, SendState.SENDING, now, now, when,
+                     owner, now, path, source_hash or None),
+                )  # fmt: skip
             self._event(db, slug, now, SendState.SENDING, f"{mode} via {provider}")
         return Claim(self._required(slug))
 
+    def _refuse_renamed(self, db: sqlite3.Connection, slug: str, source_hash: str) -> None:
+        """A file renamed after its send is the same issue: never a second send."""
+        if not source_hash:
+            return
+        other = db.execute(
+            "SELECT * FROM sends WHERE source_hash = ? AND slug != ? AND state IN (?, ?, ?)",
+            (source_hash, slug, SendState.SENT, SendState.SCHEDULED, SendState.SENDING),
+        ).fetchone()
+        if other is not None:
+            earlier = self._record(other)
+            raise AlreadySent(
+                f"{slug}: this issue file's text was already {earlier.state} as "
+                f"{earlier.slug!r} ({earlier.sent_at or earlier.updated_at}): a renamed file is "
+                "the same issue",
+                hint="an issue is sent once; change its text to make it a new issue",
+                slug=slug,
+            )
+
     def resume(
-        self, slug: str, content_hash: str, reason: str, at: dt.datetime, *, keep_ids: bool
+        self,
+        slug: str,
+        content_hash: str,
+        reason: str,
+        at: dt.datetime,
+        *,
+        keep_ids: bool,
+        provider: str | None = None,
+        owner: str = "",
     ) -> SendRecord:
-        """A stale `sending` row goes out again in this run: count the attempt, say why.
-        Without `keep_ids` the ids of the earlier attempt are dropped (a fresh send)."""
+        """A stale `sending` row goes out again in this run (`provider`, from process
+        `owner`): count the attempt, say why. Without `keep_ids` the ids of the earlier
+        attempt are dropped (a fresh send). The idempotency keys' age restarts only with new
+        content."""
         now = stamp(at)
         ids = "" if keep_ids else ", esp_ids = '{}'"
         with self.database.transaction() as db:
             db.execute(
+                "UPDATE sends SET key_since = CASE WHEN content_hash = ? THEN "
+                "coalesce(key_since, ?) ELSE ? END WHERE slug = ?",
+                (content_hash, now, now, slug),
+            )
+            db.execute(
                 f"UPDATE sends SET content_hash = ?, attempts = attempts + 1, updated_at = ?, "
-                f"last_error = ?{ids} WHERE slug = ?",
-                (content_hash, now, reason, slug),
+                f"last_error = ?, owner = ?, provider = coalesce(?, provider){ids} WHERE slug = ?",
+                (content_hash, now, reason, owner, provider, slug),
             )
             self._event(db, slug, now, SendState.SENDING, reason)
         return self._required(slug)

@@ -356,8 +356,9 @@ class _Attempts:
         status = response.status_code
         failure = self.provider.error(response, self.what)
         if 300 <= status < 400:
+            # A redirect is no refusal: a proxy may answer it after forwarding the request.
             failure.hint = "the API answered with a redirect: check SPARK_MAIL_API_URL"
-            failure.maybe_sent = self.maybe_sent
+            failure.maybe_sent = self.maybe_sent or self.method != "GET"
             raise failure from None
         if status == 429:
             failure.maybe_sent = self.maybe_sent

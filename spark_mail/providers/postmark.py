@@ -186,10 +186,13 @@ class PostmarkProvider(HttpProvider):
                 "postmark: the batch answer does not match the batch sent", maybe_sent=True
             )
         after = self.thread_tally()
+        outcomes = [self._masked(_outcome(answer)) for answer in answers]
+        account = next((detail for state, detail in outcomes if state == "failed"), None)
         return BatchResult(
-            [self._masked(_outcome(answer)) for answer in answers],
+            outcomes,
             requests=after[0] - requests,
             bytes_sent=after[1] - sent_bytes,
+            error=EspError(f"postmark: {account} [batch send]") if account else None,
         )
 
     def _masked(self, outcome: Outcome) -> Outcome:
@@ -199,29 +202,22 @@ class PostmarkProvider(HttpProvider):
 
     def lookup_batch(self, key: str, reader_keys: list[str]) -> dict[str, str]:
         """Postmark's outbound message search by the batch's metadata tag: the readers it
-        shows (as canonical addresses) with their message ids. Search can lag behind
-        sending, so a reader it does not show is not proven unsent."""
-        wanted = set(reader_keys)
+        shows (as canonical addresses) with their message ids. A message counts only when
+        its own Metadata names this batch (a search that ignored the filter proves nothing).
+        Search can lag behind sending, so a reader it does not show is not proven unsent."""
+        wanted, tag = set(reader_keys), batch_tag(key)
         found: dict[str, str] = {}
         offset = 0
         while True:
-            response = self.request(
-                "GET",
-                "messages/outbound",
-                "search the batch's messages",
-                params={
-                    "count": str(MAX_BATCH),
-                    "offset": str(offset),
-                    "messagestream": STREAM,
-                    "metadata_batch": batch_tag(key),
-                },
-            )
-            page = self.json(response, "search the batch's messages")
+            page = self._search_page(tag, offset)
             messages = page.get("Messages")
             if not isinstance(messages, list) or not messages:
                 return found
             for message in messages:
-                if not isinstance(message, dict):
+                if (
+                    not isinstance(message, dict)
+                    or (message.get("Metadata") or {}).get("batch") != tag
+                ):
                     continue
                 for recipient in message.get("Recipients") or []:
                     address = canonical_address(str(recipient))
@@ -230,6 +226,21 @@ class PostmarkProvider(HttpProvider):
             offset += len(messages)
             if offset >= int(page.get("TotalCount") or 0) or offset >= 10_000:
                 return found
+
+    def _search_page(self, tag: str, offset: int) -> dict[str, Any]:
+        response = self.request(
+            "GET",
+            "messages/outbound",
+            "search the batch's messages",
+            params={
+                "count": str(MAX_BATCH),
+                "offset": str(offset),
+                "messagestream": STREAM,
+                "metadata_batch": tag,
+            },
+        )
+        page: dict[str, Any] = self.json(response, "search the batch's messages")
+        return page
 
     def stored_template(self, template: PersonalizedTemplate) -> StoredTemplate:
         """This issue's template at Postmark (found by its alias, or created once)."""
@@ -307,9 +318,18 @@ def batch_tag(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+# ErrorCodes about the reader, not the account: that reader is refused for good. Any other
+# code in a batch answer (405 out of credits, 400/401 sender signature, 412 pending
+# approval, ...) is about the account: the reader is not sent (`failed`, sent by a later
+# run) and the run stops.
+READER_ERRORS = {406, 300}
+
+
 def _outcome(answer: Any) -> Outcome:
     if not isinstance(answer, dict):
         return "uncertain", "postmark: an answer element is not an object"
-    if answer.get("ErrorCode", 0) == 0:
+    code = answer.get("ErrorCode", 0)
+    if code == 0:
         return "sent", str(answer.get("MessageID", ""))
-    return "refused", f"ErrorCode {answer.get('ErrorCode')}: {answer.get('Message', '')}"
+    reason = f"ErrorCode {code}: {answer.get('Message', '')}"
+    return ("refused" if code in READER_ERRORS else "failed"), reason

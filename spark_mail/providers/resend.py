@@ -217,7 +217,10 @@ class ResendProvider(HttpProvider):
         except EspError as exc:
             # A repeated /send is refused once the first one went through: ask.
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403):
-                state = self.lookup({"broadcast_id": broadcast_id})
+                try:
+                    state = self.lookup({"broadcast_id": broadcast_id})
+                except EspError:
+                    raise exc from None  # not found out: the refusal keeps its `maybe_sent`
                 if state in (DeliveryState.SENT, DeliveryState.SCHEDULED):
                     return
             raise

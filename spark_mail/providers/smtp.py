@@ -14,9 +14,11 @@ No idempotency: a connection lost after DATA may or may not have delivered (`may
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
@@ -118,39 +120,46 @@ class SmtpProvider(Provider):
         )
 
     def connect(self) -> smtplib.SMTP:
-        if self._conn is not None:
-            return self._conn
+        conn = self._conn
+        if conn is not None and getattr(conn, "sock", None) is not None:
+            return conn
         timeout = self.settings.send_timeout
+        conn = (
+            smtplib.SMTP_SSL(timeout=timeout, context=self.ssl_context)
+            if self.tls == "ssl"
+            else smtplib.SMTP(timeout=timeout)
+        )
+        conn._host = self.host  # type: ignore[attr-defined]  # TLS checks this name
         try:
-            if self.tls == "ssl":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=timeout, context=self.ssl_context
-                )
-            else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=timeout)
-            conn.ehlo()
-            if self.tls == "starttls":
-                if not conn.has_extn("starttls"):
-                    conn.close()
-                    raise ConfigError(
-                        f"smtp: {self.host}:{self.port} does not offer STARTTLS",
-                        hint="set SPARK_MAIL_SMTP_TLS=ssl (port 465), or none for a local relay",
-                    )
-                conn.starttls(context=self.ssl_context)
-                conn.ehlo()
-            if self.settings.smtp_user:
-                conn.login(self.settings.smtp_user, self.settings.smtp_password.reveal())
+            with bounded(conn, timeout):  # a greeting dripped byte by byte ends too
+                conn.connect(self.host, self.port)
+                self._handshake(conn)
         except smtplib.SMTPAuthenticationError as exc:
             raise EspError(
                 f"smtp: {exc.smtp_code} authentication failed for {self.settings.smtp_user!r}",
                 hint="check SPARK_MAIL_SMTP_USER and SPARK_MAIL_SMTP_PASSWORD",
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
+            conn.close()
             error = self._fail(f"connect to {self.host}:{self.port}", exc)
             error.hint = "check SPARK_MAIL_SMTP_HOST, _PORT and _TLS"
             raise error from None
         self._conn = conn
         return conn
+
+    def _handshake(self, conn: smtplib.SMTP) -> None:
+        conn.ehlo()
+        if self.tls == "starttls":
+            if not conn.has_extn("starttls"):
+                conn.close()
+                raise ConfigError(
+                    f"smtp: {self.host}:{self.port} does not offer STARTTLS",
+                    hint="set SPARK_MAIL_SMTP_TLS=ssl (port 465), or none for a local relay",
+                )
+            conn.starttls(context=self.ssl_context)
+            conn.ehlo()
+        if self.settings.smtp_user:
+            conn.login(self.settings.smtp_user, self.settings.smtp_password.reveal())
 
     def close(self) -> None:
         with self._open_lock:
@@ -179,10 +188,20 @@ class SmtpProvider(Provider):
                 code="refused",
             )
         try:
-            conn.send_message(message, from_addr=sender, to_addrs=envelope)
+            with bounded(conn, self.settings.send_timeout):
+                conn.send_message(message, from_addr=sender, to_addrs=envelope)
         except smtplib.SMTPRecipientsRefused as exc:
+            if getattr(conn, "sock", None) is None:
+                self._conn = None  # a 421 closed it: the next reader reconnects
+            codes = [code for code, _ in exc.recipients.values()]
             refused = ", ".join(exc.recipients)
-            raise EspError(f"smtp: the server refused {refused}", code="refused") from None
+            if all(code >= 500 for code in codes):
+                raise EspError(f"smtp: the server refused {refused}", code="refused") from None
+            detail = "; ".join(f"{c} {r!r}" for c, r in exc.recipients.values())
+            # A 4xx is "try again later" (RFC 5321): nothing was accepted.
+            raise EspError(
+                f"smtp: the server deferred {refused} ({detail[:200]})", code="deferred"
+            ) from None
         except smtplib.SMTPServerDisconnected as exc:
             self._conn = None
             raise self._fail("send", exc, maybe_sent=True) from None
@@ -209,8 +228,8 @@ class SmtpProvider(Provider):
             try:
                 self.deliver(message, [reader.email])
             except EspError as exc:
-                if exc.code == "refused":
-                    outcomes.append(("refused", exc.message))
+                if exc.code in ("refused", "deferred"):  # that reader only; the rest go on
+                    outcomes.append(("refused" if exc.code == "refused" else "failed", exc.message))
                     continue
                 outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
                 rest = len(readers) - number - 1
@@ -218,3 +237,25 @@ class SmtpProvider(Provider):
                 return BatchResult(outcomes, requests=number + 1, error=exc)
             outcomes.append(("sent", str(message["Message-ID"])))
         return BatchResult(outcomes, requests=len(readers))
+
+
+@contextmanager
+def bounded(conn: smtplib.SMTP, seconds: float) -> Iterator[None]:
+    """One exchange with the server takes at most `seconds` in all: smtplib's timeout
+    bounds each read, so a server that drips its answer a byte at a time could hold a send
+    for as long as it likes. Past the deadline the socket is shut, and the exchange ends
+    with the error a dropped connection gives."""
+
+    def expire() -> None:
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

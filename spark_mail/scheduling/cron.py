@@ -182,7 +182,10 @@ def dispatch(
         if not dry_run:
             from spark_mail.scheduling.esp import confirm_scheduled_sends
 
-            confirm_scheduled_sends(settings, now, ledger, clock)
+            for problem in confirm_scheduled_sends(settings, now, ledger, clock):
+                items.append(problem)
+                if on_item is not None:
+                    on_item(problem)
     report = DispatchReport(now=now.isoformat(), items=items)
     if not dry_run and any(item.outcome in DELIVERED for item in items):
         report.site, report.site_problem = refresh_archive(settings)

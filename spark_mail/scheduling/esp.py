@@ -8,7 +8,7 @@ from pathlib import Path
 
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.errors import AlreadySent, ConfigError, IssueError, SparkMailError
+from spark_mail.errors import AlreadySent, ConfigError, EspError, IssueError, SparkMailError
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
 from spark_mail.providers.base import Capability, DeliveryState
 from spark_mail.scheduling.times import in_zone
@@ -49,7 +49,10 @@ def schedule_issue(
         run_checks(email, settings, SendRequest(force=force), block=True)
         report = SendReport(slug=email.slug, outcome=Outcome.SCHEDULED, mode="schedule")
         report.provider, report.subject = provider.name, email.subject
-        with open_ledger(settings) as ledger, SendLifecycle(ledger, provider, email, clock) as life:
+        with (
+            open_ledger(settings) as ledger,
+            SendLifecycle(ledger, provider, email, clock, source=email.source) as life,
+        ):
             begun = life.begin("schedule", scheduled_for=when)
             if begun.outcome is not None:
                 report.outcome = begun.outcome
@@ -100,7 +103,13 @@ def unschedule_issue(
                     hint="the ledger now says `sent`",
                     slug=slug,
                 )
-            provider.unschedule(record.esp_ids)
+            try:
+                provider.unschedule(record.esp_ids)
+            except EspError as exc:
+                if exc.status != 404:
+                    raise
+                # Gone already (an earlier unschedule whose answer was lost, or removed in
+                # the ESP's dashboard): nothing is scheduled there any more.
             ledger.forget(slug, f"unscheduled from {provider.name}", clock.now())
     report = SendReport(slug=slug, outcome=Outcome.UNSCHEDULED, mode="unschedule")
     report.provider, report.at, report.esp_ids = provider.name, record.scheduled_for, record.esp_ids
@@ -117,20 +126,21 @@ def unschedule_issue(
 
 def confirm_scheduled_sends(
     settings: Settings, now: dt.datetime, ledger: Ledger, clock: Clock = SYSTEM_CLOCK
-) -> list[str]:
+) -> list[SendReport]:
     """Rows handed to the ESP's scheduler whose time has passed: ask the ESP and record
-    `sent` when it says so. Best effort: an ESP that cannot say yet is asked again on the
-    next run. Returns the slugs recorded."""
+    `sent` when it says so, so the ledger keeps telling what went out when. One the ESP says
+    did NOT go out (removed in its dashboard) is reported, run after run, as a failure that
+    needs a decision. An ESP that cannot say yet is asked again on the next run."""
     from spark_mail.providers import get_provider
 
     passed = [r for r in ledger.all() if r.state == SendState.SCHEDULED and _passed(r, now)]
     if not passed:
         return []
-    confirmed: list[str] = []
     try:
         provider = get_provider(settings, clock=clock)
     except SparkMailError:
-        return confirmed  # a misconfigured provider already failed the due issues
+        return []  # a misconfigured provider already failed the due issues
+    problems: list[SendReport] = []
     with provider:
         if Capability.LOOKUP not in provider.capabilities:
             return []
@@ -138,15 +148,31 @@ def confirm_scheduled_sends(
             if record.provider != provider.name or not ledger.locks.try_acquire(record.slug):
                 continue
             try:
-                if provider.lookup(record.esp_ids) == DeliveryState.SENT:
+                answer = provider.lookup(record.esp_ids)
+                if answer == DeliveryState.SENT:
                     note = f"{provider.name} sent it as scheduled"
                     ledger.mark_sent(record.slug, clock.now(), note=note)
-                    confirmed.append(record.slug)
+                elif answer == DeliveryState.NOT_SENT:
+                    problems.append(_vanished(record, provider.name))
             except SparkMailError:
                 pass  # asked again next run; a scheduled send needs nothing from us
             finally:
                 ledger.locks.release(record.slug)
-    return confirmed
+    return problems
+
+
+def _vanished(record: SendRecord, provider: str) -> SendReport:
+    return SendReport(
+        slug=record.slug,
+        outcome=Outcome.FAILED,
+        provider=provider,
+        at=record.scheduled_for,
+        message=(
+            f"{record.slug}: scheduled with {provider} for {record.scheduled_for}, but "
+            f"{provider} says it did not go out (removed there?) - `spark-mail unschedule "
+            f"{record.slug}`, then send it, or leave it"
+        ),
+    )
 
 
 def _passed(record: SendRecord, now: dt.datetime) -> bool:

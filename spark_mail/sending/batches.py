@@ -52,6 +52,7 @@ class BatchSummary:
     """What one own-list run did; counts are readers."""
 
     readers: int = 0  # valid, unsuppressed, first-seen readers in the file
+    seen: int = 0  # readers this run read from the file (fewer: it changed meanwhile)
     sent: int = 0  # this run
     refused: int = 0  # this run: the ESP refused these readers (not retried)
     failed: int = 0  # this run: their batch was clearly refused; the next run sends them
@@ -132,8 +133,10 @@ def batch_key(template: PersonalizedTemplate, number: int, keys: Iterable[str]) 
 class BatchRun:
     """One own-list run over the readers (see the module docstring). `ledger` None: a dry
     run, nothing read or written. `repeats`: batch number -> reader keys of batches an
-    interrupted run left in flight, to send again under their key. `on_maybe_sent` is the
-    fault rule: what a batch that may have gone through leaves its readers as."""
+    interrupted run left in flight, to send again under their key; `hold`: readers never
+    sent this run (even with `resend_uncertain`). `on_maybe_sent` is the fault rule: what a
+    batch that may have gone through leaves its readers as. A batch's readers are in the
+    order of their keys, so the same readers always make the same request."""
 
     def __init__(
         self,
@@ -146,6 +149,7 @@ class BatchRun:
         limit: int | None = None,
         resend_uncertain: bool = False,
         repeats: dict[int, list[str]] | None = None,
+        hold: set[str] | None = None,
         progress: Progress | None = None,
         still_wanted: StillWanted | None = None,
         on_maybe_sent: ReaderState = ReaderState.UNCERTAIN,
@@ -161,6 +165,7 @@ class BatchRun:
         self.progress = progress
         self.still_wanted = still_wanted
         self.on_maybe_sent = on_maybe_sent
+        self.hold = hold or set()  # made uncertain this run: nobody has checked them yet
         # reader key -> batch number, and the readers gathered so far, of repeated batches
         self.repeat_of = {key: n for n, keys in (repeats or {}).items() for key in keys}
         self.repeat_sizes = {n: len(keys) for n, keys in (repeats or {}).items()}
@@ -189,7 +194,7 @@ class BatchRun:
                     self.dispatch(batch, pool, concurrency)
                 while self.in_flight:
                     self.settle(block=True)
-            except KeyboardInterrupt:
+            except BaseException:  # Ctrl-C, or an error before a batch could leave
                 self.stop = True
                 while self.in_flight:  # what is in flight finishes and is recorded
                     self.settle(block=True)
@@ -237,8 +242,13 @@ class BatchRun:
             return batch
         kept = [r for r in batch.readers if reader_key(r) not in gone]
         self.summary.suppressed_during_run += len(batch.readers) - len(kept)
-        keys = [reader_key(r) for r in kept]
-        return Batch(batch.number, kept, batch_key(self.template, batch.number, keys))
+        return self.batch(batch.number, kept)
+
+    def batch(self, number: int, readers: list[Reader], repeat: bool = False) -> Batch:
+        """A batch: its readers in key order, its key from its number and readers."""
+        ordered = sorted(readers, key=reader_key)
+        keys = [reader_key(r) for r in ordered]
+        return Batch(number, ordered, batch_key(self.template, number, keys), repeat)
 
     # -- planning ------------------------------------------------------------------------
     def plan(self, readers: Iterable[Reader]) -> Iterator[Batch]:
@@ -246,6 +256,7 @@ class BatchRun:
         current: list[Reader] = []
         size = self.provider.batch_size
         for chunk in _chunks(readers, size):
+            self.summary.seen += len(chunk)
             states = self.known_states(chunk)
             for reader in chunk:
                 ready = self.place(reader, states.get(reader_key(reader)), current)
@@ -276,10 +287,12 @@ class BatchRun:
             gathered.append(reader)
             if len(gathered) == self.repeat_sizes[number]:
                 del self.gathering[number]
-                keys = [reader_key(r) for r in gathered]
-                return Batch(number, gathered, batch_key(self.template, number, keys), True)
+                return self.batch(number, gathered, repeat=True)
             return None
-        if state in (ReaderState.UNCERTAIN, ReaderState.SENDING) and not self.resend_uncertain:
+        held = state == ReaderState.SENDING or reader_key(reader) in self.hold
+        if held or (state == ReaderState.UNCERTAIN and not self.resend_uncertain):
+            # In flight and not repeated (settled by the recovery rule, never re-sent under
+            # a new key), or uncertain and nobody said to send it again.
             self.summary.held_uncertain += 1
             return None
         if self.stop or self.budget == 0:
@@ -291,10 +304,8 @@ class BatchRun:
         return None
 
     def new_batch(self, readers: list[Reader]) -> Batch:
-        number = self.next_number
         self.next_number += 1
-        keys = [reader_key(r) for r in readers]
-        return Batch(number, readers, batch_key(self.template, number, keys))
+        return self.batch(self.next_number - 1, readers)
 
     def settle_incomplete_repeats(self) -> None:
         """Batches an earlier run left in flight whose readers are no longer all in the
@@ -327,6 +338,10 @@ class BatchRun:
         except ProviderError as exc:
             self.stopped(str(exc))
             state = self.on_maybe_sent if exc.maybe_sent else ReaderState.FAILED
+            if batch.repeat and exc.status == 409:
+                # The key is known to the ESP with another request: what the first one did
+                # cannot be told from here.
+                state = ReaderState.UNCERTAIN
             outcomes = [(str(state), exc.message)] * len(batch.readers)
         self.summary.batches += 1
         for reader, (state_name, detail) in zip(batch.readers, outcomes, strict=True):
@@ -361,7 +376,15 @@ class BatchRun:
             return
         start = [(reader_key(r), r.email) for r in batch.readers] if batch else []
         number = batch.number if batch else 0
-        self.ledger.write_batches(self.slug, number, start, self.answered, self.clock.now())
+        self.ledger.write_batches(
+            self.slug,
+            number,
+            start,
+            self.answered,
+            self.clock.now(),
+            provider=self.provider.name,
+            key=batch.key if batch else None,
+        )
         self.answered.clear()
 
     def tick(self, force: bool = False) -> None:

@@ -24,7 +24,14 @@ def send_for_real(prepared: PreparedSend, clock: Clock) -> SendReport:
     own = prepared.own
     with (
         open_ledger(prepared.settings) as ledger,
-        SendLifecycle(ledger, provider, email, clock, own_list=own is not None) as life,
+        SendLifecycle(
+            ledger,
+            provider,
+            own.template.email if own is not None else email,  # the issue's, not a reader's
+            clock,
+            own_list=own is not None,
+            source=email.source,
+        ) as life,
     ):
         if own is not None:
             options = OwnListOptions(

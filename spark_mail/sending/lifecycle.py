@@ -36,12 +36,15 @@ applied to a whole send and to each own-list batch alike.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import NoReturn, Protocol
 
 from spark_mail.clock import Clock
 from spark_mail.errors import (
+    AlreadySent,
     LedgerError,
     ProviderError,
     SendUncertain,
@@ -49,9 +52,11 @@ from spark_mail.errors import (
     SparkMailError,
 )
 from spark_mail.ledger import Ledger, SendRecord, SendState
+from spark_mail.ledger.locks import owner_alive, process_id, sending_as
 from spark_mail.providers.base import Capability, DeliveryState, Provider
 from spark_mail.sending.outcomes import Outcome
 
+ESP, OWN = "esp", "own"  # the two paths an issue can take: the ESP's list, your own list
 # How long an ESP is trusted to remember an idempotency key (Resend documents 24 h).
 IDEMPOTENCY_WINDOW = dt.timedelta(hours=24)
 
@@ -128,6 +133,7 @@ class SendLifecycle:
         clock: Clock,
         *,
         own_list: bool = False,
+        source: Path | None = None,
     ) -> None:
         self.ledger = ledger
         self.provider = provider
@@ -135,11 +141,16 @@ class SendLifecycle:
         self.content_hash = email.content_hash
         self.clock = clock
         self.own_list = own_list
+        self.owner = process_id()
+        self.source_hash = file_hash(source)
 
     def __enter__(self) -> SendLifecycle:
+        self._alive = sending_as(self.owner)
+        self._alive.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._alive.__exit__(None, None, None)
         self.ledger.locks.release(self.slug)  # settled, failed or interrupted: let go
 
     # -- beginning ---------------------------------------------------------------------------
@@ -151,30 +162,78 @@ class SendLifecycle:
         scheduled_for: dt.datetime | None = None,
     ) -> Begun:
         """Take the issue's lock and claim its row, settling an interrupted send first.
-        Raises AlreadySent (sent, scheduled, uncertain), SendUncertain, SendUnconfirmed."""
+        Raises AlreadySent (sent, scheduled, uncertain, sent on the other path),
+        SendUncertain, SendUnconfirmed."""
         if not self.ledger.locks.try_acquire(self.slug):
             return Begun(Outcome.IN_PROGRESS)
+        before = self.ledger.get(self.slug)
+        self._refuse_other_path(before)
+        sending = before is not None and before.state == SendState.SENDING
+        if sending and before is not None and owner_alive(before.owner):
+            return Begun(Outcome.IN_PROGRESS)  # a live sender whose lock file was removed
         claim = self.ledger.claim(
             self.slug,
             self.content_hash,
             self.provider.name,
             mode,
             self.clock.now(),
-            allow_uncertain=allow_uncertain,
+            # Own list: an uncertain issue still sends the readers who certainly got
+            # nothing; its uncertain readers are held (reader by reader, in the ledger).
+            allow_uncertain=allow_uncertain or (self.own_list and self.path_of(before) == OWN),
             scheduled_for=scheduled_for,
+            path=OWN if self.own_list else ESP,
+            owner=self.owner,
+            source_hash=self.source_hash,
         )
         if claim.stale is None:
-            return Begun(record=claim.record)
+            return Begun(record=claim.record, resumed=before if self.own_list else None)
+        if self.own_list and self.path_of(claim.stale) == ESP:
+            settled = self._reconcile(claim.stale)  # the ESP-list send is settled first
+            if settled.outcome is not None:
+                return settled
         if self.own_list:
-            record = self.ledger.resume(
-                self.slug,
-                self.content_hash,
-                "interrupted mid-send: resuming with the readers not yet sent",
-                self.clock.now(),
-                keep_ids=True,
+            return Begun(
+                resumed=claim.stale, record=self._resume("resuming with the readers not yet sent")
             )
-            return Begun(resumed=claim.stale, record=record)
         return self._reconcile(claim.stale)
+
+    @staticmethod
+    def path_of(record: SendRecord | None) -> str | None:
+        """Which path a row took: recorded, or (older ledgers) told by its ids."""
+        if record is None:
+            return None
+        if record.path:
+            return record.path
+        return OWN if "readers_sent" in record.esp_ids else ESP if record.esp_ids else None
+
+    def _refuse_other_path(self, before: SendRecord | None) -> None:
+        """An issue is finished on the path it started on: readers of your own list already
+        have it, so the ESP's audience must not get it too (and the other way round, an
+        interrupted ESP-list send is settled before own-list copies go out)."""
+        if self.own_list or before is None or before.state == SendState.SENT:
+            return
+        readers = sum(
+            n for state, n in self.ledger.reader_counts(self.slug).items() if state != "failed"
+        )
+        if self.path_of(before) == OWN or readers:
+            raise AlreadySent(
+                f"{self.slug}: was sent to {readers:,} readers of your own list (state: "
+                f"{before.state}); it is not sent to {self.provider.name}'s audience as well",
+                hint="finish it on your own list: set `audience` again and run "
+                f"`spark-mail send {self.slug}`",
+                slug=self.slug,
+            )
+
+    def _resume(self, why: str) -> SendRecord:
+        return self.ledger.resume(
+            self.slug,
+            self.content_hash,
+            f"interrupted mid-send: {why}",
+            self.clock.now(),
+            keep_ids=True,
+            provider=self.provider.name,
+            owner=self.owner,
+        )
 
     def _reconcile(self, stale: SendRecord) -> Begun:
         """Settle a row an interrupted run left `sending`, by the recovery rule."""
@@ -194,6 +253,8 @@ class SendLifecycle:
                 f"interrupted ({ids}){asked}: retried with the same idempotency key",
                 self.clock.now(),
                 keep_ids=True,
+                provider=self.provider.name,
+                owner=self.owner,
             )
             return Begun(known_ids=known(stale), record=record)
         self._uncertain(f"interrupted mid-send ({ids}){asked}; {reason}")
@@ -228,6 +289,8 @@ class SendLifecycle:
                 f"interrupted; {name} says it was not sent ({ids}): sending again",
                 now,
                 keep_ids=True,
+                provider=self.provider.name,
+                owner=self.owner,
             )
             return Begun(known_ids=known(stale), record=record)
         return None
@@ -237,7 +300,7 @@ class SendLifecycle:
             self.provider,
             earlier_provider=earlier.provider,
             same_content=earlier.content_hash == self.content_hash,
-            started=last_attempt(self.ledger, earlier),
+            started=parse_stamp(earlier.key_since) or last_attempt(self.ledger, earlier),
             now=self.clock.now(),
             can_ask=can_ask,
         )
@@ -316,6 +379,16 @@ class SendLifecycle:
 def known(stale: SendRecord) -> dict[str, str]:
     """What a provider resumes an interrupted send with: its ids and its content."""
     return {**stale.esp_ids, "content": stale.content_hash[:16]}
+
+
+def file_hash(path: Path | None) -> str:
+    """The issue file's text, hashed ("" without a readable file)."""
+    if path is None:
+        return ""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def describe_ids(esp_ids: dict[str, str]) -> str:

@@ -39,7 +39,7 @@ from spark_mail.errors import (
     SendUncertain,
     SendUnconfirmed,
 )
-from spark_mail.ledger import Ledger, ReaderState, SendRecord
+from spark_mail.ledger import ReaderState, SendRecord
 from spark_mail.providers.base import Capability, Provider
 from spark_mail.sending.batches import BatchRun, BatchSummary, Progress, StillWanted
 from spark_mail.sending.lifecycle import Recovery, SendLifecycle, parse_stamp, recovery_action
@@ -133,7 +133,7 @@ def send_own_list(
     begun = life.begin("send", allow_uncertain=options.resend_uncertain)
     if begun.outcome is not None:
         return str(begun.outcome), BatchSummary()
-    repeats = settle_in_flight(life, begun.resumed, own.template)
+    repeats, held = settle_in_flight(life, begun.resumed, own.template)
     summary = BatchSummary()
     summary.add_audience(own.report)
     maybe_sent, _ = life.unsettled_action(
@@ -149,6 +149,7 @@ def send_own_list(
         limit=options.limit,
         resend_uncertain=options.resend_uncertain,
         repeats=repeats,
+        hold=held,
         progress=options.progress,
         still_wanted=options.still_wanted or (store.suppressed if store else None),
         on_maybe_sent=ReaderState.UNCERTAIN
@@ -174,52 +175,64 @@ def send_own_list(
 
 def settle_in_flight(
     life: SendLifecycle, before: SendRecord | None, template: PersonalizedTemplate
-) -> dict[int, list[str]]:
-    """Readers an interrupted run left `sending`, by the recovery rule: batches to repeat
-    under their key (returned: number -> reader keys); readers the ESP shows as sent are
-    recorded sent; the rest become `uncertain`."""
-    if before is None:
-        return {}
-    ledger = life.ledger
-    in_flight = ledger.in_flight(life.slug)
-    if not in_flight:
-        return {}
-    action, reason = recovery_action(
-        life.provider,
-        earlier_provider=before.provider,
-        same_content=before.content_hash == life.content_hash,
-        started=parse_stamp(ledger.in_flight_since(life.slug)),
-        now=life.clock.now(),
-        can_ask=Capability.BATCH_LOOKUP in life.provider.capabilities,
-    )
-    if action == Recovery.REPEAT:
-        return in_flight
-    if action == Recovery.ASK:
-        ask_about_batches(life, ledger, in_flight, template)
-        reason = f"{life.provider.name} does not show them as sent (its search may lag)"
-    ledger.settle_in_flight(
-        life.slug,
-        ReaderState.UNCERTAIN,
-        f"in flight when a send was interrupted; {reason}",
-        life.clock.now(),
-    )
-    return {}
-
-
-def ask_about_batches(
-    life: SendLifecycle,
-    ledger: Ledger,
-    in_flight: dict[int, list[str]],
-    template: PersonalizedTemplate,
-) -> None:
-    """ASK the ESP about each batch in flight: readers it shows as sent are recorded."""
+) -> tuple[dict[int, list[str]], set[str]]:
+    """Readers an interrupted run left `sending`, batch by batch, by the recovery rule:
+    batches to repeat under their key (number -> reader keys), and the readers that became
+    `uncertain` here (this run holds them, even with --resend-uncertain: nobody has checked
+    them yet). Readers the ESP shows as sent are recorded sent."""
     from spark_mail.sending.batches import batch_key
 
-    for number, keys in in_flight.items():
-        found = life.provider.lookup_batch(batch_key(template, number, keys), keys)
-        answers = [(key, ReaderState.SENT, esp_id, None) for key, esp_id in found.items()]
-        if answers:
-            ledger.write_batches(life.slug, 0, [], answers, life.clock.now())
+    repeats: dict[int, list[str]] = {}
+    held: set[str] = set()
+    for number, batch in life.ledger.in_flight(life.slug).items():
+        key = batch_key(template, number, batch.readers)
+        action, reason = recovery_action(
+            life.provider,
+            earlier_provider=batch.provider or (before.provider if before else ""),
+            same_content=batch.key == key if batch.key else _same_content(life, before),
+            started=parse_stamp(batch.first_at),
+            now=life.clock.now(),
+            can_ask=Capability.BATCH_LOOKUP in life.provider.capabilities and bool(batch.key),
+        )
+        if action == Recovery.REPEAT:
+            repeats[number] = batch.readers
+            continue
+        left = batch.readers
+        if action == Recovery.ASK:
+            left = ask_about_batch(life, batch.key or key, batch.readers)
+            reason = f"{life.provider.name} does not show them as sent (its search may lag)"
+        life.ledger.settle_in_flight(
+            life.slug,
+            ReaderState.UNCERTAIN,
+            f"in flight when a send was interrupted; {reason}",
+            life.clock.now(),
+            batches=[number],
+        )
+        held.update(left)
+    return repeats, held
+
+
+def _same_content(life: SendLifecycle, before: SendRecord | None) -> bool:
+    return before is None or before.content_hash == life.content_hash
+
+
+def ask_about_batch(life: SendLifecycle, key: str, readers: list[str]) -> list[str]:
+    """ASK the ESP about one batch in flight: readers it shows as sent are recorded; the
+    others are returned. An ESP that cannot be asked now leaves it for the next run."""
+    try:
+        found = life.provider.lookup_batch(key, readers)
+    except ProviderError as exc:
+        reason = f"could not ask {life.provider.name} about a batch in flight: {exc.message}"
+        life.ledger.mark_unconfirmed(life.slug, reason, life.clock.now())
+        raise SendUnconfirmed(
+            f"{life.slug}: {reason}",
+            hint="run again later: spark-mail asks again before sending anything",
+            slug=life.slug,
+        ) from None
+    answers = [(k, ReaderState.SENT, esp_id, None) for k, esp_id in found.items() if k in readers]
+    if answers:
+        life.ledger.write_batches(life.slug, 0, [], answers, life.clock.now())
+    return [k for k in readers if k not in found]
 
 
 def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]) -> str:
@@ -232,6 +245,11 @@ def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]
     unsent = counts.get(ReaderState.FAILED, 0) + summary.remaining
     sent = counts.get(ReaderState.SENT, 0)
     progress = f"{sent:,} of {summary.readers:,} readers sent"
+    if summary.seen < summary.readers and not summary.error:
+        summary.error = (
+            f"the subscribers file changed during the send: it had {summary.readers:,} readers "
+            f"when checked, the send read {summary.seen:,}"
+        )
     if in_doubt:
         reason = (
             f"{in_doubt:,} readers were in batches that may have gone out ({summary.error}); "
