@@ -345,6 +345,17 @@ class PersonalizedTemplate:
         ESP fills tag n with `rendered_values(reader)[n]`, already escaped for its place."""
         return self._html.merge(tag, static), self._text.merge(tag, static)
 
+    def merge_headers(
+        self, tag: Callable[[int], str], static: Callable[[str], str]
+    ) -> dict[str, str]:
+        """The headers for an ESP's merge, like `merge_layout` (Mailgun, SendGrid)."""
+        return {k: cut.merge(tag, static) for k, cut in self._headers.items()}
+
+    @property
+    def value_count(self) -> int:
+        """How many values `rendered_values` gives each reader (the merge tags' numbers)."""
+        return len(self._keys)
+
     def copy(self, reader: Reader) -> ReaderCopy:
         rendered = self.rendered_values(reader)
         return ReaderCopy(

@@ -56,6 +56,7 @@ __all__ = [
     "Outcome",
     "Provider",
     "SendResult",
+    "batch_tag",
     "check_addresses",
     "iso_utc",
     "key_for_test_send",
@@ -136,6 +137,12 @@ def key_for_test_send(email: RenderedEmail, recipients: Sequence[str]) -> str:
     test send (a fresh nonce) still goes out, even with the same content and recipients."""
     digest = hashlib.sha256("\n".join(sorted(recipients)).encode()).hexdigest()[:12]
     return f"{email.idempotency_key}:test:{digest}:{uuid.uuid4().hex[:12]}"
+
+
+def batch_tag(key: str) -> str:
+    """A batch's key as a short tag an ESP stores with each message (Postmark metadata,
+    Mailgun user variables, SendGrid custom args), to find the batch again."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def iso_utc(at: dt.datetime) -> str:

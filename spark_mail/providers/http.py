@@ -125,6 +125,8 @@ class HttpProvider(Provider):
     default_base_url: ClassVar[str]
     idempotency_header: ClassVar[str | None] = None
     requests_per_second: ClassVar[float | None] = None
+    # False for an ESP that authenticates otherwise (SES: boto3's credential chain).
+    needs_api_key: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -135,7 +137,7 @@ class HttpProvider(Provider):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(settings, clock=clock, recorder=recorder)
-        if not settings.api_key:
+        if self.needs_api_key and not settings.api_key:
             raise ConfigError(
                 f"{self.name}: no API key",
                 hint="set SPARK_MAIL_API_KEY in .env (or the environment)",
@@ -150,7 +152,8 @@ class HttpProvider(Provider):
         self._tally_lock = threading.Lock()
         if recorder is not None:
             recorder.answer = self.dry_run_answer
-            recorder.secrets.append(settings.api_key.reveal())
+            if settings.api_key:
+                recorder.secrets.append(settings.api_key.reveal())
         self._client: httpx.Client | None = None
 
     # -- vendor specifics ----------------------------------------------------------------
@@ -227,16 +230,18 @@ class HttpProvider(Provider):
         extra_headers: dict[str, str] | None = None,
         json_bytes: bytes | None = None,
         params: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> httpx.Response:
         """One API call under the retry rule above; returns a 2xx response or raises.
-        `json_bytes`: a body already encoded as JSON (batches assembled from fragments)."""
+        `json_bytes`: a body already encoded (batches assembled from fragments), as JSON or
+        as `content_type` says (Mailgun's multipart/form-data)."""
         headers = dict(extra_headers or {})
         content = json_bytes
         if json_body is not None:
             # Encoded once for every attempt (a retry carries the same bytes), compactly.
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
         if content is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if idempotency_key and self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key
         # Repeating is harmless for a read, or when the ESP drops a repeated key.

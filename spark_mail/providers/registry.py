@@ -23,6 +23,9 @@ BUILT_IN = {
     "resend": "spark_mail.providers.resend:ResendProvider",
     "postmark": "spark_mail.providers.postmark:PostmarkProvider",
     "smtp": "spark_mail.providers.smtp:SmtpProvider",
+    "mailgun": "spark_mail.providers.mailgun:MailgunProvider",
+    "sendgrid": "spark_mail.providers.sendgrid:SendgridProvider",
+    "ses": "spark_mail.providers.ses:SesProvider",
 }
 PROVIDERS = tuple(BUILT_IN)
 
