@@ -169,13 +169,13 @@ def test_the_events_lookup_follows_pages_only_on_the_api_host(esp, newsletter, t
 def test_a_bad_key_and_an_unknown_domain_are_one_line(esp, newsletter, email):
     """401 Forbidden -> `mailgun: 401 ... - check SPARK_MAIL_API_KEY`; a domain Mailgun does
     not know -> 404 with its message; no domain at all -> a ConfigError naming the setting."""
-    with provider_for(esp, newsletter, SPARK_MAIL_API_KEY="wrong") as provider:
-        with pytest.raises(EspError) as caught:
-            provider.send_test(email, ["a@example.com"])
+    provider = provider_for(esp, newsletter, SPARK_MAIL_API_KEY="wrong")
+    with provider, pytest.raises(EspError) as caught:
+        provider.send_test(email, ["a@example.com"])
     assert str(caught.value) == "mailgun: 401 unauthorized [test send] - check SPARK_MAIL_API_KEY"
-    with provider_for(esp, newsletter, SPARK_MAIL_MAILGUN_DOMAIN="other.example.com") as provider:
-        with pytest.raises(EspError, match="404 .*Domain not found: other.example.com"):
-            provider.send_test(email, ["a@example.com"])
+    provider = provider_for(esp, newsletter, SPARK_MAIL_MAILGUN_DOMAIN="other.example.com")
+    with provider, pytest.raises(EspError, match=r"404 .*Domain not found: other\.example"):
+        provider.send_test(email, ["a@example.com"])
     with pytest.raises(ConfigError, match="mailgun_domain"):
         provider_for(esp, newsletter, SPARK_MAIL_MAILGUN_DOMAIN="")
 
