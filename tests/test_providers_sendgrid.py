@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from test_bulk import reader_states, write_readers
 
-from conftest import SAMPLE_ISSUE, SAMPLE_SLUG, write_issue
+from conftest import SAMPLE_SLUG, write_issue
 from esp_server import FakeEsp, settings_for
+from provider_support import sample_email, sample_template
 from spark_mail.audience import Reader
 from spark_mail.clock import FakeClock
 from spark_mail.errors import ConfigError
@@ -19,22 +20,18 @@ from spark_mail.personalize import PersonalizedTemplate, prepare
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import EspError
 from spark_mail.providers.sendgrid import SendgridProvider
-from spark_mail.render import RenderedEmail, build
+from spark_mail.render import RenderedEmail
 from spark_mail.sending import send_issue
 
 
 @pytest.fixture
 def email(newsletter: Path) -> RenderedEmail:
-    from spark_mail.config import load_settings
-
-    return build(SAMPLE_ISSUE, load_settings(newsletter, env={}))
+    return sample_email(newsletter)
 
 
 @pytest.fixture
 def template(esp: FakeEsp, newsletter: Path) -> PersonalizedTemplate:
-    return prepare(
-        newsletter / "issues" / SAMPLE_ISSUE.name, settings_for(esp, newsletter, "sendgrid")
-    )
+    return sample_template(esp, newsletter, "sendgrid")
 
 
 def readers(count: int, name: str = "Reader") -> list[Reader]:
