@@ -56,8 +56,10 @@ __all__ = [
     "Outcome",
     "Provider",
     "SendResult",
+    "bare_address",
     "batch_tag",
     "check_addresses",
+    "deliver_each",
     "iso_utc",
     "key_for_test_send",
 ]
@@ -110,6 +112,25 @@ class BatchResult:
     error: EspError | None = None
 
 
+def deliver_each(readers: Sequence[Reader], deliver: Callable[[Reader], str]) -> BatchResult:
+    """A batch sent one message per request (SMTP, SES): `deliver` returns the message's
+    id. A reader the server refuses (EspError code "refused") is that reader's outcome; any
+    other failure stops the batch: the message in flight is uncertain when it may have gone
+    out (else failed), and the ones after it were not sent."""
+    outcomes: list[Outcome] = []
+    for number, reader in enumerate(readers):
+        try:
+            outcomes.append(("sent", deliver(reader)))
+        except EspError as exc:
+            if exc.code == "refused":
+                outcomes.append(("refused", exc.message))
+                continue
+            outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
+            outcomes += [("failed", f"not sent: {exc.message}")] * (len(readers) - number - 1)
+            return BatchResult(outcomes, requests=number + 1, error=exc)
+    return BatchResult(outcomes, requests=len(readers))
+
+
 def check_addresses(addresses: Iterable[str], what: str) -> list[str]:
     """Validate recipients before anything is sent: one address each, no CR/LF, no lists."""
     checked = []
@@ -130,6 +151,14 @@ def check_addresses(addresses: Iterable[str], what: str) -> list[str]:
     if not checked:
         raise ConfigError(f"{what}: no recipients", hint="give at least one address")
     return checked
+
+
+def bare_address(recipient: str) -> str:
+    """A recipient as an envelope or an API's `to` takes it: the address alone (a display
+    name dropped), its domain in IDNA's ASCII form."""
+    from spark_mail.audience.addresses import deliverable_address
+
+    return deliverable_address(email_utils.parseaddr(recipient)[1] or recipient)
 
 
 def key_for_test_send(email: RenderedEmail, recipients: Sequence[str]) -> str:

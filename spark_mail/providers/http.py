@@ -142,7 +142,7 @@ class HttpProvider(Provider):
                 f"{self.name}: no API key",
                 hint="set SPARK_MAIL_API_KEY in .env (or the environment)",
             )
-        self.base_url = _checked_base_url(settings.api_url or self.default_base_url)
+        self.base_url = _checked_base_url(settings.api_url or self.endpoint())
         self.retry = retry or RetryPolicy.from_settings(settings)
         rate = settings.send_rate or self.requests_per_second
         self.limiter = RateLimiter(rate, clock)
@@ -157,12 +157,20 @@ class HttpProvider(Provider):
         self._client: httpx.Client | None = None
 
     # -- vendor specifics ----------------------------------------------------------------
+    def endpoint(self) -> str:
+        """The API's base URL unless SPARK_MAIL_API_URL replaces it (SES: by region)."""
+        return self.default_base_url
+
     @abc.abstractmethod
     def auth_headers(self) -> dict[str, str]: ...
 
     @abc.abstractmethod
     def parse_error(self, body: Any) -> tuple[str, str]:
         """(code, message) out of the vendor's error body (any JSON value)."""
+
+    def describe_error(self, response: httpx.Response, body: Any) -> tuple[str, str]:
+        """(code, message) of an error answer; most ESPs say it all in the body."""
+        return self.parse_error(body) if body is not None else ("", "")
 
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
         """What the ESP would plausibly answer (status, JSON), for dry runs."""
@@ -201,7 +209,7 @@ class HttpProvider(Provider):
             body = response.json()
         except ValueError:
             body = None
-        code, message = self.parse_error(body) if body is not None else ("", "")
+        code, message = self.describe_error(response, body)
         code = code or response.reason_phrase.lower().replace(" ", "_") or "error"
         status = response.status_code
         text = f"{self.name}: {status} {code}"

@@ -45,6 +45,7 @@ from spark_mail.providers.base import (
     Capability,
     OnIds,
     SendResult,
+    bare_address,
     batch_tag,
 )
 from spark_mail.providers.http import HttpProvider
@@ -128,7 +129,7 @@ class MailgunProvider(HttpProvider):
     def send_test(self, email: RenderedEmail, recipients: Sequence[str]) -> SendResult:
         self.limit_test_recipients(recipients, MAX_TO)
         form = self.common(email, email.subject, email.headers)
-        form += [("to", deliverable_address(r)) for r in recipients]
+        form += [("to", bare_address(r)) for r in recipients]
         form += [("text", email.text), ("html", email.html)]
         before = self.requests_made
         answer = self._post(form, "test send")

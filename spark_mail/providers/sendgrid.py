@@ -42,6 +42,7 @@ from spark_mail.providers.base import (
     OnIds,
     Outcome,
     SendResult,
+    bare_address,
     batch_tag,
     iso_utc,
 )
@@ -129,7 +130,7 @@ class SendgridProvider(HttpProvider):
         body = self.common(email, email.subject, email.html, email.text)
         body["personalizations"] = [
             {
-                "to": [{"email": deliverable_address(r)} for r in recipients],
+                "to": [{"email": bare_address(r)} for r in recipients],
                 "headers": dict(email.headers),
                 "custom_args": {"spark_mail_issue": email.slug, "spark_mail_test": "yes"},
             }

@@ -25,7 +25,13 @@ from spark_mail.audience.addresses import deliverable_address
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError
-from spark_mail.providers.base import BatchResult, Capability, Outcome, Provider, SendResult
+from spark_mail.providers.base import (
+    BatchResult,
+    Capability,
+    Provider,
+    SendResult,
+    deliver_each,
+)
 from spark_mail.providers.mime import mime_for
 from spark_mail.render import RenderedEmail
 from spark_mail.secrets import redact, shorten
@@ -192,18 +198,10 @@ class SmtpProvider(Provider):
         """Each reader's copy over this thread's connection. A refused recipient is that
         reader's outcome; a lost connection stops the batch: the message in flight is
         uncertain, the ones after it were not sent."""
-        outcomes: list[Outcome] = []
-        for number, reader in enumerate(readers):
+
+        def deliver_one(reader: Reader) -> str:
             message = mime_for(template.copy(reader).email(template.email), reader.email)
-            try:
-                self.deliver(message, [reader.email])
-            except EspError as exc:
-                if exc.code == "refused":
-                    outcomes.append(("refused", exc.message))
-                    continue
-                outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
-                rest = len(readers) - number - 1
-                outcomes += [("failed", f"not sent: {exc.message}")] * rest
-                return BatchResult(outcomes, requests=number + 1, error=exc)
-            outcomes.append(("sent", str(message["Message-ID"])))
-        return BatchResult(outcomes, requests=len(readers))
+            self.deliver(message, [reader.email])
+            return str(message["Message-ID"])
+
+        return deliver_each(readers, deliver_one)

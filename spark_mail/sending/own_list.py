@@ -241,7 +241,13 @@ def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]
             f"{', ...' if uncertain > 3 else ''}); {progress}"
             + (f"; {unsent:,} left for the next run" if unsent else "")
         )
-        ledger.mark_uncertain(slug, reason, now)
+        if unsent:
+            # Readers clearly not sent must not wait for a human (SMTP, SES: the messages
+            # after an uncertain one): the row stays sendable, the next run sends them and
+            # holds the uncertain ones back, then the issue ends uncertain.
+            ledger.mark_failed(slug, reason, now)
+        else:
+            ledger.mark_uncertain(slug, reason, now)
         raise SendUncertain(slug, reason, summary=summary)
     if summary.error:
         message = f"{summary.error} ({progress}; {unsent:,} left for the next run)"
