@@ -111,7 +111,12 @@ def attempt(run: Any) -> str:
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-@pytest.mark.parametrize(("provider", "path"), list(SENDING), ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("provider", "path"),
+    # SES runs a moto_server process and moto takes ~30 ms a message: slow
+    [pytest.param(*key, marks=[pytest.mark.slow] * (key[0] == "ses")) for key in SENDING],
+    ids=lambda v: str(v),
+)
 def test_no_reader_twice_and_nobody_silently_skipped(
     esp: FakeEsp,
     newsletter: Path,

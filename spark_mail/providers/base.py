@@ -276,6 +276,21 @@ class Provider(abc.ABC):
         self.require(Capability.SCHEDULE)
         raise NotImplementedError
 
+    def check_batch_schedule(self, at: dt.datetime) -> None:
+        """Own list: refuse a time the ESP cannot schedule batches for (ConfigError), before
+        the send is claimed; a provider that cannot schedule batches at all says so."""
+        raise UnsupportedOperation(
+            f"{self.name}: cannot schedule a send to your own subscriber list on its side",
+            hint=HINTS[Capability.SCHEDULE],
+        )
+
+    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
+        """Own list: every batch from now on asks the ESP to deliver at `at` (Mailgun
+        `o:deliverytime`, SendGrid `send_at`). Ids the schedule needs (SendGrid's batch id)
+        go to `on_ids` before any batch leaves; `known` holds those an interrupted schedule
+        recorded, to go on with."""
+        self.check_batch_schedule(at)
+
     def lookup(self, esp_ids: dict[str, str]) -> DeliveryState:
         self.require(Capability.LOOKUP)
         raise NotImplementedError

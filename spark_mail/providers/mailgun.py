@@ -263,17 +263,19 @@ class MailgunProvider(HttpProvider):
         return path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
 
     # -- scheduling ----------------------------------------------------------------------
-    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
-        """Every batch from now on carries `at` as `o:deliverytime`."""
-        now = self.clock.now()
+    def check_batch_schedule(self, at: dt.datetime) -> None:
         days = self.settings.mailgun_schedule_days
-        if at - now > dt.timedelta(days=days):
+        if at - self.clock.now() > dt.timedelta(days=days):
             raise ConfigError(
                 f"mailgun: {at.isoformat()} is more than {days:g} days ahead; Mailgun schedules "
                 f"at most {days:g} days ahead on this plan",
                 hint="schedule it later (dispatch sends it on time from cron), or set "
                 "mailgun_schedule_days = 7 if your plan allows it",
             )
+
+    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
+        """Every batch from now on carries `at` as `o:deliverytime`."""
+        self.check_batch_schedule(at)
         self.deliver_at = at.astimezone(dt.UTC)
 
     def unschedule(self, esp_ids: dict[str, str]) -> None:

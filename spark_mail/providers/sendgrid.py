@@ -219,15 +219,18 @@ class SendgridProvider(HttpProvider):
         )
 
     # -- scheduling ----------------------------------------------------------------------
-    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
-        """Every batch from now on carries `send_at` and one batch id (made once, recorded
-        before any batch leaves; an interrupted schedule goes on with the same one)."""
+    def check_batch_schedule(self, at: dt.datetime) -> None:
         if at - self.clock.now() > SCHEDULE_LIMIT:
             raise ConfigError(
                 f"sendgrid: {at.isoformat()} is more than 72 hours ahead; SendGrid schedules "
                 "at most 72 hours ahead",
                 hint="schedule it later (dispatch sends it on time from cron)",
             )
+
+    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
+        """Every batch from now on carries `send_at` and one batch id (made once, recorded
+        before any batch leaves; an interrupted schedule goes on with the same one)."""
+        self.check_batch_schedule(at)
         self.batch_id = known.get("batch_id", "")
         if not self.batch_id:
             response = self.request("POST", "v3/mail/batch", "create a batch id")
