@@ -48,7 +48,7 @@ from spark_mail.providers.base import (
     deliver_each,
 )
 from spark_mail.providers.http import HttpProvider, RateLimiter, RetryPolicy
-from spark_mail.providers.mime import mime_for
+from spark_mail.providers.mime import mime_bytes, mime_for, new_message_id
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class SesProvider(HttpProvider):
 
         def deliver_one(reader: Reader) -> str:
             copy = template.copy(reader).email(template.email)
-            raw = mime_for(copy, reader.email).as_bytes()
+            raw = mime_bytes(copy, reader.email, new_message_id(copy))
             return self._send_raw(copy, raw, [deliverable_address(reader.email)], key)
 
         result = deliver_each(readers, deliver_one)
