@@ -1,4 +1,5 @@
-"""A fake ESP on 127.0.0.1: answers like the Buttondown, Resend and Postmark HTTP APIs.
+"""A fake ESP on 127.0.0.1: answers like the Buttondown, Resend and Postmark HTTP APIs (and
+Mailgun, SendGrid and an SES front: their own section at the end of this file).
 
 One server serves all three vendors' routes (their paths do not overlap), each with the
 vendor's auth header, status codes, JSON bodies and error bodies, so a provider pointed at
@@ -31,7 +32,8 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
 
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
 endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
-fields of Fault), POST /_settings (postmark_search_lag), POST /_reset.
+fields of Fault), POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream),
+POST /_reset.
 """
 
 from __future__ import annotations
@@ -442,6 +444,8 @@ class EspHandler(BaseHTTPRequestHandler):
             spec = json.loads(raw or b"{}")
             with esp.lock:
                 esp.postmark_search_lag = bool(spec.get("postmark_search_lag", False))
+                esp.mailgun.events_lag = bool(spec.get("mailgun_events_lag", False))
+                esp.ses.upstream = spec.get("ses_upstream", esp.ses.upstream)
             self._send(200, {"ok": True}, {})
         elif path == "/_reset" and method == "POST":
             esp.reset()
@@ -1558,7 +1562,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A fake ESP on 127.0.0.1 for spark-mail tests.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument(
-        "--provider", default="resend", choices=["buttondown", "resend", "postmark"]
+        "--provider",
+        default="resend",
+        choices=["buttondown", "resend", "postmark", "mailgun", "sendgrid", "ses"],
     )
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--no-validate", action="store_true")

@@ -193,7 +193,8 @@ HINTS = {
     Capability.SEND: "set `audience` to your subscribers file (own-list sending), "
     "or use buttondown / resend",
     Capability.BATCH: "remove the `audience` setting (SPARK_MAIL_AUDIENCE) to send to the "
-    "ESP's own list, or use postmark, resend, smtp or outbox for your subscribers file",
+    "ESP's own list, or use postmark, mailgun, sendgrid, ses, resend, smtp or outbox for "
+    "your subscribers file",
 }
 
 
