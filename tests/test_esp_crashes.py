@@ -6,31 +6,23 @@ and no reader gets two copies."""
 from __future__ import annotations
 
 import collections
-import signal
 from pathlib import Path
 
 import pytest
-from test_bulk_processes import own_list, status
-from test_cron_processes import SLUG, EspProcess, run, start_cli, start_esp
+from test_bulk_processes import BATCH_PATH, kill_during_first_batch, own_list, status
+from test_cron_processes import SLUG, EspProcess, run, start_esp
 
 __all__ = ["start_esp"]  # the fixture, used by name below
 
 pytestmark = pytest.mark.slow
-SENDING = {"mailgun": "/v3/mg.example.com/messages", "sendgrid": "/v3/mail/send"}
+SENDING = BATCH_PATH
 
 
 def killed_during_first_batch(tmp_path: Path, esp: EspProcess, readers: int) -> Path:
     root = own_list(tmp_path, esp, readers)
     with (root / ".env").open("a") as env:
         env.write("SPARK_MAIL_MAILGUN_DOMAIN=mg.example.com\n")
-    esp.fault(hold=30.0, path=SENDING[esp.provider])
-    victim = start_cli(root, "send", SLUG, "--yes")
-    try:
-        esp.wait_for_request(SENDING[esp.provider])
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=10)
-    assert victim.returncode == -signal.SIGKILL
+    kill_during_first_batch(root, esp)
     return root
 
 
