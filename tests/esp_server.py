@@ -1125,6 +1125,7 @@ MAILGUN_EVENTS_LIMIT = 300
 SENDGRID_MAX_PERSONALIZATIONS = 1000
 SENDGRID_SUBSTITUTIONS_LIMIT = 10_000
 SENDGRID_SCHEDULE_HOURS = 72
+SENDGRID_MAX_BYTES = 30 * 1024 * 1024
 
 
 @dataclass
@@ -1362,6 +1363,9 @@ def sendgrid(
         raise Reply(401, {"errors": [{"field": None, "message": message, "help": None}]})
     route_path = path.rstrip("/")
     if route_path == "/v3/mail/send" and method == "POST":
+        if len(req.raw) > SENDGRID_MAX_BYTES:
+            message = "The email must be smaller than 30MB, including attachments."
+            raise Reply(413, {"errors": [{"field": None, "message": message}]})
         with esp.lock:
             return _sendgrid_send(esp, req)
     if route_path == "/v3/mail/batch" and method == "POST":
