@@ -513,6 +513,12 @@ def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]
             ),
             "postmark": ("rate_limit", "Rate limit exceeded."),
             "buttondown": ("throttled", "Request was throttled."),
+            "mailgun": (
+                "throttled",
+                "Domain mg.example.com is not allowed to send: account-requests-per-sec limit "
+                "exceeded, try again after 1 seconds",
+            ),
+            "sendgrid": ("throttled", "too many requests"),
         }
         code, message = messages.get(provider, ("throttled", "Too many requests"))
     elif status >= 500:
@@ -1166,7 +1172,7 @@ class SesFront:
 
 def more_error_body(provider: str, code: str, message: str) -> Any:
     if provider == "sendgrid":
-        return {"errors": [{"field": None if code == "fault" else code, "message": message}]}
+        return {"errors": [{"field": None, "message": message, "help": None}]}
     return {"message": message}
 
 

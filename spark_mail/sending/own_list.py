@@ -127,9 +127,10 @@ def send_own_list(
     options: OwnListOptions,
     warnings: list[str],
 ) -> tuple[str, BatchSummary]:
-    """Claim, settle what an interrupted run left in flight, send, settle the issue's row.
-    Returns ("sent" | "partial", summary); raises AlreadySent, BatchSendFailed,
-    SendUnconfirmed or SendUncertain."""
+    """Claim, settle what an interrupted run left in flight, send (or, with `deliver_at`,
+    hand every copy to the ESP's scheduler), settle the issue's row. Returns ("sent" |
+    "scheduled" | "partial", summary); raises AlreadySent, BatchSendFailed, SendUnconfirmed
+    or SendUncertain."""
     mode = "send" if options.deliver_at is None else "schedule"
     begun = life.begin(
         mode, allow_uncertain=options.resend_uncertain, scheduled_for=options.deliver_at
