@@ -165,7 +165,8 @@ def test_the_events_lookup_follows_pages_only_on_the_api_host(esp, newsletter, t
 
 def test_a_bad_key_and_an_unknown_domain_are_one_line(esp, newsletter, email):
     """401 Forbidden -> `mailgun: 401 ... - check SPARK_MAIL_API_KEY`; a domain Mailgun does
-    not know -> 404 with its message; no domain at all -> a ConfigError naming the setting."""
+    not know -> 404 with its message; no domain at all -> a ConfigError naming the setting;
+    a 400 says Mailgun's message and is not retried."""
     provider = provider_for(esp, newsletter, SPARK_MAIL_API_KEY="wrong")
     with provider, pytest.raises(EspError) as caught:
         provider.send_test(email, ["a@example.com"])
@@ -175,6 +176,11 @@ def test_a_bad_key_and_an_unknown_domain_are_one_line(esp, newsletter, email):
         provider.send_test(email, ["a@example.com"])
     with pytest.raises(ConfigError, match="mailgun_domain"):
         provider_for(esp, newsletter, SPARK_MAIL_MAILGUN_DOMAIN="")
+    esp.fail(400)
+    with provider_for(esp, newsletter) as provider, pytest.raises(EspError) as caught:
+        provider.send_test(email, ["a@example.com"])
+    assert caught.value.status == 400 and not caught.value.maybe_sent
+    assert str(caught.value) == "mailgun: 400 bad_request (injected 400) [test send]"
 
 
 def test_own_list_send_through_mailgun_sends_each_reader_once(esp, newsletter):

@@ -112,8 +112,8 @@ def test_an_answer_other_than_an_empty_202_may_have_been_sent(esp, newsletter, t
 
 
 def test_a_bad_key_and_a_validation_error_are_one_line(esp, newsletter, email):
-    """401 -> `sendgrid: 401 ... - check SPARK_MAIL_API_KEY`; a 400 names SendGrid's field
-    and message and is never retried."""
+    """401 -> `sendgrid: 401 ... - check SPARK_MAIL_API_KEY`; a 400 names SendGrid's message
+    and is never retried; a 429 is waited out and the message goes once."""
     provider = provider_for(esp, newsletter, SPARK_MAIL_API_KEY="wrong")
     with provider, pytest.raises(EspError) as caught:
         provider.send_test(email, ["a@example.com"])
@@ -123,6 +123,10 @@ def test_a_bad_key_and_a_validation_error_are_one_line(esp, newsletter, email):
         provider.send_test(email, ["a@example.com"])
     assert caught.value.status == 400 and not caught.value.maybe_sent
     assert "injected 400" in str(caught.value)
+    esp.fail(429, retry_after=0.01)
+    with provider_for(esp, newsletter) as provider:
+        provider.send_test(email, ["a@example.com"])  # waited out, then sent once
+    assert len(esp.calls("POST", "/v3/mail/send")) == 4 and len(esp.delivered) == 1
 
 
 def test_own_list_send_through_sendgrid_sends_each_reader_once(esp, newsletter):
