@@ -2,6 +2,12 @@
 
     python bench/send.py [--readers 10000 100000] [--delay 0.05] [--provider postmark]
                          [--concurrency N] [--desk-store N]
+    python bench/send.py --smtp [--readers 2000] [--concurrency N]
+
+`--smtp`: an own-list send over SMTP into a local aiosmtpd server (its own process) against
+a baseline measured in the same run: a plain smtplib sender pushing the very same messages
+(each reader's copy, built beforehand) through the same number of connections to the same
+server. Printed: both rates, the ratio (target >= 0.7), and where spark-mail's time goes.
 
 A lean ESP emulator runs as its own process on 127.0.0.1 (tests/esp_server.py validates
 every message against the vendor's JSON schema and keeps them all, which would make the
@@ -217,9 +223,116 @@ def run_send(root: Path) -> tuple[dict[str, Any], float, int]:
     return result["summary"], wall, usage.ru_maxrss * 1024  # ru_maxrss is KiB on Linux
 
 
+# -- SMTP: spark-mail against a plain smtplib sender, same server, same run -------------------
+def serve_smtp() -> None:
+    """An aiosmtpd server that accepts every message and counts it (its own process)."""
+    from aiosmtpd.controller import Controller
+
+    class Counter:
+        def __init__(self) -> None:
+            self.messages = 0
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            self.messages += len(envelope.rcpt_tos)
+            return "250 OK"
+
+    with socket.socket() as probe:  # aiosmtpd checks its own port: pick a free one first
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Counter(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print(f"PORT {port}", flush=True)
+    threading.Event().wait()
+
+
+def smtp_messages(root: Path, readers: int) -> list[tuple[str, bytes]]:
+    """(recipient, MIME bytes) of every reader's copy, as spark-mail builds them."""
+    sys.path.insert(0, str(REPO))
+    from spark_mail.audience import iter_readers
+    from spark_mail.config import load_settings
+    from spark_mail.personalize import prepare
+    from spark_mail.providers.mime import mime_for
+
+    settings = load_settings(root, env={})
+    template = prepare(root / "issues" / "sample.md", settings)
+    built = []
+    for reader in iter_readers(root / "subscribers.csv"):
+        copy = template.copy(reader).email(template.email)
+        built.append((reader.email, mime_for(copy, reader.email).as_bytes()))
+    assert len(built) == readers
+    return built
+
+
+def plain_smtplib(port: int, messages: list[tuple[str, bytes]], connections: int) -> float:
+    """Seconds a plain smtplib sender takes to push `messages` over `connections`."""
+    import smtplib
+
+    shares = [messages[n::connections] for n in range(connections)]
+    sender = "hello@tinybigspark.com"
+
+    def push(share: list[tuple[str, bytes]]) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as conn:
+            for to, data in share:
+                conn.sendmail(sender, [to], data)
+
+    threads = [threading.Thread(target=push, args=(share,)) for share in shares]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
+def smtp_main(readers: int, concurrency: int) -> None:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-smtp"], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    port = int(server.stdout.readline().split()[1])
+    connections = concurrency or 4  # the smtp provider's default
+    try:
+        with tempfile.TemporaryDirectory(prefix="spark-bench-smtp-") as folder:
+            root = newsletter(Path(folder), readers, "smtp", "", concurrency)
+            env = (root / ".env").read_text().replace("SPARK_MAIL_API_URL=\n", "")
+            env += f"SPARK_MAIL_SMTP_HOST=127.0.0.1\nSPARK_MAIL_SMTP_PORT={port}\n"
+            env += f"SPARK_MAIL_SMTP_TLS=none\nSPARK_MAIL_SEND_CONCURRENCY={connections}\n"
+            (root / ".env").write_text(env)
+            messages = smtp_messages(root, readers)
+            size = sum(len(data) for _, data in messages) / readers
+            rates: dict[str, list[float]] = {"spark-mail": [], "smtplib": []}
+            for _ in range(3):  # alternate, so both meet the same machine load
+                plain = plain_smtplib(port, messages, connections)
+                rates["smtplib"].append(readers / plain)
+                shutil.rmtree(root / ".spark-mail", ignore_errors=True)  # a fresh ledger
+                summary, _, _ = run_send(root)
+                if summary["sent"] != readers:
+                    sys.exit(f"spark-mail sent {summary['sent']} of {readers}")
+                rates["spark-mail"].append(summary["rate"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    ours, theirs = max(rates["spark-mail"]), max(rates["smtplib"])
+    pairs = sorted(a / b for a, b in zip(rates["spark-mail"], rates["smtplib"], strict=True))
+    print(
+        f"SMTP own list, {readers:,} readers ({size / 1024:,.1f} KB each), {connections} "
+        f"connections to a local aiosmtpd, best of 3 alternating runs:"
+    )
+    print(f"  plain smtplib sender (messages built beforehand): {theirs:>7,.0f} readers/s")
+    print(f"  spark-mail send (builds each copy, ledger, ...):  {ours:>7,.0f} readers/s")
+    print(
+        f"  ratio {ours / theirs:.2f} of the best runs, {pairs[1]:.2f} median of the pairs "
+        f"(target >= 0.70); runs: spark-mail "
+        f"{', '.join(f'{r:,.0f}' for r in rates['spark-mail'])}, smtplib "
+        f"{', '.join(f'{r:,.0f}' for r in rates['smtplib'])}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", nargs=2, metavar=("PROVIDER", "DELAY"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-smtp", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smtp", action="store_true", help="SMTP against plain smtplib")
     parser.add_argument("--readers", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per batch call")
     parser.add_argument("--provider", choices=sorted(LIMITS), default="postmark")
@@ -239,6 +352,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve(args.serve[0], float(args.serve[1]))
+        return
+    if args.serve_smtp:
+        serve_smtp()
+        return
+    if args.smtp:
+        smtp_main(args.readers[0] if args.readers != [10_000, 100_000] else 2000, args.concurrency)
         return
 
     sys.path.insert(0, str(REPO))

@@ -96,6 +96,12 @@ class Settings:
     smtp_user: str = ""
     smtp_password: Secret = field(default_factory=lambda: Secret(""))
     smtp_tls: str = "starttls"
+    # Mailgun: the sending domain (/v3/{domain}/messages, and `audience sync`), and how far
+    # ahead its plan lets a message be scheduled (o:deliverytime: 3 days, 7 on some plans)
+    mailgun_domain: str = ""
+    mailgun_schedule_days: float = 3.0
+    # Amazon SES: the configuration set every message names (event publishing), if any
+    ses_configuration_set: str = ""
     signing_secret: Secret = field(default_factory=lambda: Secret(""))
     # ESP requests: timeout per request, and retries (429 / 5xx / timeouts) bounded in number
     # and total time; backoff doubles from `send_backoff` seconds, with jitter.
@@ -123,7 +129,6 @@ class Settings:
     mailgun_webhook_signing_key: Secret = field(default_factory=lambda: Secret(""))
     sendgrid_webhook_public_key: str = ""  # the Event Webhook's verification key (public)
     ses_sns_topic_arns: tuple[str, ...] = ()  # SNS topics whose SES notifications count
-    mailgun_domain: str = ""  # the sending domain: /v3/<domain>/... (`audience sync`)
 
     # -- derived paths -------------------------------------------------------
     def path(self, relative: str) -> Path:

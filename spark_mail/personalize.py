@@ -285,6 +285,7 @@ class PersonalizedTemplate:
     ) -> None:
         self.email = email  # the built email, markers and all
         self.slots = tuple(slots)
+        self.markers = markers
         self._signer = None if secret is None else TokenSigner(secret, email.slug)
         renderings = _Renderings()
         self._html = renderings.cut(email.html, slots, True, markers)
@@ -358,6 +359,17 @@ class PersonalizedTemplate:
         """(HTML, text) with merge tags where each reader's values go (see _Cut.merge): the
         ESP fills tag n with `rendered_values(reader)[n]`, already escaped for its place."""
         return self._html.merge(tag, static), self._text.merge(tag, static)
+
+    def merge_headers(
+        self, tag: Callable[[int], str], static: Callable[[str], str]
+    ) -> dict[str, str]:
+        """The headers for an ESP's merge, like `merge_layout` (Mailgun, SendGrid)."""
+        return {k: cut.merge(tag, static) for k, cut in self._headers.items()}
+
+    @property
+    def value_count(self) -> int:
+        """How many values `rendered_values` gives each reader (the merge tags' numbers)."""
+        return len(self._keys)
 
     def copy(self, reader: Reader) -> ReaderCopy:
         rendered = self.rendered_values(reader)

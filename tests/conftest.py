@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from browser import browser  # noqa: F401  (the shared headless Chromium fixture)
+from ses_support import moto_server, ses_moto  # noqa: F401  (the local SES stand-in)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = REPO / "issues" / "2025-01-20-engineering-leadership.md"

@@ -1,4 +1,5 @@
-"""A fake ESP on 127.0.0.1: answers like the Buttondown, Resend and Postmark HTTP APIs.
+"""A fake ESP on 127.0.0.1: answers like the Buttondown, Resend and Postmark HTTP APIs (and
+Mailgun, SendGrid and an SES front: their own section at the end of this file).
 
 One server serves all three vendors' routes (their paths do not overlap), each with the
 vendor's auth header, status codes, JSON bodies and error bodies, so a provider pointed at
@@ -32,13 +33,15 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
 
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
 endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
-fields of Fault), POST /_settings (postmark_search_lag), POST /_reset.
+fields of Fault), POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream),
+POST /_reset.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import email.utils as email_utils
 import itertools
 import json
 import re
@@ -148,6 +151,10 @@ class FakeEsp:
         self.templates: dict[str, dict[str, Any]] = {}  # postmark templates by id and alias
         # Postmark's message search lags behind sending: while True it finds nothing.
         self.postmark_search_lag = False
+        # Mailgun, SendGrid and the SES front (their section at the end of this file)
+        self.mailgun = MailgunState()
+        self.sendgrid = SendgridState()
+        self.ses = SesFront()
         self.stopping = threading.Event()  # releases hanging answers
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
@@ -277,6 +284,9 @@ class FakeEsp:
             self.idempotency.clear()
             self.postmark_inactive.clear()
             self.templates.clear()
+            self.mailgun = MailgunState()
+            self.sendgrid = SendgridState()
+            self.ses = SesFront(upstream=self.ses.upstream)
 
     # -- reading what happened -------------------------------------------------------
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
@@ -415,6 +425,9 @@ class EspHandler(BaseHTTPRequestHandler):
             return
         if fault.after_json is not None:
             payload = fault.after_json
+        if isinstance(payload, RawBody):
+            self._send_bytes(status, payload.data, {"Content-Type": payload.type}, fault.drip)
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         self._send_bytes(status, data, {"Content-Type": "application/json", **headers}, fault.drip)
 
@@ -451,6 +464,8 @@ class EspHandler(BaseHTTPRequestHandler):
             spec = json.loads(raw or b"{}")
             with esp.lock:
                 esp.postmark_search_lag = bool(spec.get("postmark_search_lag", False))
+                esp.mailgun.events_lag = bool(spec.get("mailgun_events_lag", False))
+                esp.ses.upstream = spec.get("ses_upstream", esp.ses.upstream)
             self._send(200, {"ok": True}, {})
         elif path == "/_reset" and method == "POST":
             esp.reset()
@@ -459,6 +474,9 @@ class EspHandler(BaseHTTPRequestHandler):
             self._send(404, {"detail": "no such control endpoint"}, {})
 
     def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        if isinstance(payload, RawBody):  # forwarded as it came (the SES front)
+            self._send_bytes(status, payload.data, {"Content-Type": payload.type, **headers}, 0)
+            return
         data = b"" if payload is None else json.dumps(payload).encode()
         try:
             self.send_response(status)
@@ -474,6 +492,12 @@ class EspHandler(BaseHTTPRequestHandler):
 
 
 def vendor_of(path: str) -> str:
+    if path.startswith(("/v3/mail/", "/v3/user/")):
+        return "sendgrid"
+    if path.startswith("/v3/"):
+        return "mailgun"
+    if path.startswith("/v2/email/"):
+        return "ses"
     if path.startswith("/v1/"):
         return "buttondown"
     if path.startswith(("/emails", "/broadcasts")):
@@ -485,6 +509,8 @@ def vendor_of(path: str) -> str:
 
 # -- vendor error bodies ----------------------------------------------------------------
 def error_body(provider: str, status: int, code: str, message: str) -> Any:
+    if provider in ("mailgun", "sendgrid", "ses"):
+        return more_error_body(provider, code, message)
     if provider == "resend":
         return {"statusCode": status, "name": code, "message": message}
     if provider == "postmark":
@@ -515,6 +541,12 @@ def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]
             ),
             "postmark": ("rate_limit", "Rate limit exceeded."),
             "buttondown": ("throttled", "Request was throttled."),
+            "mailgun": (
+                "throttled",
+                "Domain mg.example.com is not allowed to send: account-requests-per-sec limit "
+                "exceeded, try again after 1 seconds",
+            ),
+            "sendgrid": ("throttled", "too many requests"),
         }
         code, message = messages.get(provider, ("throttled", "Too many requests"))
     elif status >= 500:
@@ -536,6 +568,8 @@ def route(
         return resend(esp, method, path, req)
     if provider == "postmark":
         return postmark(esp, method, path, req)
+    if provider in MORE_ROUTES:
+        return MORE_ROUTES[provider](esp, method, path, req)
     return 404, {"detail": "Not found."}, {}
 
 
@@ -1105,6 +1139,422 @@ def postmark(
     return 404, {"ErrorCode": 0, "Message": "Not found"}, {}
 
 
+# == Mailgun, SendGrid and the SES front (issue 15) =========================================
+# Mailgun   POST /v3/{domain}/messages (multipart/form-data; `recipient-variables` makes one
+#           message per `to`, with %recipient.NAME% filled in; at most 1,000 `to`; the o:,
+#           h:, v:, t: options at most 16 KB; `o:deliverytime` at most 3 days ahead),
+#           GET /v3/{domain}/events (event, user-variables, tags filters; limit <= 300;
+#           `paging.next` URLs); HTTP Basic `api:KEY`; errors `{"message": "..."}`.
+# SendGrid  POST /v3/mail/send (at most 1,000 personalizations, substitutions per
+#           personalization at most 10,000 bytes, `send_at` at most 72 h ahead, 202 with an
+#           empty body and `X-Message-Id`), POST /v3/mail/batch, POST /v3/user/scheduled_sends;
+#           `Authorization: Bearer KEY`; errors `{"errors": [{"message", "field"}]}`.
+# SES       /v2/email/... forwarded to a real local SES stand-in (moto_server, `esp.ses.upstream`)
+#           so every fault above applies to SES too; GetAccount (which moto lacks) is answered
+#           here as SES documents it; the SigV4 `Credential=` must name `esp.ses.access_key`.
+MAILGUN_MAX_TO = 1000
+MAILGUN_OPTIONS_LIMIT = 16 * 1024
+MAILGUN_SCHEDULE_DAYS = 3
+MAILGUN_EVENTS_LIMIT = 300
+SENDGRID_MAX_PERSONALIZATIONS = 1000
+SENDGRID_SUBSTITUTIONS_LIMIT = 10_000
+SENDGRID_SCHEDULE_HOURS = 72
+SENDGRID_MAX_BYTES = 30 * 1024 * 1024
+
+
+@dataclass
+class RawBody:
+    """An answer body sent as it is (not JSON-encoded)."""
+
+    data: bytes
+    type: str = "application/json"
+
+
+@dataclass
+class MailgunState:
+    domains: set[str] = field(default_factory=lambda: {"mg.example.com"})
+    events: list[dict[str, Any]] = field(default_factory=list)
+    events_lag: bool = False  # the events API does not show anything yet
+
+
+@dataclass
+class SendgridState:
+    batches: set[str] = field(default_factory=set)
+    scheduled_sends: dict[str, str] = field(default_factory=dict)  # batch id -> cancel | pause
+
+
+@dataclass
+class SesFront:
+    upstream: str | None = None  # moto_server's URL
+    access_key: str = "AKIDSPARKMAILTEST"
+    account: dict[str, Any] = field(
+        default_factory=lambda: {
+            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 50.0, "SentLast24Hours": 0.0},
+            "SendingEnabled": True,
+            "ProductionAccessEnabled": True,
+            "EnforcementStatus": "HEALTHY",
+            "DedicatedIpAutoWarmupEnabled": False,
+        }
+    )
+
+
+def more_error_body(provider: str, code: str, message: str) -> Any:
+    if provider == "sendgrid":
+        return {"errors": [{"field": None, "message": message, "help": None}]}
+    return {"message": message}
+
+
+def parse_form(req: Recorded) -> list[tuple[str, str]]:
+    """multipart/form-data (or urlencoded) fields in order, as the API reads them."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+    from urllib.parse import parse_qsl
+
+    content_type = req.header("Content-Type") or ""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return parse_qsl(req.raw.decode(), keep_blank_values=True)
+    if not content_type.startswith("multipart/form-data"):
+        return []
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + req.raw
+    )
+    fields = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        fields.append((str(name), payload.decode("utf-8")))
+    return fields
+
+
+def form_as_json(fields: list[tuple[str, str]], schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The form as JSON for the schema: array properties as lists, the rest as strings."""
+    arrays = {
+        k for k, v in ((schema or {}).get("properties") or {}).items() if v.get("type") == "array"
+    }
+    out: dict[str, Any] = {}
+    for name, value in fields:
+        if name in arrays:
+            out.setdefault(name, []).append(value)
+        elif name in out:
+            out[name] = [out[name], value] if not isinstance(out[name], list) else out[name]
+        else:
+            out[name] = value
+    return out
+
+
+# Mailgun ---------------------------------------------------------------------------------
+MAILGUN_VARIABLE = re.compile(r"%recipient\.([\w.-]+)%")
+
+
+def _mailgun_fill(text: str, variables: dict[str, Any]) -> str:
+    return MAILGUN_VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), text)
+
+
+def _mailgun_400(message: str) -> Reply:
+    return Reply(400, {"message": message})
+
+
+def mailgun(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    import base64
+
+    expected = "Basic " + base64.b64encode(f"api:{esp.api_key}".encode()).decode()
+    if req.header("Authorization") != expected:
+        raise Reply(401, "Forbidden")
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or parts[1] not in esp.mailgun.domains:
+        return 404, {"message": f"Domain not found: {parts[1] if len(parts) > 1 else ''}"}, {}
+    domain = parts[1]
+    if parts[2:] == ["messages"] and method == "POST":
+        with esp.lock:
+            return _mailgun_send(esp, domain, req)
+    if parts[2] == "events" and method == "GET":
+        return _mailgun_events(esp, domain, req, parts[3] if len(parts) > 3 else None)
+    return 404, {"message": "Not Found"}, {}
+
+
+def _mailgun_check(esp: FakeEsp, form: list[tuple[str, str]]) -> dict[str, Any]:
+    schema = esp._schemas.get("mailgun-SendMessage")
+    body = form_as_json(form, schema)
+    problem = esp.check_schema("mailgun-SendMessage", body)
+    if problem:
+        raise _mailgun_400(problem)
+    if not any(body.get(k) for k in ("text", "html", "amp-html", "template")):
+        raise _mailgun_400(
+            "Need at least one of 'text', 'html', 'amp-html' or 'template' parameters specified"
+        )
+    if len(body["to"]) > MAILGUN_MAX_TO:
+        raise _mailgun_400(f"Too many recipients: at most {MAILGUN_MAX_TO} per message")
+    options = sum(
+        len(k.encode()) + len(v.encode()) for k, v in form if k[:2] in ("o:", "h:", "v:", "t:")
+    )
+    if options > MAILGUN_OPTIONS_LIMIT:
+        raise _mailgun_400(
+            "Send options (parameters starting with o:, h:, or v:) are limited to 16KB total"
+        )
+    when = body.get("o:deliverytime")
+    if when:
+        try:
+            at = email_utils.parsedate_to_datetime(when)
+        except (TypeError, ValueError):
+            raise _mailgun_400(f"o:deliverytime {when!r} is not an RFC 2822 date") from None
+        if at - dt.datetime.now(dt.UTC) > dt.timedelta(days=MAILGUN_SCHEDULE_DAYS):
+            raise _mailgun_400(f"o:deliverytime may be at most {MAILGUN_SCHEDULE_DAYS} days ahead")
+    variables = body.get("recipient-variables")
+    if variables is not None:
+        try:
+            body["recipient-variables"] = json.loads(variables)
+        except ValueError:
+            raise _mailgun_400("recipient-variables parameter is not a valid JSON") from None
+    return body
+
+
+def _mailgun_send(esp: FakeEsp, domain: str, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    form = parse_form(req)
+    body = _mailgun_check(esp, form)
+    message_id = f"<{esp.new_id()}@{domain}>"
+    batch = body.get("recipient-variables")
+    headers = {k[2:]: v for k, v in form if k.startswith("h:")}
+    user_variables = {k[2:]: v for k, v in form if k.startswith("v:")}
+    tags = [v for k, v in form if k == "o:tag"]
+    groups = [[to] for to in body["to"]] if isinstance(batch, dict) else [list(body["to"])]
+    for to in groups:
+        values = batch.get(to[0], {}) if isinstance(batch, dict) else {}
+        esp.delivered.append(
+            {
+                "kind": "message",
+                "provider": "mailgun",
+                "id": message_id,
+                "to": to,
+                "subject": _mailgun_fill(body["subject"], values),
+                "html": _mailgun_fill(body.get("html", ""), values),
+                "text": _mailgun_fill(body.get("text", ""), values),
+                "headers": {k: _mailgun_fill(v, values) for k, v in headers.items()},
+                "deliverytime": body.get("o:deliverytime"),
+                "variables": user_variables,
+            }
+        )
+        for address in to:
+            esp.mailgun.events.append(
+                {
+                    "event": "accepted",
+                    "id": esp.new_id(),
+                    "timestamp": time.time(),
+                    "recipient": address,
+                    "message": {"headers": {"message-id": message_id.strip("<>"), "to": address}},
+                    "tags": tags,
+                    "user-variables": user_variables,
+                }
+            )
+    return 200, {"id": message_id, "message": "Queued. Thank you."}, {}
+
+
+def _mailgun_events(
+    esp: FakeEsp, domain: str, req: Recorded, token: str | None
+) -> tuple[int, Any, dict[str, str]]:
+    import base64
+    from urllib.parse import parse_qs
+
+    if token:
+        query = json.loads(base64.urlsafe_b64decode(token.encode()))
+    else:
+        query = {k: v[0] for k, v in parse_qs(req.query).items()}
+        query["offset"] = 0
+    limit = int(query.get("limit") or 100)
+    if limit > MAILGUN_EVENTS_LIMIT:
+        return 400, {"message": f"limit: at most {MAILGUN_EVENTS_LIMIT}"}, {}
+    wanted = json.loads(query["user-variables"]) if query.get("user-variables") else {}
+    with esp.lock:
+        found = (
+            []
+            if esp.mailgun.events_lag
+            else [
+                e
+                for e in esp.mailgun.events
+                if (not query.get("event") or e["event"] == query["event"])
+                and (not query.get("tags") or query["tags"] in e["tags"])
+                and all(e["user-variables"].get(k) == v for k, v in wanted.items())
+            ]
+        )
+    if query.get("ascending") != "yes":
+        found.reverse()
+    offset = int(query["offset"])
+    page = found[offset : offset + limit]
+    following = base64.urlsafe_b64encode(json.dumps({**query, "offset": offset + limit}).encode())
+    base = f"http://127.0.0.1:{esp.port}/v3/{domain}/events"
+    return 200, {"items": page, "paging": {"next": f"{base}/{following.decode()}"}}, {}
+
+
+# SendGrid --------------------------------------------------------------------------------
+def _sendgrid_400(message: str, field_name: str | None = None) -> Reply:
+    return Reply(400, {"errors": [{"message": message, "field": field_name, "help": None}]})
+
+
+def sendgrid(
+    esp: FakeEsp, method: str, path: str, req: Recorded
+) -> tuple[int, Any, dict[str, str]]:
+    if req.header("Authorization") != f"Bearer {esp.api_key}":
+        message = "The provided authorization grant is invalid, expired, or revoked"
+        raise Reply(401, {"errors": [{"field": None, "message": message, "help": None}]})
+    route_path = path.rstrip("/")
+    if route_path == "/v3/mail/send" and method == "POST":
+        if len(req.raw) > SENDGRID_MAX_BYTES:
+            message = "The email must be smaller than 30MB, including attachments."
+            raise Reply(413, {"errors": [{"field": None, "message": message}]})
+        with esp.lock:
+            return _sendgrid_send(esp, req)
+    if route_path == "/v3/mail/batch" and method == "POST":
+        batch_id = uuid.uuid4().hex
+        with esp.lock:
+            esp.sendgrid.batches.add(batch_id)
+        return 201, {"batch_id": batch_id}, {}
+    if route_path == "/v3/user/scheduled_sends" and method == "POST":
+        body = req.body if isinstance(req.body, dict) else {}
+        if body.get("batch_id") not in esp.sendgrid.batches:
+            raise _sendgrid_400("invalid batch id", "batch_id")
+        if body.get("status") not in ("cancel", "pause"):
+            raise _sendgrid_400("status must be cancel or pause", "status")
+        with esp.lock:
+            esp.sendgrid.scheduled_sends[body["batch_id"]] = body["status"]
+            for item in esp.delivered:
+                if item.get("batch_id") == body["batch_id"] and body["status"] == "cancel":
+                    item["kind"] = "cancelled"
+        return 201, {"batch_id": body["batch_id"], "status": body["status"]}, {}
+    return 404, {"errors": [{"message": "not found", "field": None}]}, {}
+
+
+def _sendgrid_check(esp: FakeEsp, body: Any) -> None:
+    if not isinstance(body, dict):
+        raise _sendgrid_400("Bad Request")
+    problem = esp.check_schema("sendgrid-PostMailSend", body)
+    if problem:
+        raise _sendgrid_400(problem)
+    people = body["personalizations"]
+    if (
+        sum(len(p.get("to", [])) + len(p.get("cc", [])) + len(p.get("bcc", [])) for p in people)
+        > 1000
+    ):
+        raise _sendgrid_400(
+            "The recipients of all personalizations may be at most 1000.", "personalizations"
+        )
+    for person in people:
+        size = sum(
+            len(k.encode()) + len(v.encode())
+            for k, v in (person.get("substitutions") or {}).items()
+        )
+        if size > SENDGRID_SUBSTITUTIONS_LIMIT:
+            raise _sendgrid_400(
+                "substitutions may be at most 10000 bytes per personalization",
+                "personalizations.substitutions",
+            )
+    types = [c["type"] for c in body.get("content", [])]
+    if "text/plain" in types and types[0] != "text/plain":
+        raise _sendgrid_400("text/plain must come first in content", "content")
+    if "send_at" in body:
+        ahead = body["send_at"] - time.time()
+        if ahead > SENDGRID_SCHEDULE_HOURS * 3600:
+            raise _sendgrid_400("send_at: cannot be more than 72 hours in the future", "send_at")
+    if "batch_id" in body and body["batch_id"] not in esp.sendgrid.batches:
+        raise _sendgrid_400("invalid batch id", "batch_id")
+
+
+def _sendgrid_fill(text: str, substitutions: dict[str, str]) -> str:
+    for key, value in substitutions.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _sendgrid_send(esp: FakeEsp, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    body = req.body
+    _sendgrid_check(esp, body)
+    message_id = uuid.uuid4().hex[:22]
+    content = {c["type"]: c["value"] for c in body.get("content", [])}
+    for person in body["personalizations"]:
+        subs = person.get("substitutions") or {}
+        esp.delivered.append(
+            {
+                "kind": "message",
+                "provider": "sendgrid",
+                "id": message_id,
+                "to": [t["email"] for t in person["to"]],
+                "subject": _sendgrid_fill(person.get("subject") or body.get("subject", ""), subs),
+                "html": _sendgrid_fill(content.get("text/html", ""), subs),
+                "text": _sendgrid_fill(content.get("text/plain", ""), subs),
+                "headers": {**(body.get("headers") or {}), **(person.get("headers") or {})},
+                "custom_args": person.get("custom_args") or {},
+                "send_at": person.get("send_at", body.get("send_at")),
+                "batch_id": body.get("batch_id"),
+            }
+        )
+    return 202, None, {"X-Message-Id": message_id}
+
+
+# SES (forwarded to moto) -------------------------------------------------------------------
+def ses(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    auth = req.header("Authorization") or ""
+    if f"Credential={esp.ses.access_key}/" not in auth:
+        raise Reply(
+            403,
+            {"message": "The security token included in the request is invalid."},
+            {"x-amzn-ErrorType": "UnrecognizedClientException"},
+        )
+    if path.rstrip("/") == "/v2/email/account" and method == "GET":
+        return 200, esp.ses.account, {}
+    if esp.ses.upstream is None:
+        return 500, {"message": "no SES stand-in behind this front"}, {}
+    status, data, headers = _forward(esp.ses.upstream, method, path, req)
+    if status == 200 and path.rstrip("/") == "/v2/email/outbound-emails" and method == "POST":
+        answer = json.loads(data or b"{}")
+        with esp.lock:
+            esp.delivered.append(
+                {
+                    "kind": "message",
+                    "provider": "ses",
+                    "id": answer.get("MessageId"),
+                    "to": list((req.body or {}).get("Destination", {}).get("ToAddresses", [])),
+                }
+            )
+    return (
+        status,
+        RawBody(data, headers.get("Content-Type", "application/json")),
+        {k: v for k, v in headers.items() if k.lower().startswith("x-amzn")},
+    )
+
+
+def _forward(
+    upstream: str, method: str, path: str, req: Recorded
+) -> tuple[int, bytes, dict[str, str]]:
+    import http.client
+
+    target = urlsplit(upstream)
+    connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+    try:
+        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "connection")}
+        connection.request(
+            method, path + (f"?{req.query}" if req.query else ""), req.raw or None, headers
+        )
+        answer = connection.getresponse()
+        return answer.status, answer.read(), dict(answer.getheaders())
+    finally:
+        connection.close()
+
+
+def moto_messages(upstream: str) -> list[dict[str, Any]]:
+    """The raw messages the SES stand-in (moto_server) received: {id, source, destinations
+    (each recipient once), raw_data}. moto lists a recipient twice when it is both in the
+    request's destinations and the raw `To:`, so destinations are de-duplicated here."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{upstream}/moto-api/data.json", timeout=10) as answer:
+        data = json.loads(answer.read())
+    messages = data.get("ses", {}).get("RawMessage", [])
+    for message in messages:
+        message["destinations"] = list(dict.fromkeys(message["destinations"]))
+    return messages
+
+
+MORE_ROUTES = {"mailgun": mailgun, "sendgrid": sendgrid, "ses": ses}
+
+
 # -- settings for tests -----------------------------------------------------------------------
 SIGNING_SECRET = "fake-esp-signing-secret-0123456789"
 FAST_RETRIES = {
@@ -1124,6 +1574,7 @@ def esp_env(esp: FakeEsp, provider: str, **extra: str) -> dict[str, str]:
         "SPARK_MAIL_API_KEY": esp.api_key,
         "SPARK_MAIL_API_URL": esp.url(provider),
         "SPARK_MAIL_AUDIENCE_ID": "seg_test",
+        "SPARK_MAIL_MAILGUN_DOMAIN": "mg.example.com",
         "SPARK_MAIL_TEST_RECIPIENTS": "editor@example.com",
         # Own-list sends sign each reader's unsubscribe and poll links.
         "SPARK_MAIL_SIGNING_SECRET": SIGNING_SECRET,
@@ -1149,7 +1600,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A fake ESP on 127.0.0.1 for spark-mail tests.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument(
-        "--provider", default="resend", choices=["buttondown", "resend", "postmark"]
+        "--provider",
+        default="resend",
+        choices=["buttondown", "resend", "postmark", "mailgun", "sendgrid", "ses"],
     )
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--no-validate", action="store_true")

@@ -15,7 +15,12 @@ from test_cron_processes import SLUG, EspProcess, make_newsletter, run, start_cl
 
 __all__ = ["start_esp"]  # the fixture, used by name below
 
-BATCH_PATH = {"postmark": "/email/batch", "resend": "/emails/batch"}
+BATCH_PATH = {
+    "postmark": "/email/batch",
+    "resend": "/emails/batch",
+    "mailgun": "/v3/mg.example.com/messages",
+    "sendgrid": "/v3/mail/send",
+}
 
 
 def own_list(tmp_path: Path, esp: EspProcess, readers: int) -> Path:

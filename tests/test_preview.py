@@ -40,7 +40,7 @@ def wait_for_version(server: PreviewServer, after: int, timeout: float = 60.0) -
         if version > after:
             return version
         time.sleep(POLL)
-    raise AssertionError("the preview did not rebuild")
+    raise AssertionError(f"the preview did not rebuild: {getattr(server, 'logs', [])[-3:]}")
 
 
 @pytest.fixture

@@ -6,30 +6,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_ISSUE
 from esp_server import FakeEsp, settings_for
+from provider_support import sample_email, sample_template
 from spark_mail.audience import Reader
 from spark_mail.errors import UnsupportedOperation
-from spark_mail.personalize import PersonalizedTemplate, prepare
+from spark_mail.personalize import PersonalizedTemplate
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import Capability, EspError
 from spark_mail.providers.postmark import PostmarkProvider
-from spark_mail.render import RenderedEmail, build
+from spark_mail.render import RenderedEmail
 
 
 @pytest.fixture
 def email(newsletter: Path) -> RenderedEmail:
-    from spark_mail.config import load_settings
-
-    return build(SAMPLE_ISSUE, load_settings(newsletter, env={}))
+    return sample_email(newsletter)
 
 
 @pytest.fixture
 def template(esp: FakeEsp, newsletter: Path) -> PersonalizedTemplate:
     """The sample issue rendered once for per-reader copies."""
-    return prepare(
-        newsletter / "issues" / SAMPLE_ISSUE.name, settings_for(esp, newsletter, "postmark")
-    )
+    return sample_template(esp, newsletter, "postmark")
 
 
 def readers(count: int) -> list[Reader]:

@@ -112,8 +112,16 @@ class Preview:
                 state[file] = None
         return state
 
-    def watch(self, stop: threading.Event, interval: float = POLL_SECONDS) -> None:
-        seen = self.snapshot()
+    def watch(
+        self,
+        stop: threading.Event,
+        interval: float = POLL_SECONDS,
+        seen: dict[Path, tuple[int, int] | None] | None = None,
+    ) -> None:
+        """Rebuild whenever a watched file changes. `seen`: the files as they were when the
+        caller started watching (taken before the thread starts, so an edit made right
+        after cannot slip in before the first look)."""
+        seen = self.snapshot() if seen is None else seen
         while not stop.wait(interval):
             now = self.snapshot()
             if now != seen:
@@ -311,7 +319,7 @@ class PreviewServer:
     def start_watcher(self) -> None:
         watcher = threading.Thread(
             target=self.preview.watch,
-            args=(self._stop, self.poll_interval),
+            args=(self._stop, self.poll_interval, self.preview.snapshot()),
             name="spark-mail-preview-watch",
             daemon=True,
         )

@@ -57,7 +57,10 @@ __all__ = [
     "Outcome",
     "Provider",
     "SendResult",
+    "bare_address",
+    "batch_tag",
     "check_addresses",
+    "deliver_each",
     "iso_utc",
     "key_for_test_send",
 ]
@@ -112,6 +115,26 @@ class BatchResult:
     error: EspError | None = None
 
 
+def deliver_each(readers: Sequence[Reader], deliver: Callable[[Reader], str]) -> BatchResult:
+    """A batch sent one message per request (SMTP, SES): `deliver` returns the message's
+    id. A reader the server refuses (EspError code "refused") or defers ("deferred") is that
+    reader's outcome; any other failure stops the batch: the message in flight is uncertain
+    when it may have gone out (else failed), and the ones after it were not sent."""
+    outcomes: list[Outcome] = []
+    for number, reader in enumerate(readers):
+        try:
+            outcomes.append(("sent", deliver(reader)))
+        except EspError as exc:
+            if exc.code in ("refused", "deferred"):  # about that reader only: the rest go on
+                # Deferred (an SMTP 4xx: try later): nothing was accepted, a later run sends.
+                outcomes.append(("refused" if exc.code == "refused" else "failed", exc.message))
+                continue
+            outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
+            outcomes += [("failed", f"not sent: {exc.message}")] * (len(readers) - number - 1)
+            return BatchResult(outcomes, requests=number + 1, error=exc)
+    return BatchResult(outcomes, requests=len(readers))
+
+
 def check_addresses(addresses: Iterable[str], what: str) -> list[str]:
     """Validate recipients before anything is sent: one address each, no CR/LF, no lists."""
     checked = []
@@ -134,11 +157,25 @@ def check_addresses(addresses: Iterable[str], what: str) -> list[str]:
     return checked
 
 
+def bare_address(recipient: str) -> str:
+    """A recipient as an envelope or an API's `to` takes it: the address alone (a display
+    name dropped), its domain in IDNA's ASCII form."""
+    from spark_mail.audience.addresses import deliverable_address
+
+    return deliverable_address(email_utils.parseaddr(recipient)[1] or recipient)
+
+
 def key_for_test_send(email: RenderedEmail, recipients: Sequence[str]) -> str:
     """Idempotency key of one test send: the retries of THIS call reuse it, while the next
     test send (a fresh nonce) still goes out, even with the same content and recipients."""
     digest = hashlib.sha256("\n".join(sorted(recipients)).encode()).hexdigest()[:12]
     return f"{email.idempotency_key}:test:{digest}:{uuid.uuid4().hex[:12]}"
+
+
+def batch_tag(key: str) -> str:
+    """A batch's key as a short tag an ESP stores with each message (Postmark metadata,
+    Mailgun user variables, SendGrid custom args), to find the batch again."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def iso_utc(at: dt.datetime) -> str:
@@ -160,7 +197,8 @@ HINTS = {
     Capability.SEND: "set `audience` to your subscribers file (own-list sending), "
     "or use buttondown / resend",
     Capability.BATCH: "remove the `audience` setting (SPARK_MAIL_AUDIENCE) to send to the "
-    "ESP's own list, or use postmark, resend, smtp or outbox for your subscribers file",
+    "ESP's own list, or use postmark, mailgun, sendgrid, ses, resend, smtp or outbox for "
+    "your subscribers file",
 }
 
 
@@ -236,6 +274,21 @@ class Provider(abc.ABC):
     def unschedule(self, esp_ids: dict[str, str]) -> None:
         self.require(Capability.SCHEDULE)
         raise NotImplementedError
+
+    def check_batch_schedule(self, at: dt.datetime) -> None:
+        """Own list: refuse a time the ESP cannot schedule batches for (ConfigError), before
+        the send is claimed; a provider that cannot schedule batches at all says so."""
+        raise UnsupportedOperation(
+            f"{self.name}: cannot schedule a send to your own subscriber list on its side",
+            hint=HINTS[Capability.SCHEDULE],
+        )
+
+    def schedule_batches(self, at: dt.datetime, on_ids: OnIds, known: dict[str, str]) -> None:
+        """Own list: every batch from now on asks the ESP to deliver at `at` (Mailgun
+        `o:deliverytime`, SendGrid `send_at`). Ids the schedule needs (SendGrid's batch id)
+        go to `on_ids` before any batch leaves; `known` holds those an interrupted schedule
+        recorded, to go on with."""
+        self.check_batch_schedule(at)
 
     def lookup(self, esp_ids: dict[str, str]) -> DeliveryState:
         self.require(Capability.LOOKUP)

@@ -125,6 +125,8 @@ class HttpProvider(Provider):
     default_base_url: ClassVar[str]
     idempotency_header: ClassVar[str | None] = None
     requests_per_second: ClassVar[float | None] = None
+    # False for an ESP that authenticates otherwise (SES: boto3's credential chain).
+    needs_api_key: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -135,12 +137,12 @@ class HttpProvider(Provider):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(settings, clock=clock, recorder=recorder)
-        if not settings.api_key:
+        if self.needs_api_key and not settings.api_key:
             raise ConfigError(
                 f"{self.name}: no API key",
                 hint="set SPARK_MAIL_API_KEY in .env (or the environment)",
             )
-        self.base_url = _checked_base_url(settings.api_url or self.default_base_url)
+        self.base_url = _checked_base_url(settings.api_url or self.endpoint())
         self.retry = retry or RetryPolicy.from_settings(settings)
         rate = settings.send_rate or self.requests_per_second
         self.limiter = RateLimiter(rate, clock)
@@ -150,16 +152,25 @@ class HttpProvider(Provider):
         self._tally_lock = threading.Lock()
         if recorder is not None:
             recorder.answer = self.dry_run_answer
-            recorder.secrets.append(settings.api_key.reveal())
+            if settings.api_key:
+                recorder.secrets.append(settings.api_key.reveal())
         self._client: httpx.Client | None = None
 
     # -- vendor specifics ----------------------------------------------------------------
+    def endpoint(self) -> str:
+        """The API's base URL unless SPARK_MAIL_API_URL replaces it (SES: by region)."""
+        return self.default_base_url
+
     @abc.abstractmethod
     def auth_headers(self) -> dict[str, str]: ...
 
     @abc.abstractmethod
     def parse_error(self, body: Any) -> tuple[str, str]:
         """(code, message) out of the vendor's error body (any JSON value)."""
+
+    def describe_error(self, response: httpx.Response, body: Any) -> tuple[str, str]:
+        """(code, message) of an error answer; most ESPs say it all in the body."""
+        return self.parse_error(body) if body is not None else ("", "")
 
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
         """What the ESP would plausibly answer (status, JSON), for dry runs."""
@@ -203,7 +214,7 @@ class HttpProvider(Provider):
             body = response.json()
         except ValueError:
             body = None
-        code, message = self.parse_error(body) if body is not None else ("", "")
+        code, message = self.describe_error(response, body)
         code = self.esp_text(code or response.reason_phrase.lower().replace(" ", "_"), 60)
         status = response.status_code
         text = f"{self.name}: {status} {code or 'error'}"
@@ -232,16 +243,18 @@ class HttpProvider(Provider):
         extra_headers: dict[str, str] | None = None,
         json_bytes: bytes | None = None,
         params: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> httpx.Response:
         """One API call under the retry rule above; returns a 2xx response or raises.
-        `json_bytes`: a body already encoded as JSON (batches assembled from fragments)."""
+        `json_bytes`: a body already encoded (batches assembled from fragments), as JSON or
+        as `content_type` says (Mailgun's multipart/form-data)."""
         headers = dict(extra_headers or {})
         content = json_bytes
         if json_body is not None:
             # Encoded once for every attempt (a retry carries the same bytes), compactly.
             content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
         if content is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if idempotency_key and self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key
         # Repeating is harmless for a read, or when the ESP drops a repeated key.

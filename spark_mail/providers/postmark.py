@@ -21,7 +21,6 @@ through POST /email/batch.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import threading
@@ -34,7 +33,7 @@ import httpx
 
 from spark_mail.audience.addresses import canonical_address, deliverable_address
 from spark_mail.errors import EspError
-from spark_mail.providers.base import BatchResult, Capability, Outcome, SendResult
+from spark_mail.providers.base import BatchResult, Capability, Outcome, SendResult, batch_tag
 from spark_mail.providers.http import HttpProvider
 from spark_mail.render import RenderedEmail
 
@@ -311,11 +310,6 @@ class PostmarkProvider(HttpProvider):
             f'"TemplateModel":{{{model}{stored.braces}}},"TemplateAlias":'
             f'{json_string(stored.alias)},"InlineCss":false,"Headers":[{headers}],{common}}}'
         )
-
-
-def batch_tag(key: str) -> str:
-    """A batch's key as Postmark metadata (values are at most 80 characters)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 # ErrorCodes about the reader, not the account: that reader is refused for good. Any other

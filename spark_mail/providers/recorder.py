@@ -17,7 +17,7 @@ import httpx
 from spark_mail.secrets import MASK, redact
 
 # Headers that carry credentials: masked in dry-run files whatever their value.
-SECRET_HEADERS = {"authorization", "x-postmark-server-token"}
+SECRET_HEADERS = {"authorization", "x-postmark-server-token", "x-amz-security-token"}
 
 
 class DryRunRecorder(httpx.BaseTransport):

@@ -13,22 +13,29 @@ No idempotency: a connection lost after DATA may or may not have delivered (`may
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
-from spark_mail.audience.addresses import deliverable_address
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError
-from spark_mail.providers.base import BatchResult, Capability, Outcome, Provider, SendResult
-from spark_mail.providers.mime import mime_for
+from spark_mail.providers.base import (
+    BatchResult,
+    Capability,
+    Provider,
+    SendResult,
+    bare_address,
+    deliver_each,
+)
+from spark_mail.providers.mime import mime_bytes, mime_for, needs_smtputf8, new_message_id
 from spark_mail.render import RenderedEmail
 from spark_mail.secrets import redact, shorten
 
@@ -176,20 +183,25 @@ class SmtpProvider(Provider):
         if self.dry_run is not None:
             self.dry_run.record_message(recipients, message)
             return
-        sender = parseaddr(str(message["From"]))[1]
+        data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+        self.deliver_bytes(data, parseaddr(str(message["From"]))[1], recipients)
+
+    def deliver_bytes(self, data: bytes, sender: str, recipients: list[str]) -> None:
+        """Hand one message, already on the wire's bytes, to the server."""
         conn = self.connect()
-        envelope = [deliverable_address(r) for r in recipients]
-        if any(not r.rpartition("@")[0].isascii() for r in envelope) and not conn.has_extn(
-            "smtputf8"
-        ):
-            raise EspError(
-                f"smtp: {self.host} does not offer SMTPUTF8, so it cannot deliver to "
-                f"{', '.join(envelope)}",
-                code="refused",
-            )
+        envelope = [bare_address(r) for r in recipients]
+        options: tuple[str, ...] = ()
+        if needs_smtputf8(envelope):
+            if not conn.has_extn("smtputf8"):
+                raise EspError(
+                    f"smtp: {self.host} does not offer SMTPUTF8, so it cannot deliver to "
+                    f"{', '.join(envelope)}",
+                    code="refused",
+                )
+            options = ("SMTPUTF8", "BODY=8BITMIME")
         try:
             with bounded(conn, self.settings.send_timeout):
-                conn.send_message(message, from_addr=sender, to_addrs=envelope)
+                conn.sendmail(sender, envelope, data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             if getattr(conn, "sock", None) is None:
                 self._conn = None  # a 421 closed it: the next reader reconnects
@@ -222,21 +234,39 @@ class SmtpProvider(Provider):
         """Each reader's copy over this thread's connection. A refused recipient is that
         reader's outcome; a lost connection stops the batch: the message in flight is
         uncertain, the ones after it were not sent."""
-        outcomes: list[Outcome] = []
-        for number, reader in enumerate(readers):
+        return self.batch_job(template, readers, key)()
+
+    def batch_job(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> Callable[[], BatchResult]:
+        """Every copy of the batch is built here, in the caller's thread, while earlier
+        batches are on the wire: a sending thread's turn is only SMTP (it does not hold the
+        GIL while other connections wait for their server's reply)."""
+        if self.dry_run is not None:
+            return functools.partial(deliver_each, readers, self._record_copy(template))
+        sender = parseaddr(template.email.from_address)[1]
+        built: dict[str, tuple[str, bytes]] = {}
+        for reader in readers:
+            copy = template.copy(reader).email(template.email)
+            message_id = new_message_id(copy)
+            built[reader.email] = (message_id, mime_bytes(copy, reader.email, message_id))
+
+        def deliver_one(reader: Reader) -> str:
+            message_id, data = built.pop(reader.email)
+            self.deliver_bytes(data, sender, [reader.email])
+            return message_id
+
+        return functools.partial(deliver_each, readers, deliver_one)
+
+    def _record_copy(self, template: PersonalizedTemplate) -> Callable[[Reader], str]:
+        """A dry run keeps each reader's MIME message as it would go out."""
+
+        def record(reader: Reader) -> str:
             message = mime_for(template.copy(reader).email(template.email), reader.email)
-            try:
-                self.deliver(message, [reader.email])
-            except EspError as exc:
-                if exc.code in ("refused", "deferred"):  # that reader only; the rest go on
-                    outcomes.append(("refused" if exc.code == "refused" else "failed", exc.message))
-                    continue
-                outcomes.append(("uncertain" if exc.maybe_sent else "failed", exc.message))
-                rest = len(readers) - number - 1
-                outcomes += [("failed", f"not sent: {exc.message}")] * rest
-                return BatchResult(outcomes, requests=number + 1, error=exc)
-            outcomes.append(("sent", str(message["Message-ID"])))
-        return BatchResult(outcomes, requests=len(readers))
+            self.deliver(message, [reader.email])
+            return str(message["Message-ID"])
+
+        return record
 
 
 @contextmanager

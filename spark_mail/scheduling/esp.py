@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
@@ -14,6 +15,10 @@ from spark_mail.providers.base import Capability, DeliveryState
 from spark_mail.scheduling.times import in_zone
 from spark_mail.sending.lifecycle import SendLifecycle
 from spark_mail.sending.outcomes import Outcome, SendReport
+from spark_mail.sending.own_list import SCHEDULED_READERS, own_list_wanted
+
+if TYPE_CHECKING:
+    from spark_mail.render import RenderedEmail
 
 
 def schedule_issue(
@@ -30,22 +35,15 @@ def schedule_issue(
     from spark_mail.render import build
     from spark_mail.sending import SendRequest, run_checks
 
-    now = clock.now()
     # Refused before the provider is set up: "cannot schedule" comes before "no API key".
     with get_provider(settings, clock=clock, need=Capability.SCHEDULE) as provider:
-        email = build(resolve_issue_path(str(issue), settings.issues_path), settings)
-        when = at or email.send_at
-        if when is None:
-            raise ConfigError(
-                f"{email.slug}: no time to schedule it for",
-                hint="pass --at 2025-01-20T07:00:00+01:00 or give the issue a send_at",
-            )
-        when = in_zone(when, settings)
-        if when <= now:
-            raise ConfigError(
-                f"{email.slug}: {when.isoformat()} is in the past",
-                hint=f"pick a later --at, or send it now with `spark-mail send {email.slug}`",
-            )
+        path = resolve_issue_path(str(issue), settings.issues_path)
+        if own_list_wanted(settings, provider):
+            from spark_mail.scheduling.own_list import schedule_own_list
+
+            return schedule_own_list(path, settings, provider, at, force=force, clock=clock)
+        email = build(path, settings)
+        when = schedule_time(email, at, settings, clock.now())
         run_checks(email, settings, SendRequest(force=force), block=True)
         report = SendReport(slug=email.slug, outcome=Outcome.SCHEDULED, mode="schedule")
         report.provider, report.subject = provider.name, email.subject
@@ -66,6 +64,25 @@ def schedule_issue(
             record = life.scheduled(when, result.esp_ids)
             report.at, report.esp_ids = record.scheduled_for, dict(record.esp_ids)
             return report
+
+
+def schedule_time(
+    email: RenderedEmail, at: dt.datetime | None, settings: Settings, now: dt.datetime
+) -> dt.datetime:
+    """When to schedule the issue for: `at`, else its send_at; never in the past."""
+    when = at or email.send_at
+    if when is None:
+        raise ConfigError(
+            f"{email.slug}: no time to schedule it for",
+            hint="pass --at 2025-01-20T07:00:00+01:00 or give the issue a send_at",
+        )
+    when = in_zone(when, settings)
+    if when <= now:
+        raise ConfigError(
+            f"{email.slug}: {when.isoformat()} is in the past",
+            hint=f"pick a later --at, or send it now with `spark-mail send {email.slug}`",
+        )
+    return when
 
 
 def unschedule_issue(
@@ -111,6 +128,8 @@ def unschedule_issue(
                 # Gone already (an earlier unschedule whose answer was lost, or removed in
                 # the ESP's dashboard): nothing is scheduled there any more.
             ledger.forget(slug, f"unscheduled from {provider.name}", clock.now())
+            if SCHEDULED_READERS in record.esp_ids:  # own list: nobody has it now
+                ledger.forget_readers(slug)
     report = SendReport(slug=slug, outcome=Outcome.UNSCHEDULED, mode="unschedule")
     report.provider, report.at, report.esp_ids = provider.name, record.scheduled_for, record.esp_ids
     try:
@@ -142,13 +161,16 @@ def confirm_scheduled_sends(
         return []  # a misconfigured provider already failed the due issues
     problems: list[SendReport] = []
     with provider:
-        if Capability.LOOKUP not in provider.capabilities:
-            return []
+        can_ask = Capability.LOOKUP in provider.capabilities
         for record in passed:
-            if record.provider != provider.name or not ledger.locks.try_acquire(record.slug):
+            own_list = SCHEDULED_READERS in record.esp_ids
+            if not (can_ask or own_list) or record.provider != provider.name:
+                continue
+            if not ledger.locks.try_acquire(record.slug):
                 continue
             try:
-                answer = provider.lookup(record.esp_ids)
+                # Own list: the ESP accepted every reader's copy for that time.
+                answer = DeliveryState.SENT if own_list else provider.lookup(record.esp_ids)
                 if answer == DeliveryState.SENT:
                     note = f"{provider.name} sent it as scheduled"
                     ledger.mark_sent(record.slug, clock.now(), note=note)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
     from spark_mail.render import RenderedEmail
 
 
+# The esp_ids key of an own-list schedule: the readers the ESP holds for the time.
+SCHEDULED_READERS = "readers_scheduled"
+
+
 @dataclass
 class OwnList:
     """A checked subscribers file and the issue rendered once for personalisation."""
@@ -81,6 +86,9 @@ class OwnListOptions:
     resend_uncertain: bool = False
     progress: Progress | None = None
     still_wanted: StillWanted | None = None
+    # Hand every batch to the ESP's scheduler for this time (Mailgun, SendGrid): readers
+    # are recorded as accepted, the issue as `scheduled` (spark_mail/scheduling/esp.py).
+    deliver_at: dt.datetime | None = None
 
 
 def own_list_wanted(settings: Settings, provider: Provider) -> bool:
@@ -127,13 +135,23 @@ def send_own_list(
     options: OwnListOptions,
     warnings: list[str],
 ) -> tuple[str, BatchSummary]:
-    """Claim, settle what an interrupted run left in flight, send, settle the issue's row.
-    Returns ("sent" | "partial", summary); raises AlreadySent, BatchSendFailed,
-    SendUnconfirmed or SendUncertain."""
-    begun = life.begin("send", allow_uncertain=options.resend_uncertain)
+    """Claim, settle what an interrupted run left in flight, send (or, with `deliver_at`,
+    hand every copy to the ESP's scheduler), settle the issue's row. Returns ("sent" |
+    "scheduled" | "partial", summary); raises AlreadySent, BatchSendFailed, SendUnconfirmed
+    or SendUncertain."""
+    mode = "send" if options.deliver_at is None else "schedule"
+    begun = life.begin(
+        mode, allow_uncertain=options.resend_uncertain, scheduled_for=options.deliver_at
+    )
     if begun.outcome is not None:
         return str(begun.outcome), BatchSummary()
     repeats, held = settle_in_flight(life, begun.resumed, own.template)
+    if options.deliver_at is not None:
+        known = dict(begun.record.esp_ids) if begun.record else {}
+        try:  # the schedule's ids (SendGrid's batch_id) are recorded before any batch
+            life.provider.schedule_batches(options.deliver_at, life.record_ids, known)
+        except ProviderError as err:
+            life.fail(err)
     summary = BatchSummary()
     summary.add_audience(own.report)
     maybe_sent, _ = life.unsettled_action(
@@ -170,7 +188,7 @@ def send_own_list(
     finally:
         if store is not None:
             store.close()
-    return settle_issue(life, summary, warnings), summary
+    return settle_issue(life, summary, warnings, options.deliver_at), summary
 
 
 def settle_in_flight(
@@ -235,9 +253,15 @@ def ask_about_batch(life: SendLifecycle, key: str, readers: list[str]) -> list[s
     return [k for k in readers if k not in found]
 
 
-def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]) -> str:
-    """The issue's row from its readers: `sent` only when nobody is left. Returns "sent" or
-    "partial"; raises BatchSendFailed, SendUnconfirmed or SendUncertain with the summary."""
+def settle_issue(
+    life: SendLifecycle,
+    summary: BatchSummary,
+    warnings: list[str],
+    deliver_at: dt.datetime | None = None,
+) -> str:
+    """The issue's row from its readers: `sent` (or `scheduled` for `deliver_at`) only when
+    nobody is left. Returns "sent", "scheduled" or "partial"; raises BatchSendFailed,
+    SendUnconfirmed or SendUncertain with the summary."""
     ledger, slug, now = life.ledger, life.slug, life.clock.now()
     counts = ledger.reader_counts(slug)
     in_doubt = counts.get(ReaderState.SENDING, 0)
@@ -271,7 +295,13 @@ def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]
             f"{', ...' if uncertain > 3 else ''}); {progress}"
             + (f"; {unsent:,} left for the next run" if unsent else "")
         )
-        ledger.mark_uncertain(slug, reason, now)
+        if unsent:
+            # Readers clearly not sent must not wait for a human (SMTP, SES: the messages
+            # after an uncertain one): the row stays sendable, the next run sends them and
+            # holds the uncertain ones back, then the issue ends uncertain.
+            ledger.mark_failed(slug, reason, now)
+        else:
+            ledger.mark_uncertain(slug, reason, now)
         raise SendUncertain(slug, reason, summary=summary)
     if summary.error:
         message = f"{summary.error} ({progress}; {unsent:,} left for the next run)"
@@ -283,5 +313,8 @@ def settle_issue(life: SendLifecycle, summary: BatchSummary, warnings: list[str]
         ledger.mark_partial(slug, f"{progress}; {unsent:,} left for a later run", now)
         warnings.append(f"{unsent:,} readers not sent yet: run `spark-mail send {slug}` again")
         return "partial"
+    if deliver_at is not None:
+        life.scheduled(deliver_at, {SCHEDULED_READERS: str(sent)})
+        return "scheduled"
     life.sent({"readers_sent": str(sent)}, note=progress)
     return "sent"

@@ -29,6 +29,13 @@ WANTED = {
     "resend-CreateBroadcastOptions": ("resend.yaml", "CreateBroadcastOptions"),
     "resend-SendBroadcastOptions": ("resend.yaml", "SendBroadcastOptions"),
     "postmark-SendEmailRequest": ("postmark.yaml", "SendEmailRequest"),
+    # Mailgun's form fields (multipart/form-data), validated as JSON: repeated fields as lists
+    "mailgun-SendMessage": (
+        "mailgun.yaml",
+        "POST-v3-domain_name-messages-multipart-form-data-RequestBody",
+    ),
+    # SendGrid's request body lives under components.requestBodies, not components.schemas
+    "sendgrid-PostMailSend": ("sendgrid_mail_v3.yaml", "requestBodies/PostMailSend"),
 }
 
 # Postmark's copy is an old spec: its prose docs add these request fields (see SOURCES.md).
@@ -76,17 +83,29 @@ def rewrite(node: Any) -> Any:
     return node
 
 
+def component(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """components.schemas[name], or a request body's JSON schema ("requestBodies/NAME")."""
+    kind, _, body = name.rpartition("/")
+    if kind == "requestBodies":
+        schema: dict[str, Any] = spec["components"]["requestBodies"][body]["content"][
+            "application/json"
+        ]["schema"]
+        return schema
+    return dict(spec["components"]["schemas"][name])
+
+
 def extract(spec: dict[str, Any], name: str) -> dict[str, Any]:
     schemas = spec["components"]["schemas"]
+    root = component(spec, name)
     needed: dict[str, Any] = {}
-    todo = list(refs(schemas[name]))
+    todo = list(refs(root))
     while todo:
         ref = todo.pop()
         if ref in needed:
             continue
         needed[ref] = schemas[ref]
         todo.extend(refs(schemas[ref]) - needed.keys())
-    schema = rewrite(dict(schemas[name]))
+    schema = rewrite(dict(root))
     if needed:
         schema["$defs"] = rewrite(needed)
     return schema
@@ -94,15 +113,15 @@ def extract(spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 def main(source_dir: str) -> None:
     src = Path(source_dir)
-    for out_name, (file_name, component) in WANTED.items():
+    for out_name, (file_name, name) in WANTED.items():
         spec = load(src / file_name)
-        schema = extract(spec, component)
+        schema = extract(spec, name)
         if out_name.startswith("postmark-"):
             schema["properties"].update(POSTMARK_ADDITIONS)
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$comment": f"copied from ../shared/esp-openapi/{file_name} components.schemas."
-            f"{component} by tests/schemas/extract.py",
+            "$comment": f"copied from ../shared/esp-openapi/{file_name} components."
+            f"{'' if '/' in name else 'schemas.'}{name} by tests/schemas/extract.py",
             **schema,
         }
         (HERE / f"{out_name}.json").write_text(json.dumps(schema, indent=1) + "\n")
