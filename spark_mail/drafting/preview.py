@@ -30,17 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail.config import Settings
-from spark_mail.errors import SparkMailError
+from spark_mail.errors import PreviewError, SparkMailError
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.25
 DARK_MEDIA_RE = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.I)
 
 Log = Callable[[str], None]
-
-
-class PreviewError(SparkMailError):
-    """The preview server could not start (port in use, no permission)."""
 
 
 @dataclass(frozen=True)
