@@ -1148,10 +1148,13 @@ def postmark(
 # SendGrid  POST /v3/mail/send (at most 1,000 personalizations, substitutions per
 #           personalization at most 10,000 bytes, `send_at` at most 72 h ahead, 202 with an
 #           empty body and `X-Message-Id`), POST /v3/mail/batch, POST /v3/user/scheduled_sends;
-#           `Authorization: Bearer KEY`; errors `{"errors": [{"message", "field"}]}`.
+#           `Authorization: Bearer KEY`; errors `{"errors": [{"message", "field"}]}` (an
+#           address it refuses: 400 naming `personalizations.N.to.M.email`, nothing sent).
 # SES       /v2/email/... forwarded to a real local SES stand-in (moto_server, `esp.ses.upstream`)
 #           so every fault above applies to SES too; GetAccount (which moto lacks) is answered
-#           here as SES documents it; the SigV4 `Credential=` must name `esp.ses.access_key`.
+#           here as SES documents it; the SigV4 `Credential=` must name `esp.ses.access_key`;
+#           the account's sending limits as SES enforces them (a ThrottlingException for a
+#           burst, "Daily message quota exceeded." past Max24HourSend), which moto lacks.
 MAILGUN_MAX_TO = 1000
 MAILGUN_OPTIONS_LIMIT = 16 * 1024
 MAILGUN_SCHEDULE_DAYS = 3
@@ -1181,6 +1184,9 @@ class MailgunState:
 class SendgridState:
     batches: set[str] = field(default_factory=set)
     scheduled_sends: dict[str, str] = field(default_factory=dict)  # batch id -> cancel | pause
+    # Addresses SendGrid refuses: the whole call is answered 400, each error naming the
+    # personalization (`personalizations.N.to.M.email`), nothing sent.
+    invalid: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -1196,6 +1202,25 @@ class SesFront:
             "DedicatedIpAutoWarmupEnabled": False,
         }
     )
+    # The next `throttle` SendEmail calls are refused as SES refuses a burst over the
+    # account's MaxSendRate: 400 ThrottlingException "Maximum sending rate exceeded.".
+    throttle: int = 0
+    # Past SendQuota.Max24HourSend (counted in SentLast24Hours, one per accepted SendEmail)
+    # SendEmail is refused with "Daily message quota exceeded.": (status, x-amzn-ErrorType).
+    quota_refusal: tuple[int, str] = (400, "ThrottlingException")
+
+    def refusal(self) -> Reply | None:
+        """SES's answer to a SendEmail it refuses for the account's sending limits."""
+        quota = self.account["SendQuota"]
+        if self.throttle > 0:
+            self.throttle -= 1
+            message, status, kind = "Maximum sending rate exceeded.", 400, "ThrottlingException"
+        elif 0 <= quota["Max24HourSend"] <= quota["SentLast24Hours"]:
+            message = "Daily message quota exceeded."
+            status, kind = self.quota_refusal
+        else:
+            return None
+        return Reply(status, {"message": message}, {"x-amzn-ErrorType": kind})
 
 
 def more_error_body(provider: str, code: str, message: str) -> Any:
@@ -1446,6 +1471,15 @@ def _sendgrid_check(esp: FakeEsp, body: Any) -> None:
                 "substitutions may be at most 10000 bytes per personalization",
                 "personalizations.substitutions",
             )
+    refused = [
+        {"message": "Does not contain a valid address.", "help": None,
+         "field": f"personalizations.{n}.to.{m}.email"}
+        for n, person in enumerate(people)
+        for m, to in enumerate(person.get("to", []))
+        if str(to.get("email", "")).lower() in esp.sendgrid.invalid
+    ]  # fmt: skip
+    if refused:
+        raise Reply(400, {"errors": refused})
     types = [c["type"] for c in body.get("content", [])]
     if "text/plain" in types and types[0] != "text/plain":
         raise _sendgrid_400("text/plain must come first in content", "content")
@@ -1501,10 +1535,17 @@ def ses(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, Any, 
         return 200, esp.ses.account, {}
     if esp.ses.upstream is None:
         return 500, {"message": "no SES stand-in behind this front"}, {}
+    sending = path.rstrip("/") == "/v2/email/outbound-emails" and method == "POST"
+    if sending:
+        with esp.lock:
+            refused = esp.ses.refusal()
+        if refused is not None:
+            raise refused
     status, data, headers = _forward(esp.ses.upstream, method, path, req)
-    if status == 200 and path.rstrip("/") == "/v2/email/outbound-emails" and method == "POST":
+    if status == 200 and sending:
         answer = json.loads(data or b"{}")
         with esp.lock:
+            esp.ses.account["SendQuota"]["SentLast24Hours"] += 1
             esp.delivered.append(
                 {
                     "kind": "message",
