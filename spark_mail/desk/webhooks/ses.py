@@ -123,7 +123,7 @@ class SesReceiver(Receiver):
             return Delivery()
         try:
             notification = json.loads(text(message.get("Message")))
-        except ValueError:
+        except (ValueError, RecursionError):
             notification = None
         event_id = text(message.get("MessageId"))
         now = self.clock.now()
