@@ -63,6 +63,7 @@ EVENTS_PAGE = 300
 EVENTS_READ = 10_000
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 BATCH_VARIABLE = "spark-mail-batch"
+ISSUE_VARIABLE = "spark-mail-issue"  # echoed in every event (the desk's webhook reads it)
 Form = list[tuple[str, str]]
 
 
@@ -121,7 +122,7 @@ class MailgunProvider(HttpProvider):
             form.append(("h:Reply-To", email.reply_to))
         form += [(f"h:{name}", value) for name, value in headers.items()]
         form.append(("o:tag", TAG_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:128]))
-        form.append(("v:spark-mail-issue", email.slug))
+        form.append((f"v:{ISSUE_VARIABLE}", email.slug))
         if self.deliver_at is not None:
             form.append(("o:deliverytime", email_utils.format_datetime(self.deliver_at)))
         return form

@@ -60,6 +60,8 @@ SUBSTITUTIONS_LIMIT = 10_000  # bytes of substitutions per personalization
 SCHEDULE_LIMIT = dt.timedelta(hours=72)
 CANCEL_NOTICE = dt.timedelta(minutes=10)
 CATEGORY_UNSAFE = re.compile(r"[^\x20-\x7e]+")
+# custom_args every message carries; SendGrid's event webhook echoes them (the desk reads them)
+ISSUE_ARG, BATCH_ARG, TEST_ARG = "spark_mail_issue", "spark_mail_batch", "spark_mail_test"
 
 
 def _compact(value: Any) -> str:
@@ -132,7 +134,7 @@ class SendgridProvider(HttpProvider):
             {
                 "to": [{"email": bare_address(r)} for r in recipients],
                 "headers": dict(email.headers),
-                "custom_args": {"spark_mail_issue": email.slug, "spark_mail_test": "yes"},
+                "custom_args": {ISSUE_ARG: email.slug, TEST_ARG: "yes"},
             }
         ]
         before = self.requests_made
@@ -177,7 +179,7 @@ class SendgridProvider(HttpProvider):
         whose values exceed SendGrid's substitution limit is refused, not sent."""
         merged = self.merged(template)
         email = template.email
-        args = {"spark_mail_issue": email.slug, "spark_mail_batch": batch_tag(key)}
+        args = {ISSUE_ARG: email.slug, BATCH_ARG: batch_tag(key)}
         personalizations: list[str] = []
         outcomes: list[Outcome | None] = []
         for reader in readers:
