@@ -239,7 +239,7 @@ def test_a_lost_answer_to_creating_sendgrids_batch_id_is_not_a_maybe_sent_issue(
     at = clock.now() + dt.timedelta(hours=2)
     esp.act_then(status=502, path="/v3/mail/batch")
     first = outcome(lambda: schedule_issue(SAMPLE_SLUG, settings, at=at, clock=clock))
-    assert first.startswith("EspError") and "uncertain" not in first, first
+    assert first.startswith("ProviderError") and "uncertain" not in first, first
     assert "nothing was sent" in first
     assert esp.delivered == []
     second = outcome(lambda: schedule_issue(SAMPLE_SLUG, settings, at=at, clock=clock))

@@ -233,14 +233,25 @@ class SendgridProvider(HttpProvider):
         """Every batch from now on carries `send_at` and one batch id (made once, recorded
         before any batch leaves; an interrupted schedule goes on with the same one)."""
         self.check_batch_schedule(at)
-        self.batch_id = known.get("batch_id", "")
-        if not self.batch_id:
-            response = self.request("POST", "v3/mail/batch", "create a batch id")
-            self.batch_id = str(self.json(response, "create a batch id").get("batch_id") or "")
-            if not self.batch_id:
-                raise EspError("sendgrid: the answer to `create a batch id` has no batch_id")
+        self.batch_id = known.get("batch_id", "") or self.new_batch_id()
         self.deliver_at = at.astimezone(dt.UTC)
         on_ids({"batch_id": self.batch_id, "send_at": iso_utc(at)})
+
+    def new_batch_id(self) -> str:
+        """A batch id from SendGrid. Creating one sends no mail: whatever becomes of the
+        request, nothing went out (a lost answer leaves an unused id behind, harmless)."""
+        what = "create a batch id"
+        try:
+            response = self.request("POST", "v3/mail/batch", what)
+            batch_id = str(self.json(response, what).get("batch_id") or "")
+        except EspError as exc:
+            exc.maybe_sent = False
+            exc.message += " - nothing was sent (a batch id carries no mail)"
+            exc.hint = "run the same command again"
+            raise
+        if not batch_id:
+            raise EspError(f"sendgrid: the answer to `{what}` has no batch_id; nothing was sent")
+        return batch_id
 
     def unschedule(self, esp_ids: dict[str, str]) -> None:
         """Cancel every message of the schedule's batch id."""
