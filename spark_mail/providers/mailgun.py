@@ -51,6 +51,7 @@ from spark_mail.providers.base import (
 from spark_mail.providers.http import HttpProvider
 from spark_mail.providers.merge import MergedIssue, merged_issue
 from spark_mail.render import RenderedEmail
+from spark_mail.secrets import redact
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
@@ -93,9 +94,16 @@ class MailgunProvider(HttpProvider):
         self._lock = threading.Lock()
         self._merged: dict[str, MergedIssue] = {}  # by the issue's idempotency key
 
+    @property
+    def basic_token(self) -> str:
+        return base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
+
     def auth_headers(self) -> dict[str, str]:
-        token = base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
-        return {"Authorization": f"Basic {token}", "Accept": "application/json"}
+        return {"Authorization": f"Basic {self.basic_token}", "Accept": "application/json"}
+
+    def mask(self, text: str) -> str:
+        """The key, and the basic-auth token made of it (base64 hides nothing), masked."""
+        return redact(text, [self.settings.api_key, self.basic_token])
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
