@@ -172,6 +172,10 @@ class HttpProvider(Provider):
         """(code, message) of an error answer; most ESPs say it all in the body."""
         return self.parse_error(body) if body is not None else ("", "")
 
+    def error_fields(self, body: Any) -> dict[str, str]:
+        """The request's parts an error body names (field -> message); most ESPs name none."""
+        return {}
+
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
         """What the ESP would plausibly answer (status, JSON), for dry runs."""
         return 200, {"id": f"dry-run-{self.dry_run.count if self.dry_run else 0}"}
@@ -230,6 +234,7 @@ class HttpProvider(Provider):
             hint=hint,
             status=status,
             code=code or "error",
+            fields={k: self.esp_text(v) for k, v in self.error_fields(body).items()},
         )
 
     def request(

@@ -9,7 +9,7 @@
   in `To`). The issue goes once per call with substitution tags where each reader's values
   go (spark_mail/providers/merge.py) and each personalization carries that reader's values
   (`substitutions`, at most 10,000 bytes per reader: a reader over it is refused with the
-  reason) and headers (their own `List-Unsubscribe`), plus `custom_args` naming the issue
+  reason; so is a reader whose address SendGrid's 400 names, and the rest go) and headers (their own `List-Unsubscribe`), plus `custom_args` naming the issue
   and the batch, which SendGrid's event webhook echoes;
 - scheduling: a `batch_id` (POST /v3/mail/batch, recorded before any batch leaves) and
   `send_at` on every call, at most 72 hours ahead; `unschedule` cancels the batch id
@@ -86,6 +86,11 @@ class SendgridProvider(HttpProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key.reveal()}"}
+
+    def error_fields(self, body: Any) -> dict[str, str]:
+        errors = body.get("errors") if isinstance(body, dict) else None
+        found = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+        return {str(e["field"]): str(e.get("message") or "") for e in found if e.get("field")}
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -180,9 +185,9 @@ class SendgridProvider(HttpProvider):
         merged = self.merged(template)
         email = template.email
         args = {ISSUE_ARG: email.slug, BATCH_ARG: batch_tag(key)}
-        personalizations: list[str] = []
+        personalizations: dict[int, str] = {}  # by the reader's place in the batch
         outcomes: list[Outcome | None] = []
-        for reader in readers:
+        for number, reader in enumerate(readers):
             values = merged.values(template, reader)
             substitutions = {f"[{name}]": value for name, value in values.items()}
             size = sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
@@ -202,22 +207,43 @@ class SendgridProvider(HttpProvider):
                 "headers": headers,
                 "custom_args": args,
             }
-            personalizations.append(_compact(personalization))
+            personalizations[number] = _compact(personalization)
             outcomes.append(None)
         common = _compact(self.common(email, merged.subject, merged.html, merged.text))[1:-1]
-        body = f'{{"personalizations":[{",".join(personalizations)}],{common}}}'.encode()
-        return functools.partial(self._post_batch, body, outcomes)
+        return functools.partial(self._post_batch, personalizations, common, outcomes)
 
-    def _post_batch(self, body: bytes, outcomes: list[Outcome | None]) -> BatchResult:
+    def _post_batch(
+        self, personalizations: dict[int, str], common: str, outcomes: list[Outcome | None]
+    ) -> BatchResult:
+        """The call; readers SendGrid refuses by name (a 400 naming their personalization:
+        nothing was sent) are `refused` with its reason, and the rest go in a call again."""
         requests, sent_bytes = self.thread_tally()
-        if any(outcome is None for outcome in outcomes):
-            message_id = self._post(body, "batch send")
+        left, error = dict(personalizations), None
+        while left:
+            body = f'{{"personalizations":[{",".join(left.values())}],{common}}}'.encode()
+            try:
+                message_id = self._post(body, "batch send")
+            except EspError as exc:
+                refused = refused_readers(exc, list(left))
+                if not refused and len(left) == len(personalizations):
+                    raise  # the call as a whole: the batch's answer
+                if not refused:  # some were refused, then the rest failed
+                    state = "uncertain" if exc.maybe_sent else "failed"
+                    outcomes = [o or (state, exc.message) for o in outcomes]
+                    error = exc
+                    break
+                for number, reason in refused.items():
+                    outcomes[number] = ("refused", reason)
+                    del left[number]
+                continue
             outcomes = [outcome or ("sent", message_id) for outcome in outcomes]
+            break
         after = self.thread_tally()
         return BatchResult(
             [outcome for outcome in outcomes if outcome is not None],
             requests=after[0] - requests,
             bytes_sent=after[1] - sent_bytes,
+            error=error,
         )
 
     # -- scheduling ----------------------------------------------------------------------
@@ -273,3 +299,20 @@ class SendgridProvider(HttpProvider):
             "cancel the scheduled send",
             json_body={"batch_id": batch_id, "status": "cancel"},
         )
+
+
+REFUSED_FIELD = re.compile(r"personalizations\.(\d+)\.(?:to|cc|bcc)\.\d+\.email")
+
+
+def refused_readers(error: EspError, numbers: list[int]) -> dict[int, str]:
+    """Readers (their place in the batch) a 400 refuses by name: every field it names is
+    one of the call's personalizations' addresses; {} when it is about the call itself."""
+    if error.status != 400 or not error.fields:
+        return {}
+    refused: dict[int, str] = {}
+    for name, message in error.fields.items():
+        found = REFUSED_FIELD.fullmatch(name)
+        if found is None or int(found.group(1)) >= len(numbers):
+            return {}
+        refused[numbers[int(found.group(1))]] = f"sendgrid: {message or 'refused'} ({name})"
+    return refused
