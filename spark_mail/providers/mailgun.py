@@ -47,6 +47,7 @@ from spark_mail.providers.base import (
     SendResult,
     bare_address,
     batch_tag,
+    sender_line,
 )
 from spark_mail.providers.http import HttpProvider
 from spark_mail.providers.merge import MergedIssue, merged_issue
@@ -125,9 +126,9 @@ class MailgunProvider(HttpProvider):
     # -- the form every call shares ------------------------------------------------------
     def common(self, email: RenderedEmail, subject: str, headers: dict[str, str]) -> Form:
         """From, subject, headers, tag, the issue variable, and the delivery time."""
-        form: Form = [("from", email.from_address), ("subject", subject)]
+        form: Form = [("from", sender_line(email.from_address)), ("subject", subject)]
         if email.reply_to:
-            form.append(("h:Reply-To", email.reply_to))
+            form.append(("h:Reply-To", sender_line(email.reply_to)))
         form += [(f"h:{name}", value) for name, value in headers.items()]
         form.append(("o:tag", TAG_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:128]))
         form.append((f"v:{ISSUE_VARIABLE}", email.slug))

@@ -9,8 +9,9 @@
   in `To`). The issue goes once per call with substitution tags where each reader's values
   go (spark_mail/providers/merge.py) and each personalization carries that reader's values
   (`substitutions`, at most 10,000 bytes per reader: a reader over it is refused with the
-  reason; so is a reader whose address SendGrid's 400 names, and the rest go) and headers (their own `List-Unsubscribe`), plus `custom_args` naming the issue
-  and the batch, which SendGrid's event webhook echoes;
+  reason; so is a reader whose address SendGrid's 400 names, and the rest go) and headers
+  (their own `List-Unsubscribe`), plus `custom_args` naming the issue and the batch, which
+  SendGrid's event webhook echoes;
 - scheduling: a `batch_id` (POST /v3/mail/batch, recorded before any batch leaves) and
   `send_at` on every call, at most 72 hours ahead; `unschedule` cancels the batch id
   (POST /v3/user/scheduled_sends), which SendGrid guarantees only 10 minutes or more before
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils as email_utils
 import functools
 import json
 import re
@@ -45,6 +45,7 @@ from spark_mail.providers.base import (
     bare_address,
     batch_tag,
     iso_utc,
+    sender,
 )
 from spark_mail.providers.http import HttpProvider
 from spark_mail.providers.merge import MergedIssue, merged_issue
@@ -113,7 +114,7 @@ class SendgridProvider(HttpProvider):
 
     # -- what every call shares ----------------------------------------------------------
     def common(self, email: RenderedEmail, subject: str, html: str, text: str) -> dict[str, Any]:
-        name, address = email_utils.parseaddr(email.from_address)
+        name, address = sender(email.from_address)
         body: dict[str, Any] = {
             "from": {"email": address, **({"name": name} if name else {})},
             "subject": subject,
@@ -124,7 +125,7 @@ class SendgridProvider(HttpProvider):
             "categories": [CATEGORY_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:255]],
         }
         if email.reply_to:
-            reply_name, reply = email_utils.parseaddr(email.reply_to)
+            reply_name, reply = sender(email.reply_to)
             body["reply_to"] = {"email": reply, **({"name": reply_name} if reply_name else {})}
         if self.deliver_at is not None:
             body["send_at"] = int(self.deliver_at.timestamp())

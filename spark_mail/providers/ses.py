@@ -26,7 +26,6 @@ batch in flight at a crash is `uncertain`.
 
 from __future__ import annotations
 
-import email.utils as email_utils
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -46,6 +45,7 @@ from spark_mail.providers.base import (
     bare_address,
     batch_tag,
     deliver_each,
+    sender,
 )
 from spark_mail.providers.http import HttpProvider, RateLimiter, RetryPolicy
 from spark_mail.providers.mime import mime_bytes, mime_for, new_message_id
@@ -168,7 +168,7 @@ class SesProvider(HttpProvider):
         if batch:
             tags.append({"Name": "batch", "Value": batch_tag(batch)})
         params: dict[str, Any] = {
-            "FromEmailAddress": email_utils.parseaddr(email.from_address)[1],
+            "FromEmailAddress": sender(email.from_address)[1],
             "Destination": {"ToAddresses": to},
             "Content": {"Raw": {"Data": raw}},
             "EmailTags": tags,
