@@ -404,7 +404,7 @@ def test_ses_daily_quota_stops_the_run_at_once_and_a_later_run_sends_the_rest(
     assert sorted(states.values()).count(ReaderState.SENT) == 4
     assert ReaderState.UNCERTAIN not in states.values()
     assert ReaderState.REFUSED not in states.values()
-    quota["SentLast24Hours"] = 0.0  # a day later
+    quota["Max24HourSend"], quota["SentLast24Hours"] = 50.0, 0.0  # a day later, raised
     assert send(settings, clock) == "sent"
     assert not twice(esp) and len(copies(esp)) == 10
     assert row(settings).state == "sent"

@@ -10,7 +10,9 @@ Install with `pip install 'spark-mail[ses]'` (boto3 is imported only when SES is
 - test sends: one raw message, the editors in `To` (at most 50);
 - own-list batches: 50 readers per ledger transaction, one request each, 4 at a time, at
   the account's `MaxSendRate` (read with `GetAccount` before the first batch;
-  SPARK_MAIL_SEND_RATE overrides it);
+  SPARK_MAIL_SEND_RATE overrides it); SES's ThrottlingException ("Maximum sending rate
+  exceeded.", a 400) is waited out like a 429; "Daily message quota exceeded." stops the
+  run at once (no retry), the readers not sent left for a run after the 24-hour window;
 - credentials and region come from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_PROFILE /
   ~/.aws / an instance role; AWS_REGION), never from spark-mail's settings;
   SPARK_MAIL_API_URL replaces the endpoint (https://email.eu-west-1.amazonaws.com, a local
@@ -61,6 +63,10 @@ MAX_TO = 50
 SES_HOST = re.compile(r"^email(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 DRY_RUN_CREDENTIALS = {"aws_access_key_id": "dry-run", "aws_secret_access_key": "dry-run"}
+# SES's error types for "too fast" (its API's ThrottlingException is a 400), and the words
+# of its daily-quota refusal (same types, not to be waited out)
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
+DAILY_QUOTA = "daily message quota exceeded"
 # botocore operation -> what the request does, for error lines
 WHAT = {"SendEmail": "send", "GetAccount": "read the account's sending limits"}
 
@@ -126,6 +132,29 @@ class SesProvider(HttpProvider):
         code, message = super().describe_error(response, body)
         kind = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
         return kind or code.rpartition("#")[2], message
+
+    def error(self, response: httpx.Response, what: str) -> EspError:
+        """SES's answers about the account's sending limits in spark-mail's words: the
+        daily quota used up is no refusal of the reader and no wait of seconds helps."""
+        failure = super().error(response, what)
+        if DAILY_QUOTA in failure.message.lower():
+            failure.message = (
+                f"ses: the account's daily sending quota is used up (SES counts the last 24 "
+                f"hours: {response.status_code} {failure.code}) [{what}]"
+            )
+            failure.code = "daily-quota"
+            failure.hint = (
+                "run the same command again once the quota frees up (or ask AWS for a higher "
+                "one): it sends the readers not sent yet, nobody twice"
+            )
+        return failure
+
+    def rate_limited(self, response: httpx.Response, failure: EspError) -> bool:
+        """SES's "slow down": a 429, or a 400 ThrottlingException ("Maximum sending rate
+        exceeded.": SES dropped the message); never the daily quota."""
+        if failure.code == "daily-quota":
+            return False
+        return response.status_code == 429 or failure.code in THROTTLED
 
     @property
     def audience(self) -> str:
