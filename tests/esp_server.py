@@ -555,6 +555,9 @@ def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]
         code, message = "fault", f"injected {status}"
     if provider == "postmark" and status >= 500:
         return status, None, headers  # Postmark's 500 has no documented body
+    if provider == "ses" and status in SES_FAULTS:  # SES names its error in a header
+        code, message = SES_FAULTS[status]
+        headers["x-amzn-ErrorType"] = code
     return status, error_body(provider, status, code, message), headers
 
 
@@ -1156,6 +1159,14 @@ def postmark(
 #           the account's sending limits as SES enforces them (a ThrottlingException for a
 #           burst, "Daily message quota exceeded." past Max24HourSend), which moto lacks.
 MAILGUN_MAX_TO = 1000
+SES_FAULTS = {  # status -> (x-amzn-ErrorType, message) as SES answers them
+    403: (
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/newsletter is not authorized to perform: "
+        "ses:GetAccount because no identity-based policy allows the ses:GetAccount action",
+    ),
+    429: ("TooManyRequestsException", "Maximum sending rate exceeded."),
+}
 MAILGUN_OPTIONS_LIMIT = 16 * 1024
 MAILGUN_SCHEDULE_DAYS = 3
 MAILGUN_EVENTS_LIMIT = 300

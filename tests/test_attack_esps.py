@@ -295,15 +295,20 @@ def test_the_mailgun_credential_an_error_answer_echoes_is_masked(
     """Mailgun authenticates with HTTP basic auth: the request carries
     `Basic base64("api:KEY")`. An error answer (a proxy, a careless ESP) that repeats the
     Authorization header showed that base64 token unmasked, and base64 is no secret: the
-    key can be read back from it. Right: the token is masked like the key itself."""
+    key can be read back from it; in a send and in `audience sync` alike. Right: the
+    token is masked like the key itself."""
+    from spark_mail.audience.sync import sync_suppressions
+
     token = base64.b64encode(f"api:{esp.api_key}".encode()).decode()
-    for status in (400, 502):
-        esp.echo_key(status, at=120)
-        with (
-            get_provider(settings_for(esp, newsletter, "mailgun")) as provider,
-            pytest.raises(EspError) as caught,
-        ):
-            provider.send_test(sample_email(newsletter), ["a@example.com"])
+    settings = settings_for(esp, newsletter, "mailgun")
+    for status in (400, 502, "sync"):
+        esp.echo_key(400 if status == "sync" else int(status), at=120)
+        with pytest.raises(EspError) as caught:
+            if status == "sync":
+                sync_suppressions(settings)
+            else:
+                with get_provider(settings) as provider:
+                    provider.send_test(sample_email(newsletter), ["a@example.com"])
         shown = f"{caught.value} {caught.value.hint}"
         assert token not in shown and esp.api_key not in shown, shown
         assert "********" in shown
@@ -408,3 +413,35 @@ def test_ses_daily_quota_stops_the_run_at_once_and_a_later_run_sends_the_rest(
     assert send(settings, clock) == "sent"
     assert not twice(esp) and len(copies(esp)) == 10
     assert row(settings).state == "sent"
+
+
+@pytest.mark.slow
+def test_an_ses_permission_refusal_says_which_and_points_at_aws_credentials(
+    esp: FakeEsp, newsletter: Path, ses_moto: str
+) -> None:
+    """The AWS identity may send but not read the account (no `ses:GetAccount`): SES answers
+    403 AccessDeniedException naming the action. The error said only `ses: 403
+    AccessDeniedException [read the account's sending limits] - check SPARK_MAIL_API_KEY`:
+    SES takes no API key (boto3's credential chain does), and SES's own message (which
+    permission) was dropped. Right: SES's message (it carries no secret: the AWS secret
+    key never travels), and a hint at the AWS credentials and their SES permissions; the
+    same for credentials SES does not know."""
+    template = sample_template(esp, newsletter, "ses")
+    esp.fail(403, path="/v2/email/account")
+    with (
+        get_provider(settings_for(esp, newsletter, "ses")) as ses,
+        pytest.raises(EspError) as caught,
+    ):
+        ses.prepare_batches(template)
+    shown = str(caught.value)
+    assert "not authorized to perform: ses:GetAccount" in shown, shown
+    assert "SPARK_MAIL_API_KEY" not in shown and "AWS_ACCESS_KEY_ID" in shown
+    esp.ses.access_key = "AKIDSOMEONEELSE"
+    with (
+        get_provider(settings_for(esp, newsletter, "ses")) as ses,
+        pytest.raises(EspError) as caught,
+    ):
+        ses.send_test(sample_email(newsletter), ["a@example.com"])
+    shown = str(caught.value)
+    assert "security token included in the request is invalid" in shown, shown
+    assert "SPARK_MAIL_API_KEY" not in shown and "AWS_ACCESS_KEY_ID" in shown
