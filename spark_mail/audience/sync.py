@@ -32,6 +32,7 @@ from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
 from spark_mail.providers.base import SendResult
 from spark_mail.providers.http import HttpProvider
+from spark_mail.providers.mailgun import MailgunAuth
 
 if TYPE_CHECKING:
     from spark_mail.render import RenderedEmail
@@ -131,15 +132,9 @@ class ListReader(HttpProvider):
         return url[len(prefix) :]
 
 
-class MailgunLists(ListReader):
+class MailgunLists(MailgunAuth, ListReader):
     name = "mailgun"
     default_base_url = "https://api.mailgun.net"
-
-    def auth_headers(self) -> dict[str, str]:
-        import base64
-
-        token = base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
-        return {"Authorization": f"Basic {token}", "Accept": "application/json"}
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         return "", str(body.get("message", "")) if isinstance(body, dict) else ""

@@ -39,6 +39,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from spark_mail.audience.addresses import canonical_address, deliverable_address
+from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
 from spark_mail.providers.base import (
     BatchResult,
@@ -69,7 +70,24 @@ ISSUE_VARIABLE = "spark-mail-issue"  # echoed in every event (the desk's webhook
 Form = list[tuple[str, str]]
 
 
-class MailgunProvider(HttpProvider):
+class MailgunAuth:
+    """Mailgun's HTTP basic auth (`api:KEY`) for every client of its API (sending, the
+    suppression lists), with the token masked wherever the key is: base64 hides nothing."""
+
+    settings: Settings
+
+    @property
+    def basic_token(self) -> str:
+        return base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Basic {self.basic_token}", "Accept": "application/json"}
+
+    def mask(self, text: str) -> str:
+        return redact(text, [self.settings.api_key, self.basic_token])
+
+
+class MailgunProvider(MailgunAuth, HttpProvider):
     name = "mailgun"
     capabilities = frozenset(
         {Capability.TEST, Capability.BATCH, Capability.BATCH_LOOKUP, Capability.SCHEDULE}
@@ -94,17 +112,6 @@ class MailgunProvider(HttpProvider):
         self.deliver_at: dt.datetime | None = None
         self._lock = threading.Lock()
         self._merged: dict[str, MergedIssue] = {}  # by the issue's idempotency key
-
-    @property
-    def basic_token(self) -> str:
-        return base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Basic {self.basic_token}", "Accept": "application/json"}
-
-    def mask(self, text: str) -> str:
-        """The key, and the basic-auth token made of it (base64 hides nothing), masked."""
-        return redact(text, [self.settings.api_key, self.basic_token])
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
