@@ -67,6 +67,11 @@ DRY_RUN_CREDENTIALS = {"aws_access_key_id": "dry-run", "aws_secret_access_key": 
 # of its daily-quota refusal (same types, not to be waited out)
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
 DAILY_QUOTA = "daily message quota exceeded"
+CREDENTIALS_HINT = (
+    "check the AWS credentials boto3 finds (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+    "AWS_PROFILE, the instance role) and that they may use ses:SendEmail, ses:SendRawEmail "
+    "and ses:GetAccount"
+)
 # botocore operation -> what the request does, for error lines
 WHAT = {"SendEmail": "send", "GetAccount": "read the account's sending limits"}
 
@@ -137,7 +142,18 @@ class SesProvider(HttpProvider):
         """SES's answers about the account's sending limits in spark-mail's words: the
         daily quota used up is no refusal of the reader and no wait of seconds helps."""
         failure = super().error(response, what)
-        if DAILY_QUOTA in failure.message.lower():
+        if response.status_code in (401, 403):
+            # SES's words say which permission or key: no secret of ours is in them (the
+            # AWS secret key never travels), and there is no SPARK_MAIL_API_KEY to check.
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            message = self.describe_error(response, body)[1]
+            shown = f" ({self.esp_text(message)})" if message else ""
+            failure.message = f"ses: {response.status_code} {failure.code}{shown} [{what}]"
+            failure.hint = CREDENTIALS_HINT
+        elif DAILY_QUOTA in failure.message.lower():
             failure.message = (
                 f"ses: the account's daily sending quota is used up (SES counts the last 24 "
                 f"hours: {response.status_code} {failure.code}) [{what}]"
