@@ -18,7 +18,6 @@ import datetime as dt
 import email
 import email.policy
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,11 @@ from test_send_guard import LAST, NEXT, guard_settings, record_last_send
 from test_send_guard import readers as guard_readers
 from test_webhooks import SENDGRID, Hooks, make_hooks, post_sns
 
+import webhook_support as signed
 from conftest import SAMPLE_SLUG
 from esp_server import FakeEsp, moto_messages, settings_for
 from provider_support import sample_email, sample_readers, sample_template
-from ses_support import REGION
+from ses_support import verify_identity
 from spark_mail.clock import FakeClock
 from spark_mail.desk.webhooks import SnsPolicy
 from spark_mail.errors import SparkMailError
@@ -42,17 +42,6 @@ from spark_mail.providers.base import EspError
 from spark_mail.scheduling.esp import schedule_issue
 from spark_mail.sending import SendRequest, send_issue
 from spark_mail.sending.reputation import check_reputation
-from webhook_support import (
-    SnsStandIn,
-    dumps,
-    mailgun_body,
-    mailgun_event,
-    postmark_auth,
-    postmark_bounce,
-    resend_headers,
-    sendgrid_event,
-    ses_bounce,
-)
 
 IDN_SENDER = "Tiny Büro <hello@bücher.de>"
 IDN_SENDER_ASCII = "hello@xn--bcher-kva.de"
@@ -65,8 +54,8 @@ def hooks(newsletter: Path) -> Hooks:
 
 
 @pytest.fixture(scope="module")
-def sns() -> Iterator[SnsStandIn]:
-    with SnsStandIn().running() as stand_in:
+def sns() -> Iterator[signed.SnsStandIn]:
+    with signed.SnsStandIn().running() as stand_in:
         yield stand_in
 
 
@@ -85,21 +74,6 @@ def outcome(run: Any) -> str:
 
 def send(settings: Any, clock: FakeClock) -> str:
     return outcome(lambda: send_issue(SAMPLE_SLUG, settings, SendRequest(mode="send"), clock=clock))
-
-
-def verify_in_moto(url: str, identity: str) -> None:
-    """Verify one more sending identity in the SES stand-in (as SES's console would)."""
-    request = urllib.request.Request(
-        f"{url}/v2/email/identities",
-        data=json.dumps({"EmailIdentity": identity}).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"AWS4-HMAC-SHA256 Credential=test/20250101/{REGION}/ses/"
-            "aws4_request, SignedHeaders=host, Signature=0",
-        },
-    )
-    urllib.request.urlopen(request, timeout=10).close()
 
 
 def sent_from(raw: str) -> tuple[str, str, str]:
@@ -127,14 +101,14 @@ def test_a_webhook_event_keeps_the_issue_the_provider_tagged_the_message_with(
         sender.send_batch(template, sample_readers(1), "batch-1")
     (message,) = esp.delivered
     if provider == "mailgun":
-        event = mailgun_event("complained", "r0@example.com", "mg-issue-1")
+        event = signed.mailgun_event("complained", "r0@example.com", "mg-issue-1")
         event["user-variables"] = message["variables"]  # what Mailgun echoes
-        answer = hooks.post("mailgun", mailgun_body(event), {})
+        answer = hooks.post("mailgun", signed.mailgun_body(event), {})
     else:
-        event = sendgrid_event("spamreport", "r0@example.com", "sg-issue-1")
+        event = signed.sendgrid_event("spamreport", "r0@example.com", "sg-issue-1")
         del event["issue"]
         event.update(message["custom_args"])  # SendGrid puts custom args at the top level
-        body = dumps([event])
+        body = signed.dumps([event])
         answer = hooks.post("sendgrid", body, SENDGRID.headers(body))
     assert answer.status_code == 200, answer.text
     (suppression,) = hooks.suppressions()
@@ -150,8 +124,11 @@ def test_an_editors_bounced_test_copy_does_not_count_against_the_list(newsletter
     settings = guard_settings(newsletter)
     hooks = make_hooks(newsletter, SPARK_MAIL_AUDIENCE="subscribers.csv")
     record_last_send(settings, LAST, guard_readers(40))
-    bounce = postmark_bounce("editr@example.com", 901, Metadata={"issue": LAST})
-    assert hooks.post("postmark", dumps(bounce), postmark_auth()).json()["suppressed"] == 1
+    bounce = signed.postmark_bounce("editr@example.com", 901, Metadata={"issue": LAST})
+    assert (
+        hooks.post("postmark", signed.dumps(bounce), signed.postmark_auth()).json()["suppressed"]
+        == 1
+    )
     check_reputation(settings, NEXT)  # no ReputationAtRisk
 
 
@@ -168,9 +145,9 @@ def test_deeply_nested_json_is_a_400_not_a_crash(hooks: Hooks, provider: str) ->
     if provider == "sendgrid":
         headers = SENDGRID.headers(body)
     elif provider == "postmark":
-        headers = postmark_auth()
+        headers = signed.postmark_auth()
     elif provider == "resend":
-        headers = resend_headers(body)
+        headers = signed.resend_headers(body)
     answer = hooks.post(provider, body, headers)
     assert answer.status_code == 400, answer.text[:200]
     assert list(answer.json()) == ["error"]
@@ -199,12 +176,14 @@ def test_an_s3_bucket_named_sns_is_no_place_for_sns_certificates(url: str) -> No
         assert SnsPolicy().allows(f"https://sns.{region}.{domain}/SimpleNotificationService-a.pem")
 
 
-def test_an_event_in_another_spelling_suppresses_the_reader(hooks: Hooks, sns: SnsStandIn) -> None:
+def test_an_event_in_another_spelling_suppresses_the_reader(
+    hooks: Hooks, sns: signed.SnsStandIn
+) -> None:
     """An SES bounce for `Bob@XN--BCHER-KVA.DE` (SES reports the IDNA form, in capitals)
     suppresses the reader written `bob@bücher.de`. (Held: addresses compare canonically.)"""
     from spark_mail.audience.addresses import canonical_address
 
-    answer = post_sns(hooks, sns.message("Notification", ses_bounce("Bob@XN--BCHER-KVA.DE")))
+    answer = post_sns(hooks, sns.message("Notification", signed.ses_bounce("Bob@XN--BCHER-KVA.DE")))
     assert answer.status_code == 200, answer.text
     (suppression,) = hooks.suppressions()
     assert suppression.address == canonical_address("bob@bücher.de")
@@ -217,7 +196,9 @@ def test_a_late_sendgrid_delivery_is_taken_and_a_replay_changes_nothing(hooks: H
     kept once by its `sg_event_id` (the desk never forgets one). That is why the SendGrid
     route has no 5-minute window like Mailgun's and Resend's: a window would lose the
     retries and protect nothing the event ids do not already protect. (Held.)"""
-    body = dumps([sendgrid_event("bounce", "late@example.com", "sg-late-1", type="bounce")])
+    body = signed.dumps(
+        [signed.sendgrid_event("bounce", "late@example.com", "sg-late-1", type="bounce")]
+    )
     headers = SENDGRID.headers(body, at=dt.datetime.now(dt.UTC).timestamp() - 86_400)
     first = hooks.post("sendgrid", body, headers)
     assert first.status_code == 200 and first.json()["recorded"] == 1, first.text
@@ -349,7 +330,7 @@ def test_ses_sends_with_a_sender_domain_in_unicode(
     raw message's From is `Tiny Büro` (encoded as a display name may be) at
     hello@xn--bcher-kva.de, its Message-ID ASCII, SES's FromEmailAddress the same address;
     the same for every reader's copy."""
-    verify_in_moto(ses_moto, "xn--bcher-kva.de")
+    verify_identity(ses_moto, "xn--bcher-kva.de")
     email_ = dataclasses.replace(sample_email(newsletter), from_address=IDN_SENDER)
     with get_provider(settings_for(esp, newsletter, "ses", SPARK_MAIL_FROM=IDN_SENDER)) as ses:
         ses.send_test(email_, ["editor@example.com"])
