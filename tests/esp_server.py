@@ -520,9 +520,11 @@ def error_body(provider: str, status: int, code: str, message: str) -> Any:
 
 
 def echo_key(req: Recorded, fault: Fault) -> str:
-    """An error message with the request's credential at character `fault.echo_key_at`."""
+    """An error message with the request's credential at character `fault.echo_key_at`
+    (for SES with temporary credentials, the session token: its SignatureDoesNotMatch
+    message repeats the canonical request, whose signed headers carry it)."""
     auth = req.header("Authorization") or req.header("X-Postmark-Server-Token") or ""
-    key = auth.split(" ", 1)[-1]
+    key = req.header("X-Amz-Security-Token") or auth.split(" ", 1)[-1]
     filler = "The request was rejected because the credential presented is not valid. " * 10
     return f"{filler[: fault.echo_key_at or 0]}{key} is not a valid API key."
 

@@ -492,3 +492,29 @@ def test_concurrent_deliveries_of_one_mailgun_token_record_it_once(hooks: Hooks)
         ("c@example.com", "complaint"),
         ("s@example.com", "soft-bounces"),
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", [400, 403])
+def test_an_aws_session_token_an_ses_error_repeats_is_masked(
+    esp: FakeEsp,
+    newsletter: Path,
+    ses_moto: str,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+) -> None:
+    """With temporary AWS credentials (an instance role, SSO, `aws sts`), every SES request
+    carries the session token in `X-Amz-Security-Token`, and SES's SignatureDoesNotMatch
+    message repeats the canonical request, token included. spark-mail masks only
+    SPARK_MAIL_API_KEY, which SES does not use: the token was shown as SES wrote it.
+    Right: the session token (and the secret key, should it ever appear) is masked."""
+    token = "IQoJb3JpZ2luX2VjEBoaCXVzLWVhc3QtMSJHMEUCIQD-spark-mail-session-token"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    esp.echo_key(status, at=120, path="/outbound-emails")
+    with (
+        get_provider(settings_for(esp, newsletter, "ses")) as ses,
+        pytest.raises(EspError) as caught,
+    ):
+        ses.send_test(sample_email(newsletter), ["a@example.com"])
+    shown = f"{caught.value}"
+    assert token[:20] not in shown and "********" in shown, shown
