@@ -52,6 +52,7 @@ from spark_mail.providers.base import (
 from spark_mail.providers.http import HttpProvider, RateLimiter, RetryPolicy
 from spark_mail.providers.mime import mime_bytes, mime_for, new_message_id
 from spark_mail.render import RenderedEmail
+from spark_mail.secrets import redact
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
@@ -124,6 +125,14 @@ class SesProvider(HttpProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {}  # boto3 signs each request (SigV4)
+
+    def mask(self, text: str) -> str:
+        """boto3's secrets masked: the session token of temporary credentials travels in
+        every request (SES's SignatureDoesNotMatch message quotes it back), and the secret
+        key should never show either."""
+        found = self.session.get_credentials() if self.dry_run is None else None
+        frozen = found.get_frozen_credentials() if found is not None else None  # refreshed
+        return redact(text, [frozen.secret_key, frozen.token or ""] if frozen else [])
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
