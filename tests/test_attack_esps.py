@@ -495,26 +495,33 @@ def test_concurrent_deliveries_of_one_mailgun_token_record_it_once(hooks: Hooks)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("status", [400, 403])
+@pytest.mark.parametrize("status", [400, 403, "sync"])
 def test_an_aws_session_token_an_ses_error_repeats_is_masked(
     esp: FakeEsp,
     newsletter: Path,
     ses_moto: str,
     monkeypatch: pytest.MonkeyPatch,
-    status: int,
+    status: int | str,
 ) -> None:
     """With temporary AWS credentials (an instance role, SSO, `aws sts`), every SES request
     carries the session token in `X-Amz-Security-Token`, and SES's SignatureDoesNotMatch
     message repeats the canonical request, token included. spark-mail masks only
-    SPARK_MAIL_API_KEY, which SES does not use: the token was shown as SES wrote it.
-    Right: the session token (and the secret key, should it ever appear) is masked."""
+    SPARK_MAIL_API_KEY, which SES does not use: the token was shown as SES wrote it, by a
+    send and by `audience sync` (which showed SES's message whole, on as many lines as it
+    had). Right: the session token (and the secret key, should it ever appear) is masked,
+    and the error is one line."""
+    from spark_mail.audience.sync import sync_suppressions
+
     token = "IQoJb3JpZ2luX2VjEBoaCXVzLWVhc3QtMSJHMEUCIQD-spark-mail-session-token"
     monkeypatch.setenv("AWS_SESSION_TOKEN", token)
-    esp.echo_key(status, at=120, path="/outbound-emails")
-    with (
-        get_provider(settings_for(esp, newsletter, "ses")) as ses,
-        pytest.raises(EspError) as caught,
-    ):
-        ses.send_test(sample_email(newsletter), ["a@example.com"])
+    esp.echo_key(403 if status == "sync" else int(status), at=120)
+    settings = settings_for(esp, newsletter, "ses")
+    with pytest.raises(EspError) as caught:
+        if status == "sync":
+            sync_suppressions(settings)
+        else:
+            with get_provider(settings) as ses:
+                ses.send_test(sample_email(newsletter), ["a@example.com"])
     shown = f"{caught.value}"
     assert token[:20] not in shown and "********" in shown, shown
+    assert "\n" not in shown
