@@ -130,9 +130,7 @@ class SesProvider(HttpProvider):
         """boto3's secrets masked: the session token of temporary credentials travels in
         every request (SES's SignatureDoesNotMatch message quotes it back), and the secret
         key should never show either."""
-        found = self.session.get_credentials() if self.dry_run is None else None
-        frozen = found.get_frozen_credentials() if found is not None else None  # refreshed
-        return redact(text, [frozen.secret_key, frozen.token or ""] if frozen else [])
+        return text if self.dry_run is not None else aws_masked(self.session, text)
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
@@ -295,6 +293,21 @@ class _Raw:
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.content
+
+
+def aws_masked(session: Any, text: str) -> str:
+    """`text` with the secrets of a boto3 session's credentials masked (the secret key and
+    the session token of temporary credentials, which every request carries): for SES's
+    errors, whether a send or `audience sync` met them. Credentials that cannot be read
+    now were not sent either: nothing to mask then."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        found = session.get_credentials()
+        frozen = found.get_frozen_credentials() if found is not None else None  # refreshed
+    except BotoCoreError:
+        frozen = None
+    return redact(text, [frozen.secret_key, frozen.token or ""] if frozen else [])
 
 
 def _boto3() -> Any:
