@@ -369,11 +369,12 @@ def _from_env(env: Mapping[str, str], source: str) -> dict[str, Any]:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values  # small, but only needed when a .env exists
+    """The newsletter's .env (see spark_mail/dotenv_file.py); a SPARK_MAIL_ key no setting
+    has is an error there."""
+    from spark_mail.dotenv_file import read_dotenv as read
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    known = {ENV_PREFIX + key.upper() for key in _fields()} | {ENV_PREFIX + "FROM"}
+    return read(path, known, ENV_PREFIX)
 
 
 def load_settings(
