@@ -23,11 +23,10 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,30 @@ from spark_mail.config import (
     find_settings_file,
 )
 from spark_mail.errors import ConfigError
+from spark_mail.init_answers import (
+    QUESTIONS,
+    NewsletterSpec,
+    machine_timezone,
+    missing_error,
+    missing_flags,
+    newsletter_spec,
+)
+
+__all__ = [
+    "GITIGNORE",
+    "QUESTIONS",
+    "InitResult",
+    "NewsletterSpec",
+    "check_folder",
+    "create_newsletter",
+    "editor_address",
+    "machine_timezone",
+    "missing_error",
+    "missing_flags",
+    "newsletter_spec",
+    "next_commands",
+    "settings_toml",
+]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENV_TEMPLATE = TEMPLATES / "env.example"  # a link to the repository's .env.example
@@ -48,184 +71,6 @@ ENV_TEMPLATE = TEMPLATES / "env.example"  # a link to the repository's .env.exam
 SETTINGS_TEMPLATE = TEMPLATES / "spark-mail.toml.in"
 SECRET_LINE = "SPARK_MAIL_SIGNING_SECRET="
 GITIGNORE = (".env", ".spark-mail/", "dist/", "outbox/", "site/", ".venv/")
-LAYOUT_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-# -- the answers -------------------------------------------------------------------------------
-
-
-def one_line(flag: str) -> Callable[[str], str]:
-    def clean(value: str) -> str:
-        text = " ".join(value.split())
-        if not text or "\n" in value or "\r" in value:
-            raise ConfigError(f"{flag}: give one line of text, not {value!r}")
-        return text
-
-    return clean
-
-
-def clean_address(value: str, flag: str = "--reply-to") -> str:
-    """One email address (email-validator's syntax rules, no DNS lookup)."""
-    from spark_mail.audience import AddressValidator
-
-    try:
-        return AddressValidator().normalise(value.strip())
-    except ValueError as exc:
-        raise ConfigError(
-            f"{flag} {value!r} is not an email address ({exc})", hint="e.g. hello@example.com"
-        ) from None
-
-
-def clean_sender(value: str) -> str:
-    """`--from`: an address, or `Name <address>`."""
-    from email.utils import formataddr, parseaddr
-
-    name, address = parseaddr(value)
-    if "\n" not in value and "\r" not in value:
-        with contextlib.suppress(ConfigError):
-            return formataddr((name, clean_address(address, "--from")))
-    raise ConfigError(
-        f"--from {value!r} is not an email address",
-        hint='e.g. hello@news.example.com or "My News <hello@news.example.com>"',
-    )
-
-
-def clean_site_url(value: str) -> str:
-    """`--url`: the newsletter's public https site; a bare host gets https://."""
-    from urllib.parse import urlsplit
-
-    text = value.strip()
-    if text and "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(
-            f"--url {value!r} is not an https site address",
-            hint="e.g. https://news.example.com (mail clients and the checks refuse http links)",
-        )
-    return text.rstrip("/")
-
-
-def clean_timezone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"--timezone {value!r} is not a time zone", hint="use an IANA name: Europe/Paris"
-        ) from None
-    return value
-
-
-def clean_layout(value: str) -> str:
-    if not LAYOUT_NAME_RE.fullmatch(value):
-        raise ConfigError(
-            f"--layout {value!r} is not a folder name", hint="use letters, digits, - and _"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class Question:
-    """A required answer: its flag, the prompt on a terminal, and its check."""
-
-    flag: str
-    prompt: str
-    clean: Callable[[str], str]
-
-
-QUESTIONS = (
-    Question("--name", "The newsletter's name", one_line("--name")),
-    Question("--from", "Sender address (e.g. hello@news.example.com)", clean_sender),
-    Question(
-        "--postal-address",
-        "Postal address (the law wants it in every email)",
-        one_line("--postal-address"),
-    ),
-    Question("--url", "Its public site (e.g. https://news.example.com)", clean_site_url),
-)
-
-
-def missing_flags(answers: Mapping[str, str | None]) -> list[str]:
-    return [q.flag for q in QUESTIONS if not (answers.get(q.flag) or "").strip()]
-
-
-def missing_error(missing: list[str]) -> ConfigError:
-    """Without a terminal to ask on: name every missing flag in one line."""
-    named = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
-    return ConfigError(
-        f"init needs {named} (there is no terminal to ask on)",
-        hint='e.g. spark-mail init --name "My News" --from hello@news.example.com '
-        '--postal-address "1 Main St, Springfield" --url https://news.example.com',
-    )
-
-
-@dataclass(frozen=True)
-class NewsletterSpec:
-    """The checked answers a newsletter is made from."""
-
-    name: str
-    from_address: str
-    postal_address: str
-    site_url: str
-    reply_to: str = ""
-    timezone: str = "UTC"
-    layout: str = ""
-
-
-def newsletter_spec(
-    answers: Mapping[str, str | None],
-    *,
-    reply_to: str | None = None,
-    timezone: str = "UTC",
-    layout: str | None = None,
-) -> NewsletterSpec:
-    """Check every answer (ConfigError naming the flag) before anything is written."""
-    missing = missing_flags(answers)
-    if missing:
-        raise missing_error(missing)
-    values = {q.flag: q.clean(str(answers[q.flag])) for q in QUESTIONS}
-    name, sender = values["--name"], values["--from"]
-    if "<" not in sender:  # a bare address: readers see the newsletter's name as the sender
-        from email.utils import formataddr
-
-        sender = formataddr((name, sender))
-    return NewsletterSpec(
-        name=name,
-        from_address=sender,
-        postal_address=values["--postal-address"],
-        site_url=values["--url"],
-        reply_to=clean_address(reply_to) if reply_to else "",
-        timezone=clean_timezone(timezone),
-        layout=clean_layout(layout) if layout else "",
-    )
-
-
-def machine_timezone(
-    tz: str | None,
-    localtime: Path = Path("/etc/localtime"),
-    timezone_file: Path = Path("/etc/timezone"),
-) -> tuple[str, str]:
-    """(IANA zone of this machine, a note when it could not be told and UTC is used).
-
-    `tz`: the TZ environment variable (the CLI passes it); then /etc/localtime's link into
-    the zoneinfo tree; then /etc/timezone (Debian)."""
-    candidates: list[str] = []
-    if tz:
-        candidates.append(tz.lstrip(":"))
-    with contextlib.suppress(OSError):
-        target = str(localtime.resolve(strict=True)) if localtime.is_symlink() else ""
-        if "/zoneinfo/" in target:
-            zone = target.split("/zoneinfo/", 1)[1]
-            candidates.append(zone.removeprefix("posix/").removeprefix("right/"))
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        candidates.append(timezone_file.read_text(encoding="utf-8").strip())
-    for candidate in candidates:
-        with contextlib.suppress(ConfigError):
-            if candidate and not candidate.startswith("/"):
-                return clean_timezone(candidate), ""
-    return "UTC", "could not tell this machine's time zone: using UTC (--timezone to change)"
 
 
 # -- the files ----------------------------------------------------------------------------------
