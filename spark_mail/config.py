@@ -317,14 +317,22 @@ def _check(key: str, value: Any) -> Any:
 def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest spark-mail.toml, or pyproject.toml with [tool.spark-mail], from start upward."""
     for folder in [start, *start.parents]:
-        candidate = folder / SETTINGS_FILE
-        if candidate.is_file():
-            return candidate, _read_toml(candidate)
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
-            if isinstance(table, dict):
-                return pyproject, table
+        found = settings_file_in(folder)
+        if found is not None:
+            return found
+    return None
+
+
+def settings_file_in(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """`folder`'s own spark-mail.toml, or its pyproject.toml with [tool.spark-mail]."""
+    candidate = folder / SETTINGS_FILE
+    if candidate.is_file():
+        return candidate, _read_toml(candidate)
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
+        if isinstance(table, dict):
+            return pyproject, table
     return None
 
 
