@@ -487,6 +487,20 @@ def test_env_written_the_ways_people_write_it_is_read_as_meant(tmp_path: Path) -
     assert settings.signing_secret.reveal() == "s3cret #with hash = and equals"
 
 
+def test_init_where_the_file_system_has_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole files are linked into place; on a file system without hard links (FAT, some
+    network shares) init still writes every file, each created without replacing one."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    create_newsletter(tmp_path, newsletter_spec(ANSWERS))
+    assert_complete_newsletter(tmp_path)
+
+
 @pytest.mark.slow
 def test_init_with_stdin_a_pipe_that_stays_open_never_waits(tmp_path: Path) -> None:
     """stdin a pipe nobody writes to or closes: no prompt, no read; the missing flags are
