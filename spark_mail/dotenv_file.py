@@ -1,9 +1,9 @@
 """`.env`, this machine's settings and secrets, read as people write it, refused with one
 clear line where it cannot be read as meant.
 
-The syntax is python-dotenv's (what a shell reading it would take): `export KEY=value`,
-single or double quotes, `# comments` after a space, CRLF line ends, a byte-order mark,
-`${VAR}` expansion; a key set twice keeps its last value. What is refused, naming the file
+The syntax is python-dotenv's: `export KEY=value`, single or double quotes, `# comments`
+after a space, CRLF line ends, a byte-order mark, `${VAR}` replaced by that variable (quoted
+or not); a key set twice keeps its last value. What is refused, naming the file
 and line and never the value (it may be a secret):
 
 - a file that is not UTF-8 text;
