@@ -317,14 +317,22 @@ def _check(key: str, value: Any) -> Any:
 def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest spark-mail.toml, or pyproject.toml with [tool.spark-mail], from start upward."""
     for folder in [start, *start.parents]:
-        candidate = folder / SETTINGS_FILE
-        if candidate.is_file():
-            return candidate, _read_toml(candidate)
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
-            if isinstance(table, dict):
-                return pyproject, table
+        found = settings_file_in(folder)
+        if found is not None:
+            return found
+    return None
+
+
+def settings_file_in(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """`folder`'s own spark-mail.toml, or its pyproject.toml with [tool.spark-mail]."""
+    candidate = folder / SETTINGS_FILE
+    if candidate.is_file():
+        return candidate, _read_toml(candidate)
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
+        if isinstance(table, dict):
+            return pyproject, table
     return None
 
 
@@ -369,11 +377,12 @@ def _from_env(env: Mapping[str, str], source: str) -> dict[str, Any]:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values  # small, but only needed when a .env exists
+    """The newsletter's .env (see spark_mail/dotenv_file.py); a SPARK_MAIL_ key no setting
+    has is an error there."""
+    from spark_mail.dotenv_file import read_dotenv as read
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    known = {ENV_PREFIX + key.upper() for key in _fields()} | {ENV_PREFIX + "FROM"}
+    return read(path, known, ENV_PREFIX)
 
 
 def load_settings(

@@ -72,20 +72,22 @@ def enter_folder(directory: Path) -> None:
     """`-C DIR`, as `git -C` and `make -C`: everything after it runs as if started in DIR."""
     import os
 
-    from spark_mail.errors import ConfigError
+    from spark_mail.errors import ConfigError, printable
 
     global started_in
     started_in = Path.cwd()
+    full = started_in / directory.expanduser()  # as given when absolute
+    named = f"-C {printable(str(directory))}" + (
+        "" if directory.is_absolute() else f" ({printable(str(full))})"
+    )  # a relative DIR: where it was looked for (cron starts in $HOME or /)
     try:
-        os.chdir(directory.expanduser())
+        os.chdir(full)
     except FileNotFoundError:
-        raise ConfigError(f"-C {directory}: no such folder", hint="check the path") from None
+        raise ConfigError(f"{named}: no such folder", hint="check the path") from None
     except NotADirectoryError:
-        raise ConfigError(
-            f"-C {directory}: not a folder", hint="pass the newsletter's folder"
-        ) from None
+        raise ConfigError(f"{named}: not a folder", hint="pass the newsletter's folder") from None
     except OSError as exc:
-        raise ConfigError(f"-C {directory}: cannot enter it ({exc.strerror})") from None
+        raise ConfigError(f"{named}: cannot enter it ({exc.strerror})") from None
 
 
 def settings(
