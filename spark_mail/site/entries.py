@@ -65,7 +65,10 @@ def published_time(issue: Issue, sent_at: str | None, zone: dt.tzinfo) -> dt.dat
         when = dt.datetime.combine(issue.date, dt.time())
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
-    return when.astimezone(dt.UTC)
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:  # a date near year 1 or 9999 leaves the calendar in UTC: keep it
+        return when.replace(tzinfo=dt.UTC)
 
 
 def description(issue: Issue, blocks: list[md.Block]) -> str:
