@@ -253,6 +253,11 @@ class SiteBuilder:
     def feeds_and_sitemap(
         self, entries: list[Entry], groups: TagGroups, sources: dict[str, Source]
     ) -> None:
+        """Only what was sent: a feed reader keeps every item it fetched, and a search
+        engine should not be sent to a preview (an unsent issue's page is noindex)."""
+        entries = [e for e in entries if not e.draft]
+        groups = {slug: (name, sent) for slug, (name, tagged) in groups.items()
+                  if (sent := [e for e in tagged if not e.draft])}  # fmt: skip
         items = feeds.feed_entries(entries)
         articles = {e.slug: self.article(sources[e.slug]) for e in items}
         made: dict[str, bytes] = {}
