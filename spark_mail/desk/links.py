@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from spark_mail.config import Secret, Settings
 from spark_mail.personalize import MIN_SECRET_CHARS, TokenSigner, verify_token
@@ -63,6 +63,12 @@ def page_route(url: str, default_path: str, default_query: Mapping[str, str]) ->
         if value[1:-1] in PLACEHOLDERS and value.startswith("{") and value.endswith("}")
     }
     return PageRoute(path, query)
+
+
+def site_path(settings: Settings) -> str:
+    """Where the site's root is on its host: "" for https://host, "/letters" for
+    https://host/letters (the web archive's pages and the poll results live under it)."""
+    return unquote(urlsplit(settings.site_url).path).rstrip("/") if settings.site_url else ""
 
 
 def unsubscribe_route(settings: Settings) -> PageRoute:
