@@ -83,12 +83,22 @@ def allowed_hosts(settings: Settings) -> set[str]:
     """Host names the desk answers to: those of its public URLs, the `desk_hosts` setting,
     and this machine's own names (health checks, a proxy passing its own Host)."""
     hosts = {"127.0.0.1", "localhost", "[::1]"}
-    for url in (settings.site_url, settings.unsubscribe_url, settings.poll_url, settings.base_url):
-        host = urlsplit(url).hostname
+    urls = (settings.site_url, settings.unsubscribe_url, settings.poll_url, settings.base_url)
+    names = [urlsplit(url).hostname or "" for url in urls] + list(settings.desk_hosts)
+    for host in (name.strip() for name in names):
         if host and "{" not in host:
             hosts.add(host.lower())
-    hosts.update(h.strip().lower() for h in settings.desk_hosts if h.strip())
+            hosts.add(dns_name(host))  # what browsers send for a unicode host
     return hosts
+
+
+def dns_name(host: str) -> str:
+    """A host name as DNS and the Host header spell it (`bücher.example` is
+    `xn--bcher-kva.example`); the name itself where IDNA cannot encode it."""
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host.lower()
 
 
 def placeholder_values(
