@@ -9,6 +9,7 @@ rest is taken over from the previous build.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -25,11 +26,9 @@ from typing import Any
 
 from spark_mail import __version__
 from spark_mail.config import Settings
-from spark_mail.scheduling.times import zone as time_zone
-from spark_mail.errors import IssueError, SiteError, SparkMailError
-from spark_mail.files import issue_files
+from spark_mail.errors import SiteError, SparkMailError
 from spark_mail.issue import load_issue
-from spark_mail.ledger import SendState, open_ledger
+from spark_mail.scheduling.times import zone as time_zone
 from spark_mail.site import feeds
 from spark_mail.site.entries import Entry, newest_first
 from spark_mail.site.pages import (
@@ -40,6 +39,7 @@ from spark_mail.site.pages import (
     render_list_page,
     tag_groups,
 )
+from spark_mail.site.sources import Source, find_sources
 from spark_mail.site.store import Record, Staging, build_lock, is_replaceable, read_record
 from spark_mail.site.urls import (
     ATOM,
@@ -64,16 +64,6 @@ MAX_WORKERS = 4
 def site_folder(settings: Settings) -> Path:
     """Where the site is built by default and served from: `site_dir`, else `site/`."""
     return settings.path(settings.site_dir or DEFAULT_FOLDER)
-
-
-@dataclass(frozen=True)
-class Source:
-    """An issue file to publish: its content's hash and, once sent, when."""
-
-    path: Path
-    slug: str
-    digest: str
-    sent_at: str | None  # None: not sent (a preview with --include-unsent)
 
 
 @dataclass
@@ -101,27 +91,6 @@ class SiteResult:
             "feeds": {"rss": self.url + RSS, "atom": self.url + ATOM},
             "warnings": self.warnings,
         }
-
-
-def find_sources(settings: Settings, include_unsent: bool) -> tuple[list[Source], list[str]]:
-    """The issue files to publish, and warnings about sent issues whose file is gone."""
-    with open_ledger(settings) as ledger:
-        records = ledger.all()
-    sent = {r.slug: r.sent_at or r.updated_at for r in records if r.state == SendState.SENT}
-    files = {path.stem: path for path in issue_files(settings.issues_path)}
-    warnings = [
-        f"{slug} was sent but {settings.issues_path / slug}.md is gone: it is not in the archive"
-        for slug in sorted(sent.keys() - files.keys())
-    ]
-    sources = []
-    for slug, path in files.items():
-        if slug in sent or include_unsent:
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as exc:
-                raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
-            sources.append(Source(path, slug, digest, sent.get(slug)))
-    return sources, warnings
 
 
 def build_key(settings: Settings, urls: SiteUrls, include_unsent: bool) -> str:
@@ -281,6 +250,8 @@ class SiteBuilder:
 
 def render_source(source: Source, settings: Settings, urls: SiteUrls, zone: dt.tzinfo) -> IssuePage:
     issue = load_issue(source.path)
+    if issue.slug != source.slug:  # renamed since its send: its page stays where it was
+        issue = dataclasses.replace(issue, slug=source.slug)
     return render_issue_page(issue, settings, urls, sent_at=source.sent_at, zone=zone)
 
 
