@@ -32,9 +32,9 @@ def rebuild_site_after_send(settings: Settings) -> SiteResult | None:
 def web_page(path: Path, settings: Settings) -> str:
     """The web copy of one issue file as the site would publish it (sent or not), for the
     preview: it works without any URL setting (links are then relative to `/`)."""
-    from spark_mail.scheduling.times import zone as time_zone
     from spark_mail.issue import load_issue
     from spark_mail.ledger import SendState, open_ledger
+    from spark_mail.scheduling.times import zone as time_zone
     from spark_mail.site.pages import render_issue_page
     from spark_mail.site.urls import site_urls
 
