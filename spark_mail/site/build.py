@@ -158,11 +158,12 @@ class SiteBuilder:
             self.claims.claim(self.urls.issue_file(source.slug), str(source.path))
         self.claims.check_folders()
         keys = {source.slug: self.issue_key(source) for source in sources}
-        cached = {
-            slug: Entry.from_json(old["entry"])
+        loaded = {
+            slug: Entry.load(old.get("entry"))
             for slug, old in self.previous.issues.items()
             if keys.get(slug) == old["key"]
         }
+        cached = {slug: entry for slug, entry in loaded.items() if entry is not None}
         fresh = self.render_all([s for s in sources if s.slug not in cached])
         entries = []
         for source in sources:

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from spark_mail.errors import SiteError
 from spark_mail.site.urls import MANIFEST
@@ -56,17 +56,25 @@ class Record:
 
 
 def read_record(folder: Path) -> Record | None:
-    """The folder's build record; None when there is none (or one this version cannot use)."""
+    """The folder's build record; None when there is none, or one this version cannot use
+    (another version's, or damaged: it is only a cache, so the build renders everything)."""
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
         return None
-    try:
-        return Record(data["key"], data["files"], data["issues"], data["articles"])
-    except KeyError:
+    key, files, issues, articles = (data.get(k) for k in ("key", "files", "issues", "articles"))
+    if not (isinstance(key, str) and texts(files) and texts(articles) and isinstance(issues, dict)):
         return None
+    if not all(isinstance(i, dict) and isinstance(i.get("key"), str) for i in issues.values()):
+        return None
+    return Record(key, files, issues, articles)
+
+
+def texts(value: Any) -> TypeGuard[dict[str, str]]:
+    """A JSON object of strings."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def is_replaceable(folder: Path) -> bool:
