@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from spark_mail.site.urls import MANIFEST
 RECORD_VERSION = 1
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
+TEMP_SUFFIX = r"[a-z0-9_]{8}"  # what mkdtemp adds to a folder's prefix
 
 
 @dataclass
@@ -204,11 +206,12 @@ def swap_in(new: Path, target: Path, previous: Path) -> None:
 def remove_leftovers(target: Path, *, keep_previous: bool) -> None:
     """The folders of builds that crashed, and the site before the last one unless it is to
     be recycled (run under the build lock: no other build is using them)."""
-    prefixes: tuple[str, ...] = (f".{target.name}.building-",)
+    names = re.escape(f".{target.name}.building-") + TEMP_SUFFIX
     if not keep_previous:
-        prefixes += (f".{target.name}.previous",)
+        names += "|" + re.escape(f".{target.name}.previous")
+    ours = re.compile(names)  # exactly the names it gives them: never a folder of yours
     for folder in target.parent.iterdir():
-        if folder.name.startswith(prefixes) and folder.is_dir() and not folder.is_symlink():
+        if ours.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
 
 
