@@ -26,7 +26,7 @@ from typing import Any
 
 from spark_mail import __version__
 from spark_mail.config import Settings
-from spark_mail.errors import SiteError, SparkMailError
+from spark_mail.errors import SparkMailError
 from spark_mail.issue import load_issue
 from spark_mail.scheduling.times import zone as time_zone
 from spark_mail.site import feeds
@@ -40,11 +40,10 @@ from spark_mail.site.pages import (
     tag_groups,
 )
 from spark_mail.site.sources import Source, find_sources
-from spark_mail.site.store import Record, Staging, build_lock, is_replaceable, read_record
+from spark_mail.site.store import Record, Staging, build_lock, read_record, site_target
 from spark_mail.site.urls import (
     ATOM,
     INDEX,
-    MANIFEST,
     NOT_FOUND,
     RSS,
     SITEMAP,
@@ -265,19 +264,24 @@ def render_or_none(source: Source, *, settings: Settings, urls: SiteUrls) -> Iss
         return None
 
 
+def other_folders(settings: Settings) -> dict[str, Path]:
+    """The folders spark-mail writes besides the site: never the site's, nor inside it."""
+    return {
+        "out_dir, the built emails": settings.out_path,
+        "the outbox, its emails": settings.path("outbox"),  # see providers/outbox.py
+        "state_dir, the ledger": settings.state_path,
+        "issues_dir": settings.issues_path,
+        "layouts_dir": settings.layout_dirs()[0],
+    }
+
+
 def build_site(
     settings: Settings, out: Path | None = None, *, include_unsent: bool = False
 ) -> SiteResult:
     """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError."""
     start = time.perf_counter()
     urls = site_urls(settings)
-    target = (out or site_folder(settings)).resolve()
-    if not is_replaceable(target):
-        raise SiteError(
-            f"{target} is not a folder spark-mail built (it has no {MANIFEST}): "
-            "refusing to replace it",
-            hint="build into a new or empty folder with --out DIR",
-        )
+    target = site_target(out or site_folder(settings), other_folders(settings))
     sources, warnings = find_sources(settings, include_unsent)
     if urls.root.startswith("http://"):
         warnings.append(f"the site's address {urls.root} is not https: feed readers and link "

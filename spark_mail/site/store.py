@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from spark_mail.errors import SiteError
+from spark_mail.errors import ConfigError, SiteError
 from spark_mail.site.urls import MANIFEST
 
 RECORD_VERSION = 1
@@ -86,6 +86,49 @@ def is_replaceable(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     return (folder / MANIFEST).is_file() or not any(folder.iterdir())
+
+
+def refuse_foreign(target: Path) -> None:
+    """A folder holding files spark-mail did not put there is never replaced."""
+    try:
+        replaceable = is_replaceable(target)
+    except OSError as exc:
+        raise unwritable(target, exc) from None
+    if not replaceable:
+        raise SiteError(
+            f"{target} is not a folder spark-mail built (it has no {MANIFEST}): "
+            "refusing to replace it",
+            hint="build into a new or empty folder with --out DIR",
+        )
+
+
+def site_target(folder: Path, others: dict[str, Path]) -> Path:
+    """The folder to build into, its symlinks followed. Refused: one that is, holds or lies
+    in another folder spark-mail writes (`others`: what it is -> where; what spark-mail
+    wrote there later would be published, and the next build would delete it), and one
+    holding files spark-mail did not put there."""
+    target = resolved(folder)
+    for what, other in others.items():
+        place = resolved(other)
+        if place == target or place in target.parents or target in place.parents:
+            raise ConfigError(
+                f"{target}: the web archive cannot be built there: it is or shares a folder "
+                f"with {place} ({what}), and each build replaces the whole folder",
+                hint='give the site a folder of its own: site_dir = "site" or --out DIR',
+            )
+    refuse_foreign(target)
+    return target
+
+
+def resolved(folder: Path) -> Path:
+    try:
+        return folder.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+        reason = exc.strerror if isinstance(exc, OSError) else "a symlink loop"
+        raise SiteError(
+            f"{folder}: cannot follow its symlinks ({reason})",
+            hint="point site_dir or --out at a real folder",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -183,6 +226,7 @@ class Staging:
             if self.recycled:
                 self.prune()
             os.chmod(self.folder, 0o755)  # mkdtemp made it 0700: a web server must read it
+            refuse_foreign(self.target)  # again: someone may have put a folder there since
             swap_in(self.folder, self.target, self.previous)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
