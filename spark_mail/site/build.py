@@ -40,7 +40,14 @@ from spark_mail.site.pages import (
     tag_groups,
 )
 from spark_mail.site.sources import Source, find_sources
-from spark_mail.site.store import Record, Staging, build_lock, read_record, site_target
+from spark_mail.site.store import (
+    Record,
+    Staging,
+    build_lock,
+    read_record,
+    refuse_foreign,
+    site_target,
+)
 from spark_mail.site.urls import (
     ATOM,
     INDEX,
@@ -282,12 +289,12 @@ def build_site(
     start = time.perf_counter()
     urls = site_urls(settings)
     target = site_target(out or site_folder(settings), other_folders(settings))
-    sources, warnings = find_sources(settings, include_unsent)
-    if urls.root.startswith("http://"):
-        warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
-                        "previews expect https")  # fmt: skip
-    key = build_key(settings, urls, include_unsent)
     with build_lock(settings.state_path):
+        # What to publish is read only now: a build that waited for another must not
+        # publish the ledger as it was before the wait (an issue sent since would vanish).
+        refuse_foreign(target)
+        sources, warnings = find_sources(settings, include_unsent)
+        key = build_key(settings, urls, include_unsent)
         previous = read_record(target.with_name(f".{target.name}.previous"))
         staging = Staging(target, recycle=previous is not None and previous.key == key)
         try:
@@ -300,6 +307,9 @@ def build_site(
         except BaseException:
             staging.discard()
             raise
+    if urls.root.startswith("http://"):
+        warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
+                        "previews expect https")  # fmt: skip
     if not sources:
         warnings.append("no issue has been sent yet: the archive is empty "
                         "(--include-unsent previews every issue)")  # fmt: skip
