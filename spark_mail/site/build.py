@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail import __version__
+from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import SparkMailError
 from spark_mail.issue import load_issue
@@ -283,13 +284,19 @@ def other_folders(settings: Settings) -> dict[str, Path]:
 
 
 def build_site(
-    settings: Settings, out: Path | None = None, *, include_unsent: bool = False
+    settings: Settings,
+    out: Path | None = None,
+    *,
+    include_unsent: bool = False,
+    lock_wait: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> SiteResult:
-    """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError."""
+    """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError.
+    `lock_wait`: give up after this many seconds when another build holds the lock."""
     start = time.perf_counter()
     urls = site_urls(settings)
     target = site_target(out or site_folder(settings), other_folders(settings))
-    with build_lock(settings.state_path):
+    with build_lock(settings.state_path, wait=lock_wait, clock=clock):
         # What to publish is read only now: a build that waited for another must not
         # publish the ledger as it was before the wait (an issue sent since would vanish).
         refuse_foreign(target)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.errors import ConfigError, SiteError
 from spark_mail.site.urls import MANIFEST
 
@@ -41,6 +42,7 @@ RECORD_VERSION = 1
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
 TEMP_SUFFIX = r"[a-z0-9_]{8}"  # what mkdtemp adds to a folder's prefix
+LOCK_POLL = 0.1  # seconds between looks at a lock held by another build
 
 
 @dataclass
@@ -132,15 +134,38 @@ def resolved(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def build_lock(state_dir: Path) -> Iterator[None]:
+def build_lock(
+    state_dir: Path, *, wait: float | None = None, clock: Clock = SYSTEM_CLOCK
+) -> Iterator[None]:
+    """Held while a build runs. `wait`: give up (SiteError) when another build has held it
+    this many seconds (the rebuild after a send must end); None waits as long as it takes."""
+    lock = state_dir / "site.lock"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        handle = (state_dir / "site.lock").open("a")
+        handle = lock.open("a")
     except OSError as exc:
         raise SiteError(f"{state_dir}: cannot create the site lock ({exc.strerror})") from None
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for the other build; the OS frees it on exit
+        if wait is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the OS frees it when the holder exits
+        else:
+            deadline = clock.monotonic() + wait
+            while not try_lock(handle):
+                if clock.monotonic() >= deadline:
+                    raise SiteError(
+                        f"another build of the web archive has held {lock} for {wait:.0f} s",
+                        hint="run `spark-mail site build` when it is done (or stop it)",
+                    )
+                clock.sleep(LOCK_POLL)
         yield
+
+
+def try_lock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class Staging:
