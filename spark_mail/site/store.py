@@ -12,9 +12,11 @@
   with the pages it describes) maps each file to a hash of everything it was made from. A
   file whose hash is unchanged is hard-linked from the old site instead of rendered again.
 - Safe: a folder that has files but no build record was not made by spark-mail and is never
-  replaced (the build refuses instead of deleting someone's files).
+  replaced (the build refuses instead of deleting someone's files), checked again just
+  before the swap; the site never shares a folder with spark-mail's other folders
+  (site_target); beside it, only the folders a build names itself are ever removed.
 - One build at a time per newsletter: an OS lock in the state folder (a `send` rebuilding
-  while `site build` runs waits for it instead of racing it).
+  while `site build` runs waits for it instead of racing it, for a bounded time).
 """
 
 from __future__ import annotations
