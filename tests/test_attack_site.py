@@ -305,6 +305,32 @@ def test_folders_beside_the_site_that_spark_mail_did_not_make_are_kept(newslette
     assert [p.is_file() for p in kept] == [True, True, True]
 
 
+def test_a_file_the_build_cannot_delete_does_not_stop_every_later_build(newsletter: Path):
+    """A file in the site that this user cannot delete (a certbot webroot's challenge
+    written by root into site/.well-known/, here an immutable file): once the site was
+    replaced it sat in .site.previous, and from then on every build (and every send's
+    rebuild) failed with "cannot write the site", though the site folder itself was fine.
+    Now what cannot be cleared away is left where it is and the builds go on."""
+    send_two(newsletter)
+    settings = settings_for(newsletter)
+    build_site(settings)
+    stuck = newsletter / "site" / ".well-known" / "acme-challenge" / "token"
+    stuck.parent.mkdir(parents=True)
+    stuck.write_text("challenge\n")
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file undeletable here (chattr +i)")
+    try:
+        for n in range(4):
+            path = newsletter / "issues" / f"{SECOND}.md"
+            path.write_text(path.read_text() + f"\nEdit {n}.\n")
+            build_site(settings)
+            page = (newsletter / "site" / "p" / SECOND / "index.html").read_text()
+            assert f"Edit {n}." in page
+    finally:
+        for file in newsletter.glob("**/.well-known/acme-challenge/token"):
+            subprocess.run(["chattr", "-i", str(file)], check=True)
+
+
 @pytest.mark.parametrize("folder", ["dist", "outbox", ".spark-mail"])
 def test_the_site_is_never_built_into_another_spark_mail_folder(newsletter: Path, folder: str):
     """site_dir = "dist" (the name many site generators use), before dist/ existed: the
