@@ -238,12 +238,14 @@ class Staging:
             self.folders.add(folder)
 
     def prune(self) -> None:
-        """Remove what a recycled folder holds beyond this build's files."""
+        """Remove what a recycled folder holds beyond this build's files. A file this user
+        cannot remove (another user's, immutable) stays: it was in the site before."""
         for folder, _dirs, files in os.walk(self.folder, topdown=False):
             base = Path(folder)
             for name in files:
                 if str((base / name).relative_to(self.folder)) not in self.written:
-                    (base / name).unlink()
+                    with contextlib.suppress(PermissionError):
+                        (base / name).unlink()
             if base != self.folder and not any(base.iterdir()):
                 base.rmdir()
 
@@ -277,13 +279,18 @@ def swap_in(new: Path, target: Path, previous: Path) -> None:
 def remove_leftovers(target: Path, *, keep_previous: bool) -> None:
     """The folders of builds that crashed, and the site before the last one unless it is to
     be recycled (run under the build lock: no other build is using them)."""
-    names = re.escape(f".{target.name}.building-") + TEMP_SUFFIX
+    building = f".{target.name}.building-"
+    names = re.escape(building) + TEMP_SUFFIX
     if not keep_previous:
         names += "|" + re.escape(f".{target.name}.previous")
     ours = re.compile(names)  # exactly the names it gives them: never a folder of yours
     for folder in target.parent.iterdir():
         if ours.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
+            # What this user cannot delete (a file of root's, an immutable one) must not
+            # stop every build from now on: it stays, under a name the next build retries.
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists() and not folder.name.startswith(building):
+                os.rename(folder, tempfile.mkdtemp(prefix=building, dir=target.parent))
 
 
 def exchange(a: Path, b: Path) -> bool:
