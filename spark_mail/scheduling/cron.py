@@ -190,7 +190,7 @@ def dispatch(
                     on_item(problem)
     report = DispatchReport(now=now.isoformat(), items=items)
     if not dry_run and any(item.outcome in DELIVERED for item in items):
-        report.site, report.site_problem = refresh_archive(settings)
+        report.site, report.site_problem = refresh_archive(settings, clock)
     return report
 
 
