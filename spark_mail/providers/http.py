@@ -38,7 +38,6 @@ from spark_mail.secrets import redact, shorten
 
 if TYPE_CHECKING:
     from spark_mail.personalize import PersonalizedTemplate
-    from spark_mail.providers.recorder import DryRunRecorder
 
 log = logging.getLogger("spark_mail.providers")
 MESSAGE_LIMIT = 300  # characters of an ESP's error message shown
@@ -129,14 +128,9 @@ class HttpProvider(Provider):
     needs_api_key: ClassVar[bool] = True
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        recorder: DryRunRecorder | None = None,
-        retry: RetryPolicy | None = None,
+        self, settings: Settings, *, retry: RetryPolicy | None = None, **options: Any
     ) -> None:
-        super().__init__(settings, clock=clock, recorder=recorder)
+        super().__init__(settings, **options)  # clock, recorder
         if self.needs_api_key and not settings.api_key:
             raise ConfigError(
                 f"{self.name}: no API key",
@@ -145,15 +139,15 @@ class HttpProvider(Provider):
         self.base_url = _checked_base_url(settings.api_url or self.endpoint())
         self.retry = retry or RetryPolicy.from_settings(settings)
         rate = settings.send_rate or self.requests_per_second
-        self.limiter = RateLimiter(rate, clock)
+        self.limiter = RateLimiter(rate, self.clock)
         self.requests_made = 0
         self.bytes_sent = 0
         self._tally = threading.local()  # this thread's requests and bytes (batch results)
         self._tally_lock = threading.Lock()
-        if recorder is not None:
-            recorder.answer = self.dry_run_answer
+        if self.dry_run is not None:
+            self.dry_run.answer = self.dry_run_answer
             if settings.api_key:
-                recorder.secrets.append(settings.api_key.reveal())
+                self.dry_run.secrets.append(settings.api_key.reveal())
         self._client: httpx.Client | None = None
 
     # -- vendor specifics ----------------------------------------------------------------
