@@ -41,6 +41,7 @@ from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
+    DeliveryOnlyProvider,
     SendResult,
     bare_address,
     batch_tag,
@@ -63,13 +64,10 @@ DRY_RUN_CREDENTIALS = {"aws_access_key_id": "dry-run", "aws_secret_access_key": 
 WHAT = {"SendEmail": "send", "GetAccount": "read the account's sending limits"}
 
 
-class SesProvider(HttpProvider):
+class SesProvider(DeliveryOnlyProvider, HttpProvider):
     name = "ses"
     capabilities = frozenset({Capability.TEST, Capability.BATCH})
-    idempotent = False
-    owns_audience = False
     batch_size = 50  # readers per ledger transaction; each is its own SendEmail
-    batch_concurrency = 4
     needs_api_key = False
     default_base_url = "https://email.us-east-1.amazonaws.com"
 
