@@ -23,12 +23,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-IssueArg = Annotated[
-    str,
-    # Arguments are described in each command's help text: typer would print a Python type
-    # name (<str>) next to them.
-    typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
-]
+
+def argument(metavar: str) -> Any:
+    """A positional argument shown as METAVAR in usage lines. Arguments are described in each
+    command's help text: typer would print a Python type name (<str>) next to them."""
+    return typer.Argument(metavar=metavar, hidden=True, show_default=False)
+
+
+IssueArg = Annotated[str, argument("ISSUE")]
+OptionalIssueArg = Annotated[str | None, argument("ISSUE")]  # left out: every issue
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 SAMPLE = "2025-01-20-engineering-leadership"  # the issue the --help examples name
 
@@ -111,6 +114,12 @@ def flag(name: str, metavar: str, help: str) -> Any:
 
 ProviderOpt = Annotated[
     str | None, typer.Option("--provider", metavar="NAME", help="Override SPARK_MAIL_PROVIDER.")
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
+    ),
 ]
 NowOpt = Annotated[
     str | None,

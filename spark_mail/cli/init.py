@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from spark_mail.cli import app as app_module
-from spark_mail.cli.app import app, example, flag
+from spark_mail.cli.app import app, argument, example, flag
 from spark_mail.cli.output import console, err_console, log
 from spark_mail.errors import SparkMailError, printable
 
@@ -23,9 +23,7 @@ from spark_mail.errors import SparkMailError, printable
     )
 )
 def init(
-    directory: Annotated[
-        Path | None, typer.Argument(metavar="DIR", hidden=True, show_default=False)
-    ] = None,
+    directory: Annotated[Path | None, argument("DIR")] = None,
     name: Annotated[str | None, flag("--name", "TEXT", "The newsletter's name.")] = None,
     from_: Annotated[
         str | None, flag("--from", "ADDRESS", 'Sender: an address or "Name <address>".')

@@ -192,9 +192,8 @@ class SendLifecycle:
             if settled.outcome is not None:
                 return settled
         if self.own_list:
-            return Begun(
-                resumed=claim.stale, record=self._resume("resuming with the readers not yet sent")
-            )
+            resumed = self._resume("interrupted mid-send: resuming with the readers not yet sent")
+            return Begun(resumed=claim.stale, record=resumed)
         return self._reconcile(claim.stale)
 
     @staticmethod
@@ -224,11 +223,12 @@ class SendLifecycle:
                 slug=self.slug,
             )
 
-    def _resume(self, why: str) -> SendRecord:
+    def _resume(self, note: str) -> SendRecord:
+        """Take over the row an interrupted run left (its ids kept), `note` in its history."""
         return self.ledger.resume(
             self.slug,
             self.content_hash,
-            f"interrupted mid-send: {why}",
+            note,
             self.clock.now(),
             keep_ids=True,
             provider=self.provider.name,
@@ -247,14 +247,8 @@ class SendLifecycle:
             asked = f" ({self.provider.name} could not say)"
             action, reason = self._rule(stale, can_ask=False)
         if action == Recovery.REPEAT:
-            record = self.ledger.resume(
-                self.slug,
-                self.content_hash,
-                f"interrupted ({ids}){asked}: retried with the same idempotency key",
-                self.clock.now(),
-                keep_ids=True,
-                provider=self.provider.name,
-                owner=self.owner,
+            record = self._resume(
+                f"interrupted ({ids}){asked}: retried with the same idempotency key"
             )
             return Begun(known_ids=known(stale), record=record)
         self._uncertain(f"interrupted mid-send ({ids}){asked}; {reason}")
@@ -265,13 +259,9 @@ class SendLifecycle:
         try:
             state = self.provider.lookup(stale.esp_ids)
         except ProviderError as exc:
-            reason = f"could not ask {name} about the interrupted send ({ids}): {exc.message}"
-            self.ledger.mark_unconfirmed(self.slug, reason, self.clock.now())
-            raise SendUnconfirmed(
-                f"{self.slug}: {reason}",
-                hint="run again later: spark-mail asks again before sending anything",
-                slug=self.slug,
-            ) from None
+            self.could_not_ask(
+                f"could not ask {name} about the interrupted send ({ids}): {exc.message}"
+            )
         now = self.clock.now()
         if state == DeliveryState.SCHEDULED and stale.mode == "schedule":
             record = self.ledger.mark_scheduled(self.slug, stale.scheduled_for or "", {}, now)
@@ -370,6 +360,16 @@ class SendLifecycle:
             now=self.clock.now(),
             can_ask=can_ask,
         )
+
+    def could_not_ask(self, reason: str) -> NoReturn:
+        """The ESP could not say what became of a send in flight: nothing goes out until it
+        can (the next run asks again)."""
+        self.ledger.mark_unconfirmed(self.slug, reason, self.clock.now())
+        raise SendUnconfirmed(
+            f"{self.slug}: {reason}",
+            hint="run again later: spark-mail asks again before sending anything",
+            slug=self.slug,
+        ) from None  # raised while handling the ESP's error: that error is in `reason`
 
     def _uncertain(self, reason: str) -> NoReturn:
         self.ledger.mark_uncertain(self.slug, reason, self.clock.now())
