@@ -44,8 +44,10 @@ from spark_mail.errors import (
 )
 from spark_mail.files import issue_files
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
+from spark_mail.providers.registry import provider_name
 from spark_mail.scheduling.times import ago, in_zone, zone
 from spark_mail.sending.batches import Progress
+from spark_mail.sending.lifecycle import outbox_rehearsal
 from spark_mail.sending.outcomes import DELIVERED, Outcome, SendReport, refresh_archive
 
 log = logging.getLogger("spark_mail.dispatch")
@@ -115,7 +117,9 @@ def due_issues(
         record = ledger.get(issue.slug)
         state = record.state if record else None
         if state in (SendState.SENT, SendState.SCHEDULED):
-            continue
+            if not outbox_rehearsal(record, provider_name(settings.provider)):
+                continue
+            record = state = None  # only the outbox has it: due like an unsent issue
         if record is not None and state == SendState.UNCERTAIN:
             found.append(Due(path, issue.slug, when, Outcome.UNCERTAIN, uncertain_message(record)))
         elif now - when > window and not catch_up and state != SendState.SENDING:

@@ -57,6 +57,14 @@ from spark_mail.providers.base import Capability, DeliveryState, Provider
 from spark_mail.sending.outcomes import Outcome
 
 ESP, OWN = "esp", "own"  # the two paths an issue can take: the ESP's list, your own list
+OUTBOX = "outbox"  # writes .eml files: a send there reached no reader
+
+
+def outbox_rehearsal(record: SendRecord | None, provider: str) -> bool:
+    """The issue went only to the outbox (the default before a real provider is set up) and
+    a real provider sends now: nobody has it, so it is sent for real instead of `already
+    sent` keeping it from every reader."""
+    return record is not None and record.provider == OUTBOX and provider != OUTBOX
 # How long an ESP is trusted to remember an idempotency key (Resend documents 24 h).
 IDEMPOTENCY_WINDOW = dt.timedelta(hours=24)
 
@@ -167,6 +175,10 @@ class SendLifecycle:
         if not self.ledger.locks.try_acquire(self.slug):
             return Begun(Outcome.IN_PROGRESS)
         before = self.ledger.get(self.slug)
+        if outbox_rehearsal(before, self.provider.name) and before is not None:
+            reason = f"went only to the outbox (state: {before.state}): sent via "
+            self.ledger.forget(self.slug, reason + self.provider.name, self.clock.now())
+            before = None
         self._refuse_other_path(before)
         sending = before is not None and before.state == SendState.SENDING
         if sending and before is not None and owner_alive(before.owner):
