@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from spark_mail.errors import ConfigError, NotANewsletter
 from spark_mail.safe_text import describe, forbidden_character
@@ -283,6 +284,23 @@ NUMBER_LIMITS = {"smtp_port": 65_535, "send_attempts": 100, "send_concurrency": 
 POSITIVE = {"send_timeout", "link_timeout"}
 
 
+# URLs every reader sees (in each email, page and feed)
+PUBLIC_URLS = frozenset({"site_url", "base_url", "unsubscribe_url", "poll_url"})
+
+
+def _refuse_credentials(url: str) -> None:
+    """A user name or password in an address readers see would be published to every one
+    of them: refused, without repeating it."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise ValueError(
+            f"it has a user name or password in it ({parts.scheme}://***@{host}), which every "
+            "email and web page would show; remove the 'user:password@' part and protect a "
+            "staging site with the web server's own access rules"
+        )
+
+
 def _check(key: str, value: Any) -> Any:
     """Refuse what no setting can mean and what would reach a header or a request line
     broken: text with CR/LF or another control character (`from`, `unsubscribe_url`, the
@@ -306,6 +324,8 @@ def _check(key: str, value: Any) -> Any:
                  dataclasses.fields(Brand)]  # fmt: skip
     elif isinstance(value, str):
         texts = [(repr(value[:60]), value)]
+    if key in PUBLIC_URLS and isinstance(value, str):
+        _refuse_credentials(value)
     for what, text in texts:
         bad = forbidden_character(text, multiline=key in MULTILINE_SETTINGS)
         if bad:

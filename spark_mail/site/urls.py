@@ -126,9 +126,6 @@ def site_urls(settings: Settings, *, strict: bool = True) -> SiteUrls:
     pages where the emails do not point; without it (the preview) anything goes."""
     root = settings.site_url or origin(settings.base_url)
     poll = f"{settings.site_url.rstrip('/')}/poll/{{slug}}/results" if settings.site_url else ""
-    if strict:
-        refuse_credentials("site_url", settings.site_url)
-        refuse_credentials("base_url", settings.base_url)
     if not strict and not (root and "{slug}" in settings.base_url):
         return SiteUrls(root="/", base_url="/issues/{slug}/", poll_results=poll)
     if not root:
@@ -145,21 +142,6 @@ def site_urls(settings: Settings, *, strict: bool = True) -> SiteUrls:
     root = root if root.endswith("/") else root + "/"
     check_base_url(settings.base_url, root)
     return SiteUrls(root=root, base_url=settings.base_url, poll_results=poll)
-
-
-def refuse_credentials(setting: str, url: str) -> None:
-    """A user name or password in the site's address would be published in every page,
-    feed and sitemap: refused, without repeating it."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return
-    host = parts.netloc.rpartition("@")[2]
-    raise ConfigError(
-        f"{setting} has a user name or password in it ({parts.scheme}://***@{host}): every "
-        "page, feed and sitemap of the archive would publish it",
-        hint=f"remove the 'user:password@' part from {setting}; protect a staging site "
-        "some other way (the web server's own access rules)",
-    )
 
 
 def origin(url: str) -> str:
