@@ -170,6 +170,7 @@ KNOWN_KEYS = {
     "title", "date", "subtitle", "subject", "preheader", "number", "send_at", "layout", "tags",
     "promo", "poll", "share",
 }  # fmt: skip
+LINK_SCHEMES = frozenset({"https", "http", "mailto"})
 PROMO_KEYS = {"label", "title", "body", "image", "image_alt", "cta_text", "cta_url"}
 
 
@@ -322,6 +323,14 @@ def _promo(f: _Fields, value: Any) -> Promo | None:
     cta_text, cta_url = f.text(table, ("promo", "cta_text")), f.text(table, ("promo", "cta_url"))
     if bool(cta_text) != bool(cta_url):
         raise f.fail(("promo",), "'promo' needs both 'cta_text' and 'cta_url' (or neither)")
+    scheme = cta_url.partition(":")[0].strip().lower() if ":" in cta_url else ""
+    if cta_url and scheme not in LINK_SCHEMES:
+        # javascript:, data: and the like run or smuggle content in the archive's pages
+        raise f.fail(
+            ("promo", "cta_url"),
+            f"'cta_url' must be an https://, http:// or mailto: address, not {cta_url[:40]!r}",
+            "write the full address, e.g. https://example.com/offer",
+        )
     image = f.text(table, ("promo", "image"))
     return Promo(
         title=title,
