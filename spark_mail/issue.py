@@ -86,8 +86,10 @@ class Issue:
 
 def slugify(text: str) -> str:
     """A slug made from a title: lower-case ASCII words joined by '-', at most 80 characters
-    (a date prefix and all still fits the slug rule's 120)."""
-    return SLUG_RE.sub("-", text.lower()).strip("-")[:80].strip("-") or "issue"
+    (a date prefix and all still fits the slug rule's 120). Accents are dropped, not the
+    letters they sit on: "Über Café" -> "uber-cafe"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:80].strip("-") or "issue"
 
 
 def slug_problem(slug: str) -> str | None:
@@ -109,7 +111,7 @@ def slug_of(path: Path) -> str:
     slug = path.stem if path.suffix == ".md" else path.name
     problem = slug_problem(slug)
     if problem is not None:
-        suggestion = slugify(unicodedata.normalize("NFKD", slug).encode("ascii", "ignore").decode())
+        suggestion = slugify(slug)
         raise IssueError(
             path,
             f"cannot be an issue: {problem} (name {slug!r})",

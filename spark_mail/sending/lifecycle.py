@@ -328,14 +328,19 @@ class SendLifecycle:
         except LedgerError as exc:
             raise self._not_recorded(exc, esp_ids, "scheduled") from None
 
-    def _not_recorded(self, exc: LedgerError, esp_ids: dict[str, str], what: str) -> LedgerError:
+    def _not_recorded(
+        self, exc: LedgerError, esp_ids: dict[str, str], what: str
+    ) -> SendUnconfirmed:
+        """Accepted, and the row still says `sending`: what the next run settles (ask or
+        repeat under the key), so `unconfirmed`, never `failed`."""
         ids = describe_ids(esp_ids)
-        return LedgerError(
+        return SendUnconfirmed(
             f"{self.slug}: {self.provider.name} accepted it ({what}; {ids}), but the ledger "
             f"could not record that: {exc.message}",
             hint="do NOT send it again by hand: fix the ledger's problem (free disk space), "
             "then run `spark-mail status`; the next run asks the ESP or repeats the request "
             "under the same key, so it cannot go out twice",
+            slug=self.slug,
         )
 
     def fail(self, error: SparkMailError) -> NoReturn:
