@@ -119,7 +119,9 @@ class LedgerError(SparkMailError):
 class ProviderError(SparkMailError):
     """An ESP answered with an error (`status`, the vendor's `code`), or could not be
     reached. `maybe_sent`: the request left and the ESP may have acted on it (a timeout,
-    a reset, a 5xx, an answer that cannot be read), so it is not `failed`."""
+    a reset, a 5xx, an answer that cannot be read), so it is not `failed`. `fields`: the
+    parts of the request the ESP's answer names, with what it says of each (SendGrid's
+    `personalizations.3.to.0.email`: "Does not contain a valid address.")."""
 
     def __init__(
         self,
@@ -129,11 +131,13 @@ class ProviderError(SparkMailError):
         status: int | None = None,
         code: str | None = None,
         maybe_sent: bool = False,
+        fields: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.code = code
         self.maybe_sent = maybe_sent
+        self.fields = fields or {}
 
 
 # The name the providers use for an ESP's error answer.

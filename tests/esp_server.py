@@ -520,9 +520,11 @@ def error_body(provider: str, status: int, code: str, message: str) -> Any:
 
 
 def echo_key(req: Recorded, fault: Fault) -> str:
-    """An error message with the request's credential at character `fault.echo_key_at`."""
+    """An error message with the request's credential at character `fault.echo_key_at`
+    (for SES with temporary credentials, the session token: its SignatureDoesNotMatch
+    message repeats the canonical request, whose signed headers carry it)."""
     auth = req.header("Authorization") or req.header("X-Postmark-Server-Token") or ""
-    key = auth.split(" ", 1)[-1]
+    key = req.header("X-Amz-Security-Token") or auth.split(" ", 1)[-1]
     filler = "The request was rejected because the credential presented is not valid. " * 10
     return f"{filler[: fault.echo_key_at or 0]}{key} is not a valid API key."
 
@@ -555,6 +557,9 @@ def fault_answer(provider: str, fault: Fault) -> tuple[int, Any, dict[str, str]]
         code, message = "fault", f"injected {status}"
     if provider == "postmark" and status >= 500:
         return status, None, headers  # Postmark's 500 has no documented body
+    if provider == "ses" and status in SES_FAULTS:  # SES names its error in a header
+        code, message = SES_FAULTS[status]
+        headers["x-amzn-ErrorType"] = code
     return status, error_body(provider, status, code, message), headers
 
 
@@ -1148,11 +1153,22 @@ def postmark(
 # SendGrid  POST /v3/mail/send (at most 1,000 personalizations, substitutions per
 #           personalization at most 10,000 bytes, `send_at` at most 72 h ahead, 202 with an
 #           empty body and `X-Message-Id`), POST /v3/mail/batch, POST /v3/user/scheduled_sends;
-#           `Authorization: Bearer KEY`; errors `{"errors": [{"message", "field"}]}`.
+#           `Authorization: Bearer KEY`; errors `{"errors": [{"message", "field"}]}` (an
+#           address it refuses: 400 naming `personalizations.N.to.M.email`, nothing sent).
 # SES       /v2/email/... forwarded to a real local SES stand-in (moto_server, `esp.ses.upstream`)
 #           so every fault above applies to SES too; GetAccount (which moto lacks) is answered
-#           here as SES documents it; the SigV4 `Credential=` must name `esp.ses.access_key`.
+#           here as SES documents it; the SigV4 `Credential=` must name `esp.ses.access_key`;
+#           the account's sending limits as SES enforces them (a ThrottlingException for a
+#           burst, "Daily message quota exceeded." past Max24HourSend), which moto lacks.
 MAILGUN_MAX_TO = 1000
+SES_FAULTS = {  # status -> (x-amzn-ErrorType, message) as SES answers them
+    403: (
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/newsletter is not authorized to perform: "
+        "ses:GetAccount because no identity-based policy allows the ses:GetAccount action",
+    ),
+    429: ("TooManyRequestsException", "Maximum sending rate exceeded."),
+}
 MAILGUN_OPTIONS_LIMIT = 16 * 1024
 MAILGUN_SCHEDULE_DAYS = 3
 MAILGUN_EVENTS_LIMIT = 300
@@ -1181,6 +1197,9 @@ class MailgunState:
 class SendgridState:
     batches: set[str] = field(default_factory=set)
     scheduled_sends: dict[str, str] = field(default_factory=dict)  # batch id -> cancel | pause
+    # Addresses SendGrid refuses: the whole call is answered 400, each error naming the
+    # personalization (`personalizations.N.to.M.email`), nothing sent.
+    invalid: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -1196,6 +1215,25 @@ class SesFront:
             "DedicatedIpAutoWarmupEnabled": False,
         }
     )
+    # The next `throttle` SendEmail calls are refused as SES refuses a burst over the
+    # account's MaxSendRate: 400 ThrottlingException "Maximum sending rate exceeded.".
+    throttle: int = 0
+    # Past SendQuota.Max24HourSend (counted in SentLast24Hours, one per accepted SendEmail)
+    # SendEmail is refused with "Daily message quota exceeded.": (status, x-amzn-ErrorType).
+    quota_refusal: tuple[int, str] = (400, "ThrottlingException")
+
+    def refusal(self) -> Reply | None:
+        """SES's answer to a SendEmail it refuses for the account's sending limits."""
+        quota = self.account["SendQuota"]
+        if self.throttle > 0:
+            self.throttle -= 1
+            message, status, kind = "Maximum sending rate exceeded.", 400, "ThrottlingException"
+        elif 0 <= quota["Max24HourSend"] <= quota["SentLast24Hours"]:
+            message = "Daily message quota exceeded."
+            status, kind = self.quota_refusal
+        else:
+            return None
+        return Reply(status, {"message": message}, {"x-amzn-ErrorType": kind})
 
 
 def more_error_body(provider: str, code: str, message: str) -> Any:
@@ -1446,6 +1484,15 @@ def _sendgrid_check(esp: FakeEsp, body: Any) -> None:
                 "substitutions may be at most 10000 bytes per personalization",
                 "personalizations.substitutions",
             )
+    refused = [
+        {"message": "Does not contain a valid address.", "help": None,
+         "field": f"personalizations.{n}.to.{m}.email"}
+        for n, person in enumerate(people)
+        for m, to in enumerate(person.get("to", []))
+        if str(to.get("email", "")).lower() in esp.sendgrid.invalid
+    ]  # fmt: skip
+    if refused:
+        raise Reply(400, {"errors": refused})
     types = [c["type"] for c in body.get("content", [])]
     if "text/plain" in types and types[0] != "text/plain":
         raise _sendgrid_400("text/plain must come first in content", "content")
@@ -1501,10 +1548,17 @@ def ses(esp: FakeEsp, method: str, path: str, req: Recorded) -> tuple[int, Any, 
         return 200, esp.ses.account, {}
     if esp.ses.upstream is None:
         return 500, {"message": "no SES stand-in behind this front"}, {}
+    sending = path.rstrip("/") == "/v2/email/outbound-emails" and method == "POST"
+    if sending:
+        with esp.lock:
+            refused = esp.ses.refusal()
+        if refused is not None:
+            raise refused
     status, data, headers = _forward(esp.ses.upstream, method, path, req)
-    if status == 200 and path.rstrip("/") == "/v2/email/outbound-emails" and method == "POST":
+    if status == 200 and sending:
         answer = json.loads(data or b"{}")
         with esp.lock:
+            esp.ses.account["SendQuota"]["SentLast24Hours"] += 1
             esp.delivered.append(
                 {
                     "kind": "message",

@@ -69,7 +69,12 @@ def reset_moto(url: str) -> None:
     """Forget every message and identity, then verify the sample newsletter's domain."""
     request = urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")
     urllib.request.urlopen(request, timeout=10).close()
-    body = json.dumps({"EmailIdentity": SENDER_DOMAIN}).encode()
+    verify_identity(url, SENDER_DOMAIN)
+
+
+def verify_identity(url: str, domain: str) -> None:
+    """Verify a sending identity in the SES stand-in (as SES's console would)."""
+    body = json.dumps({"EmailIdentity": domain}).encode()
     identity = urllib.request.Request(
         f"{url}/v2/email/identities",
         data=body,

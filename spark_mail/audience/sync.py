@@ -31,7 +31,9 @@ from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
 from spark_mail.providers.base import SendResult
-from spark_mail.providers.http import HttpProvider
+from spark_mail.providers.http import MESSAGE_LIMIT, HttpProvider
+from spark_mail.providers.mailgun import MailgunAuth
+from spark_mail.secrets import shorten
 
 if TYPE_CHECKING:
     from spark_mail.render import RenderedEmail
@@ -131,15 +133,9 @@ class ListReader(HttpProvider):
         return url[len(prefix) :]
 
 
-class MailgunLists(ListReader):
+class MailgunLists(MailgunAuth, ListReader):
     name = "mailgun"
     default_base_url = "https://api.mailgun.net"
-
-    def auth_headers(self) -> dict[str, str]:
-        import base64
-
-        token = base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
-        return {"Authorization": f"Basic {token}", "Accept": "application/json"}
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         return "", str(body.get("message", "")) if isinstance(body, dict) else ""
@@ -244,8 +240,15 @@ def ses_entries(settings: Settings, clock: Clock) -> Iterator[Listed]:
         raise ConfigError(
             "ses: boto3 is not installed", hint="pip install 'spark-mail[ses]'"
         ) from None
+    from spark_mail.providers.ses import aws_masked
+
+    session = boto3.session.Session()
+
+    def ses_text(text: str) -> str:
+        return shorten(aws_masked(session, text), 2 * MESSAGE_LIMIT)
+
     try:
-        client = boto3.client("sesv2", endpoint_url=settings.api_url or None)
+        client = session.client("sesv2", endpoint_url=settings.api_url or None)
         token = ""
         for _ in range(MAX_PAGES):
             page = client.list_suppressed_destinations(
@@ -270,13 +273,13 @@ def ses_entries(settings: Settings, clock: Clock) -> Iterator[Listed]:
         ) from None
     except ClientError as exc:
         error = exc.response.get("Error", {})
+        message = f"{error.get('Code', 'error')} ({error.get('Message', '')})"
         raise EspError(
-            f"ses: {error.get('Code', 'error')} ({error.get('Message', '')}) "
-            "[list the suppressed destinations]",
+            f"ses: {ses_text(message)} [list the suppressed destinations]",
             hint="check the AWS credentials and their ses:ListSuppressedDestinations permission",
         ) from None
     except BotoCoreError as exc:
-        raise EspError(f"ses: {exc} [list the suppressed destinations]") from None
+        raise EspError(f"ses: {ses_text(str(exc))} [list the suppressed destinations]") from None
 
 
 READERS: dict[str, Callable[[Settings, Clock], Iterator[Listed]]] = {

@@ -64,6 +64,8 @@ __all__ = [
     "deliver_each",
     "iso_utc",
     "key_for_test_send",
+    "sender",
+    "sender_line",
 ]
 
 ADDRESS_RE = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[^@\s<>(),;:\"\[\]\\]+\.[^@\s<>(),;:\"\[\]\\]+$")
@@ -164,6 +166,30 @@ def bare_address(recipient: str) -> str:
     from spark_mail.audience.addresses import deliverable_address
 
     return deliverable_address(email_utils.parseaddr(recipient)[1] or recipient)
+
+
+SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a display name with these is quoted
+
+
+def sender(address: str) -> tuple[str, str]:
+    """A sender setting (`Name <local@domain>`) as (display name, address), the address's
+    domain in IDNA's ASCII form like every recipient's (an address header cannot carry a
+    Unicode domain without SMTPUTF8, and no ESP API describes one)."""
+    from spark_mail.audience.addresses import deliverable_address
+
+    name, parsed = email_utils.parseaddr(address)
+    return name, deliverable_address(parsed or address)
+
+
+def sender_line(address: str) -> str:
+    """The sender in one string, as a form field takes it: `Name <local@idna-domain>`, the
+    name as written (quoted when it holds specials)."""
+    name, parsed = sender(address)
+    if not name:
+        return parsed
+    if SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{parsed}>"
 
 
 def key_for_test_send(email: RenderedEmail, recipients: Sequence[str]) -> str:

@@ -3,7 +3,8 @@ wording of ESP errors.
 
 The retry rule is the send lifecycle's fault rule applied to one request:
 - nothing left (the connection was refused, DNS failed, no free connection): retry;
-- 429: the ESP refused before acting: wait (Retry-After, else backoff) and retry;
+- 429 (or the ESP's own way of saying "slow down", `rate_limited`): the ESP refused
+  before acting: wait (Retry-After, else backoff) and retry;
 - 5xx, a timeout or a dropped connection after the request left, a 2xx whose body cannot be
   read: the ESP may have acted. Repeated only when repeating is harmless (a GET, or a
   request carrying an idempotency key the ESP honours); otherwise the error says
@@ -176,6 +177,15 @@ class HttpProvider(Provider):
         """(code, message) of an error answer; most ESPs say it all in the body."""
         return self.parse_error(body) if body is not None else ("", "")
 
+    def rate_limited(self, response: httpx.Response, failure: EspError) -> bool:
+        """Whether an error answer asks to slow down and try again (waited out, retried):
+        a 429 for most ESPs."""
+        return response.status_code == 429
+
+    def error_fields(self, body: Any) -> dict[str, str]:
+        """The request's parts an error body names (field -> message); most ESPs name none."""
+        return {}
+
     def dry_run_answer(self, request: httpx.Request, body: Any) -> tuple[int, Any]:
         """What the ESP would plausibly answer (status, JSON), for dry runs."""
         return 200, {"id": f"dry-run-{self.dry_run.count if self.dry_run else 0}"}
@@ -234,6 +244,7 @@ class HttpProvider(Provider):
             hint=hint,
             status=status,
             code=code or "error",
+            fields={k: self.esp_text(v) for k, v in self.error_fields(body).items()},
         )
 
     def request(
@@ -387,7 +398,7 @@ class _Attempts:
             failure.hint = "the API answered with a redirect: check SPARK_MAIL_API_URL"
             failure.maybe_sent = self.maybe_sent or self.method != "GET"
             raise failure from None
-        if status == 429:
+        if self.provider.rate_limited(response, failure):
             failure.maybe_sent = self.maybe_sent
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             self.retry_or_raise(failure, retry_after, slow_down=True)

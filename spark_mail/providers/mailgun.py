@@ -38,6 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from spark_mail.audience.addresses import canonical_address, deliverable_address
+from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
 from spark_mail.providers.base import (
     BatchResult,
@@ -47,10 +48,12 @@ from spark_mail.providers.base import (
     SendResult,
     bare_address,
     batch_tag,
+    sender_line,
 )
 from spark_mail.providers.http import HttpProvider
 from spark_mail.providers.merge import MergedIssue, merged_issue
 from spark_mail.render import RenderedEmail
+from spark_mail.secrets import redact
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
@@ -63,10 +66,28 @@ EVENTS_PAGE = 300
 EVENTS_READ = 10_000
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 BATCH_VARIABLE = "spark-mail-batch"
+ISSUE_VARIABLE = "spark-mail-issue"  # echoed in every event (the desk's webhook reads it)
 Form = list[tuple[str, str]]
 
 
-class MailgunProvider(DeliveryOnlyProvider, HttpProvider):
+class MailgunAuth:
+    """Mailgun's HTTP basic auth (`api:KEY`) for every client of its API (sending, the
+    suppression lists), with the token masked wherever the key is: base64 hides nothing."""
+
+    settings: Settings
+
+    @property
+    def basic_token(self) -> str:
+        return base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Basic {self.basic_token}", "Accept": "application/json"}
+
+    def mask(self, text: str) -> str:
+        return redact(text, [self.settings.api_key, self.basic_token])
+
+
+class MailgunProvider(MailgunAuth, DeliveryOnlyProvider, HttpProvider):
     name = "mailgun"
     capabilities = frozenset(
         {Capability.TEST, Capability.BATCH, Capability.BATCH_LOOKUP, Capability.SCHEDULE}
@@ -86,10 +107,6 @@ class MailgunProvider(DeliveryOnlyProvider, HttpProvider):
         self.domain = domain
         self.messages_path = f"v3/{quote(domain, safe='')}/messages"
         self.deliver_at: dt.datetime | None = None
-
-    def auth_headers(self) -> dict[str, str]:
-        token = base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
-        return {"Authorization": f"Basic {token}", "Accept": "application/json"}
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
@@ -111,12 +128,12 @@ class MailgunProvider(DeliveryOnlyProvider, HttpProvider):
     # -- the form every call shares ------------------------------------------------------
     def common(self, email: RenderedEmail, subject: str, headers: dict[str, str]) -> Form:
         """From, subject, headers, tag, the issue variable, and the delivery time."""
-        form: Form = [("from", email.from_address), ("subject", subject)]
+        form: Form = [("from", sender_line(email.from_address)), ("subject", subject)]
         if email.reply_to:
-            form.append(("h:Reply-To", email.reply_to))
+            form.append(("h:Reply-To", sender_line(email.reply_to)))
         form += [(f"h:{name}", value) for name, value in headers.items()]
         form.append(("o:tag", TAG_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:128]))
-        form.append(("v:spark-mail-issue", email.slug))
+        form.append((f"v:{ISSUE_VARIABLE}", email.slug))
         if self.deliver_at is not None:
             form.append(("o:deliverytime", email_utils.format_datetime(self.deliver_at)))
         return form

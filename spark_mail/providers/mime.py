@@ -2,8 +2,10 @@
 
 - Each copy gets its own Message-ID (mail clients drop a second message with a known id)
   and the time it leaves as its Date.
-- Addresses go out with the domain in IDNA's ASCII form; only a local part that is not
-  ASCII makes the message an SMTPUTF8 one (UTF-8 headers), never RFC 2047 inside `To:`.
+- Addresses go out with the domain in IDNA's ASCII form (the sender's in `From:` and
+  `Reply-To:` too, its display name encoded as RFC 2047 allows); only a local part that is
+  not ASCII makes the message an SMTPUTF8 one (UTF-8 headers), never RFC 2047 inside an
+  address.
 - Lines are folded at 998 characters (RFC 5322's limit), not 78: the default policy turns a
   long unbreakable value such as a per-reader `List-Unsubscribe` URL into an RFC 2047
   encoded-word, which Gmail's and Yahoo's one-click unsubscribe cannot read. A header is
@@ -23,10 +25,12 @@ import email.policy
 import email.utils as email_utils
 import re
 import threading
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
 from spark_mail.audience.addresses import deliverable_address
+from spark_mail.providers.base import sender
 from spark_mail.render import RenderedEmail
 
 ASCII_POLICY = email.policy.SMTP.clone(max_line_length=998)
@@ -44,6 +48,9 @@ def mime_for(email_: RenderedEmail, to: str | list[str]) -> EmailMessage:
     deliverable = [deliverable_address(r) if "@" in r else r for r in recipients]
     message = email_.to_mime()
     message.policy = UTF8_POLICY if needs_smtputf8(deliverable) else ASCII_POLICY
+    for name, value in (("From", email_.from_address), ("Reply-To", email_.reply_to)):
+        if value:  # the sender's domain in IDNA too (a display name is encoded as it may be)
+            _set_sender(message, name, value)
     message["To"] = ", ".join(deliverable)
     del message["Message-ID"], message["Date"]
     message["Message-ID"] = new_message_id(email_)
@@ -51,9 +58,21 @@ def mime_for(email_: RenderedEmail, to: str | list[str]) -> EmailMessage:
     return message
 
 
+def _set_sender(message: EmailMessage, name: str, value: str) -> None:
+    """`From` / `Reply-To` with the address's domain in IDNA; as written when the address
+    is no plain one (the email package then says what it can)."""
+    display, address = sender(value)
+    try:
+        header = Address(display_name=display, addr_spec=address)
+    except ValueError:  # no domain, a local part that is not ASCII: left as it was
+        return
+    del message[name]
+    message[name] = header
+
+
 def new_message_id(email_: RenderedEmail) -> str:
     """A Message-ID of its own for one copy, in the sender's domain."""
-    domain = email_utils.parseaddr(email_.from_address)[1].rpartition("@")[2]
+    domain = sender(email_.from_address)[1].rpartition("@")[2] if email_.from_address else ""
     return email_utils.make_msgid(idstring=email_.slug[:40], domain=domain or "spark-mail.invalid")
 
 

@@ -9,8 +9,9 @@
   in `To`). The issue goes once per call with substitution tags where each reader's values
   go (spark_mail/providers/merge.py) and each personalization carries that reader's values
   (`substitutions`, at most 10,000 bytes per reader: a reader over it is refused with the
-  reason) and headers (their own `List-Unsubscribe`), plus `custom_args` naming the issue
-  and the batch, which SendGrid's event webhook echoes;
+  reason; so is a reader whose address SendGrid's 400 names, and the rest go) and headers
+  (their own `List-Unsubscribe`), plus `custom_args` naming the issue and the batch, which
+  SendGrid's event webhook echoes;
 - scheduling: a `batch_id` (POST /v3/mail/batch, recorded before any batch leaves) and
   `send_at` on every call, at most 72 hours ahead; `unschedule` cancels the batch id
   (POST /v3/user/scheduled_sends), which SendGrid guarantees only 10 minutes or more before
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils as email_utils
 import functools
 import re
 from collections.abc import Callable, Sequence
@@ -44,6 +44,7 @@ from spark_mail.providers.base import (
     bare_address,
     batch_tag,
     iso_utc,
+    sender,
 )
 from spark_mail.providers.http import HttpProvider, compact_json
 from spark_mail.providers.merge import MergedIssue, merged_issue
@@ -59,6 +60,8 @@ SUBSTITUTIONS_LIMIT = 10_000  # bytes of substitutions per personalization
 SCHEDULE_LIMIT = dt.timedelta(hours=72)
 CANCEL_NOTICE = dt.timedelta(minutes=10)
 CATEGORY_UNSAFE = re.compile(r"[^\x20-\x7e]+")
+# custom_args every message carries; SendGrid's event webhook echoes them (the desk reads them)
+ISSUE_ARG, BATCH_ARG, TEST_ARG = "spark_mail_issue", "spark_mail_batch", "spark_mail_test"
 
 
 class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
@@ -74,6 +77,11 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key.reveal()}"}
+
+    def error_fields(self, body: Any) -> dict[str, str]:
+        errors = body.get("errors") if isinstance(body, dict) else None
+        found = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+        return {str(e["field"]): str(e.get("message") or "") for e in found if e.get("field")}
 
     def parse_error(self, body: Any) -> tuple[str, str]:
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -96,7 +104,7 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
 
     # -- what every call shares ----------------------------------------------------------
     def common(self, email: RenderedEmail, subject: str, html: str, text: str) -> dict[str, Any]:
-        name, address = email_utils.parseaddr(email.from_address)
+        name, address = sender(email.from_address)
         body: dict[str, Any] = {
             "from": {"email": address, **({"name": name} if name else {})},
             "subject": subject,
@@ -107,7 +115,7 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
             "categories": [CATEGORY_UNSAFE.sub("-", f"spark-mail-{email.slug}")[:255]],
         }
         if email.reply_to:
-            reply_name, reply = email_utils.parseaddr(email.reply_to)
+            reply_name, reply = sender(email.reply_to)
             body["reply_to"] = {"email": reply, **({"name": reply_name} if reply_name else {})}
         if self.deliver_at is not None:
             body["send_at"] = int(self.deliver_at.timestamp())
@@ -122,7 +130,7 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
             {
                 "to": [{"email": bare_address(r)} for r in recipients],
                 "headers": dict(email.headers),
-                "custom_args": {"spark_mail_issue": email.slug, "spark_mail_test": "yes"},
+                "custom_args": {ISSUE_ARG: email.slug, TEST_ARG: "yes"},
             }
         ]
         before = self.requests_made
@@ -160,10 +168,10 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
         whose values exceed SendGrid's substitution limit is refused, not sent."""
         merged = self.merged(template)
         email = template.email
-        args = {"spark_mail_issue": email.slug, "spark_mail_batch": batch_tag(key)}
-        personalizations: list[str] = []
+        args = {ISSUE_ARG: email.slug, BATCH_ARG: batch_tag(key)}
+        personalizations: dict[int, str] = {}  # by the reader's place in the batch
         outcomes: list[Outcome | None] = []
-        for reader in readers:
+        for number, reader in enumerate(readers):
             values = merged.values(template, reader)
             substitutions = {f"[{name}]": value for name, value in values.items()}
             size = sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
@@ -183,22 +191,43 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
                 "headers": headers,
                 "custom_args": args,
             }
-            personalizations.append(compact_json(personalization))
+            personalizations[number] = compact_json(personalization)
             outcomes.append(None)
         common = compact_json(self.common(email, merged.subject, merged.html, merged.text))[1:-1]
-        body = f'{{"personalizations":[{",".join(personalizations)}],{common}}}'.encode()
-        return functools.partial(self._post_batch, body, outcomes)
+        return functools.partial(self._post_batch, personalizations, common, outcomes)
 
-    def _post_batch(self, body: bytes, outcomes: list[Outcome | None]) -> BatchResult:
+    def _post_batch(
+        self, personalizations: dict[int, str], common: str, outcomes: list[Outcome | None]
+    ) -> BatchResult:
+        """The call; readers SendGrid refuses by name (a 400 naming their personalization:
+        nothing was sent) are `refused` with its reason, and the rest go in a call again."""
         requests, sent_bytes = self.thread_tally()
-        if any(outcome is None for outcome in outcomes):
-            message_id = self._post(body, "batch send")
+        left, error = dict(personalizations), None
+        while left:
+            body = f'{{"personalizations":[{",".join(left.values())}],{common}}}'.encode()
+            try:
+                message_id = self._post(body, "batch send")
+            except EspError as exc:
+                refused = refused_readers(exc, list(left))
+                if not refused and len(left) == len(personalizations):
+                    raise  # the call as a whole: the batch's answer
+                if not refused:  # some were refused, then the rest failed
+                    state = "uncertain" if exc.maybe_sent else "failed"
+                    outcomes = [o or (state, exc.message) for o in outcomes]
+                    error = exc
+                    break
+                for number, reason in refused.items():
+                    outcomes[number] = ("refused", reason)
+                    del left[number]
+                continue
             outcomes = [outcome or ("sent", message_id) for outcome in outcomes]
+            break
         after = self.thread_tally()
         return BatchResult(
             [outcome for outcome in outcomes if outcome is not None],
             requests=after[0] - requests,
             bytes_sent=after[1] - sent_bytes,
+            error=error,
         )
 
     # -- scheduling ----------------------------------------------------------------------
@@ -214,14 +243,25 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
         """Every batch from now on carries `send_at` and one batch id (made once, recorded
         before any batch leaves; an interrupted schedule goes on with the same one)."""
         self.check_batch_schedule(at)
-        self.batch_id = known.get("batch_id", "")
-        if not self.batch_id:
-            response = self.request("POST", "v3/mail/batch", "create a batch id")
-            self.batch_id = str(self.json(response, "create a batch id").get("batch_id") or "")
-            if not self.batch_id:
-                raise EspError("sendgrid: the answer to `create a batch id` has no batch_id")
+        self.batch_id = known.get("batch_id", "") or self.new_batch_id()
         self.deliver_at = at.astimezone(dt.UTC)
         on_ids({"batch_id": self.batch_id, "send_at": iso_utc(at)})
+
+    def new_batch_id(self) -> str:
+        """A batch id from SendGrid. Creating one sends no mail: whatever becomes of the
+        request, nothing went out (a lost answer leaves an unused id behind, harmless)."""
+        what = "create a batch id"
+        try:
+            response = self.request("POST", "v3/mail/batch", what)
+            batch_id = str(self.json(response, what).get("batch_id") or "")
+        except EspError as exc:
+            exc.maybe_sent = False
+            exc.message += " - nothing was sent (a batch id carries no mail)"
+            exc.hint = "run the same command again"
+            raise
+        if not batch_id:
+            raise EspError(f"sendgrid: the answer to `{what}` has no batch_id; nothing was sent")
+        return batch_id
 
     def unschedule(self, esp_ids: dict[str, str]) -> None:
         """Cancel every message of the schedule's batch id."""
@@ -243,3 +283,20 @@ class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
             "cancel the scheduled send",
             json_body={"batch_id": batch_id, "status": "cancel"},
         )
+
+
+REFUSED_FIELD = re.compile(r"personalizations\.(\d+)\.(?:to|cc|bcc)\.\d+\.email")
+
+
+def refused_readers(error: EspError, numbers: list[int]) -> dict[int, str]:
+    """Readers (their place in the batch) a 400 refuses by name: every field it names is
+    one of the call's personalizations' addresses; {} when it is about the call itself."""
+    if error.status != 400 or not error.fields:
+        return {}
+    refused: dict[int, str] = {}
+    for name, message in error.fields.items():
+        found = REFUSED_FIELD.fullmatch(name)
+        if found is None or int(found.group(1)) >= len(numbers):
+            return {}
+        refused[numbers[int(found.group(1))]] = f"sendgrid: {message or 'refused'} ({name})"
+    return refused

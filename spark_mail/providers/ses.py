@@ -10,7 +10,9 @@ Install with `pip install 'spark-mail[ses]'` (boto3 is imported only when SES is
 - test sends: one raw message, the editors in `To` (at most 50);
 - own-list batches: 50 readers per ledger transaction, one request each, 4 at a time, at
   the account's `MaxSendRate` (read with `GetAccount` before the first batch;
-  SPARK_MAIL_SEND_RATE overrides it);
+  SPARK_MAIL_SEND_RATE overrides it); SES's ThrottlingException ("Maximum sending rate
+  exceeded.", a 400) is waited out like a 429; "Daily message quota exceeded." stops the
+  run at once (no retry), the readers not sent left for a run after the 24-hour window;
 - credentials and region come from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_PROFILE /
   ~/.aws / an instance role; AWS_REGION), never from spark-mail's settings;
   SPARK_MAIL_API_URL replaces the endpoint (https://email.eu-west-1.amazonaws.com, a local
@@ -26,7 +28,6 @@ batch in flight at a crash is `uncertain`.
 
 from __future__ import annotations
 
-import email.utils as email_utils
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -46,10 +47,12 @@ from spark_mail.providers.base import (
     bare_address,
     batch_tag,
     deliver_each,
+    sender,
 )
 from spark_mail.providers.http import HttpProvider, RateLimiter
 from spark_mail.providers.mime import mime_bytes, mime_for, new_message_id
 from spark_mail.render import RenderedEmail
+from spark_mail.secrets import redact
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
@@ -60,6 +63,15 @@ MAX_TO = 50
 SES_HOST = re.compile(r"^email(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 DRY_RUN_CREDENTIALS = {"aws_access_key_id": "dry-run", "aws_secret_access_key": "dry-run"}
+# SES's error types for "too fast" (its API's ThrottlingException is a 400), and the words
+# of its daily-quota refusal (same types, not to be waited out)
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
+DAILY_QUOTA = "daily message quota exceeded"
+CREDENTIALS_HINT = (
+    "check the AWS credentials boto3 finds (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+    "AWS_PROFILE, the instance role) and that they may use ses:SendEmail, ses:SendRawEmail "
+    "and ses:GetAccount"
+)
 # botocore operation -> what the request does, for error lines
 WHAT = {"SendEmail": "send", "GetAccount": "read the account's sending limits"}
 
@@ -103,6 +115,12 @@ class SesProvider(DeliveryOnlyProvider, HttpProvider):
     def auth_headers(self) -> dict[str, str]:
         return {}  # boto3 signs each request (SigV4)
 
+    def mask(self, text: str) -> str:
+        """boto3's secrets masked: the session token of temporary credentials travels in
+        every request (SES's SignatureDoesNotMatch message quotes it back), and the secret
+        key should never show either."""
+        return text if self.dry_run is not None else aws_masked(self.session, text)
+
     def parse_error(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict):
             return str(body.get("__type") or body.get("code") or ""), str(
@@ -115,6 +133,40 @@ class SesProvider(DeliveryOnlyProvider, HttpProvider):
         code, message = super().describe_error(response, body)
         kind = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
         return kind or code.rpartition("#")[2], message
+
+    def error(self, response: httpx.Response, what: str) -> EspError:
+        """SES's answers about the account's sending limits in spark-mail's words: the
+        daily quota used up is no refusal of the reader and no wait of seconds helps."""
+        failure = super().error(response, what)
+        if response.status_code in (401, 403):
+            # SES's words say which permission or key: no secret of ours is in them (the
+            # AWS secret key never travels), and there is no SPARK_MAIL_API_KEY to check.
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            message = self.describe_error(response, body)[1]
+            shown = f" ({self.esp_text(message)})" if message else ""
+            failure.message = f"ses: {response.status_code} {failure.code}{shown} [{what}]"
+            failure.hint = CREDENTIALS_HINT
+        elif DAILY_QUOTA in failure.message.lower():
+            failure.message = (
+                f"ses: the account's daily sending quota is used up (SES counts the last 24 "
+                f"hours: {response.status_code} {failure.code}) [{what}]"
+            )
+            failure.code = "daily-quota"
+            failure.hint = (
+                "run the same command again once the quota frees up (or ask AWS for a higher "
+                "one): it sends the readers not sent yet, nobody twice"
+            )
+        return failure
+
+    def rate_limited(self, response: httpx.Response, failure: EspError) -> bool:
+        """SES's "slow down": a 429, or a 400 ThrottlingException ("Maximum sending rate
+        exceeded.": SES dropped the message); never the daily quota."""
+        if failure.code == "daily-quota":
+            return False
+        return response.status_code == 429 or failure.code in THROTTLED
 
     @property
     def audience(self) -> str:
@@ -157,7 +209,7 @@ class SesProvider(DeliveryOnlyProvider, HttpProvider):
         if batch:
             tags.append({"Name": "batch", "Value": batch_tag(batch)})
         params: dict[str, Any] = {
-            "FromEmailAddress": email_utils.parseaddr(email.from_address)[1],
+            "FromEmailAddress": sender(email.from_address)[1],
             "Destination": {"ToAddresses": to},
             "Content": {"Raw": {"Data": raw}},
             "EmailTags": tags,
@@ -230,6 +282,21 @@ class _Raw:
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.content
+
+
+def aws_masked(session: Any, text: str) -> str:
+    """`text` with the secrets of a boto3 session's credentials masked (the secret key and
+    the session token of temporary credentials, which every request carries): for SES's
+    errors, whether a send or `audience sync` met them. Credentials that cannot be read
+    now were not sent either: nothing to mask then."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        found = session.get_credentials()
+        frozen = found.get_frozen_credentials() if found is not None else None  # refreshed
+    except BotoCoreError:
+        frozen = None
+    return redact(text, [frozen.secret_key, frozen.token or ""] if frozen else [])
 
 
 def _boto3() -> Any:

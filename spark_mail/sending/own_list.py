@@ -265,6 +265,11 @@ def settle_issue(
     unsent = counts.get(ReaderState.FAILED, 0) + summary.remaining
     sent = counts.get(ReaderState.SENT, 0)
     progress = f"{sent:,} of {summary.readers:,} readers sent"
+    # The command that goes on: a schedule that stopped is scheduled again for its time
+    # (a `send` would deliver the rest now and the readers handed over already later).
+    again = f"spark-mail send {slug}"
+    if deliver_at is not None:
+        again = f"spark-mail schedule {slug} --at {deliver_at.isoformat()}"
     if summary.seen < summary.readers and not summary.error:
         summary.error = (
             f"the subscribers file changed during the send: it had {summary.readers:,} readers "
@@ -278,7 +283,7 @@ def settle_issue(
         ledger.mark_unconfirmed(slug, reason, now)
         raise SendUnconfirmed(
             f"{slug}: {reason}",
-            hint=f"run `spark-mail send {slug}` again: it settles those readers first "
+            hint=f"run `{again}` again: it settles those readers first "
             f"({life.provider.name} is asked, or the batch is repeated under its key), then "
             "sends the rest",
             slug=slug,
@@ -303,11 +308,11 @@ def settle_issue(
         message = f"{summary.error} ({progress}; {unsent:,} left for the next run)"
         ledger.mark_failed(slug, message, now)
         raise BatchSendFailed(
-            message, hint=f"run `spark-mail send {slug}` again to send the rest", summary=summary
+            message, hint=f"run `{again}` again to send the rest", summary=summary
         )
     if unsent:
         ledger.mark_partial(slug, f"{progress}; {unsent:,} left for a later run", now)
-        warnings.append(f"{unsent:,} readers not sent yet: run `spark-mail send {slug}` again")
+        warnings.append(f"{unsent:,} readers not sent yet: run `{again}` again")
         return "partial"
     if deliver_at is not None:
         life.scheduled(deliver_at, {SCHEDULED_READERS: str(sent)})

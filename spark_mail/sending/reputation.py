@@ -8,8 +8,11 @@ the ESPs reported to the reader desk's webhooks). Over either line the send is r
 the figures and what to do, unless `--force`. A send resumed after `--limit` (a canary) or
 a crash is its own last send: a canary that draws complaints stops the rest.
 
-An ESP that did not echo the issue in its event still counts for that send when the event
-came in after the send started and is about a reader the ledger says it went to.
+Only readers the ledger has for that send count: an event naming the issue counts for a
+reader the send may have reached (sent, or in doubt), never for an address it did not go
+to (the editor whose test copy bounced). An ESP that did not echo the issue in its event
+still counts for that send when the event came in after the send started and is about a
+reader the ledger says it went to.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from spark_mail.ledger import Ledger, ReaderState, open_ledger
 
 MAX_COMPLAINT_RATE = 0.003  # over this share of readers complaining: refuse
 MAX_HARD_BOUNCE_RATE = 0.02  # over this share hard-bouncing: refuse
+# Readers an issue may have reached: an event naming the issue counts for them.
+REACHED = {ReaderState.SENT, ReaderState.SENDING, ReaderState.UNCERTAIN}
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,13 @@ def last_send_health(settings: Settings) -> SendHealth | None:
         slug, sent, started = found
         with SuppressionStore.for_settings(settings) as store:
             events = issue_events(store, slug, started)
-        unknown = sorted({e.address for e in events if not e.issue})
-        states = ledger.reader_states(slug, unknown) if unknown else {}
+        addresses = sorted({e.address for e in events})
+        states = {k: s for k, (s, _) in ledger.reader_states(slug, addresses).items()}
     counted = [
-        e for e in events if e.issue == slug or states.get(e.address, ("",))[0] == ReaderState.SENT
+        e
+        for e in events
+        if states.get(e.address) == ReaderState.SENT
+        or (e.issue == slug and states.get(e.address) in REACHED)
     ]
     complaints = {e.address for e in counted if e.kind == "complaint"}
     bounces = {e.address for e in counted if e.kind == "hard-bounce"}

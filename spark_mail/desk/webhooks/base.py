@@ -70,10 +70,11 @@ def unreadable(what: str) -> WebhookRefused:
 
 
 def parse_json(body: bytes, shape: type = dict) -> Any:
-    """The body as JSON of `shape` (dict or list); 400 otherwise."""
+    """The body as JSON of `shape` (dict or list); 400 otherwise (nesting too deep for the
+    JSON reader included: no ESP sends that, and anyone can post it)."""
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise unreadable("the body is not UTF-8 JSON") from None
     if not isinstance(value, shape):
         raise unreadable(f"the body is not a JSON {shape.__name__}")

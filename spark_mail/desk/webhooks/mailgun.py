@@ -9,7 +9,8 @@ a replay). The event id is `event-data.id`.
     complained                   complaint
     unsubscribed                 unsubscribed at Mailgun
     delivered                    delivered
-The issue is the `issue` user variable (`v:issue`) when the message carried one.
+The issue is the user variable spark-mail's Mailgun provider puts on every message
+(`v:spark-mail-issue`; `v:issue` is read too, for messages sent otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from spark_mail.desk.webhooks.base import (
     parse_time,
     text,
 )
+from spark_mail.providers.mailgun import ISSUE_VARIABLE
 
 KINDS = {
     ("failed", "permanent"): EventKind.HARD_BOUNCE,
@@ -62,6 +64,10 @@ class MailgunReceiver(Receiver):
         return Delivery([event] if event else [], token=("mailgun", token))
 
 
+def tagged_issue(variables: Mapping[str, Any]) -> object:
+    return variables.get(ISSUE_VARIABLE) or variables.get("issue", "")
+
+
 def mailgun_event(data: Mapping[str, Any], now: dt.datetime) -> EspEvent | None:
     name = text(data.get("event"))
     severity = text(data.get("severity")) if name == "failed" else ""
@@ -77,7 +83,7 @@ def mailgun_event(data: Mapping[str, Any], now: dt.datetime) -> EspEvent | None:
         kind,
         address,
         parse_time(data.get("timestamp"), now),
-        clean_issue(mapping(data.get("user-variables")).get("issue", "")),
+        clean_issue(tagged_issue(mapping(data.get("user-variables")))),
         text(headers.get("message-id")),
         clean_detail(
             data.get("reason"),

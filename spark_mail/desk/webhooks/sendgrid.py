@@ -10,7 +10,9 @@ public: it lives in `sendgrid_webhook_public_key`, PEM works too). Each event's
     spamreport               complaint
     unsubscribe, group_unsubscribe   unsubscribed at SendGrid
     delivered                delivered
-The issue is the `issue` custom argument (SendGrid puts custom_args at the event's top level).
+The issue is the custom argument spark-mail's SendGrid provider puts on every message
+(`spark_mail_issue`; `issue` is read too, for messages sent otherwise): SendGrid puts
+custom_args at the event's top level.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from spark_mail.desk.webhooks.base import (
     text,
 )
 from spark_mail.errors import ConfigError
+from spark_mail.providers.sendgrid import ISSUE_ARG
 
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
@@ -110,7 +113,7 @@ def sendgrid_event(event: Mapping[str, Any], now: dt.datetime) -> EspEvent | Non
         kind,
         address,
         parse_time(event.get("timestamp"), now),
-        clean_issue(event.get("issue", "")),
+        clean_issue(event.get(ISSUE_ARG) or event.get("issue", "")),
         text(event.get("sg_message_id")),
         clean_detail(
             event.get("type") if name == "bounce" else "", event.get("status"), event.get("reason")

@@ -4,7 +4,8 @@ subscribed to the desk over HTTPS.
 Every SNS message is checked before it is read: its `TopicArn` must be one of
 `ses_sns_topic_arns` (anyone can create an SNS topic and point it here: a valid SNS
 signature alone proves nothing about whose topic it is); its `SigningCertURL` must be an
-https URL on an SNS host of amazonaws.com (`sns.<region>.amazonaws.com`); the certificate
+https URL on an SNS host of amazonaws.com (`sns.<region>.amazonaws.com`, the region a
+region's name, not any label: S3 answers for a bucket named `sns` too); the certificate
 fetched from there (kept in memory) must verify the RSA signature over SNS's canonical
 string of the message: SHA1 for SignatureVersion 1, SHA256 for 2. A
 `SubscriptionConfirmation` is confirmed by fetching its `SubscribeURL` (held to the same
@@ -52,7 +53,11 @@ from spark_mail.desk.webhooks.base import (
 )
 from spark_mail.errors import WebhookRefused
 
-SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+# sns.<region>.amazonaws.com(.cn): the label must be a region (us-east-1, us-gov-west-1,
+# cn-north-1), not just any label: an S3 bucket named `sns` answers at sns.s3.amazonaws.com
+# (and sns.s3-us-west-2..., sns.s3-accelerate...), and whoever holds it could serve a
+# certificate of their own.
+SNS_HOST = re.compile(r"sns\.[a-z]{2}(?:-[a-z]+)+-[0-9]+\.amazonaws\.com(?:\.cn)?")
 SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
     "SubscriptionConfirmation": (
@@ -119,7 +124,7 @@ class SesReceiver(Receiver):
             return Delivery()
         try:
             notification = json.loads(text(message.get("Message")))
-        except ValueError:
+        except (ValueError, RecursionError):
             notification = None
         event_id = text(message.get("MessageId"))
         now = self.clock.now()
