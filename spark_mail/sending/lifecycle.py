@@ -65,6 +65,8 @@ def outbox_rehearsal(record: SendRecord | None, provider: str) -> bool:
     a real provider sends now: nobody has it, so it is sent for real instead of `already
     sent` keeping it from every reader."""
     return record is not None and record.provider == OUTBOX and provider != OUTBOX
+
+
 # How long an ESP is trusted to remember an idempotency key (Resend documents 24 h).
 IDEMPOTENCY_WINDOW = dt.timedelta(hours=24)
 
