@@ -410,7 +410,9 @@ def test_the_results_page_is_read_only(desk: Desk):
     """GET /poll/{slug}/results shows the bars and records nothing; unknown: 404."""
     from spark_mail.site.urls import site_urls
 
-    copy = desk.settings.root / "site" / site_urls(desk.settings, strict=False).issue_file(SAMPLE_SLUG)
+    copy = (
+        desk.settings.root / "site" / site_urls(desk.settings, strict=False).issue_file(SAMPLE_SLUG)
+    )
     copy.parent.mkdir(parents=True)
     copy.write_text("the web copy")  # published in the archive (drafts' polls stay hidden)
     page = desk.client.get(f"/poll/{SAMPLE_SLUG}/results")
