@@ -230,6 +230,7 @@ class SuppressionStore:
         """One write transaction (BEGIN IMMEDIATE). `durable`: fsync at commit (FULL)."""
         with self._lock:
             db = self.db
+            self._same_file()  # never write into a file that is gone (or its successor's WAL)
             try:
                 if durable:
                     db.execute("PRAGMA synchronous = FULL")
