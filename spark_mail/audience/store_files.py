@@ -42,7 +42,9 @@ def store_failure(exc: sqlite3.Error | OSError) -> str:
         return "locked"
     if name == "SQLITE_FULL" or "is full" in text:
         return "full"
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or (
+        "readonly" in text
+    ):
         return "read-only"
     if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
         return "io"
