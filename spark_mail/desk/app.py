@@ -41,7 +41,7 @@ from spark_mail.desk import links, polls, webhooks
 from spark_mail.desk.commits import GroupCommit
 from spark_mail.desk.guard import Guard, SecurityMiddleware, client_address
 from spark_mail.desk.pages import Pages
-from spark_mail.errors import RequestRefused, StoreError
+from spark_mail.errors import ConfigError, RequestRefused, StoreError
 from spark_mail.personalize import require_secret
 
 log = logging.getLogger("spark_mail.desk")
@@ -400,7 +400,18 @@ class SiteFiles(StaticFiles):
 
 
 def site_folder(settings: Settings) -> Path:
-    return settings.path(settings.site_dir or "site")
+    """The web archive's folder; ConfigError when it holds the newsletter's own folder or
+    its state folder (the desk would publish the subscribers, `.env`, the stores)."""
+    folder = settings.path(settings.site_dir or "site")
+    inside = folder.resolve()
+    for own in (settings.root, settings.state_path):
+        if own.resolve().is_relative_to(inside):
+            raise ConfigError(
+                f"site_dir {folder} holds {own}: serving it would publish the "
+                "subscribers, .env and the reader store",
+                hint="point site_dir at the folder `spark-mail site build` writes (default site/)",
+            )
+    return folder
 
 
 def create_app(

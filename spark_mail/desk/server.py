@@ -119,11 +119,13 @@ def prepare(settings: Settings, host: str, port: int, workers: int) -> None:
     """Everything that can fail before uvicorn starts: the secret, the webhook settings,
     the store, the port."""
     from spark_mail.clock import SYSTEM_CLOCK
+    from spark_mail.desk.app import site_folder
     from spark_mail.desk.webhooks import receivers
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     require_secret(settings)
+    site_folder(settings)  # not the newsletter's own folder
     receivers(settings, SYSTEM_CLOCK)  # a webhook key that cannot work stops us here
     with SuppressionStore.for_settings(settings) as store:
         store.check()  # create and migrate it now, once, before any worker
