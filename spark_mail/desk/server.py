@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -138,7 +141,26 @@ def worker_app() -> Any:
     from spark_mail.config import load_settings
     from spark_mail.desk.app import create_app
 
+    follow_parent()
     return create_app(load_settings())
+
+
+def follow_parent() -> None:
+    """Stop this worker (SIGTERM: a graceful shutdown) when the `serve` process that
+    started it is gone. Killed with -9, it cannot stop its workers itself, and they would
+    go on answering on its port with its old settings, and keep a restart from binding it.
+    (A worker may start after its parent died: the parent's sentinel says so at once.)"""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return  # not a worker process
+
+    def watch() -> None:
+        parent.join()  # returns when the parent is gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="spark-mail-parent", daemon=True).start()
 
 
 def serve(
