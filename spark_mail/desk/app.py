@@ -168,6 +168,7 @@ class Desk:
                 "unsubscribe.html",
                 title="Subscribed" if resubscribed else "Unsubscribe",
                 state=state,
+                how=row.how if row else "",
                 address=links.masked(email),
                 action=self.self_link(request, LINK_QUERY),
                 csrf=self.keys.csrf(action, subject, self.clock.now().timestamp()),
