@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from spark_mail.errors import ConfigError, NotANewsletter
 from spark_mail.safe_text import describe, forbidden_character
@@ -283,6 +284,23 @@ NUMBER_LIMITS = {"smtp_port": 65_535, "send_attempts": 100, "send_concurrency": 
 POSITIVE = {"send_timeout", "link_timeout"}
 
 
+# URLs every reader sees (in each email, page and feed)
+PUBLIC_URLS = frozenset({"site_url", "base_url", "unsubscribe_url", "poll_url"})
+
+
+def _refuse_credentials(url: str) -> None:
+    """A user name or password in an address readers see would be published to every one
+    of them: refused, without repeating it."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise ValueError(
+            f"it has a user name or password in it ({parts.scheme}://***@{host}), which every "
+            "email and web page would show; remove the 'user:password@' part and protect a "
+            "staging site with the web server's own access rules"
+        )
+
+
 def _check(key: str, value: Any) -> Any:
     """Refuse what no setting can mean and what would reach a header or a request line
     broken: text with CR/LF or another control character (`from`, `unsubscribe_url`, the
@@ -306,6 +324,8 @@ def _check(key: str, value: Any) -> Any:
                  dataclasses.fields(Brand)]  # fmt: skip
     elif isinstance(value, str):
         texts = [(repr(value[:60]), value)]
+    if key in PUBLIC_URLS and isinstance(value, str):
+        _refuse_credentials(value)
     for what, text in texts:
         bad = forbidden_character(text, multiline=key in MULTILINE_SETTINGS)
         if bad:
@@ -317,14 +337,22 @@ def _check(key: str, value: Any) -> Any:
 def find_settings_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """The nearest spark-mail.toml, or pyproject.toml with [tool.spark-mail], from start upward."""
     for folder in [start, *start.parents]:
-        candidate = folder / SETTINGS_FILE
-        if candidate.is_file():
-            return candidate, _read_toml(candidate)
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
-            if isinstance(table, dict):
-                return pyproject, table
+        found = settings_file_in(folder)
+        if found is not None:
+            return found
+    return None
+
+
+def settings_file_in(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """`folder`'s own spark-mail.toml, or its pyproject.toml with [tool.spark-mail]."""
+    candidate = folder / SETTINGS_FILE
+    if candidate.is_file():
+        return candidate, _read_toml(candidate)
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("spark-mail")
+        if isinstance(table, dict):
+            return pyproject, table
     return None
 
 
@@ -369,11 +397,12 @@ def _from_env(env: Mapping[str, str], source: str) -> dict[str, Any]:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values  # small, but only needed when a .env exists
+    """The newsletter's .env (see spark_mail/dotenv_file.py); a SPARK_MAIL_ key no setting
+    has is an error there."""
+    from spark_mail.dotenv_file import read_dotenv as read
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    known = {ENV_PREFIX + key.upper() for key in _fields()} | {ENV_PREFIX + "FROM"}
+    return read(path, known, ENV_PREFIX)
 
 
 def load_settings(

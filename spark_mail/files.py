@@ -3,8 +3,12 @@ crash never leaves half a file behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +30,85 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# Temporary files of create_exclusive and replace_bytes are named TEMP_MARK...: a kill
+# mid-write leaves one, which nothing reads and `remove_leftovers` takes away.
+TEMP_MARK = ".spark-mail-tmp-"
+
+
+def create_exclusive(path: Path, data: bytes | str, mode: int = 0o666) -> None:
+    """Create `path` holding `data` whole, or not at all, and never replace anything there.
+
+    The data goes to a temporary file beside it (with `mode`, less the umask, from the
+    moment it exists: a secret file is never readable by others), which is then hard-linked
+    to `path` (the link fails, FileExistsError, when the name is taken). A crash or a kill
+    mid-write leaves no half `path`. Where the file system has no hard links, the file is
+    created in place with O_EXCL (still never replacing one)."""
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f"{TEMP_MARK}{path.name}-{secrets.token_hex(4)}")
+    try:
+        _write_new(tmp, payload, mode)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system (FAT, some network shares)
+            _write_new(path, payload, mode)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, payload: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def replace_bytes(path: Path, data: bytes, like: os.stat_result | None = None) -> None:
+    """Put `data` in the existing file `path` whole or not at all (a temporary file beside
+    it, renamed over it), keeping its mode; `like`: also give it these times (an undo puts
+    a file back as it was)."""
+    target = path.resolve()  # a link (a shared .gitignore) keeps pointing at its file
+    mode = stat.S_IMODE((like or target.stat()).st_mode)
+    tmp = target.with_name(f"{TEMP_MARK}{target.name}-{secrets.token_hex(4)}")
+    try:
+        _write_new(tmp, data, 0o600)
+        os.chmod(tmp, mode)
+        if like is not None:
+            os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Take away the temporary files a killed writer left in `folder`."""
+    for leftover in folder.glob(TEMP_MARK + "*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path, busy: str) -> Iterator[None]:
+    """Hold an OS lock on `folder` itself (flock on the folder, no lock file) for the
+    block; another holder: ConfigError `busy`. The OS drops it when its holder dies, even by
+    SIGKILL."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{folder}: {busy}", hint="wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -13,8 +13,13 @@ It writes, and never overwrites:
     layouts/NAME/     with --layout NAME: a copy of the default layout to customise
 
 A folder that already holds a newsletter is refused before anything is written; every answer
-is checked before the first file is written, the settings file is written last, and a
-failure half-way removes what this run created, so a failed init leaves the folder as it was.
+is checked before the first file is written (spark_mail/init_answers.py), the settings file
+is written last, and a failure half-way (Ctrl-C included) removes what this run created and
+puts an existing .gitignore back, so a failed init leaves the folder as it was. Each file
+appears whole or not at all (files.create_exclusive), so a run killed outright leaves no
+half file, and the next run completes the newsletter. One init at a time works in a folder
+(an OS lock on it); it only says what it cannot fix itself: an existing .env others can
+read, or one git already tracks.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import re
 import secrets
 import shlex
 import shutil
-from collections.abc import Callable, Mapping
+import stat
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,34 @@ from spark_mail.config import (
     SITE_PAGES,
     Brand,
     Settings,
-    find_settings_file,
+    settings_file_in,
 )
-from spark_mail.errors import ConfigError
+from spark_mail.errors import ConfigError, printable
+from spark_mail.files import create_exclusive, exclusive_folder, remove_leftovers, replace_bytes
+from spark_mail.init_answers import (
+    QUESTIONS,
+    NewsletterSpec,
+    machine_timezone,
+    missing_error,
+    missing_flags,
+    newsletter_spec,
+)
+
+__all__ = [
+    "GITIGNORE",
+    "QUESTIONS",
+    "InitResult",
+    "NewsletterSpec",
+    "check_folder",
+    "create_newsletter",
+    "editor_address",
+    "machine_timezone",
+    "missing_error",
+    "missing_flags",
+    "newsletter_spec",
+    "next_commands",
+    "settings_toml",
+]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENV_TEMPLATE = TEMPLATES / "env.example"  # a link to the repository's .env.example
@@ -48,184 +78,7 @@ ENV_TEMPLATE = TEMPLATES / "env.example"  # a link to the repository's .env.exam
 SETTINGS_TEMPLATE = TEMPLATES / "spark-mail.toml.in"
 SECRET_LINE = "SPARK_MAIL_SIGNING_SECRET="
 GITIGNORE = (".env", ".spark-mail/", "dist/", "outbox/", "site/", ".venv/")
-LAYOUT_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-# -- the answers -------------------------------------------------------------------------------
-
-
-def one_line(flag: str) -> Callable[[str], str]:
-    def clean(value: str) -> str:
-        text = " ".join(value.split())
-        if not text or "\n" in value or "\r" in value:
-            raise ConfigError(f"{flag}: give one line of text, not {value!r}")
-        return text
-
-    return clean
-
-
-def clean_address(value: str, flag: str = "--reply-to") -> str:
-    """One email address (email-validator's syntax rules, no DNS lookup)."""
-    from spark_mail.audience import AddressValidator
-
-    try:
-        return AddressValidator().normalise(value.strip())
-    except ValueError as exc:
-        raise ConfigError(
-            f"{flag} {value!r} is not an email address ({exc})", hint="e.g. hello@example.com"
-        ) from None
-
-
-def clean_sender(value: str) -> str:
-    """`--from`: an address, or `Name <address>`."""
-    from email.utils import formataddr, parseaddr
-
-    name, address = parseaddr(value)
-    if "\n" not in value and "\r" not in value:
-        with contextlib.suppress(ConfigError):
-            return formataddr((name, clean_address(address, "--from")))
-    raise ConfigError(
-        f"--from {value!r} is not an email address",
-        hint='e.g. hello@news.example.com or "My News <hello@news.example.com>"',
-    )
-
-
-def clean_site_url(value: str) -> str:
-    """`--url`: the newsletter's public https site; a bare host gets https://."""
-    from urllib.parse import urlsplit
-
-    text = value.strip()
-    if text and "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(
-            f"--url {value!r} is not an https site address",
-            hint="e.g. https://news.example.com (mail clients and the checks refuse http links)",
-        )
-    return text.rstrip("/")
-
-
-def clean_timezone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"--timezone {value!r} is not a time zone", hint="use an IANA name: Europe/Paris"
-        ) from None
-    return value
-
-
-def clean_layout(value: str) -> str:
-    if not LAYOUT_NAME_RE.fullmatch(value):
-        raise ConfigError(
-            f"--layout {value!r} is not a folder name", hint="use letters, digits, - and _"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class Question:
-    """A required answer: its flag, the prompt on a terminal, and its check."""
-
-    flag: str
-    prompt: str
-    clean: Callable[[str], str]
-
-
-QUESTIONS = (
-    Question("--name", "The newsletter's name", one_line("--name")),
-    Question("--from", "Sender address (e.g. hello@news.example.com)", clean_sender),
-    Question(
-        "--postal-address",
-        "Postal address (the law wants it in every email)",
-        one_line("--postal-address"),
-    ),
-    Question("--url", "Its public site (e.g. https://news.example.com)", clean_site_url),
-)
-
-
-def missing_flags(answers: Mapping[str, str | None]) -> list[str]:
-    return [q.flag for q in QUESTIONS if not (answers.get(q.flag) or "").strip()]
-
-
-def missing_error(missing: list[str]) -> ConfigError:
-    """Without a terminal to ask on: name every missing flag in one line."""
-    named = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
-    return ConfigError(
-        f"init needs {named} (there is no terminal to ask on)",
-        hint='e.g. spark-mail init --name "My News" --from hello@news.example.com '
-        '--postal-address "1 Main St, Springfield" --url https://news.example.com',
-    )
-
-
-@dataclass(frozen=True)
-class NewsletterSpec:
-    """The checked answers a newsletter is made from."""
-
-    name: str
-    from_address: str
-    postal_address: str
-    site_url: str
-    reply_to: str = ""
-    timezone: str = "UTC"
-    layout: str = ""
-
-
-def newsletter_spec(
-    answers: Mapping[str, str | None],
-    *,
-    reply_to: str | None = None,
-    timezone: str = "UTC",
-    layout: str | None = None,
-) -> NewsletterSpec:
-    """Check every answer (ConfigError naming the flag) before anything is written."""
-    missing = missing_flags(answers)
-    if missing:
-        raise missing_error(missing)
-    values = {q.flag: q.clean(str(answers[q.flag])) for q in QUESTIONS}
-    name, sender = values["--name"], values["--from"]
-    if "<" not in sender:  # a bare address: readers see the newsletter's name as the sender
-        from email.utils import formataddr
-
-        sender = formataddr((name, sender))
-    return NewsletterSpec(
-        name=name,
-        from_address=sender,
-        postal_address=values["--postal-address"],
-        site_url=values["--url"],
-        reply_to=clean_address(reply_to) if reply_to else "",
-        timezone=clean_timezone(timezone),
-        layout=clean_layout(layout) if layout else "",
-    )
-
-
-def machine_timezone(
-    tz: str | None,
-    localtime: Path = Path("/etc/localtime"),
-    timezone_file: Path = Path("/etc/timezone"),
-) -> tuple[str, str]:
-    """(IANA zone of this machine, a note when it could not be told and UTC is used).
-
-    `tz`: the TZ environment variable (the CLI passes it); then /etc/localtime's link into
-    the zoneinfo tree; then /etc/timezone (Debian)."""
-    candidates: list[str] = []
-    if tz:
-        candidates.append(tz.lstrip(":"))
-    with contextlib.suppress(OSError):
-        target = str(localtime.resolve(strict=True)) if localtime.is_symlink() else ""
-        if "/zoneinfo/" in target:
-            zone = target.split("/zoneinfo/", 1)[1]
-            candidates.append(zone.removeprefix("posix/").removeprefix("right/"))
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        candidates.append(timezone_file.read_text(encoding="utf-8").strip())
-    for candidate in candidates:
-        with contextlib.suppress(ConfigError):
-            if candidate and not candidate.startswith("/"):
-                return clean_timezone(candidate), ""
-    return "UTC", "could not tell this machine's time zone: using UTC (--timezone to change)"
+GITIGNORE_HEADER = "# spark-mail: secrets, state and build output"
 
 
 # -- the files ----------------------------------------------------------------------------------
@@ -292,29 +145,26 @@ class InitResult:
 
 
 def check_folder(folder: Path) -> Path:
-    """The folder to create the newsletter in; refused when it already holds one."""
+    """The folder to create the newsletter in; refused when it already holds one (only the
+    folder itself counts: a newsletter or a broken pyproject.toml above is no reason)."""
     folder = folder.expanduser().resolve()
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder}: is a file, not a folder", hint="pass a folder to init")
-    found = find_settings_file(folder) if folder.is_dir() else None
-    if found is not None and found[0].parent == folder:
+        raise ConfigError(f"{printable(str(folder))}: is a file, not a folder",
+                          hint="pass a folder to init")  # fmt: skip
+    settings = folder / SETTINGS_FILE
+    if (settings.exists() or settings.is_symlink()) and not settings.is_file():
         raise ConfigError(
-            f"{folder} is a newsletter already ({found[0].name}): nothing was changed",
+            f"{printable(str(settings))}: is in the way (not a file); nothing was changed",
+            hint="move it away, then run init again",
+        )
+    found = settings_file_in(folder) if folder.is_dir() else None
+    if found is not None:
+        raise ConfigError(
+            f"{printable(str(folder))} is a newsletter already ({found[0].name}): nothing was "
+            "changed",
             hint=f"edit {found[0].name}, or run init in another folder",
         )
     return folder
-
-
-def create_new(path: Path, text: str, mode: int = 0o666) -> None:
-    """Create `path` with `text`; never replaces a file (O_EXCL) and has `mode` (less the
-    umask) from the moment it exists, so a secret file is never readable by others."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def create_newsletter(folder: Path, spec: NewsletterSpec, secret: str | None = None) -> InitResult:
@@ -322,40 +172,52 @@ def create_newsletter(folder: Path, spec: NewsletterSpec, secret: str | None = N
     folder = check_folder(folder)
     layout_dir = folder / "layouts" / spec.layout if spec.layout else None
     if layout_dir is not None and layout_dir.exists():
-        raise ConfigError(f"{layout_dir} exists already: nothing was changed")
+        raise ConfigError(f"{printable(str(layout_dir))} exists already: nothing was changed")
     result = InitResult(folder)
+    made_folder = False
     try:
-        with contextlib.ExitStack() as undo:
-            if not folder.exists():
-                folder.mkdir(parents=True)
-                undo.callback(shutil.rmtree, folder, ignore_errors=True)
-            for relative, make in _steps(folder, spec, layout_dir, secret, result):
-                undone = make()
-                if undone is not None:
-                    undo.callback(undone)
-                    result.created.append(relative)
-            undo.pop_all()  # everything is written: keep it
-    except OSError as exc:
-        where = exc.filename or folder
-        raise ConfigError(
-            f"{where}: cannot write it ({exc.strerror or exc}); nothing was changed",
-            hint="check the folder's permissions and free space",
-        ) from None
+        made_folder = not folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive_folder(folder, "another spark-mail init is writing in it"):
+            check_folder(folder)  # again: another init may have finished meanwhile
+            remove_leftovers(folder)  # what a killed init left
+            with contextlib.ExitStack() as undo:
+                for relative, make in _steps(folder, spec, layout_dir, secret, result):
+                    undone = make()
+                    if undone is not None:
+                        undo.callback(undone)
+                        if relative:
+                            result.created.append(relative)
+                undo.pop_all()  # everything is written: keep it
+    except BaseException as exc:
+        if made_folder:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty: never what another init put there
+        if isinstance(exc, OSError):
+            where = printable(str(exc.filename or folder))
+            raise ConfigError(
+                f"{where}: cannot write it ({exc.strerror or exc}); nothing was changed",
+                hint="check the folder's permissions and free space",
+            ) from None
+        raise
+    result.notes.extend(git_notes(folder))
     return result
 
 
-Step = tuple[str, Callable[[], Callable[[], Any] | None]]
+Undo = Callable[[], Any]
+Step = tuple[str, Callable[[], Undo | None]]
 
 
 def _steps(
     folder: Path, spec: NewsletterSpec, layout_dir: Path | None, secret: str | None,
     result: InitResult,
 ) -> list[Step]:  # fmt: skip
-    """Each file as (its name, a function that writes it and returns how to undo it, or None
-    when it left an existing file alone). The settings file comes last."""
+    """Each file as (its name as listed under "Created", a function that writes it and
+    returns how to undo it, or None when it left an existing file alone). The settings file
+    comes last, and is never skipped."""
 
-    def folder_step(name: str) -> Callable[[], Callable[[], Any] | None]:
-        def make() -> Callable[[], Any] | None:
+    def folder_step(name: str) -> Callable[[], Undo | None]:
+        def make() -> Undo | None:
             path = folder / name
             if path.is_dir():
                 return None
@@ -364,69 +226,107 @@ def _steps(
 
         return make
 
-    def layout() -> Callable[[], Any] | None:
+    def layout() -> Undo | None:
         if layout_dir is None:
             return None
         shutil.copytree(PACKAGE_LAYOUTS / "default", layout_dir)
         return lambda: shutil.rmtree(layout_dir, ignore_errors=True)
 
-    def gitignore() -> Callable[[], Any] | None:
-        return _ignore_lines(folder / ".gitignore", result)
-
-    def env_example() -> Callable[[], Any] | None:
+    def env_example() -> Undo | None:
         return _new_file(folder / ".env.example", ENV_TEMPLATE.read_text(encoding="utf-8"))
 
-    def env() -> Callable[[], Any] | None:
-        undo = _new_file(folder / ".env", env_text(secret or secrets.token_urlsafe(32)), 0o600)
+    def env() -> Undo | None:
+        path = folder / ".env"
+        undo = _new_file(path, env_text(secret or secrets.token_urlsafe(32)), 0o600)
         if undo is None:
-            result.notes.append(
-                "kept the existing .env as it is: copy the SPARK_MAIL_ lines you need from "
-                ".env.example (own-list sends need a SPARK_MAIL_SIGNING_SECRET)"
-            )
+            result.notes.extend(kept_env_notes(path))
         return undo
 
-    def settings_file() -> Callable[[], Any] | None:
-        return _new_file(folder / SETTINGS_FILE, settings_toml(spec))
+    def settings_file() -> Undo | None:
+        path = folder / SETTINGS_FILE
+        create_exclusive(path, settings_toml(spec))
+        return path.unlink
 
+    ignore = folder / ".gitignore"
     name = f"layouts/{spec.layout}/" if spec.layout else ""
     state = Settings().state_dir  # so a cron line can log into it before the first send
     return [
         ("issues/", folder_step("issues")), (f"{state}/", folder_step(state)), (name, layout),
-        (".gitignore", gitignore), (".env.example", env_example), (".env", env),
-        (SETTINGS_FILE, settings_file),
+        ("" if ignore.exists() else ".gitignore", lambda: _ignore_lines(ignore, result)),
+        (".env.example", env_example), (".env", env), (SETTINGS_FILE, settings_file),
     ]  # fmt: skip
 
 
-def _new_file(path: Path, text: str, mode: int = 0o666) -> Callable[[], Any] | None:
-    if path.exists():
+def _new_file(path: Path, text: str, mode: int = 0o666) -> Undo | None:
+    if path.exists() or path.is_symlink():
         return None
-    create_new(path, text, mode)
+    create_exclusive(path, text, mode)
     return path.unlink
 
 
-def _ignore_lines(path: Path, result: InitResult) -> Callable[[], Any] | None:
-    """Create .gitignore, or append the lines an existing one lacks (undo: restore it)."""
-    if not path.exists():
-        create_new(
-            path, "# spark-mail: secrets, state and build output\n" + "\n".join(GITIGNORE) + "\n"
-        )
-        return path.unlink
-    before = path.read_text(encoding="utf-8")
-    present = {line.strip() for line in before.splitlines()}
-    lacking = [
-        line for line in GITIGNORE if line not in present and line.rstrip("/") not in present
+def kept_env_notes(path: Path) -> list[str]:
+    """What to say about an existing .env, kept as it is."""
+    notes = [
+        "kept the existing .env as it is: copy the SPARK_MAIL_ lines you need from "
+        ".env.example (own-list sends need a SPARK_MAIL_SIGNING_SECRET)"
     ]
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            notes.append(
+                f"the existing .env is readable by others (mode {mode:04o}) and holds this "
+                "machine's secrets: run `chmod 600 .env`"
+            )
+    return notes
+
+
+def _ignore_lines(path: Path, result: InitResult) -> Undo | None:
+    """Create .gitignore, or append the lines an existing one lacks (undo: put it back as it
+    was). Read as bytes, as git does: any encoding is kept as it is."""
+    if not path.exists():
+        create_exclusive(path, GITIGNORE_HEADER + "\n" + "\n".join(GITIGNORE) + "\n")
+        return path.unlink
+    before, st = path.read_bytes(), path.stat()
+    present = {line.strip().removeprefix(b"\xef\xbb\xbf") for line in before.splitlines()}
+    lacking = [
+        line for line in GITIGNORE
+        if line.encode() not in present and line.rstrip("/").encode() not in present
+    ]  # fmt: skip
     if not lacking:
         return None
-    separator = "" if before.endswith("\n") or not before else "\n"
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(
-            f"{separator}# spark-mail: secrets, state and build output\n"
-            + "\n".join(lacking)
-            + "\n"
-        )
+    end = b"\r\n" if b"\r\n" in before else b"\n"
+    block = end.join(line.encode() for line in (GITIGNORE_HEADER, *lacking)) + end
+    replace_bytes(path, before + (end if before and not before.endswith(b"\n") else b"") + block)
     result.notes.append(f"added {', '.join(lacking)} to the existing .gitignore")
-    return lambda: path.write_text(before, encoding="utf-8")
+    return lambda: replace_bytes(path, before, like=st)
+
+
+def git_notes(folder: Path) -> list[str]:
+    """What git makes of .env here: tracked already (the ignore line does not untrack it),
+    or still not ignored (another rule un-ignores it). Nothing outside a git work tree, or
+    without git."""
+    git = shutil.which("git")
+    if git is None or not (folder / ".env").exists():
+        return []
+
+    def run(*args: str) -> int:
+        try:
+            done = subprocess.run(
+                [git, "-C", str(folder), *args], capture_output=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return 128
+        return done.returncode
+
+    if run("ls-files", "--error-unmatch", "--", ".env") == 0:
+        return [
+            ".env is tracked by git, so its secrets go into every commit (ignoring it does "
+            "not untrack it): run `git rm --cached .env`, commit, and change the secrets "
+            "it held (git's history keeps them)"
+        ]
+    if run("check-ignore", "-q", "--", ".env") == 1:
+        return ["git does not ignore .env here (another rule un-ignores it): fix .gitignore"]
+    return []
 
 
 def next_commands(folder: Path, cwd: Path, today: str, to: str) -> list[str]:

@@ -86,8 +86,10 @@ class Issue:
 
 def slugify(text: str) -> str:
     """A slug made from a title: lower-case ASCII words joined by '-', at most 80 characters
-    (a date prefix and all still fits the slug rule's 120)."""
-    return SLUG_RE.sub("-", text.lower()).strip("-")[:80].strip("-") or "issue"
+    (a date prefix and all still fits the slug rule's 120). Accents are dropped, not the
+    letters they sit on: "Über Café" -> "uber-cafe"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:80].strip("-") or "issue"
 
 
 def slug_problem(slug: str) -> str | None:
@@ -109,7 +111,7 @@ def slug_of(path: Path) -> str:
     slug = path.stem if path.suffix == ".md" else path.name
     problem = slug_problem(slug)
     if problem is not None:
-        suggestion = slugify(unicodedata.normalize("NFKD", slug).encode("ascii", "ignore").decode())
+        suggestion = slugify(slug)
         raise IssueError(
             path,
             f"cannot be an issue: {problem} (name {slug!r})",
@@ -170,6 +172,7 @@ KNOWN_KEYS = {
     "title", "date", "subtitle", "subject", "preheader", "number", "send_at", "layout", "tags",
     "promo", "poll", "share",
 }  # fmt: skip
+LINK_SCHEMES = frozenset({"https", "http", "mailto"})
 PROMO_KEYS = {"label", "title", "body", "image", "image_alt", "cta_text", "cta_url"}
 
 
@@ -322,6 +325,14 @@ def _promo(f: _Fields, value: Any) -> Promo | None:
     cta_text, cta_url = f.text(table, ("promo", "cta_text")), f.text(table, ("promo", "cta_url"))
     if bool(cta_text) != bool(cta_url):
         raise f.fail(("promo",), "'promo' needs both 'cta_text' and 'cta_url' (or neither)")
+    scheme = cta_url.partition(":")[0].strip().lower() if ":" in cta_url else ""
+    if cta_url and scheme not in LINK_SCHEMES:
+        # javascript:, data: and the like run or smuggle content in the archive's pages
+        raise f.fail(
+            ("promo", "cta_url"),
+            f"'cta_url' must be an https://, http:// or mailto: address, not {cta_url[:40]!r}",
+            "write the full address, e.g. https://example.com/offer",
+        )
     image = f.text(table, ("promo", "image"))
     return Promo(
         title=title,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +52,18 @@ def write_issue(root: Path, name: str, front: str, body: str = "Hello, readers.\
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
-    """Run `python -m spark_mail ARGS` as a real process."""
+    """Run `python -m spark_mail ARGS` as a real process: forked from a warm interpreter
+    (tests/cli_zygote.py), or a fresh one when the test sets PYTHON* variables or another
+    command of this worker is still running."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
     full_env.update(env or {})
+    if not any(name.startswith("PYTHON") for name in env or {}) and WARM_CLI.lock.acquire(
+        blocking=False
+    ):
+        try:
+            return WARM_CLI.run(list(args), cwd=cwd, env=full_env, timeout=timeout)
+        finally:
+            WARM_CLI.lock.release()
     return subprocess.run(
         [sys.executable, "-m", "spark_mail", *args],
         cwd=cwd,
@@ -58,6 +73,74 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         text=True,
         timeout=timeout,
     )
+
+
+class WarmCli:
+    """The client of tests/cli_zygote.py: one per test worker, started on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pending = b""
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float):
+        import tempfile
+
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        assert self.process is not None and self.process.stdin is not None
+        deadline = time.monotonic() + timeout
+        with tempfile.TemporaryDirectory(prefix="spark-cli-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            request = {"args": args, "cwd": str(cwd), "env": env,
+                       "stdout": str(out), "stderr": str(err)}  # fmt: skip
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            pid = self.answer(None)["pid"]
+            code = self.answer(deadline)
+            if code is None:
+                os.kill(pid, signal.SIGKILL)
+                self.answer(None)
+                raise subprocess.TimeoutExpired(
+                    ["spark-mail", *args], timeout, out.read_bytes(), err.read_bytes()
+                )
+            return subprocess.CompletedProcess(
+                ["spark-mail", *args], code["code"],
+                out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8"),
+            )  # fmt: skip
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_zygote.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        self.pending = b""
+        atexit.register(self.stop)
+
+    def answer(self, deadline: float | None) -> dict | None:
+        """The zygote's next JSON line; None when the deadline passes first."""
+        assert self.process is not None and self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("the warm CLI process ended")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+WARM_CLI = WarmCli()
 
 
 @pytest.fixture

@@ -45,6 +45,27 @@ def test_header_settings_with_line_breaks_are_refused_when_settings_load(
         load_settings(tmp_path, env={})
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("site_url", "https://editor:hunter2pass@news.example.com"),
+        ("base_url", "https://editor:hunter2pass@news.example.com/p/{slug}"),
+        ("unsubscribe_url", "https://editor:hunter2pass@news.example.com/unsubscribe"),
+        ("poll_url", "https://hunter2pass@news.example.com/poll/{slug}?answer={index}"),
+    ],
+)
+def test_a_password_in_an_address_readers_see_is_refused_unshown(
+    tmp_path: Path, key: str, value: str
+):
+    """A staging site behind basic auth, its address with `user:password@`: every email's
+    links and every archive page would carry the password. Refused when settings load,
+    without repeating it."""
+    with pytest.raises(ConfigError, match=f"setting '{key}'.*user name or password") as caught:
+        load_settings(tmp_path, env={env_name(key): value})
+    assert "hunter2pass" not in f"{caught.value} {caught.value.hint}"
+    assert "***@news.example.com" in str(caught.value)
+
+
 def test_refusal_is_one_printable_line(tmp_path: Path):
     """The value is shown escaped, so the error line itself cannot be split."""
     with pytest.raises(ConfigError) as caught:

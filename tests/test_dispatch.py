@@ -311,3 +311,30 @@ def test_the_ledger_records_the_real_time_not_the_pretend_one(newsletter: Path):
     with open_ledger(settings) as ledger:
         record = ledger.get("issue-1")
     assert record is not None and record.sent_at == real.isoformat(timespec="seconds")
+
+
+def test_an_issue_that_went_only_to_the_outbox_goes_out_once_a_real_provider_is_set(
+    newsletter: Path, esp: FakeEsp
+):
+    """A newcomer's cron line ran before `.env` named an ESP: the issue "went" to the outbox
+    (no reader has it). Once a real provider is set, dispatch sends it for real, once; the
+    outbox itself still never takes it twice."""
+    issue(newsletter, "issue-1", "2025-01-20T07:00:00-05:00")
+    outbox = load_settings(start=newsletter, env={})  # no provider set: the outbox
+    first = dispatch(outbox, at("2025-01-20T07:00:00-05:00"))
+    assert [(i.slug, i.outcome) for i in first.items] == [("issue-1", "sent")]
+    assert dispatch(outbox, at("2025-01-20T07:05:00-05:00")).items == []
+    assert esp.requests == []
+
+    real = esp_settings(newsletter, esp)
+    on_time = dispatch(real, at("2025-01-20T07:10:00-05:00"))
+    assert [(i.slug, i.outcome) for i in on_time.items] == [("issue-1", "sent")]
+    assert dispatch(real, at("2025-01-20T07:15:00-05:00")).items == []
+    assert subjects(esp) == ["issue-1"]
+    with open_ledger(real) as ledger:
+        record = ledger.get("issue-1")
+        history = [event.detail for event in ledger.history("issue-1")]
+    assert record is not None and record.provider == "buttondown" and record.state == "sent"
+    assert any("went only to the outbox" in (detail or "") for detail in history)
+    # and back on the outbox, the real send stands: nothing goes anywhere again
+    assert dispatch(outbox, at("2025-01-20T07:20:00-05:00")).items == []

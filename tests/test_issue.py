@@ -166,3 +166,18 @@ def test_yes_no_poll_options_stay_text(tmp_path: Path):
     front = MINIMAL + "\npoll:\n  question: Useful?\n  options: [Yes, No, 'On']"
     issue = load_issue(write_issue(tmp_path, "yn", front))
     assert issue.poll is not None and issue.poll.options == ("Yes", "No", "On")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(document.cookie)", " JavaScript:alert(1)", "data:text/html,x", "/offer"],
+)
+def test_a_promo_button_goes_to_a_web_or_mail_address_only(tmp_path: Path, url: str):
+    """A `javascript:` or `data:` button would run in the archive's web page; a bare path
+    leads nowhere from a mailbox: refused with the line, before anything is built."""
+    front = MINIMAL + f"\npromo:\n  title: Buy\n  cta_text: Go\n  cta_url: '{url}'\n"
+    path = write_issue(tmp_path, "promo", front)
+    with pytest.raises(IssueError, match=r"cta_url.*https://") as caught:
+        load_issue(path)
+    line = path.read_text().splitlines().index(f"  cta_url: '{url}'") + 1
+    assert str(caught.value).startswith(f"{path}:{line}: ")

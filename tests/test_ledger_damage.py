@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SAMPLE_SLUG, run_cli, write_issue
 from esp_server import FakeEsp, esp_env, settings_for
-from spark_mail.errors import LedgerError
+from spark_mail.errors import SendUnconfirmed
 from spark_mail.ledger import SendState, open_ledger
 from spark_mail.ledger.sends import SendsTable
 from spark_mail.scheduling.cron import dispatch
@@ -144,9 +144,10 @@ def test_full_disk_after_the_esp_accepted_says_so_and_the_next_run_settles(
 ):
     """`send`: Buttondown published, then the ledger could not record it. The error says
     the ESP accepted it (never "nothing was sent"); the next send asks Buttondown and
-    records `sent` without publishing again."""
+    records `sent` without publishing again. It is `unconfirmed` (the next run settles it),
+    never `failed`."""
     settings = settings_for(esp, newsletter, "buttondown")
-    with pytest.raises(LedgerError) as caught:
+    with pytest.raises(SendUnconfirmed) as caught:
         send_issue(SAMPLE_SLUG, settings, mode="send")
     message = str(caught.value)
     assert "buttondown accepted it" in message and "do NOT send it again" in message
@@ -174,7 +175,7 @@ def test_full_disk_after_the_esp_accepted_in_dispatch_never_sends_twice(
     now = dt.datetime(2025, 1, 20, 13, 0, tzinfo=dt.UTC)
     report = dispatch(settings, now)
     (item,) = report.items
-    assert item.failed and "resend accepted it" in item.message
+    assert item.outcome == Outcome.UNCONFIRMED and "resend accepted it" in item.message
     assert "nothing was sent" not in item.message
     assert len(esp.audience_sends) == 1
     monkeypatch.undo()

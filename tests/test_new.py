@@ -39,6 +39,20 @@ def test_new_issue_stub_fails_check_on_todo_on_purpose(newsletter: Path) -> None
     assert [f.rule_id for f in report.errors] == ["content.placeholder"]
 
 
+@pytest.mark.parametrize(
+    ("title", "slug"),
+    [("Über Café ☃", "uber-cafe"), ("Ünïcode Naïveté", "unicode-naivete"), ("☃ ☃", "issue")],
+)
+def test_new_keeps_the_letters_under_accents_in_the_file_name(
+    newsletter: Path, title: str, slug: str
+) -> None:
+    """Accented letters lose the accent, not the letter ("Über" was "ber")."""
+    settings = load_settings(newsletter, env={})
+    path = new_issue(settings, title, DAY)
+    assert path.name == f"2025-02-03-{slug}.md"
+    assert load_issue(path).title == title
+
+
 def test_new_refuses_to_overwrite(newsletter: Path) -> None:
     """A second `new` with the same title and date fails and leaves the file as it was."""
     settings = load_settings(newsletter, env={})

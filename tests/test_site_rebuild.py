@@ -269,7 +269,7 @@ def test_a_failed_recycled_build_never_touches_the_live_site(newsletter, monkeyp
 def test_a_crashed_builds_folder_is_cleared_by_the_next_build(newsletter: Path) -> None:
     """A build killed half-way leaves `.site.building-*`; the next build removes it."""
     send_two(newsletter)
-    crashed = newsletter / ".site.building-crashed"
+    crashed = newsletter / ".site.building-k3q9z_0a"  # as mkdtemp names it
     (crashed / "p").mkdir(parents=True)
     (crashed / "p" / "half.html").write_text("<p>half")
     build_site(settings_for(newsletter))

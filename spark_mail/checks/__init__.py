@@ -7,7 +7,7 @@ Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
     report = run_checks(email, settings, links=False)
     report.errors, report.warnings, report.ok, report.failed(strict), report.to_json()
 
-    report.py   Finding, Severity, Report
+    report.py   Finding, Severity, Report; RuleBook (a rule's severity and fix, once)
     html.py     the one parse of the HTML the rules share
     rules.py    the offline rules (Checker)
     outlook.py  layout.outlook-width: the email as desktop Outlook lays it out

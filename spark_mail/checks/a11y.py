@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from spark_mail.checks.report import Finding, Severity
+from spark_mail.checks.report import Finding, RuleBook
 from spark_mail.checks.styles import CssRule, StyledEmail, describe
 from spark_mail.render.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
 
@@ -30,6 +30,17 @@ DEFAULT_FONT_PX = 16.0
 WHITE: RGB = (255, 255, 255)
 HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
 FONT_PX_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)px")
+RULES = RuleBook(  # the usual fix ("": the finding gives its own)
+    errors={},
+    warnings={
+        "a11y.contrast": "darken the text or lighten its background (the default layout derives "
+        "a text-safe shade of brand.accent_color); check dark-mode rules for links too",
+        "a11y.lang": "set `language` in spark-mail.toml and keep "
+        '<mjml lang="{{ newsletter.language }}">',
+        "a11y.heading-order": "",
+        "a11y.link-text": "say where the link goes (screen readers list links by their text)",
+    },
+)
 
 
 def font_px(value: str | None, inherited: float) -> float:
@@ -121,12 +132,8 @@ def contrast_findings(page: StyledEmail) -> Iterator[Finding]:
             shown = "; ".join(problems[:3]) + (
                 f" (+{len(problems) - 3} more)" * (len(problems) > 3)
             )
-            yield Finding(
-                "a11y.contrast",
-                Severity.WARNING,
-                f"text below WCAG AA contrast in {mode} mode: {shown}",
-                "darken the text or lighten its background (the default layout derives a "
-                "text-safe shade of brand.accent_color); check dark-mode rules for links too",
+            yield RULES.finding(
+                "a11y.contrast", f"text below WCAG AA contrast in {mode} mode: {shown}"
             )
 
 
@@ -138,11 +145,9 @@ def lang_findings(page: StyledEmail) -> Iterator[Finding]:
     if wrappers and not (wrappers[0].get("lang") or "").strip():
         missing.append('the body wrapper (role="article")')
     if missing:
-        yield Finding(
+        yield RULES.finding(
             "a11y.lang",
-            Severity.WARNING,
             f"no lang attribute on {' and '.join(missing)}: screen readers guess the language",
-            'set `language` in spark-mail.toml and keep <mjml lang="{{ newsletter.language }}">',
         )
 
 
@@ -152,13 +157,12 @@ def heading_findings(page: StyledEmail) -> Iterator[Finding]:
         level = int(heading.tag[1])
         if level > previous + 1:
             title = " ".join(heading.text_content().split())[:50]
-            yield Finding(
+            yield RULES.finding(
                 "a11y.heading-order",
-                Severity.WARNING,
                 f"<h{level}> {title!r} follows "
                 + (f"<h{previous}>" if previous else "no heading")
                 + ": a level is skipped, so the outline is broken for screen readers",
-                f"use <h{previous + 1}> (in Markdown: {'#' * (previous + 1)} ...), or the "
+                fix=f"use <h{previous + 1}> (in Markdown: {'#' * (previous + 1)} ...), or the "
                 "heading level in between",
             )
         previous = level
@@ -173,11 +177,9 @@ def link_text_findings(page: StyledEmail) -> Iterator[Finding]:
         }
     )
     if vague:
-        yield Finding(
+        yield RULES.finding(
             "a11y.link-text",
-            Severity.WARNING,
             f"link text that says nothing out of context: {', '.join(repr(v) for v in vague)}",
-            "say where the link goes (screen readers list links by their text)",
         )
 
 

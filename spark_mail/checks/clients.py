@@ -51,32 +51,47 @@ VALUE_FEATURES = (
     ("display", re.compile(r"\bgrid\b"), "css-display-grid"),
     ("display", re.compile(r"\bnone\b"), "css-display-none"),
 )
-ANY_VALUE_FEATURES = (
-    (re.compile(r"linear-gradient\("), "css-linear-gradient"),
-    (re.compile(r"radial-gradient\("), "css-radial-gradient"),
-    (re.compile(r"\bvar\(--"), "css-variables"),
-    (re.compile(r"\bcalc\("), "css-unit-calc"),
-    (re.compile(r"\brgba\("), "css-rgba"),
-    (re.compile(r"\d(rem)\b"), "css-unit-rem"),
-    (re.compile(r"\d(vw)\b"), "css-unit-vw"),
-    (re.compile(r"\d(vh)\b"), "css-unit-vh"),
+
+
+def _compiled(table: dict[str, str], flags: int = 0) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """A table of regex -> caniemail slug as (compiled pattern, slug) pairs, in its order."""
+    return tuple((re.compile(regex, flags), slug) for regex, slug in table.items())
+
+
+# Features of their own in any property's value, in selectors, in at-rules (the first match).
+ANY_VALUE_FEATURES = _compiled(
+    {
+        r"linear-gradient\(": "css-linear-gradient",
+        r"radial-gradient\(": "css-radial-gradient",
+        r"\bvar\(--": "css-variables",
+        r"\bcalc\(": "css-unit-calc",
+        r"\brgba\(": "css-rgba",
+        r"\d(rem)\b": "css-unit-rem",
+        r"\d(vw)\b": "css-unit-vw",
+        r"\d(vh)\b": "css-unit-vh",
+    }
 )
-SELECTOR_FEATURES = (
-    (re.compile(r">"), "css-selector-child"),
-    (re.compile(r"\+"), "css-selector-adjacent-sibling"),
-    (re.compile(r"~"), "css-selector-general-sibling"),
-    (re.compile(r"\["), "css-selector-attribute"),
-    (re.compile(r":hover\b"), "css-pseudo-class-hover"),
-    (re.compile(r"::?before\b"), "css-pseudo-element-before"),
-    (re.compile(r"::?after\b"), "css-pseudo-element-after"),
+SELECTOR_FEATURES = _compiled(
+    {
+        r">": "css-selector-child",
+        r"\+": "css-selector-adjacent-sibling",
+        r"~": "css-selector-general-sibling",
+        r"\[": "css-selector-attribute",
+        r":hover\b": "css-pseudo-class-hover",
+        r"::?before\b": "css-pseudo-element-before",
+        r"::?after\b": "css-pseudo-element-after",
+    }
 )
-AT_RULE_FEATURES = (
-    (re.compile(r"@media\b.*prefers-color-scheme", re.I), "css-at-media-prefers-color-scheme"),
-    (re.compile(r"@media\b", re.I), "css-at-media"),
-    (re.compile(r"@font-face\b", re.I), "css-at-font-face"),
-    (re.compile(r"@import\b", re.I), "css-at-import"),
-    (re.compile(r"@supports\b", re.I), "css-at-supports"),
-    (re.compile(r"@keyframes\b", re.I), "css-at-keyframes"),
+AT_RULE_FEATURES = _compiled(
+    {
+        r"@media\b.*prefers-color-scheme": "css-at-media-prefers-color-scheme",
+        r"@media\b": "css-at-media",
+        r"@font-face\b": "css-at-font-face",
+        r"@import\b": "css-at-import",
+        r"@supports\b": "css-at-supports",
+        r"@keyframes\b": "css-at-keyframes",
+    },
+    re.I,
 )
 ATTRIBUTE_FEATURES = {"srcset": "html-srcset", "loading": "html-loading-attribute"}
 IMAGE_FORMATS = re.compile(r"\.(svg|webp|avif|heif|bmp|tiff?|ico|apng)(\?|#|$)", re.I)

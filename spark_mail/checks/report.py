@@ -38,6 +38,19 @@ class Finding:
         }
 
 
+class RuleBook:
+    """A module's rules, each registered once with its severity and its usual fix: a finding
+    names its rule and says what was found, and passes a fix only where it depends on that."""
+
+    def __init__(self, *, errors: dict[str, str], warnings: dict[str, str]) -> None:
+        self.rules = {rule_id: (Severity.ERROR, fix) for rule_id, fix in errors.items()}
+        self.rules.update({rule_id: (Severity.WARNING, fix) for rule_id, fix in warnings.items()})
+
+    def finding(self, rule_id: str, message: str, fix: str | None = None) -> Finding:
+        severity, usual_fix = self.rules[rule_id]
+        return Finding(rule_id, severity, message, usual_fix if fix is None else fix)
+
+
 @dataclass
 class Report:
     """What the checks found for one email."""

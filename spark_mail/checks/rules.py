@@ -1,4 +1,5 @@
-"""The offline rules: each `rule_*` method of Checker yields Findings (id, severity, fix).
+"""The offline rules: each `rule_*` method of Checker yields Findings of the rules in RULES
+(id -> severity and fix).
 
 They look at exactly what readers get: the inlined HTML, the plain-text part, the headers,
 subject and preheader. Nothing here touches the network.
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from spark_mail.checks.html import parse_html
-from spark_mail.checks.report import Finding, Severity
+from spark_mail.checks.report import Finding, RuleBook
 from spark_mail.config import Settings
 from spark_mail.render import GMAIL_CLIP_BYTES, RenderedEmail
 from spark_mail.render.inline import MERGE_TAG_RE
@@ -116,6 +117,33 @@ def words(text: str) -> str:
 
 # -- the rules -----------------------------------------------------------------------------
 
+# The offline rules, by id, with the usual fix ("": the finding gives its own).
+RULES = RuleBook(
+    errors={
+        "size.clipped": "shorten the issue or move long sections to the web copy",
+        "unsubscribe.link": "set unsubscribe_url in spark-mail.toml (the default layout links it)",
+        "postal-address": "set postal_address in spark-mail.toml",
+        "headers.list-unsubscribe": "set unsubscribe_url (https) in spark-mail.toml",
+        "image.alt": "describe the image (promo: image_alt; Markdown: ![text](url)); readers "
+        "with images off or a screen reader see only this",
+        "url.unsafe": "use a full https:// URL that readers can open",
+        "template.unresolved": "fill it in; a merge tag your ESP should replace belongs in a "
+        "setting (e.g. unsubscribe_url), not in the issue",
+        "content.placeholder": "replace it with the real text",
+    },
+    warnings={
+        "size.near-clip": "trim the issue a little; ESPs add tracking that makes it bigger",
+        "subject.length": "shorten the subject",
+        "subject.caps": "write it in sentence or title case",
+        "preheader.missing": "add 'preheader:' to the front matter "
+        f"({PREHEADER_MIN}-{PREHEADER_MAX} characters)",
+        "preheader.length": "",
+        "preheader.repeats-subject": "say something the subject does not",
+        "block.label": "give it a label such as SPONSORED, PROMO CONTENT or PARTNER",
+        "links.count": "cut the links that matter least",
+    },
+)
+
 
 class Checker:
     """The offline rules. Each `rule_*` method yields Findings."""
@@ -146,39 +174,31 @@ class Checker:
     def rule_size(self) -> Iterator[Finding]:
         size = self.email.html_bytes
         if size > GMAIL_CLIP_BYTES:
-            yield Finding(
+            yield RULES.finding(
                 "size.clipped",
-                Severity.ERROR,
                 f"the HTML is {size / 1024:.1f} KB: Gmail clips anything over "
                 f"{GMAIL_CLIP_BYTES / 1024:.0f} KB and hides the rest, unsubscribe link included",
-                "shorten the issue or move long sections to the web copy",
             )
         elif size > SIZE_WARN_BYTES:
-            yield Finding(
+            yield RULES.finding(
                 "size.near-clip",
-                Severity.WARNING,
                 f"the HTML is {size / 1024:.1f} KB, close to Gmail's "
                 f"{GMAIL_CLIP_BYTES / 1024:.0f} KB clipping limit",
-                "trim the issue a little; ESPs add tracking that makes it bigger",
             )
 
     def rule_unsubscribe_link(self) -> Iterator[Finding]:
         if not any(a.href and "unsubscribe" in a.text.casefold() for a in self.page.anchors):
-            yield Finding(
+            yield RULES.finding(
                 "unsubscribe.link",
-                Severity.ERROR,
                 "no visible unsubscribe link (an <a href> whose text says 'unsubscribe')",
-                "set unsubscribe_url in spark-mail.toml (the default layout links it)",
             )
 
     def rule_postal_address(self) -> Iterator[Finding]:
         address = self.settings.postal_address.strip()
         if not address:
-            yield Finding(
+            yield RULES.finding(
                 "postal-address",
-                Severity.ERROR,
                 "no postal address: the law (CAN-SPAM) requires one in every email",
-                "set postal_address in spark-mail.toml",
             )
             return
         missing = [
@@ -187,11 +207,10 @@ class Checker:
             if words(address) not in words(text)
         ]
         if missing:
-            yield Finding(
+            yield RULES.finding(
                 "postal-address",
-                Severity.ERROR,
                 f"the postal address is missing from the {' and '.join(missing)} part",
-                "keep newsletter.postal_address in the layout's footer",
+                fix="keep newsletter.postal_address in the layout's footer",
             )
 
     def rule_list_unsubscribe_headers(self) -> Iterator[Finding]:
@@ -202,23 +221,17 @@ class Checker:
             if not headers.get(name.lower())
         ]
         if missing:
-            yield Finding(
+            yield RULES.finding(
                 "headers.list-unsubscribe",
-                Severity.ERROR,
                 f"missing header {' and '.join(missing)}: Gmail and Yahoo require "
                 "one-click unsubscribe from bulk senders",
-                "set unsubscribe_url (https) in spark-mail.toml",
             )
 
     def rule_image_alt(self) -> Iterator[Finding]:
         for image in self.page.images:
             if image.alt is None or (not image.alt.strip() and not image.decorative):
-                yield Finding(
-                    "image.alt",
-                    Severity.ERROR,
-                    f"image without alt text: {image.src or '(no src)'}",
-                    "describe the image (promo: image_alt; Markdown: ![text](url)); readers "
-                    "with images off or a screen reader see only this",
+                yield RULES.finding(
+                    "image.alt", f"image without alt text: {image.src or '(no src)'}"
                 )
 
     def rule_urls(self) -> Iterator[Finding]:
@@ -227,12 +240,7 @@ class Checker:
             problem = url_problem(url)
             if problem and url not in seen:
                 seen.add(url)
-                yield Finding(
-                    "url.unsafe",
-                    Severity.ERROR,
-                    f"{kind} {url or '(empty)'} {problem}",
-                    "use a full https:// URL that readers can open",
-                )
+                yield RULES.finding("url.unsafe", f"{kind} {url or '(empty)'} {problem}")
 
     def rule_unresolved_template(self) -> Iterator[Finding]:
         allowed = self.allowed
@@ -243,13 +251,10 @@ class Checker:
             for marker in TEMPLATE_MARKERS:
                 at = cleaned.find(marker)
                 if at >= 0:
-                    yield Finding(
+                    yield RULES.finding(
                         "template.unresolved",
-                        Severity.ERROR,
                         f"unresolved template text {marker!r} in the {part} part: "
                         f"...{snippet(cleaned, at, at + len(marker))}...",
-                        "fill it in; a merge tag your ESP should replace belongs in a "
-                        "setting (e.g. unsubscribe_url), not in the issue",
                     )
                     break
 
@@ -263,59 +268,47 @@ class Checker:
         if found:
             names = ", ".join("lorem ipsum" if f.startswith("lorem") else f.upper() for f in found)
             lines = source_lines(self.email.source, PLACEHOLDER_RE)
-            yield Finding(
+            yield RULES.finding(
                 "content.placeholder",
-                Severity.ERROR,
                 f"placeholder text left in: {names}{where(self.email.source, lines)}",
-                "replace it with the real text",
             )
 
     # warnings
     def rule_subject(self) -> Iterator[Finding]:
         subject = self.email.subject
         if len(subject) > SUBJECT_MAX:
-            yield Finding(
+            yield RULES.finding(
                 "subject.length",
-                Severity.WARNING,
                 f"the subject has {len(subject)} characters; inboxes cut it after about "
                 f"{SUBJECT_MAX}",
-                "shorten the subject",
             )
         letters = [c for c in subject if c.isalpha()]
         if len(letters) >= 4 and all(c.isupper() for c in letters):
-            yield Finding(
+            yield RULES.finding(
                 "subject.caps",
-                Severity.WARNING,
                 "the subject is in all capitals, which reads as shouting and trips spam filters",
-                "write it in sentence or title case",
             )
 
     def rule_preheader(self) -> Iterator[Finding]:
         pre = self.email.preheader.strip()
         if not pre:
-            yield Finding(
+            yield RULES.finding(
                 "preheader.missing",
-                Severity.WARNING,
                 "no preheader: inboxes show the first words of the email instead",
-                f"add 'preheader:' to the front matter ({PREHEADER_MIN}-{PREHEADER_MAX} "
-                "characters)",
             )
             return
         if not PREHEADER_MIN <= len(pre) <= PREHEADER_MAX:
-            yield Finding(
+            yield RULES.finding(
                 "preheader.length",
-                Severity.WARNING,
                 f"the preheader has {len(pre)} characters; "
                 f"{PREHEADER_MIN}-{PREHEADER_MAX} fill the inbox preview well",
-                "make it " + ("longer" if len(pre) < PREHEADER_MIN else "shorter"),
+                fix="make it " + ("longer" if len(pre) < PREHEADER_MIN else "shorter"),
             )
         subject = words(self.email.subject)
         if subject and words(pre).startswith(subject):
-            yield Finding(
+            yield RULES.finding(
                 "preheader.repeats-subject",
-                Severity.WARNING,
                 "the preheader repeats the subject, so the inbox shows it twice",
-                "say something the subject does not",
             )
 
     def rule_block_labels(self) -> Iterator[Finding]:
@@ -327,29 +320,24 @@ class Checker:
             labelled = [b for b in boxes if DISCLOSURE_RE.search(b.label)]
             for box in boxes:
                 if box not in labelled:
-                    yield Finding(
+                    yield RULES.finding(
                         "block.label",
-                        Severity.WARNING,
                         f"a {kind} block has no label saying it is paid content "
                         f"(it starts with {box.label or 'nothing'!r})",
-                        "give it a label such as SPONSORED, PROMO CONTENT or PARTNER",
                     )
             if len(boxes) < count:
-                yield Finding(
+                yield RULES.finding(
                     "block.label",
-                    Severity.WARNING,
                     f"{count - len(boxes)} {kind} block(s) are not marked in the HTML, so "
                     "their label cannot be seen",
-                    f'keep css-class="{kind}-box" with a label line in the layout\'s {kind} '
+                    fix=f'keep css-class="{kind}-box" with a label line in the layout\'s {kind} '
                     "partial",
                 )
 
     def rule_link_count(self) -> Iterator[Finding]:
         count = len(self.page.anchors)
         if count > MAX_LINKS:
-            yield Finding(
+            yield RULES.finding(
                 "links.count",
-                Severity.WARNING,
                 f"{count} links; more than {MAX_LINKS} looks like spam to some filters",
-                "cut the links that matter least",
             )

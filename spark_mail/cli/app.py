@@ -23,12 +23,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-IssueArg = Annotated[
-    str,
-    # Arguments are described in each command's help text: typer would print a Python type
-    # name (<str>) next to them.
-    typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
-]
+
+def argument(metavar: str) -> Any:
+    """A positional argument shown as METAVAR in usage lines. Arguments are described in each
+    command's help text: typer would print a Python type name (<str>) next to them."""
+    return typer.Argument(metavar=metavar, hidden=True, show_default=False)
+
+
+IssueArg = Annotated[str, argument("ISSUE")]
+OptionalIssueArg = Annotated[str | None, argument("ISSUE")]  # left out: every issue
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 SAMPLE = "2025-01-20-engineering-leadership"  # the issue the --help examples name
 
@@ -72,20 +75,22 @@ def enter_folder(directory: Path) -> None:
     """`-C DIR`, as `git -C` and `make -C`: everything after it runs as if started in DIR."""
     import os
 
-    from spark_mail.errors import ConfigError
+    from spark_mail.errors import ConfigError, printable
 
     global started_in
     started_in = Path.cwd()
+    full = started_in / directory.expanduser()  # as given when absolute
+    named = f"-C {printable(str(directory))}" + (
+        "" if directory.is_absolute() else f" ({printable(str(full))})"
+    )  # a relative DIR: where it was looked for (cron starts in $HOME or /)
     try:
-        os.chdir(directory.expanduser())
+        os.chdir(full)
     except FileNotFoundError:
-        raise ConfigError(f"-C {directory}: no such folder", hint="check the path") from None
+        raise ConfigError(f"{named}: no such folder", hint="check the path") from None
     except NotADirectoryError:
-        raise ConfigError(
-            f"-C {directory}: not a folder", hint="pass the newsletter's folder"
-        ) from None
+        raise ConfigError(f"{named}: not a folder", hint="pass the newsletter's folder") from None
     except OSError as exc:
-        raise ConfigError(f"-C {directory}: cannot enter it ({exc.strerror})") from None
+        raise ConfigError(f"{named}: cannot enter it ({exc.strerror})") from None
 
 
 def settings(
@@ -109,6 +114,12 @@ def flag(name: str, metavar: str, help: str) -> Any:
 
 ProviderOpt = Annotated[
     str | None, typer.Option("--provider", metavar="NAME", help="Override SPARK_MAIL_PROVIDER.")
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
+    ),
 ]
 NowOpt = Annotated[
     str | None,

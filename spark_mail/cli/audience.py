@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from spark_mail.cli.app import JsonOpt, ProviderOpt, app, example, settings
+from spark_mail.cli.app import JsonOpt, ProviderOpt, app, argument, example, settings
 from spark_mail.cli.output import (
     console,
     err_console,
@@ -30,10 +30,7 @@ AUDIENCE_SHOWN = 20  # problems printed per kind on a terminal; --json lists mor
 
 @audience_app.command("check", epilog=example("spark-mail audience check subscribers.csv"))
 def audience_check(
-    path: Annotated[
-        Path | None,
-        typer.Argument(metavar="FILE", hidden=True, show_default=False),
-    ] = None,
+    path: Annotated[Path | None, argument("FILE")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Count readers, list invalid rows and duplicates by line; exit 1 if any row is invalid.

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spark_mail.cli.app import JsonOpt, app, example, settings
+from spark_mail.cli.app import JsonOpt, OptionalIssueArg, app, example, settings
 from spark_mail.cli.output import console, err_console, print_json
 
 
@@ -56,10 +56,7 @@ app.add_typer(poll_app, name="poll")
 
 @poll_app.command("results", epilog=example("spark-mail poll results --json"))
 def poll_results(
-    issue: Annotated[
-        str | None,
-        typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
-    ] = None,
+    issue: OptionalIssueArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Votes per option, the total and the comments of an issue's poll (or every poll).

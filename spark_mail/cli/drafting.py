@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, example, settings
+from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, argument, example, settings
 from spark_mail.cli.output import (
     console,
     err_console,
@@ -82,7 +82,7 @@ def build(
 
 @app.command(epilog=example('spark-mail new "Shipping small, often" --date 2025-02-03'))
 def new(
-    title: Annotated[str, typer.Argument(metavar="TITLE", hidden=True, show_default=False)],
+    title: Annotated[str, argument("TITLE")],
     date: Annotated[
         str | None,
         typer.Option("--date", metavar="YYYY-MM-DD", help="Issue date (default: today)."),
@@ -223,9 +223,7 @@ def preview(
             "DIR (default: dist/<slug>/snapshots) and exit: `preview ISSUE --snapshot [DIR]`.",
         ),
     ] = False,
-    snapshot_dir: Annotated[
-        Path | None, typer.Argument(metavar="[DIR]", hidden=True, show_default=False)
-    ] = None,
+    snapshot_dir: Annotated[Path | None, argument("[DIR]")] = None,
 ) -> None:
     """Serve the built issue on 127.0.0.1, rebuilt and reloaded on every save.
 

@@ -10,12 +10,9 @@ import typer
 from rich.markup import escape
 
 from spark_mail.cli import app as app_module
-from spark_mail.cli.app import app, example, flag
-from spark_mail.cli.output import (
-    console,
-    err_console,
-)
-from spark_mail.errors import SparkMailError
+from spark_mail.cli.app import app, argument, example, flag
+from spark_mail.cli.output import console, err_console, log
+from spark_mail.errors import SparkMailError, printable
 
 
 @app.command(
@@ -26,9 +23,7 @@ from spark_mail.errors import SparkMailError
     )
 )
 def init(
-    directory: Annotated[
-        Path | None, typer.Argument(metavar="DIR", hidden=True, show_default=False)
-    ] = None,
+    directory: Annotated[Path | None, argument("DIR")] = None,
     name: Annotated[str | None, flag("--name", "TEXT", "The newsletter's name.")] = None,
     from_: Annotated[
         str | None, flag("--from", "ADDRESS", 'Sender: an address or "Name <address>".')
@@ -66,21 +61,24 @@ def init(
         (timezone, "") if timezone else scaffold.machine_timezone(os.environ.get("TZ"))
     )
     spec = scaffold.newsletter_spec(answers, reply_to=reply_to, timezone=zone, layout=layout)
-    result = scaffold.create_newsletter(folder, spec)
-    console.print(f"Created a newsletter in {escape(str(result.folder))}:")
+    try:
+        result = scaffold.create_newsletter(folder, spec)
+    except KeyboardInterrupt:  # typer would exit 130 without a word
+        log(f"interrupted: nothing was changed in {escape(printable(str(folder)))}")
+        raise typer.Exit(130) from None
+    console.print(f"Created a newsletter in {escape(printable(str(result.folder)))}:")
     for created in result.created:
         console.print(f"  {escape(created)}")
-    for note in [
-        *result.notes,
-        zone_note or f"time zone {spec.timezone}, this machine's (--timezone to change)",
-    ]:
+    if not timezone:
+        zone_note = zone_note or f"time zone {spec.timezone}, this machine's (--timezone to change)"
+    for note in [*result.notes, *filter(None, [zone_note])]:
         err_console.print(f"[yellow]note:[/] {escape(note)}")
     console.print("Next:")
     today = dt.date.today().isoformat()
     for command in scaffold.next_commands(
         folder, app_module.started_in, today, scaffold.editor_address(spec)
     ):
-        console.print(f"  {escape(command)}")
+        console.print(f"  {escape(printable(command))}")
 
 
 def ask_missing(answers: dict[str, str | None]) -> dict[str, str | None]:
@@ -91,7 +89,7 @@ def ask_missing(answers: dict[str, str | None]) -> dict[str, str | None]:
     from spark_mail import init as scaffold
 
     missing = scaffold.missing_flags(answers)
-    if missing and not sys.stdin.isatty():
+    if missing and (sys.stdin is None or not sys.stdin.isatty()):  # None: stdin closed
         raise scaffold.missing_error(missing)
     for question in scaffold.QUESTIONS:
         if question.flag in missing:

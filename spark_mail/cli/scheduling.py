@@ -12,7 +12,9 @@ from spark_mail.cli.app import (
     IssueArg,
     JsonOpt,
     NowOpt,
+    OptionalIssueArg,
     ProviderOpt,
+    SkipInvalidOpt,
     app,
     example,
     settings,
@@ -58,12 +60,7 @@ def dispatch_command(
     catch_up: Annotated[
         bool, typer.Option("--catch-up", help="Also send issues due longer ago than the window.")
     ] = False,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
-        ),
-    ] = False,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send every issue whose send_at has come, once each (run it from cron)."""
@@ -189,10 +186,7 @@ def unschedule(
 
 @app.command(epilog=example("spark-mail status", f"spark-mail status {SAMPLE} --json"))
 def status(
-    issue: Annotated[
-        str | None,
-        typer.Argument(metavar="ISSUE", hidden=True, show_default=False),
-    ] = None,
+    issue: OptionalIssueArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The send ledger: what was sent when, via which ESP, its ids, state and errors.

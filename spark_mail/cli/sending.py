@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, example, settings
+from spark_mail.cli.app import (
+    SAMPLE,
+    IssueArg,
+    JsonOpt,
+    ProviderOpt,
+    SkipInvalidOpt,
+    app,
+    example,
+    settings,
+)
 from spark_mail.cli.output import (
     SendProgress,
     err_console,
@@ -70,10 +79,7 @@ def send(
             "--resend-uncertain", help="Send an issue marked uncertain again (check the ESP first)."
         ),
     ] = False,
-    provider: Annotated[
-        str | None,
-        typer.Option("--provider", metavar="NAME", help="Override SPARK_MAIL_PROVIDER."),
-    ] = None,
+    provider: ProviderOpt = None,
     limit: Annotated[
         int | None,
         typer.Option(
@@ -84,12 +90,7 @@ def send(
             "for the rest.",
         ),
     ] = None,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid", help="Own list: send to the valid readers despite invalid rows."
-        ),
-    ] = False,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send an issue: --dry-run (nothing leaves), --test (copies to editors) or for real, once.

@@ -7,10 +7,12 @@
     poll path (from `poll_url`, default /poll/{slug}?answer={index})
         GET   records the vote at once and shows the results so far (+ a comment box)
         POST  the comment box
-    /poll/{slug}/results   GET, read-only results (the web archive links here)
+    /poll/{slug}/results   GET, read-only results (the web archive links here; under the
+                           path of site_url, like the archive)
     /healthz               GET, 200 while the store answers
     /webhooks/{provider}   POST, an ESP's bounces and complaints (spark_mail/desk/webhooks/)
-    anything else          the web archive (`site_dir`, default site/) as static files
+    anything else          the web archive (`site_dir`, default site/) as static files,
+                           at the path of `site_url` (`/letters/...` for .../letters)
 
 Every refusal is a page with a 4xx status and records nothing (RequestRefused). A HEAD,
 or a browser's prefetch, of a poll link never votes. Nothing redirects to a URL taken from
@@ -377,11 +379,13 @@ class SiteFiles(StaticFiles):
     named without its slash is sent to the same folder with it, by path only (never a
     host or URL from the request). Hidden files and folders (`.env`, `.spark-mail/`,
     `.git/`) are never served, should `site_dir` point at a folder that has them; only
-    `.well-known/` is."""
+    `.well-known/` is. `prefix`: the path of the site's root ("/letters" for
+    site_url = https://host/letters), where it is mounted."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, prefix: str = "") -> None:
         super().__init__(directory=directory, html=True, check_dir=False)
         self.folder = directory
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.folder.is_dir():
@@ -395,18 +399,22 @@ class SiteFiles(StaticFiles):
         response = await super().get_response(path, scope)
         if 300 <= response.status_code < 400:
             parts = [p for p in PurePosixPath(path).parts if p not in ("/", ".", "..")]
-            location = quote("/" + "/".join(parts) + "/" if parts else "/")
+            location = quote(self.prefix + "/" + "/".join(parts) + "/" if parts else "/")
             return Response(status_code=308, headers={"location": location})
         return response
 
 
 def site_folder(settings: Settings) -> Path:
     """The web archive's folder; ConfigError when it holds the newsletter's own folder or
-    its state folder (the desk would publish the subscribers, `.env`, the stores)."""
-    folder = settings.path(settings.site_dir or "site")
-    inside = folder.resolve()
+    its state folder (the desk would publish the subscribers, `.env`, the stores);
+    SiteError when its symlinks cannot be followed."""
+    from spark_mail.site.build import site_folder as archive_folder
+    from spark_mail.site.store import resolved
+
+    folder = archive_folder(settings)
+    inside = resolved(folder)
     for own in (settings.root, settings.state_path):
-        if own.resolve().is_relative_to(inside):
+        if resolved(own).is_relative_to(inside):
             raise ConfigError(
                 f"site_dir {folder} holds {own}: serving it would publish the "
                 "subscribers, .env and the reader store",
@@ -428,15 +436,16 @@ def create_app(
     guard = Guard(clock, settings.desk_rate_limit)
     desk = Desk(settings, clock=clock, store=store, guard=guard, sns_policy=sns_policy)
     unsubscribe = desk.unsubscribe_route.path
+    site = links.site_path(settings)  # the archive and the poll results live under it
     routes = [
         Route("/healthz", desk.health, methods=["GET"]),
         Route(webhooks.ROUTE, desk.webhooks.handle, methods=["POST"]),
-        Route(links.RESULTS_PATH, desk.poll_results, methods=["GET"]),
+        Route(site + links.RESULTS_PATH, desk.poll_results, methods=["GET"]),
         Route(unsubscribe, desk.unsubscribe_page, methods=["GET"]),
         Route(unsubscribe, desk.unsubscribe_post, methods=["POST"]),
         Route(desk.poll_route.path, desk.poll_vote, methods=["GET"]),
         Route(desk.poll_route.path, desk.poll_comment, methods=["POST"]),
-        Mount("/", app=SiteFiles(site_folder(settings))),
+        Mount(site or "/", app=SiteFiles(site_folder(settings), site)),
     ]
     app = Starlette(
         routes=routes,

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from spark_mail.config import Secret, Settings
 from spark_mail.personalize import MIN_SECRET_CHARS, TokenSigner, verify_token
@@ -65,6 +65,12 @@ def page_route(url: str, default_path: str, default_query: Mapping[str, str]) ->
     return PageRoute(path, query)
 
 
+def site_path(settings: Settings) -> str:
+    """Where the site's root is on its host: "" for https://host, "/letters" for
+    https://host/letters (the web archive's pages and the poll results live under it)."""
+    return unquote(urlsplit(settings.site_url).path).rstrip("/") if settings.site_url else ""
+
+
 def unsubscribe_route(settings: Settings) -> PageRoute:
     return page_route(settings.unsubscribe_url, DEFAULT_UNSUBSCRIBE_PATH, {})
 
@@ -77,12 +83,22 @@ def allowed_hosts(settings: Settings) -> set[str]:
     """Host names the desk answers to: those of its public URLs, the `desk_hosts` setting,
     and this machine's own names (health checks, a proxy passing its own Host)."""
     hosts = {"127.0.0.1", "localhost", "[::1]"}
-    for url in (settings.site_url, settings.unsubscribe_url, settings.poll_url, settings.base_url):
-        host = urlsplit(url).hostname
+    urls = (settings.site_url, settings.unsubscribe_url, settings.poll_url, settings.base_url)
+    names = [urlsplit(url).hostname or "" for url in urls] + list(settings.desk_hosts)
+    for host in (name.strip() for name in names):
         if host and "{" not in host:
             hosts.add(host.lower())
-    hosts.update(h.strip().lower() for h in settings.desk_hosts if h.strip())
+            hosts.add(dns_name(host))  # what browsers send for a unicode host
     return hosts
+
+
+def dns_name(host: str) -> str:
+    """A host name as DNS and the Host header spell it (`bücher.example` is
+    `xn--bcher-kva.example`); the name itself where IDNA cannot encode it."""
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host.lower()
 
 
 def placeholder_values(

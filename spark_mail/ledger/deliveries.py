@@ -157,11 +157,6 @@ class DeliveriesTable:
         rows = self.database.read("SELECT max(batch) FROM deliveries WHERE slug = ?", (slug,))
         return int(rows[0][0] or 0) + 1
 
-    def forget_readers(self, slug: str) -> int:
-        """Drop an issue's reader rows (an own-list schedule taken back: nobody has it)."""
-        with self.database.transaction() as db:
-            return int(db.execute("DELETE FROM deliveries WHERE slug = ?", (slug,)).rowcount)
-
     def reader_counts(self, slug: str) -> dict[str, int]:
         """state -> readers, for one issue."""
         if not self.database.exists():

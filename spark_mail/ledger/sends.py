@@ -304,8 +304,10 @@ class SendsTable:
         return self._update(slug, at, note, state=SendState.PENDING, last_error=None)
 
     def forget(self, slug: str, reason: str, at: dt.datetime) -> None:
-        """Drop a row (unschedule); its history stays."""
+        """Drop a row and its reader rows (unschedule; a send only to the outbox); its
+        history stays."""
         with self.database.transaction() as db:
+            db.execute("DELETE FROM deliveries WHERE slug = ?", (slug,))
             db.execute("DELETE FROM sends WHERE slug = ?", (slug,))
             self._event(db, slug, stamp(at), "removed", reason)
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchResult",
     "Capability",
+    "DeliveryOnlyProvider",
     "DeliveryState",
     "EspError",
     "Known",
@@ -336,3 +337,20 @@ class Provider(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DeliveryOnlyProvider(Provider):
+    """An ESP or server that delivers what it is given (Postmark, SendGrid, Mailgun, SES,
+    SMTP): the subscriber list is your own, sent in batches with several calls in flight,
+    and no idempotency keys to repeat a request under."""
+
+    idempotent = False
+    owns_audience = False
+    batch_concurrency = 4
+
+    def send_batch(
+        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
+    ) -> BatchResult:
+        """The batch's job, run now: these providers build a batch in `batch_job` (so a
+        subclass overrides that, or this)."""
+        return self.batch_job(template, readers, key)()

@@ -23,8 +23,9 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 
@@ -38,10 +39,16 @@ from spark_mail.secrets import redact, shorten
 
 if TYPE_CHECKING:
     from spark_mail.personalize import PersonalizedTemplate
-    from spark_mail.providers.recorder import DryRunRecorder
+    from spark_mail.render import RenderedEmail
 
 log = logging.getLogger("spark_mail.providers")
+T = TypeVar("T")
 MESSAGE_LIMIT = 300  # characters of an ESP's error message shown
+
+
+def compact_json(value: Any) -> str:
+    """JSON as request bodies carry it: no spaces, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -129,14 +136,9 @@ class HttpProvider(Provider):
     needs_api_key: ClassVar[bool] = True
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        recorder: DryRunRecorder | None = None,
-        retry: RetryPolicy | None = None,
+        self, settings: Settings, *, retry: RetryPolicy | None = None, **options: Any
     ) -> None:
-        super().__init__(settings, clock=clock, recorder=recorder)
+        super().__init__(settings, **options)  # clock, recorder
         if self.needs_api_key and not settings.api_key:
             raise ConfigError(
                 f"{self.name}: no API key",
@@ -145,15 +147,17 @@ class HttpProvider(Provider):
         self.base_url = _checked_base_url(settings.api_url or self.endpoint())
         self.retry = retry or RetryPolicy.from_settings(settings)
         rate = settings.send_rate or self.requests_per_second
-        self.limiter = RateLimiter(rate, clock)
+        self.limiter = RateLimiter(rate, self.clock)
         self.requests_made = 0
         self.bytes_sent = 0
         self._tally = threading.local()  # this thread's requests and bytes (batch results)
         self._tally_lock = threading.Lock()
-        if recorder is not None:
-            recorder.answer = self.dry_run_answer
+        self._per_issue: dict[str, Any] = {}  # once_per_issue's results, by idempotency key
+        self._per_issue_lock = threading.Lock()
+        if self.dry_run is not None:
+            self.dry_run.answer = self.dry_run_answer
             if settings.api_key:
-                recorder.secrets.append(settings.api_key.reveal())
+                self.dry_run.secrets.append(settings.api_key.reveal())
         self._client: httpx.Client | None = None
 
     # -- vendor specifics ----------------------------------------------------------------
@@ -252,7 +256,7 @@ class HttpProvider(Provider):
         content = json_bytes
         if json_body is not None:
             # Encoded once for every attempt (a retry carries the same bytes), compactly.
-            content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+            content = compact_json(json_body).encode()
         if content is not None:
             headers["Content-Type"] = content_type
         if idempotency_key and self.idempotency_header:
@@ -307,6 +311,16 @@ class HttpProvider(Provider):
         """(requests, bytes) this thread has made so far: a batch's share is the difference,
         whatever other threads send meanwhile."""
         return getattr(self._tally, "requests", 0), getattr(self._tally, "bytes", 0)
+
+    def once_per_issue(self, email: RenderedEmail, make: Callable[[], T]) -> T:
+        """`make()` once per issue (by its idempotency key), however many batch threads ask at
+        once: the issue with the ESP's merge tags, a template stored at the ESP. One that
+        raises is tried again by the next caller."""
+        with self._per_issue_lock:
+            if email.idempotency_key not in self._per_issue:
+                self._per_issue[email.idempotency_key] = make()
+            result: T = self._per_issue[email.idempotency_key]
+            return result
 
     def json(self, response: httpx.Response, what: str, shape: type = dict) -> Any:
         """The answer's JSON, of the `shape` the API documents (dict or list). An answer that

@@ -30,7 +30,6 @@ import email.utils as email_utils
 import functools
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
+    DeliveryOnlyProvider,
     OnIds,
     SendResult,
     bare_address,
@@ -66,15 +66,12 @@ BATCH_VARIABLE = "spark-mail-batch"
 Form = list[tuple[str, str]]
 
 
-class MailgunProvider(HttpProvider):
+class MailgunProvider(DeliveryOnlyProvider, HttpProvider):
     name = "mailgun"
     capabilities = frozenset(
         {Capability.TEST, Capability.BATCH, Capability.BATCH_LOOKUP, Capability.SCHEDULE}
     )
-    idempotent = False
-    owns_audience = False
     batch_size = MAX_BATCH
-    batch_concurrency = 4
     default_base_url = "https://api.mailgun.net"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -89,8 +86,6 @@ class MailgunProvider(HttpProvider):
         self.domain = domain
         self.messages_path = f"v3/{quote(domain, safe='')}/messages"
         self.deliver_at: dt.datetime | None = None
-        self._lock = threading.Lock()
-        self._merged: dict[str, MergedIssue] = {}  # by the issue's idempotency key
 
     def auth_headers(self) -> dict[str, str]:
         token = base64.b64encode(f"api:{self.settings.api_key.reveal()}".encode()).decode()
@@ -153,13 +148,12 @@ class MailgunProvider(HttpProvider):
     def merged(self, template: PersonalizedTemplate) -> MergedIssue:
         """The issue with Mailgun's recipient-variable tags, made once; its send options
         are checked against the 16 KB limit before anything is sent."""
-        email = template.email
-        with self._lock:
-            if email.idempotency_key not in self._merged:
-                merged = merged_issue(template, lambda name: f"%recipient.{name}%")
-                self._check_options(self.common(email, merged.subject, merged.headers))
-                self._merged[email.idempotency_key] = merged
-            return self._merged[email.idempotency_key]
+        return self.once_per_issue(template.email, lambda: self._merge(template))
+
+    def _merge(self, template: PersonalizedTemplate) -> MergedIssue:
+        merged = merged_issue(template, lambda name: f"%recipient.{name}%")
+        self._check_options(self.common(template.email, merged.subject, merged.headers))
+        return merged
 
     @staticmethod
     def _check_options(form: Form) -> None:
@@ -179,11 +173,6 @@ class MailgunProvider(HttpProvider):
     def prepare_batches(self, template: PersonalizedTemplate) -> None:
         super().prepare_batches(template)
         self.merged(template)
-
-    def send_batch(
-        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
-    ) -> BatchResult:
-        return self.batch_job(template, readers, key)()
 
     def batch_job(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spark_mail.audience.addresses import canonical_address
-from spark_mail.clock import SYSTEM_CLOCK, Clock
-from spark_mail.config import Settings
 from spark_mail.files import write_atomic
 from spark_mail.providers.base import (
     BatchResult,
@@ -33,7 +31,6 @@ from spark_mail.render import RenderedEmail
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
     from spark_mail.personalize import PersonalizedTemplate
-    from spark_mail.providers.recorder import DryRunRecorder
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
@@ -49,15 +46,9 @@ class OutboxProvider(Provider):
     batch_concurrency = 2
     unicode_local_parts = True  # a file takes any address
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        recorder: DryRunRecorder | None = None,
-    ) -> None:
-        super().__init__(settings, clock=clock, recorder=recorder)
-        self.folder = settings.root / "outbox"
+    @property
+    def folder(self) -> Path:
+        return self.settings.root / "outbox"
 
     @property
     def audience(self) -> str:

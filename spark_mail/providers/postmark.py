@@ -21,9 +21,7 @@ through POST /email/batch.
 from __future__ import annotations
 
 import functools
-import json
 import re
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring as json_string
@@ -33,8 +31,15 @@ import httpx
 
 from spark_mail.audience.addresses import canonical_address, deliverable_address
 from spark_mail.errors import EspError
-from spark_mail.providers.base import BatchResult, Capability, Outcome, SendResult, batch_tag
-from spark_mail.providers.http import HttpProvider
+from spark_mail.providers.base import (
+    BatchResult,
+    Capability,
+    DeliveryOnlyProvider,
+    Outcome,
+    SendResult,
+    batch_tag,
+)
+from spark_mail.providers.http import HttpProvider, compact_json
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
@@ -56,26 +61,15 @@ class StoredTemplate:
     braces: str  # JSON members for the brace tags the static text uses ("" for none)
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-class PostmarkProvider(HttpProvider):
+class PostmarkProvider(DeliveryOnlyProvider, HttpProvider):
     name = "postmark"
     # readers: own list only; a batch that may have gone out is looked up by its key
     capabilities = frozenset({Capability.TEST, Capability.BATCH, Capability.BATCH_LOOKUP})
-    idempotent = False
-    owns_audience = False
     batch_size = MAX_BATCH
-    # Postmark documents no request rate, only batch limits; four calls in flight keep the
-    # connection busy without queueing hundreds of megabytes of copies in memory.
-    batch_concurrency = 4
+    # Postmark documents no request rate, only batch limits: the four calls in flight
+    # (DeliveryOnlyProvider) keep the connection busy without queueing hundreds of megabytes
+    # of copies in memory.
     default_base_url = "https://api.postmarkapp.com"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._template_lock = threading.Lock()
-        self._templates: dict[str, StoredTemplate] = {}  # by the issue's idempotency key
 
     def auth_headers(self) -> dict[str, str]:
         return {
@@ -145,13 +139,6 @@ class PostmarkProvider(HttpProvider):
             recipients=len(recipients),
         )
 
-    def send_batch(
-        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
-    ) -> BatchResult:
-        """One batch call: Postmark merges each reader's values into the stored template
-        (`esp_merge`), or each reader's full copy; HTTP 200 is checked per message."""
-        return self.batch_job(template, readers, key)()
-
     def prepare_batches(self, template: PersonalizedTemplate) -> None:
         """With `esp_merge`, also the issue's stored template, before the first batch."""
         super().prepare_batches(template)
@@ -161,9 +148,11 @@ class PostmarkProvider(HttpProvider):
     def batch_job(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
     ) -> Callable[[], BatchResult]:
+        """One batch call: Postmark merges each reader's values into the stored template
+        (`esp_merge`), or each reader's full copy; HTTP 200 is checked per message."""
         if self.settings.esp_merge:
             stored = self.stored_template(template)
-            common = _compact(self.sender_fields(template.email, key))[1:-1]
+            common = compact_json(self.sender_fields(template.email, key))[1:-1]
             messages = ",".join(self._merged(template, stored, common, r) for r in readers)
             body = f'{{"Messages":[{messages}]}}'.encode()
             return functools.partial(
@@ -173,7 +162,7 @@ class PostmarkProvider(HttpProvider):
             self.message(template.copy(r).email(template.email), deliverable_address(r.email), key)
             for r in readers
         ]
-        encoded = _compact(full).encode()
+        encoded = compact_json(full).encode()
         return functools.partial(self._post_batch, "email/batch", encoded, len(readers))
 
     def _post_batch(self, path: str, body: bytes, count: int) -> BatchResult:
@@ -244,9 +233,8 @@ class PostmarkProvider(HttpProvider):
     def stored_template(self, template: PersonalizedTemplate) -> StoredTemplate:
         """This issue's template at Postmark (found by its alias, or created once)."""
         email = template.email
-        with self._template_lock:
-            if email.idempotency_key in self._templates:
-                return self._templates[email.idempotency_key]
+
+        def store() -> StoredTemplate:
             used: set[str] = set()
 
             def static(text: str) -> str:
@@ -268,9 +256,9 @@ class PostmarkProvider(HttpProvider):
                 exc.maybe_sent = False  # a template reaches no reader: safe to try again
                 raise
             braces = "".join(f",{json_string(n)}:{json_string(BRACES[n])}" for n in sorted(used))
-            stored = StoredTemplate(alias, braces)
-            self._templates[email.idempotency_key] = stored
-            return stored
+            return StoredTemplate(alias, braces)
+
+        return self.once_per_issue(email, store)
 
     def _store(self, alias: str, email: RenderedEmail, subject: str, html: str, text: str) -> None:
         """The issue's template at Postmark: found by its alias, or created."""

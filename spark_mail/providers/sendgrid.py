@@ -26,9 +26,7 @@ import contextlib
 import datetime as dt
 import email.utils as email_utils
 import functools
-import json
 import re
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +37,7 @@ from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
+    DeliveryOnlyProvider,
     OnIds,
     Outcome,
     SendResult,
@@ -46,7 +45,7 @@ from spark_mail.providers.base import (
     batch_tag,
     iso_utc,
 )
-from spark_mail.providers.http import HttpProvider
+from spark_mail.providers.http import HttpProvider, compact_json
 from spark_mail.providers.merge import MergedIssue, merged_issue
 from spark_mail.render import RenderedEmail
 
@@ -62,25 +61,16 @@ CANCEL_NOTICE = dt.timedelta(minutes=10)
 CATEGORY_UNSAFE = re.compile(r"[^\x20-\x7e]+")
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-class SendgridProvider(HttpProvider):
+class SendgridProvider(DeliveryOnlyProvider, HttpProvider):
     name = "sendgrid"
     capabilities = frozenset({Capability.TEST, Capability.BATCH, Capability.SCHEDULE})
-    idempotent = False
-    owns_audience = False
     batch_size = MAX_BATCH
-    batch_concurrency = 4
     default_base_url = "https://api.sendgrid.com"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deliver_at: dt.datetime | None = None
         self.batch_id = ""
-        self._lock = threading.Lock()
-        self._merged: dict[str, MergedIssue] = {}
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key.reveal()}"}
@@ -136,7 +126,7 @@ class SendgridProvider(HttpProvider):
             }
         ]
         before = self.requests_made
-        message_id = self._post(_compact(body).encode(), "test send")
+        message_id = self._post(compact_json(body).encode(), "test send")
         return SendResult(
             esp_ids={"message_id": message_id},
             requests=self.requests_made - before,
@@ -159,16 +149,9 @@ class SendgridProvider(HttpProvider):
 
     # -- own list ------------------------------------------------------------------------
     def merged(self, template: PersonalizedTemplate) -> MergedIssue:
-        email = template.email
-        with self._lock:
-            if email.idempotency_key not in self._merged:
-                self._merged[email.idempotency_key] = merged_issue(template, lambda n: f"[{n}]")
-            return self._merged[email.idempotency_key]
-
-    def send_batch(
-        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
-    ) -> BatchResult:
-        return self.batch_job(template, readers, key)()
+        return self.once_per_issue(
+            template.email, lambda: merged_issue(template, lambda name: f"[{name}]")
+        )
 
     def batch_job(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
@@ -200,9 +183,9 @@ class SendgridProvider(HttpProvider):
                 "headers": headers,
                 "custom_args": args,
             }
-            personalizations.append(_compact(personalization))
+            personalizations.append(compact_json(personalization))
             outcomes.append(None)
-        common = _compact(self.common(email, merged.subject, merged.html, merged.text))[1:-1]
+        common = compact_json(self.common(email, merged.subject, merged.html, merged.text))[1:-1]
         body = f'{{"personalizations":[{",".join(personalizations)}],{common}}}'.encode()
         return functools.partial(self._post_batch, body, outcomes)
 

@@ -36,25 +36,24 @@ from urllib.parse import urlsplit
 import httpx
 
 from spark_mail.audience.addresses import deliverable_address
-from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
+    DeliveryOnlyProvider,
     SendResult,
     bare_address,
     batch_tag,
     deliver_each,
 )
-from spark_mail.providers.http import HttpProvider, RateLimiter, RetryPolicy
+from spark_mail.providers.http import HttpProvider, RateLimiter
 from spark_mail.providers.mime import mime_bytes, mime_for, new_message_id
 from spark_mail.render import RenderedEmail
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
     from spark_mail.personalize import PersonalizedTemplate
-    from spark_mail.providers.recorder import DryRunRecorder
 
 log = logging.getLogger("spark_mail.providers")
 MAX_TO = 50
@@ -65,30 +64,20 @@ DRY_RUN_CREDENTIALS = {"aws_access_key_id": "dry-run", "aws_secret_access_key": 
 WHAT = {"SendEmail": "send", "GetAccount": "read the account's sending limits"}
 
 
-class SesProvider(HttpProvider):
+class SesProvider(DeliveryOnlyProvider, HttpProvider):
     name = "ses"
     capabilities = frozenset({Capability.TEST, Capability.BATCH})
-    idempotent = False
-    owns_audience = False
     batch_size = 50  # readers per ledger transaction; each is its own SendEmail
-    batch_concurrency = 4
     needs_api_key = False
     default_base_url = "https://email.us-east-1.amazonaws.com"
 
     def endpoint(self) -> str:
         return f"https://email.{self.region}.amazonaws.com"
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        recorder: DryRunRecorder | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, **options: Any) -> None:
         self.session = _boto3().session.Session()
         self.region = _region(settings.api_url, self.session.region_name)
-        super().__init__(settings, clock=clock, recorder=recorder, retry=retry)
+        super().__init__(settings, **options)  # clock, recorder, retry
         credentials: dict[str, str] = {}
         if self.dry_run is not None:
             credentials = DRY_RUN_CREDENTIALS  # nothing is sent: nothing to sign for real

@@ -30,7 +30,7 @@ from spark_mail.errors import ConfigError, EspError
 from spark_mail.providers.base import (
     BatchResult,
     Capability,
-    Provider,
+    DeliveryOnlyProvider,
     SendResult,
     bare_address,
     deliver_each,
@@ -47,13 +47,11 @@ if TYPE_CHECKING:
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
-class SmtpProvider(Provider):
+class SmtpProvider(DeliveryOnlyProvider):
     name = "smtp"
     capabilities = frozenset({Capability.TEST, Capability.BATCH})  # readers: own list only
-    idempotent = False
-    owns_audience = False
     batch_size = 50  # readers per ledger transaction; each is its own SMTP transaction
-    batch_concurrency = 4  # connections
+    # batch_concurrency: DeliveryOnlyProvider's 4, one connection each
     unicode_local_parts = True  # SMTPUTF8, where the server offers it (checked on connect)
 
     def __init__(
@@ -228,18 +226,14 @@ class SmtpProvider(Provider):
         self.deliver(mime_for(email, list(recipients)), list(recipients))
         return SendResult(requests=1, recipients=len(recipients))
 
-    def send_batch(
-        self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
-    ) -> BatchResult:
-        """Each reader's copy over this thread's connection. A refused recipient is that
-        reader's outcome; a lost connection stops the batch: the message in flight is
-        uncertain, the ones after it were not sent."""
-        return self.batch_job(template, readers, key)()
-
     def batch_job(
         self, template: PersonalizedTemplate, readers: Sequence[Reader], key: str
     ) -> Callable[[], BatchResult]:
-        """Every copy of the batch is built here, in the caller's thread, while earlier
+        """Each reader's copy over the sending thread's connection. A refused recipient is
+        that reader's outcome; a lost connection stops the batch: the message in flight is
+        uncertain, the ones after it were not sent.
+
+        Every copy of the batch is built here, in the caller's thread, while earlier
         batches are on the wire: a sending thread's turn is only SMTP (it does not hold the
         GIL while other connections wait for their server's reply)."""
         if self.dry_run is not None:

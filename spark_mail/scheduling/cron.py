@@ -14,6 +14,7 @@ with overlapping runs and settles an interrupted earlier run first).
   clock only with `dry_run` (a real send happens now); the ledger records the real time;
 - rows handed to the ESP's own scheduler whose time has passed are confirmed with the ESP
   and recorded `sent`;
+- no issues folder, or no issue file in it, is an error (exit 2), not a silent run;
 - outcomes: see spark_mail/sending/outcomes.py; failed, uncertain and unconfirmed make the
   run exit 1.
 """
@@ -43,8 +44,10 @@ from spark_mail.errors import (
 )
 from spark_mail.files import issue_files
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
+from spark_mail.providers.registry import provider_name
 from spark_mail.scheduling.times import ago, in_zone, zone
 from spark_mail.sending.batches import Progress
+from spark_mail.sending.lifecycle import outbox_rehearsal
 from spark_mail.sending.outcomes import DELIVERED, Outcome, SendReport, refresh_archive
 
 log = logging.getLogger("spark_mail.dispatch")
@@ -114,7 +117,9 @@ def due_issues(
         record = ledger.get(issue.slug)
         state = record.state if record else None
         if state in (SendState.SENT, SendState.SCHEDULED):
-            continue
+            if not outbox_rehearsal(record, provider_name(settings.provider)):
+                continue
+            record = state = None  # only the outbox has it: due like an unsent issue
         if record is not None and state == SendState.UNCERTAIN:
             found.append(Due(path, issue.slug, when, Outcome.UNCERTAIN, uncertain_message(record)))
         elif now - when > window and not catch_up and state != SendState.SENDING:
@@ -160,6 +165,7 @@ def dispatch(
         )
     now = in_zone(as_of, settings) if as_of else real_now
     zone(settings)  # a wrong timezone fails the run up front, not issue by issue
+    refuse_no_issues(settings)
     items: list[SendReport] = []
     with open_ledger(settings) as ledger:
         if ledger.exists():
@@ -188,8 +194,28 @@ def dispatch(
                     on_item(problem)
     report = DispatchReport(now=now.isoformat(), items=items)
     if not dry_run and any(item.outcome in DELIVERED for item in items):
-        report.site, report.site_problem = refresh_archive(settings)
+        report.site, report.site_problem = refresh_archive(settings, clock)
     return report
+
+
+def refuse_no_issues(settings: Settings) -> None:
+    """No issues folder, or not one issue file in it: nothing can ever be due, so this run
+    is pointed at the wrong place (a cron line's -C DIR, the issues_dir setting) or came
+    before the first issue. Said loudly (exit 2): a silent exit 0 under cron would hide it
+    until readers wonder where the newsletter went."""
+    folder = settings.issues_path
+    where = printable(str(folder))
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where}: no issues folder there (setting issues_dir = {settings.issues_dir!r}), "
+            "so nothing can be sent",
+            hint="check -C DIR and issues_dir in spark-mail.toml",
+        )
+    if not issue_files(folder):
+        raise ConfigError(
+            f"no issue files in {where}: nothing can ever be due",
+            hint='write one with `spark-mail new "TITLE"`, or check -C DIR and issues_dir',
+        )
 
 
 def send_due(

@@ -127,9 +127,8 @@ def unschedule_issue(
                     raise
                 # Gone already (an earlier unschedule whose answer was lost, or removed in
                 # the ESP's dashboard): nothing is scheduled there any more.
+            # own list: its reader rows go with it (nobody has it now)
             ledger.forget(slug, f"unscheduled from {provider.name}", clock.now())
-            if SCHEDULED_READERS in record.esp_ids:  # own list: nobody has it now
-                ledger.forget_readers(slug)
     report = SendReport(slug=slug, outcome=Outcome.UNSCHEDULED, mode="unschedule")
     report.provider, report.at, report.esp_ids = provider.name, record.scheduled_for, record.esp_ids
     try:

@@ -196,7 +196,7 @@ def execute(
 
         report = send_for_real(prepared, clock)
         if rebuild_site and report.outcome in DELIVERED:
-            report.site, report.site_problem = refresh_archive(prepared.settings)
+            report.site, report.site_problem = refresh_archive(prepared.settings, clock)
         return report
     finally:
         prepared.close()

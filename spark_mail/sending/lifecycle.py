@@ -57,6 +57,14 @@ from spark_mail.providers.base import Capability, DeliveryState, Provider
 from spark_mail.sending.outcomes import Outcome
 
 ESP, OWN = "esp", "own"  # the two paths an issue can take: the ESP's list, your own list
+OUTBOX = "outbox"  # writes .eml files: a send there reached no reader
+
+
+def outbox_rehearsal(record: SendRecord | None, provider: str) -> bool:
+    """The issue went only to the outbox (the default before a real provider is set up) and
+    a real provider sends now: nobody has it, so it is sent for real instead of `already
+    sent` keeping it from every reader."""
+    return record is not None and record.provider == OUTBOX and provider != OUTBOX
 # How long an ESP is trusted to remember an idempotency key (Resend documents 24 h).
 IDEMPOTENCY_WINDOW = dt.timedelta(hours=24)
 
@@ -167,6 +175,10 @@ class SendLifecycle:
         if not self.ledger.locks.try_acquire(self.slug):
             return Begun(Outcome.IN_PROGRESS)
         before = self.ledger.get(self.slug)
+        if outbox_rehearsal(before, self.provider.name) and before is not None:
+            reason = f"went only to the outbox (state: {before.state}): sent via "
+            self.ledger.forget(self.slug, reason + self.provider.name, self.clock.now())
+            before = None
         self._refuse_other_path(before)
         sending = before is not None and before.state == SendState.SENDING
         if sending and before is not None and owner_alive(before.owner):
@@ -192,9 +204,8 @@ class SendLifecycle:
             if settled.outcome is not None:
                 return settled
         if self.own_list:
-            return Begun(
-                resumed=claim.stale, record=self._resume("resuming with the readers not yet sent")
-            )
+            resumed = self._resume("interrupted mid-send: resuming with the readers not yet sent")
+            return Begun(resumed=claim.stale, record=resumed)
         return self._reconcile(claim.stale)
 
     @staticmethod
@@ -224,11 +235,12 @@ class SendLifecycle:
                 slug=self.slug,
             )
 
-    def _resume(self, why: str) -> SendRecord:
+    def _resume(self, note: str) -> SendRecord:
+        """Take over the row an interrupted run left (its ids kept), `note` in its history."""
         return self.ledger.resume(
             self.slug,
             self.content_hash,
-            f"interrupted mid-send: {why}",
+            note,
             self.clock.now(),
             keep_ids=True,
             provider=self.provider.name,
@@ -247,14 +259,8 @@ class SendLifecycle:
             asked = f" ({self.provider.name} could not say)"
             action, reason = self._rule(stale, can_ask=False)
         if action == Recovery.REPEAT:
-            record = self.ledger.resume(
-                self.slug,
-                self.content_hash,
-                f"interrupted ({ids}){asked}: retried with the same idempotency key",
-                self.clock.now(),
-                keep_ids=True,
-                provider=self.provider.name,
-                owner=self.owner,
+            record = self._resume(
+                f"interrupted ({ids}){asked}: retried with the same idempotency key"
             )
             return Begun(known_ids=known(stale), record=record)
         self._uncertain(f"interrupted mid-send ({ids}){asked}; {reason}")
@@ -265,13 +271,9 @@ class SendLifecycle:
         try:
             state = self.provider.lookup(stale.esp_ids)
         except ProviderError as exc:
-            reason = f"could not ask {name} about the interrupted send ({ids}): {exc.message}"
-            self.ledger.mark_unconfirmed(self.slug, reason, self.clock.now())
-            raise SendUnconfirmed(
-                f"{self.slug}: {reason}",
-                hint="run again later: spark-mail asks again before sending anything",
-                slug=self.slug,
-            ) from None
+            self.could_not_ask(
+                f"could not ask {name} about the interrupted send ({ids}): {exc.message}"
+            )
         now = self.clock.now()
         if state == DeliveryState.SCHEDULED and stale.mode == "schedule":
             record = self.ledger.mark_scheduled(self.slug, stale.scheduled_for or "", {}, now)
@@ -326,14 +328,19 @@ class SendLifecycle:
         except LedgerError as exc:
             raise self._not_recorded(exc, esp_ids, "scheduled") from None
 
-    def _not_recorded(self, exc: LedgerError, esp_ids: dict[str, str], what: str) -> LedgerError:
+    def _not_recorded(
+        self, exc: LedgerError, esp_ids: dict[str, str], what: str
+    ) -> SendUnconfirmed:
+        """Accepted, and the row still says `sending`: what the next run settles (ask or
+        repeat under the key), so `unconfirmed`, never `failed`."""
         ids = describe_ids(esp_ids)
-        return LedgerError(
+        return SendUnconfirmed(
             f"{self.slug}: {self.provider.name} accepted it ({what}; {ids}), but the ledger "
             f"could not record that: {exc.message}",
             hint="do NOT send it again by hand: fix the ledger's problem (free disk space), "
             "then run `spark-mail status`; the next run asks the ESP or repeats the request "
             "under the same key, so it cannot go out twice",
+            slug=self.slug,
         )
 
     def fail(self, error: SparkMailError) -> NoReturn:
@@ -370,6 +377,16 @@ class SendLifecycle:
             now=self.clock.now(),
             can_ask=can_ask,
         )
+
+    def could_not_ask(self, reason: str) -> NoReturn:
+        """The ESP could not say what became of a send in flight: nothing goes out until it
+        can (the next run asks again)."""
+        self.ledger.mark_unconfirmed(self.slug, reason, self.clock.now())
+        raise SendUnconfirmed(
+            f"{self.slug}: {reason}",
+            hint="run again later: spark-mail asks again before sending anything",
+            slug=self.slug,
+        ) from None  # raised while handling the ESP's error: that error is in `reason`
 
     def _uncertain(self, reason: str) -> NoReturn:
         self.ledger.mark_uncertain(self.slug, reason, self.clock.now())

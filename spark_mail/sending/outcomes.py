@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from spark_mail.clock import Clock
     from spark_mail.config import Settings
 
 
@@ -78,14 +79,20 @@ class SendReport:
         return data
 
 
-def refresh_archive(settings: Settings) -> tuple[str | None, str | None]:
+def refresh_archive(
+    settings: Settings, clock: Clock | None = None
+) -> tuple[str | None, str | None]:
     """After a send: rebuild the web archive when `site_dir` is set, so the email's "View
     in browser" link works the moment it arrives. Returns (folder, problem): a failure is
-    reported, never raised; the send went out and stays a success (the old site stays)."""
+    reported, never raised; the send went out and stays a success (the old site stays).
+    Ctrl-C during the rebuild stops the rebuild only: the send is still reported."""
+    from spark_mail.clock import SYSTEM_CLOCK
     from spark_mail.site import rebuild_site_after_send
 
     try:
-        result = rebuild_site_after_send(settings)
+        result = rebuild_site_after_send(settings, clock=clock or SYSTEM_CLOCK)
+    except KeyboardInterrupt:
+        return None, "the web archive was not rebuilt: interrupted (run `spark-mail site build`)"
     except Exception as exc:  # whatever happens here, the send stands
         return None, f"the web archive was not rebuilt: {exc}"
     return (str(result.folder), None) if result is not None else (None, None)

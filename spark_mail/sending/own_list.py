@@ -240,13 +240,9 @@ def ask_about_batch(life: SendLifecycle, key: str, readers: list[str]) -> list[s
     try:
         found = life.provider.lookup_batch(key, readers)
     except ProviderError as exc:
-        reason = f"could not ask {life.provider.name} about a batch in flight: {exc.message}"
-        life.ledger.mark_unconfirmed(life.slug, reason, life.clock.now())
-        raise SendUnconfirmed(
-            f"{life.slug}: {reason}",
-            hint="run again later: spark-mail asks again before sending anything",
-            slug=life.slug,
-        ) from None
+        life.could_not_ask(
+            f"could not ask {life.provider.name} about a batch in flight: {exc.message}"
+        )
     answers = [(k, ReaderState.SENT, esp_id, None) for k, esp_id in found.items() if k in readers]
     if answers:
         life.ledger.write_batches(life.slug, 0, [], answers, life.clock.now())

@@ -9,6 +9,7 @@ rest is taken over from the previous build.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -24,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from spark_mail import __version__
+from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.scheduling.times import zone as time_zone
-from spark_mail.errors import IssueError, SiteError, SparkMailError
-from spark_mail.files import issue_files
+from spark_mail.errors import SparkMailError
 from spark_mail.issue import load_issue
-from spark_mail.ledger import SendState, open_ledger
+from spark_mail.scheduling.times import zone as time_zone
 from spark_mail.site import feeds
 from spark_mail.site.entries import Entry, newest_first
 from spark_mail.site.pages import (
@@ -40,11 +40,18 @@ from spark_mail.site.pages import (
     render_list_page,
     tag_groups,
 )
-from spark_mail.site.store import Record, Staging, build_lock, is_replaceable, read_record
+from spark_mail.site.sources import Source, find_sources
+from spark_mail.site.store import (
+    Record,
+    Staging,
+    build_lock,
+    read_record,
+    refuse_foreign,
+    site_target,
+)
 from spark_mail.site.urls import (
     ATOM,
     INDEX,
-    MANIFEST,
     NOT_FOUND,
     RSS,
     SITEMAP,
@@ -64,16 +71,6 @@ MAX_WORKERS = 4
 def site_folder(settings: Settings) -> Path:
     """Where the site is built by default and served from: `site_dir`, else `site/`."""
     return settings.path(settings.site_dir or DEFAULT_FOLDER)
-
-
-@dataclass(frozen=True)
-class Source:
-    """An issue file to publish: its content's hash and, once sent, when."""
-
-    path: Path
-    slug: str
-    digest: str
-    sent_at: str | None  # None: not sent (a preview with --include-unsent)
 
 
 @dataclass
@@ -101,27 +98,6 @@ class SiteResult:
             "feeds": {"rss": self.url + RSS, "atom": self.url + ATOM},
             "warnings": self.warnings,
         }
-
-
-def find_sources(settings: Settings, include_unsent: bool) -> tuple[list[Source], list[str]]:
-    """The issue files to publish, and warnings about sent issues whose file is gone."""
-    with open_ledger(settings) as ledger:
-        records = ledger.all()
-    sent = {r.slug: r.sent_at or r.updated_at for r in records if r.state == SendState.SENT}
-    files = {path.stem: path for path in issue_files(settings.issues_path)}
-    warnings = [
-        f"{slug} was sent but {settings.issues_path / slug}.md is gone: it is not in the archive"
-        for slug in sorted(sent.keys() - files.keys())
-    ]
-    sources = []
-    for slug, path in files.items():
-        if slug in sent or include_unsent:
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as exc:
-                raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
-            sources.append(Source(path, slug, digest, sent.get(slug)))
-    return sources, warnings
 
 
 def build_key(settings: Settings, urls: SiteUrls, include_unsent: bool) -> str:
@@ -189,11 +165,12 @@ class SiteBuilder:
             self.claims.claim(self.urls.issue_file(source.slug), str(source.path))
         self.claims.check_folders()
         keys = {source.slug: self.issue_key(source) for source in sources}
-        cached = {
-            slug: Entry.from_json(old["entry"])
+        loaded = {
+            slug: Entry.load(old.get("entry"))
             for slug, old in self.previous.issues.items()
             if keys.get(slug) == old["key"]
         }
+        cached = {slug: entry for slug, entry in loaded.items() if entry is not None}
         fresh = self.render_all([s for s in sources if s.slug not in cached])
         entries = []
         for source in sources:
@@ -253,6 +230,11 @@ class SiteBuilder:
     def feeds_and_sitemap(
         self, entries: list[Entry], groups: TagGroups, sources: dict[str, Source]
     ) -> None:
+        """Only what was sent: a feed reader keeps every item it fetched, and a search
+        engine should not be sent to a preview (an unsent issue's page is noindex)."""
+        entries = [e for e in entries if not e.draft]
+        groups = {slug: (name, sent) for slug, (name, tagged) in groups.items()
+                  if (sent := [e for e in tagged if not e.draft])}  # fmt: skip
         items = feeds.feed_entries(entries)
         articles = {e.slug: self.article(sources[e.slug]) for e in items}
         made: dict[str, bytes] = {}
@@ -276,6 +258,8 @@ class SiteBuilder:
 
 def render_source(source: Source, settings: Settings, urls: SiteUrls, zone: dt.tzinfo) -> IssuePage:
     issue = load_issue(source.path)
+    if issue.slug != source.slug:  # renamed since its send: its page stays where it was
+        issue = dataclasses.replace(issue, slug=source.slug)
     return render_issue_page(issue, settings, urls, sent_at=source.sent_at, zone=zone)
 
 
@@ -288,25 +272,36 @@ def render_or_none(source: Source, *, settings: Settings, urls: SiteUrls) -> Iss
         return None
 
 
+def other_folders(settings: Settings) -> dict[str, Path]:
+    """The folders spark-mail writes besides the site: never the site's, nor inside it."""
+    return {
+        "out_dir, the built emails": settings.out_path,
+        "the outbox, its emails": settings.path("outbox"),  # see providers/outbox.py
+        "state_dir, the ledger": settings.state_path,
+        "issues_dir": settings.issues_path,
+        "layouts_dir": settings.layout_dirs()[0],
+    }
+
+
 def build_site(
-    settings: Settings, out: Path | None = None, *, include_unsent: bool = False
+    settings: Settings,
+    out: Path | None = None,
+    *,
+    include_unsent: bool = False,
+    lock_wait: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> SiteResult:
-    """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError."""
+    """Build the site into `out` (default: site_folder), atomically. Raises SparkMailError.
+    `lock_wait`: give up after this many seconds when another build holds the lock."""
     start = time.perf_counter()
     urls = site_urls(settings)
-    target = (out or site_folder(settings)).resolve()
-    if not is_replaceable(target):
-        raise SiteError(
-            f"{target} is not a folder spark-mail built (it has no {MANIFEST}): "
-            "refusing to replace it",
-            hint="build into a new or empty folder with --out DIR",
-        )
-    sources, warnings = find_sources(settings, include_unsent)
-    if urls.root.startswith("http://"):
-        warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
-                        "previews expect https")  # fmt: skip
-    key = build_key(settings, urls, include_unsent)
-    with build_lock(settings.state_path):
+    target = site_target(out or site_folder(settings), other_folders(settings))
+    with build_lock(settings.state_path, wait=lock_wait, clock=clock):
+        # What to publish is read only now: a build that waited for another must not
+        # publish the ledger as it was before the wait (an issue sent since would vanish).
+        refuse_foreign(target)
+        sources, warnings = find_sources(settings, include_unsent)
+        key = build_key(settings, urls, include_unsent)
         previous = read_record(target.with_name(f".{target.name}.previous"))
         staging = Staging(target, recycle=previous is not None and previous.key == key)
         try:
@@ -319,6 +314,9 @@ def build_site(
         except BaseException:
             staging.discard()
             raise
+    if urls.root.startswith("http://"):
+        warnings.append(f"the site's address {urls.root} is not https: feed readers and link "
+                        "previews expect https")  # fmt: skip
     if not sources:
         warnings.append("no issue has been sent yet: the archive is empty "
                         "(--include-unsent previews every issue)")  # fmt: skip

@@ -47,8 +47,26 @@ class Entry:
     def from_json(cls, data: dict[str, Any]) -> Entry:
         return cls(**{**data, "tags": tuple(data["tags"])})
 
+    @classmethod
+    def load(cls, data: Any) -> Entry | None:
+        """An entry as a build record keeps it; None when that copy is damaged (the record
+        is a cache: the issue is then rendered again)."""
+        try:
+            entry = cls.from_json(data)
+            entry.published_at  # noqa: B018 (parsed here, not in the middle of a feed)
+        except (TypeError, ValueError, KeyError):
+            return None
+        texts = [getattr(entry, name) for name in FIELDS if name not in NOT_TEXT]
+        well_formed = (
+            all(isinstance(text, str) for text in [*texts, *entry.tags])
+            and (entry.number is None or type(entry.number) is int)
+            and isinstance(entry.draft, bool)
+        )
+        return entry if well_formed else None
+
 
 FIELDS = tuple(f.name for f in fields(Entry))
+NOT_TEXT = ("number", "tags", "draft")
 
 
 def newest_first(entries: list[Entry]) -> list[Entry]:
@@ -65,7 +83,10 @@ def published_time(issue: Issue, sent_at: str | None, zone: dt.tzinfo) -> dt.dat
         when = dt.datetime.combine(issue.date, dt.time())
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
-    return when.astimezone(dt.UTC)
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:  # a date near year 1 or 9999 leaves the calendar in UTC: keep it
+        return when.replace(tzinfo=dt.UTC)
 
 
 def description(issue: Issue, blocks: list[md.Block]) -> str:

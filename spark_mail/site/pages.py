@@ -169,8 +169,9 @@ def tag_groups(entries: list[Entry]) -> TagGroups:
     `AI` and `ai` are one tag."""
     groups: TagGroups = {}
     for entry in entries:
-        for tag in dict.fromkeys(entry.tags):
-            groups.setdefault(tag_slug(tag), (tag, []))[1].append(entry)
+        slugs = {tag_slug(tag): tag for tag in reversed(entry.tags)}  # its first spelling
+        for slug, tag in slugs.items():  # once per tag page, whatever spellings it has
+            groups.setdefault(slug, (tag, []))[1].append(entry)
     return dict(sorted(groups.items(), key=lambda item: item[1][0].casefold()))
 
 

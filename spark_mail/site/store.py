@@ -12,9 +12,11 @@
   with the pages it describes) maps each file to a hash of everything it was made from. A
   file whose hash is unchanged is hard-linked from the old site instead of rendered again.
 - Safe: a folder that has files but no build record was not made by spark-mail and is never
-  replaced (the build refuses instead of deleting someone's files).
+  replaced (the build refuses instead of deleting someone's files), checked again just
+  before the swap; the site never shares a folder with spark-mail's other folders
+  (site_target); beside it, only the folders a build names itself are ever removed.
 - One build at a time per newsletter: an OS lock in the state folder (a `send` rebuilding
-  while `site build` runs waits for it instead of racing it).
+  while `site build` runs waits for it instead of racing it, for a bounded time).
 """
 
 from __future__ import annotations
@@ -25,20 +27,24 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from spark_mail.errors import SiteError
+from spark_mail.clock import SYSTEM_CLOCK, Clock
+from spark_mail.errors import ConfigError, SiteError
 from spark_mail.site.urls import MANIFEST
 
 RECORD_VERSION = 1
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
+TEMP_SUFFIX = r"[a-z0-9_]{8}"  # what mkdtemp adds to a folder's prefix
+LOCK_POLL = 0.1  # seconds between looks at a lock held by another build
 
 
 @dataclass
@@ -56,17 +62,25 @@ class Record:
 
 
 def read_record(folder: Path) -> Record | None:
-    """The folder's build record; None when there is none (or one this version cannot use)."""
+    """The folder's build record; None when there is none, or one this version cannot use
+    (another version's, or damaged: it is only a cache, so the build renders everything)."""
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
         return None
-    try:
-        return Record(data["key"], data["files"], data["issues"], data["articles"])
-    except KeyError:
+    key, files, issues, articles = (data.get(k) for k in ("key", "files", "issues", "articles"))
+    if not (isinstance(key, str) and texts(files) and texts(articles) and isinstance(issues, dict)):
         return None
+    if not all(isinstance(i, dict) and isinstance(i.get("key"), str) for i in issues.values()):
+        return None
+    return Record(key, files, issues, articles)
+
+
+def texts(value: Any) -> TypeGuard[dict[str, str]]:
+    """A JSON object of strings."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def is_replaceable(folder: Path) -> bool:
@@ -78,16 +92,82 @@ def is_replaceable(folder: Path) -> bool:
     return (folder / MANIFEST).is_file() or not any(folder.iterdir())
 
 
+def refuse_foreign(target: Path) -> None:
+    """A folder holding files spark-mail did not put there is never replaced."""
+    try:
+        replaceable = is_replaceable(target)
+    except OSError as exc:
+        raise unwritable(target, exc) from None
+    if not replaceable:
+        raise SiteError(
+            f"{target} is not a folder spark-mail built (it has no {MANIFEST}): "
+            "refusing to replace it",
+            hint="build into a new or empty folder with --out DIR",
+        )
+
+
+def site_target(folder: Path, others: dict[str, Path]) -> Path:
+    """The folder to build into, its symlinks followed. Refused: one that is, holds or lies
+    in another folder spark-mail writes (`others`: what it is -> where; what spark-mail
+    wrote there later would be published, and the next build would delete it), and one
+    holding files spark-mail did not put there."""
+    target = resolved(folder)
+    for what, other in others.items():
+        place = resolved(other)
+        if place == target or place in target.parents or target in place.parents:
+            raise ConfigError(
+                f"{target}: the web archive cannot be built there: it is or shares a folder "
+                f"with {place} ({what}), and each build replaces the whole folder",
+                hint='give the site a folder of its own: site_dir = "site" or --out DIR',
+            )
+    refuse_foreign(target)
+    return target
+
+
+def resolved(folder: Path) -> Path:
+    try:
+        return folder.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+        reason = exc.strerror if isinstance(exc, OSError) else "a symlink loop"
+        raise SiteError(
+            f"{folder}: cannot follow its symlinks ({reason})",
+            hint="point site_dir or --out at a real folder",
+        ) from None
+
+
 @contextlib.contextmanager
-def build_lock(state_dir: Path) -> Iterator[None]:
+def build_lock(
+    state_dir: Path, *, wait: float | None = None, clock: Clock = SYSTEM_CLOCK
+) -> Iterator[None]:
+    """Held while a build runs. `wait`: give up (SiteError) when another build has held it
+    this many seconds (the rebuild after a send must end); None waits as long as it takes."""
+    lock = state_dir / "site.lock"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        handle = (state_dir / "site.lock").open("a")
+        handle = lock.open("a")
     except OSError as exc:
         raise SiteError(f"{state_dir}: cannot create the site lock ({exc.strerror})") from None
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for the other build; the OS frees it on exit
+        if wait is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the OS frees it when the holder exits
+        else:
+            deadline = clock.monotonic() + wait
+            while not try_lock(handle):
+                if clock.monotonic() >= deadline:
+                    raise SiteError(
+                        f"another build of the web archive has held {lock} for {wait:.0f} s",
+                        hint="run `spark-mail site build` when it is done (or stop it)",
+                    )
+                clock.sleep(LOCK_POLL)
         yield
+
+
+def try_lock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class Staging:
@@ -158,12 +238,14 @@ class Staging:
             self.folders.add(folder)
 
     def prune(self) -> None:
-        """Remove what a recycled folder holds beyond this build's files."""
+        """Remove what a recycled folder holds beyond this build's files. A file this user
+        cannot remove (another user's, immutable) stays: it was in the site before."""
         for folder, _dirs, files in os.walk(self.folder, topdown=False):
             base = Path(folder)
             for name in files:
                 if str((base / name).relative_to(self.folder)) not in self.written:
-                    (base / name).unlink()
+                    with contextlib.suppress(PermissionError):
+                        (base / name).unlink()
             if base != self.folder and not any(base.iterdir()):
                 base.rmdir()
 
@@ -173,6 +255,7 @@ class Staging:
             if self.recycled:
                 self.prune()
             os.chmod(self.folder, 0o755)  # mkdtemp made it 0700: a web server must read it
+            refuse_foreign(self.target)  # again: someone may have put a folder there since
             swap_in(self.folder, self.target, self.previous)
         except OSError as exc:
             raise unwritable(self.target, exc) from None
@@ -196,12 +279,18 @@ def swap_in(new: Path, target: Path, previous: Path) -> None:
 def remove_leftovers(target: Path, *, keep_previous: bool) -> None:
     """The folders of builds that crashed, and the site before the last one unless it is to
     be recycled (run under the build lock: no other build is using them)."""
-    prefixes: tuple[str, ...] = (f".{target.name}.building-",)
+    building = f".{target.name}.building-"
+    names = re.escape(building) + TEMP_SUFFIX
     if not keep_previous:
-        prefixes += (f".{target.name}.previous",)
+        names += "|" + re.escape(f".{target.name}.previous")
+    ours = re.compile(names)  # exactly the names it gives them: never a folder of yours
     for folder in target.parent.iterdir():
-        if folder.name.startswith(prefixes) and folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
+        if ours.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+            # What this user cannot delete (a file of root's, an immutable one) must not
+            # stop every build from now on: it stays, under a name the next build retries.
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists() and not folder.name.startswith(building):
+                os.rename(folder, tempfile.mkdtemp(prefix=building, dir=target.parent))
 
 
 def exchange(a: Path, b: Path) -> bool:

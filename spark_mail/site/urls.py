@@ -11,12 +11,14 @@ host and on the reader desk on 127.0.0.1; canonical, OpenGraph and feed URLs are
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, SiteError
-from spark_mail.issue import slugify
 
 INDEX = "index.html"
 RSS = "feed.xml"
@@ -35,6 +37,8 @@ RESERVED = {
     MANIFEST: "spark-mail's build record",
 }
 PAGE_SUFFIXES = (".html", ".htm")
+TAG_SEPARATORS_RE = re.compile(r"[\W_]+")  # anything but letters and digits, of any script
+TAG_SLUG_CHARS, TAG_SLUG_BYTES = 80, 200  # a file name is at most 255 bytes
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class SiteUrls:
         return self.poll_results.replace("{slug}", quote(slug)) if self.poll_results else ""
 
     def tag_url(self, tag: str) -> str:
-        return self.absolute(f"tags/{tag_slug(tag)}/")
+        return self.absolute(f"tags/{quote(tag_slug(tag))}/")
 
     @property
     def rss_url(self) -> str:
@@ -87,7 +91,15 @@ class SiteUrls:
 
 
 def tag_slug(tag: str) -> str:
-    return slugify(tag)
+    """A tag's folder: its letters and digits in any script (NFKC, case-folded), anything
+    else one '-' (`AI`, `ai` and `AI!` are one tag; `日本語` and `中文` are two), at most
+    200 bytes. A tag of punctuation alone is named after its hash."""
+    text = unicodedata.normalize("NFKC", tag).casefold()
+    slug = TAG_SEPARATORS_RE.sub("-", text).strip("-")[:TAG_SLUG_CHARS]
+    while len(slug.encode()) > TAG_SLUG_BYTES:
+        slug = slug[:-1]
+    slug = slug.strip("-")
+    return slug or "tag-" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def tag_file(tag: str) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from spark_mail.audience.events import EspEvent
 from spark_mail.clock import Clock
-from spark_mail.config import Settings
+from spark_mail.config import ENV_PREFIX, Settings
 from spark_mail.errors import WebhookRefused
 
 TOLERANCE_SECONDS = 300  # a signed timestamp this far from now is refused (replays)
@@ -50,8 +50,10 @@ class Receiver(abc.ABC):
         self.clock = clock
 
     @property
-    @abc.abstractmethod
-    def configured(self) -> bool: ...
+    def configured(self) -> bool:
+        """Its setting is there (the settings field `setting` fills, as config reads it); a
+        receiver whose setting must also be well-formed says so itself."""
+        return bool(getattr(self.settings, self.setting.removeprefix(ENV_PREFIX).lower()))
 
     @abc.abstractmethod
     async def receive(self, headers: Mapping[str, str], body: bytes) -> Delivery:

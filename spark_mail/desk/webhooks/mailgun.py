@@ -46,10 +46,6 @@ class MailgunReceiver(Receiver):
     name = "mailgun"
     setting = "SPARK_MAIL_MAILGUN_WEBHOOK_SIGNING_KEY"
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.settings.mailgun_webhook_signing_key)
-
     async def receive(self, headers: Mapping[str, str], body: bytes) -> Delivery:
         payload = parse_json(body, dict)
         signed = mapping(payload.get("signature"))

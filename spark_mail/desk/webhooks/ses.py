@@ -102,10 +102,6 @@ class SesReceiver(Receiver):
         self.policy = policy or SnsPolicy()
         self.certificates: dict[str, rsa.RSAPublicKey] = {}
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.settings.ses_sns_topic_arns)
-
     async def receive(self, headers: Mapping[str, str], body: bytes) -> Delivery:
         message = parse_json(body, dict)
         kind = text(message.get("Type"))
