@@ -84,13 +84,18 @@ def path_of(url: str) -> str:
 class InProcess:
     """The desk app driven in this process through httpx's ASGI transport."""
 
-    def __init__(self, app: Any, client: str = "203.0.113.7") -> None:
+    def __init__(self, app: Any, client: str = "203.0.113.7", *, raise_errors: bool = True) -> None:
         self.app = app
         self.client = client
+        self.raise_errors = raise_errors  # False: see the 500 page a reader would get
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
+            transport = httpx.ASGITransport(
+                app=self.app,
+                client=(self.client, 40000),
+                raise_app_exceptions=self.raise_errors,
+            )
             async with httpx.AsyncClient(transport=transport, base_url=SITE) as client:
                 return await client.request(method, url, **kwargs)
 

@@ -408,6 +408,13 @@ def test_a_comment_without_a_vote_is_refused(desk: Desk):
 
 def test_the_results_page_is_read_only(desk: Desk):
     """GET /poll/{slug}/results shows the bars and records nothing; unknown: 404."""
+    from spark_mail.site.urls import site_urls
+
+    copy = (
+        desk.settings.root / "site" / site_urls(desk.settings, strict=False).issue_file(SAMPLE_SLUG)
+    )
+    copy.parent.mkdir(parents=True)
+    copy.write_text("the web copy")  # published in the archive (drafts' polls stay hidden)
     page = desk.client.get(f"/poll/{SAMPLE_SLUG}/results")
     assert page.status_code == 200 and "How would you rate today" in page.text
     assert 'name="comment"' not in page.text

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spark_mail.audience.addresses import canonical_address
+from spark_mail.audience.store_files import file_identity, quietly, store_error
 from spark_mail.config import Settings
 from spark_mail.errors import StoreError
 
@@ -52,6 +53,9 @@ IN_CHUNK = 500  # addresses per `IN (...)` query (SQLite allows 32,766 parameter
 # (a hard bounce, a complaint, three soft bounces in a row, an unsubscribe at the ESP).
 # Re-subscribes are "re-subscribe" in the audit trail.
 HOW = ("one-click", "form", "bounce", "complaint", "soft-bounces", "esp-unsubscribe")
+# What the reader did on the desk, and may undo there (Re-subscribe); what an ESP reported
+# (a bounce, a complaint) is not the reader's to lift from a link.
+READER_HOW = ("one-click", "form")
 
 MIGRATIONS = (
     """
@@ -169,6 +173,7 @@ class SuppressionStore:
         self.path = path
         self.timeout = timeout
         self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         self._lock = threading.RLock()
 
     @classmethod
@@ -177,16 +182,7 @@ class SuppressionStore:
 
     # -- connection ------------------------------------------------------------
     def _error(self, exc: sqlite3.Error | OSError) -> StoreError:
-        text = exc.strerror if isinstance(exc, OSError) else str(exc)
-        if "locked" in str(text) or "busy" in str(text):
-            return StoreError(
-                f"{self.path}: the reader store is locked by another process ({text})",
-                hint="try again; if it stays locked, look for a stuck spark-mail process",
-            )
-        return StoreError(
-            f"{self.path}: the reader store is unreadable ({text})",
-            hint="restore it from a backup (see 'Deploying the reader desk' in the README)",
-        )
+        return store_error(self.path, exc)
 
     def exists(self) -> bool:
         return self._db is not None or self.path.exists()
@@ -205,6 +201,7 @@ class SuppressionStore:
             db = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
+            self._identity = file_identity(self.path)
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -233,6 +230,7 @@ class SuppressionStore:
         """One write transaction (BEGIN IMMEDIATE). `durable`: fsync at commit (FULL)."""
         with self._lock:
             db = self.db
+            self._same_file()  # never write into a file that is gone (or its successor's WAL)
             try:
                 if durable:
                     db.execute("PRAGMA synchronous = FULL")
@@ -243,24 +241,36 @@ class SuppressionStore:
                 yield db
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                quietly(db, "ROLLBACK")
                 raise self._error(exc) from None
             except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                quietly(db, "ROLLBACK")
                 raise
             finally:
                 if durable:
-                    db.execute("PRAGMA synchronous = NORMAL")
+                    quietly(db, "PRAGMA synchronous = NORMAL")
+            self._same_file()
 
     def check(self) -> None:
-        """Open (creating and migrating) the store and read it: StoreError when it cannot."""
+        """Open (creating and migrating) the store and read it: StoreError when it cannot,
+        or when the file is no longer the one this connection has open."""
         with self._lock:
             try:
                 self.db.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
+            self._same_file()
+
+    def _same_file(self) -> None:
+        """StoreError when the store's file was deleted or replaced while this connection
+        had it open: what it writes then goes to a file nobody else reads (and that is
+        gone at the next start), so no write may be reported as done."""
+        if self._db is not None and file_identity(self.path) != self._identity:
+            raise StoreError(
+                f"{self.path}: the reader store was deleted or replaced while in use; "
+                "what is written now would be lost",
+                hint="restart spark-mail serve (restore a backup only while it is stopped)",
+            )
 
     def read(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query ([] when the store does not exist yet)."""
@@ -296,11 +306,20 @@ class SuppressionStore:
         return self.run([suppress(address, how=how, issue=issue, at=at)], durable=True)[0]
 
     def resubscribe(self, address: str, *, issue: str, at: dt.datetime) -> bool:
-        """Lift the desk's suppression of `address`; False when there was none."""
+        """Lift the reader's own unsubscribe of `address`; False when there was none."""
         return self.run([lift(address, issue=issue, at=at)], durable=True)[0]
 
     def is_suppressed(self, address: str) -> bool:
         return bool(self.suppressed([canonical_address(address)]))
+
+    def suppression(self, address: str) -> Suppression | None:
+        """The record that suppresses `address` now, or None."""
+        rows = self.read(
+            "SELECT address, at, how, issue, provider, event_id, detail FROM suppressions "
+            "WHERE address = ?",
+            (canonical_address(address),),
+        )
+        return Suppression(*rows[0]) if rows else None
 
     def suppressed(self, canonical_addresses: list[str]) -> set[str]:
         """Which of these canonical addresses the desk suppresses now (one query per 500)."""
@@ -389,12 +408,19 @@ def add_suppression(
     return bool(added)
 
 
-def lift(address: str, *, issue: str, at: dt.datetime) -> Operation[bool]:
-    """The operation that lifts the suppression of `address` (True when there was one)."""
+def lift(address: str, *, issue: str, at: dt.datetime, since: str | None = None) -> Operation[bool]:
+    """The operation that lifts the reader's own unsubscribe of `address` (READER_HOW; what
+    an ESP reported stays), and with `since` only the unsubscribe recorded at that time.
+    True when it lifted one."""
     key, when = canonical_address(address), iso(at)
+    marks = ",".join("?" * len(READER_HOW))
+    sql = f"DELETE FROM suppressions WHERE address = ? AND how IN ({marks})"
+    params: tuple[str, ...] = (key, *READER_HOW)
+    if since is not None:
+        sql, params = sql + " AND at = ?", (*params, since)
 
     def operation(db: sqlite3.Connection) -> bool:
-        removed = db.execute("DELETE FROM suppressions WHERE address = ?", (key,)).rowcount
+        removed = db.execute(sql, params).rowcount
         if removed:
             db.execute(
                 "INSERT INTO suppression_events (address, at, action, how, issue) "

@@ -49,10 +49,15 @@ def log(message: str, out: Console | None = None) -> None:
 
 
 class StampedHandler(logging.Handler):
-    """Library log records (ESP retries) as log lines, with the same prefix."""
+    """Library log records (ESP retries) as log lines, with the same prefix. A line that
+    cannot be written (a full disk under the log file, a closed pipe) is dropped like
+    logging's own handlers drop it: a log line must never fail what it reports on."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        log(f"[yellow]{record.levelname.lower()}:[/] {escape(record.getMessage())}")
+        try:
+            log(f"[yellow]{record.levelname.lower()}:[/] {escape(record.getMessage())}")
+        except Exception:
+            self.handleError(record)
 
 
 def key_table(*columns: str, keys: tuple[str, ...] = (), **options: Any) -> Table:

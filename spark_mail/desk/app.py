@@ -21,6 +21,7 @@ the request.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,18 +36,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from spark_mail.audience.addresses import canonical_address
-from spark_mail.audience.suppressions import SuppressionStore, lift, suppress
+from spark_mail.audience.suppressions import READER_HOW, SuppressionStore, lift, suppress
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.desk import links, polls, webhooks
 from spark_mail.desk.commits import GroupCommit
 from spark_mail.desk.guard import Guard, SecurityMiddleware, client_address
 from spark_mail.desk.pages import Pages
-from spark_mail.errors import RequestRefused, StoreError
+from spark_mail.errors import ConfigError, RequestRefused, StoreError
 from spark_mail.personalize import require_secret
 
 log = logging.getLogger("spark_mail.desk")
 MAX_FIELDS = 20
+STORE_RETRY_SECONDS = 60
 LINK_QUERY = ("issue", "email", "token")  # what spark-mail appends to a reader's links
 NOTICES = {
     polls.Outcome.COUNTED: "Thanks, your vote is in.",
@@ -146,22 +148,40 @@ class Desk:
     async def unsubscribe_page(self, request: Request) -> Response:
         self.guard.check_bad_tokens(client_address(request.scope))
         slug, email = self.signed_reader(request, "unsubscribe")
-        state = "done" if self.store.is_suppressed(email) else "confirm"
-        return self.unsubscribe_answer(request, state, slug, email)
+        return self.unsubscribe_answer(request, slug, email)
 
-    def unsubscribe_answer(self, request: Request, state: str, slug: str, email: str) -> Response:
-        subject = f"{slug}\0{canonical_address(email)}"
+    def unsubscribe_answer(
+        self, request: Request, slug: str, email: str, *, resubscribed: bool = False
+    ) -> Response:
+        """The page for the address's state now: the confirm button; unsubscribed by the
+        reader (with Re-subscribe, for that unsubscribe only); kept off the list by what an
+        ESP reported (nothing to undo here); or subscribed again."""
+        row = None if resubscribed else self.store.suppression(email)
+        if resubscribed:
+            state = "resubscribed"
+        elif row is None:
+            state = "confirm"
+        else:
+            state = "done" if row.how in READER_HOW else "held"
         action = "resubscribe" if state == "done" else "unsubscribe"
+        subject = self.csrf_subject(slug, email, row.at if row and state == "done" else "")
         return self.respond(
             self.pages.render(
                 "unsubscribe.html",
-                title="Unsubscribe" if state != "resubscribed" else "Subscribed",
+                title="Subscribed" if resubscribed else "Unsubscribe",
                 state=state,
+                how=row.how if row else "",
                 address=links.masked(email),
                 action=self.self_link(request, LINK_QUERY),
                 csrf=self.keys.csrf(action, subject, self.clock.now().timestamp()),
             )
         )
+
+    @staticmethod
+    def csrf_subject(slug: str, email: str, unsubscribed_at: str = "") -> str:
+        """What a confirm form is signed for: the issue, the reader and, for Re-subscribe,
+        the unsubscribe it undoes (a replayed form cannot undo a later one)."""
+        return f"{slug}\0{canonical_address(email)}\0{unsubscribed_at}"
 
     async def unsubscribe_post(self, request: Request) -> Response:
         self.guard.check_bad_tokens(client_address(request.scope))
@@ -172,7 +192,7 @@ class Desk:
             await self.commits.run(
                 suppress(email, how="one-click", issue=slug, at=now), durable=True
             )
-            return self.unsubscribe_answer(request, "done", slug, email)
+            return self.unsubscribe_answer(request, slug, email)
         action = fields.get("action", "")
         if action not in ("unsubscribe", "resubscribe") or "csrf" not in fields:
             raise RequestRefused(
@@ -180,12 +200,19 @@ class Desk:
                 "Nothing to do",
                 "This request asks for nothing the page knows. Press the button on the page.",
             )
-        self.check_csrf(fields["csrf"], action, f"{slug}\0{canonical_address(email)}")
         if action == "unsubscribe":
+            self.check_csrf(fields["csrf"], action, self.csrf_subject(slug, email))
             await self.commits.run(suppress(email, how="form", issue=slug, at=now), durable=True)
-            return self.unsubscribe_answer(request, "done", slug, email)
-        await self.commits.run(lift(email, issue=slug, at=now), durable=True)
-        return self.unsubscribe_answer(request, "resubscribed", slug, email)
+            return self.unsubscribe_answer(request, slug, email)
+        row = self.store.suppression(email)
+        since = row.at if row and row.how in READER_HOW else ""
+        self.check_csrf(fields["csrf"], action, self.csrf_subject(slug, email, since))
+        lifted = bool(since) and await self.commits.run(
+            lift(email, issue=slug, at=now, since=since), durable=True
+        )
+        if not lifted:  # nothing of theirs to undo (any more)
+            return self.unsubscribe_answer(request, slug, email)
+        return self.unsubscribe_answer(request, slug, email, resubscribed=True)
 
     def check_csrf(self, token: str, action: str, subject: str) -> None:
         verdict = self.keys.csrf_ok(token, action, subject, self.clock.now().timestamp())
@@ -228,7 +255,7 @@ class Desk:
     def option_of(self, info: polls.PollInfo, values: dict[str, str]) -> int:
         """The 1-based option a link names by {index} or {option}; 404 when none."""
         index = values.get("index", "")
-        if index.isdigit() and 1 <= int(index) <= len(info.options):
+        if links.plain_number(index, 4) and 1 <= int(index) <= len(info.options):
             return int(index)
         if "index" not in values and values.get("option") in info.options:
             return info.options.index(values["option"]) + 1
@@ -254,10 +281,8 @@ class Desk:
             )
         )
 
-    async def poll_vote(self, request: Request) -> Response:
-        info, voter, values = self.poll_click(request)
-        option = self.option_of(info, values)
-        now = self.clock.now()
+    def refuse_closed(self, info: polls.PollInfo, now: dt.datetime) -> None:
+        """410 once the poll has closed: no more votes, and no more comments."""
         if polls.is_closed(info, self.settings.poll_days, now):
             found = polls.results(self.store, info)
             raise RequestRefused(
@@ -265,6 +290,12 @@ class Desk:
                 "This poll has closed",
                 f"Thanks for answering, but this poll has closed ({found.total} votes).",
             )
+
+    async def poll_vote(self, request: Request) -> Response:
+        info, voter, values = self.poll_click(request)
+        option = self.option_of(info, values)
+        now = self.clock.now()
+        self.refuse_closed(info, now)
         prefetch = request.headers.get("sec-purpose", request.headers.get("purpose", ""))
         if request.method == "HEAD" or "prefetch" in prefetch.lower():
             return self.poll_answer(request, info, "", "")  # looking is not voting
@@ -276,19 +307,34 @@ class Desk:
         info, voter, _values = self.poll_click(request)
         fields = await self.form(request)
         self.check_csrf(fields.get("csrf", ""), "comment", f"{info.slug}\0{voter}")
+        now = self.clock.now()
+        self.refuse_closed(info, now)
         text = polls.clean_comment(fields.get("comment", ""))
-        if text and not await self.commits.run(
-            polls.comment(info.slug, voter, text, self.clock.now())
-        ):
+        if text and not await self.commits.run(polls.comment(info.slug, voter, text, now)):
             raise RequestRefused(400, "Vote first", "Pick an answer before you comment.")
         notice = "Thanks for your comment." if text else ""
         return self.poll_answer(request, info, voter, notice)
 
     async def poll_results(self, request: Request) -> Response:
         info = self.book.get(str(request.path_params["slug"]))
-        if info is None:
+        if info is None or not (
+            self.in_archive(info.slug) or polls.results(self.store, info).total
+        ):
             raise RequestRefused(404, "No such poll", "This issue has no poll.")
         return self.poll_answer(request, info, "", "")
+
+    def in_archive(self, slug: str) -> bool:
+        """Whether the issue's web copy is in the archive. The results of a poll show once
+        it is published there or its email has drawn a vote, never for a draft (its
+        question would be out before the issue)."""
+        from spark_mail.errors import SparkMailError
+        from spark_mail.site.urls import site_urls
+
+        try:
+            file = site_urls(self.settings, strict=False).issue_file(slug)
+        except SparkMailError:
+            return False
+        return (site_folder(self.settings) / file).is_file()
 
     async def health(self, request: Request) -> Response:
         self.store.check()
@@ -313,13 +359,15 @@ class Desk:
 
     async def store_error(self, request: Request, exc: Exception) -> Response:
         log.error("reader store: %s", exc)
-        return self.respond(
+        response = self.respond(
             self.pages.message(
                 503,
                 "Please try again",
                 "The desk cannot record this right now. Please try again in a minute.",
             )
         )
+        response.headers["retry-after"] = str(STORE_RETRY_SECONDS)  # RFC 8058 senders retry
+        return response
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         log.exception("reader desk: unexpected error")
@@ -329,7 +377,9 @@ class Desk:
 class SiteFiles(StaticFiles):
     """The web archive: files as they are, index.html for a folder, no listings. A folder
     named without its slash is sent to the same folder with it, by path only (never a
-    host or URL from the request). `prefix`: the path of the site's root ("/letters" for
+    host or URL from the request). Hidden files and folders (`.env`, `.spark-mail/`,
+    `.git/`) are never served, should `site_dir` point at a folder that has them; only
+    `.well-known/` is. `prefix`: the path of the site's root ("/letters" for
     site_url = https://host/letters), where it is mounted."""
 
     def __init__(self, directory: Path, prefix: str = "") -> None:
@@ -343,6 +393,9 @@ class SiteFiles(StaticFiles):
         await super().__call__(scope, receive, send)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        hidden = [p for p in PurePosixPath(path).parts if p.startswith(".") and p != "."]
+        if hidden and hidden != [".well-known"]:
+            raise HTTPException(404)
         response = await super().get_response(path, scope)
         if 300 <= response.status_code < 400:
             parts = [p for p in PurePosixPath(path).parts if p not in ("/", ".", "..")]
@@ -352,7 +405,22 @@ class SiteFiles(StaticFiles):
 
 
 def site_folder(settings: Settings) -> Path:
-    return settings.path(settings.site_dir or "site")
+    """The web archive's folder; ConfigError when it holds the newsletter's own folder or
+    its state folder (the desk would publish the subscribers, `.env`, the stores);
+    SiteError when its symlinks cannot be followed."""
+    from spark_mail.site.build import site_folder as archive_folder
+    from spark_mail.site.store import resolved
+
+    folder = archive_folder(settings)
+    inside = resolved(folder)
+    for own in (settings.root, settings.state_path):
+        if resolved(own).is_relative_to(inside):
+            raise ConfigError(
+                f"site_dir {folder} holds {own}: serving it would publish the "
+                "subscribers, .env and the reader store",
+                hint="point site_dir at the folder `spark-mail site build` writes (default site/)",
+            )
+    return folder
 
 
 def create_app(

@@ -8,7 +8,9 @@ overhead beyond a few dictionary looks):
   repeat (at most an hour), without its links even being checked;
 - request bodies over MAX_BODY_BYTES are refused (413), whether announced by
   Content-Length or streamed; ESP webhooks (WEBHOOK_PREFIX) may send up to
-  MAX_WEBHOOK_BYTES (SendGrid batches events, an SNS message reaches 256 KB);
+  MAX_WEBHOOK_BYTES (SendGrid batches events, an SNS message reaches 256 KB); a body
+  still arriving BODY_SECONDS after the request began is refused (408);
+- only one Host header is taken, and its port must be a number;
 - every response says `Referrer-Policy: no-referrer` (the tokens in a desk URL must not
   travel to other sites), `X-Content-Type-Options: nosniff` and, unless the page set a
   stricter one, a CSP with `frame-ancestors 'none'`.
@@ -24,6 +26,7 @@ allowance); they run on a Clock so tests move time instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -40,6 +43,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RefusalPage = Callable[[RequestRefused], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]]
 
 MAX_BODY_BYTES = 16 * 1024
+BODY_SECONDS = 10.0  # from the request's start to the last byte of its body
 WEBHOOK_PREFIX = "/webhooks/"
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
 RATE_WINDOW = 60.0
@@ -156,6 +160,26 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def host_name(scope: Scope) -> str | None:
+    """The name in the request's one Host header, lowercased, without its port or a
+    trailing dot; None for no Host, several (RFC 9112: 400) or a port that is not one."""
+    hosts = [value for key, value in scope.get("headers", ()) if key == b"host"]
+    if len(hosts) != 1:
+        return None
+    host = bytes(hosts[0]).decode("latin-1").strip().lower()
+    if host.startswith("["):  # [IPv6]:port
+        inside, _, port = host.partition("]")
+        name = inside + "]"
+        if port and not port.startswith(":"):
+            return None
+        port = port[1:]
+    else:
+        name, _, port = host.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    return name.rstrip(".")
+
+
 class SecurityMiddleware:
     """See the module docstring. `refusal_page` renders a refusal as a complete response."""
 
@@ -190,9 +214,7 @@ class SecurityMiddleware:
         await self.app(scope, _limited(receive, body_limit(scope)), send_secured)
 
     def _admit(self, scope: Scope) -> None:
-        host = (header(scope, b"host") or b"").decode("latin-1").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in self.hosts:
+        if host_name(scope) not in self.hosts:
             raise RequestRefused(
                 400,
                 "Unknown site",
@@ -209,7 +231,9 @@ class SecurityMiddleware:
                 retry_after=wait,
             )
         length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > body_limit(scope)):
+        if length is not None and (
+            not length.isdigit() or len(length) > 12 or int(length) > body_limit(scope)
+        ):
             raise RequestRefused(413, "Request too large", "The request is too large.")
 
     async def _refuse(self, refused: RequestRefused, send: Send) -> None:
@@ -230,14 +254,27 @@ def body_limit(scope: Scope) -> int:
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
-    """`receive` that refuses a streamed body once it passes `limit` bytes."""
+    """`receive` that refuses a streamed body once it passes `limit` bytes, or when it
+    has not all arrived BODY_SECONDS after the request began (a slow body would hold
+    the connection, and a place in the worker, as long as the client liked)."""
     seen = 0
+    complete = False
+    deadline = asyncio.get_running_loop().time() + BODY_SECONDS
 
     async def receive_limited() -> Message:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, complete
+        if complete:  # the body is in: later calls wait for a disconnect, as they may
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestRefused(
+                408, "Request too slow", "The request took too long to arrive."
+            ) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
             if seen > limit:
                 raise RequestRefused(413, "Request too large", "The request is too large.")
         return message

@@ -161,11 +161,17 @@ class Keys:
     def csrf_ok(self, token: str, action: str, subject: str, now: float) -> bool | None:
         """True: good; False: forged or for something else; None: good but expired."""
         stamp, _, _tag_part = token.partition(".")
-        if not stamp.isdigit() or len(stamp) > 12:
+        if not plain_number(stamp, 12):
             return False
         if not same(token, self.csrf(action, subject, float(stamp))):
             return False
         return True if 0 <= now - int(stamp) <= CSRF_SECONDS else None
+
+
+def plain_number(text: str, digits: int) -> bool:
+    """Whether `text` is 1 to `digits` ASCII digits (str.isdigit also takes `²` and `١`,
+    which int() refuses or reads as another number)."""
+    return 0 < len(text) <= digits and text.isascii() and text.isdigit()
 
 
 def reader_id(value: str | None) -> str:

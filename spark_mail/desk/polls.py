@@ -217,12 +217,16 @@ def clean_comment(text: str) -> str:
 
 
 def results(store: SuppressionStore, info: PollInfo, *, comments: bool = False) -> Results:
-    counts = [0] * len(info.options)
+    """The votes per option. Votes for an option the issue no longer has (its file was
+    edited after the send) are kept as "option N (gone from the issue)": never dropped."""
     rows = store.read("SELECT option, votes FROM poll_counts WHERE issue = ?", (info.slug,))
-    for option, votes in rows:
-        if 1 <= option <= len(counts):
-            counts[option - 1] = votes
-    found = Results(info.slug, info.question, info.options, counts)
+    found_options = dict(rows)
+    top = max((n for n, votes in found_options.items() if votes), default=0)
+    options = info.options + tuple(
+        f"option {n} (gone from the issue)" for n in range(len(info.options) + 1, top + 1)
+    )
+    counts = [found_options.get(n, 0) for n in range(1, len(options) + 1)]
+    found = Results(info.slug, info.question, options, counts)
     if comments:
         found.comments = [
             {"text": text, "at": at}
@@ -243,13 +247,16 @@ def voted_issues(store: SuppressionStore) -> list[str]:
 def poll_report(settings: Settings, issue: str | None = None) -> list[Results]:
     """Results of one issue's poll (with comments), or of every poll with votes or in the
     issues folder. IssueError for an unknown issue or one without a poll."""
-    from spark_mail.issue import resolve_issue_path
+    from spark_mail.issue import load_issue, resolve_issue_path
 
     book = PollBook(settings.issues_path)
     with SuppressionStore.for_settings(settings) as store:
         if issue is not None:
             path = resolve_issue_path(issue, settings.issues_path)
-            info = book.get(path.stem) or _orphan(store, path.stem)
+            info = book.get(path.stem)
+            if info is None and path.exists():
+                load_issue(path)  # a broken file says so (IssueError), in one line
+            info = info or _orphan(store, path.stem, _missing(path))
             if info is None:
                 what = "has no poll" if path.exists() else "no such issue"
                 raise IssueError(path, what, hint="`spark-mail poll results` lists the polls")
@@ -257,17 +264,24 @@ def poll_report(settings: Settings, issue: str | None = None) -> list[Results]:
         known = {info.slug: info for info in book.all()}
         for slug in voted_issues(store):
             if slug not in known:
-                orphan = _orphan(store, slug)
+                orphan = _orphan(store, slug, _missing(settings.issues_path / f"{slug}.md"))
                 if orphan is not None:
                     known[slug] = orphan
         return [results(store, known[slug], comments=True) for slug in sorted(known)]
 
 
-def _orphan(store: SuppressionStore, slug: str) -> PollInfo | None:
-    """A poll whose issue file is gone but whose votes remain (options named by number)."""
+def _missing(path: Path) -> str:
+    """Why the votes of this issue have no poll to go with (the question shown instead)."""
+    if not path.exists():
+        return "(the issue file is gone)"
+    return "(the issue file has no poll any more, or cannot be read)"
+
+
+def _orphan(store: SuppressionStore, slug: str, question: str) -> PollInfo | None:
+    """A poll whose issue has no poll to show but whose votes remain (options by number)."""
     rows = store.read("SELECT MAX(option) FROM poll_counts WHERE issue = ?", (slug,))
     top = rows[0][0] if rows else None
     if not top:
         return None
     options = tuple(f"option {n}" for n in range(1, top + 1))
-    return PollInfo(slug, slug, dt.date(1970, 1, 1), "(the issue file is gone)", options)
+    return PollInfo(slug, slug, dt.date(1970, 1, 1), question, options)
