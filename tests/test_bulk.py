@@ -364,9 +364,7 @@ def test_a_list_sent_only_to_the_outbox_goes_out_for_real_once_a_provider_is_set
         send_issue(SAMPLE_SLUG, settings, mode="send")
 
 
-def test_a_list_begun_through_an_esp_and_finished_to_the_outbox_is_not_sent_again(
-    esp, newsletter
-):
+def test_a_list_begun_through_an_esp_and_finished_to_the_outbox_is_not_sent_again(esp, newsletter):
     """Postmark took the first 3 readers (--limit), the outbox "sent" the other 7: when
     Postmark is set again the 3 must not get a second copy, so the issue stays sent."""
     import dataclasses
