@@ -343,3 +343,40 @@ def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newslette
     ]
     assert all(len(m["to"]) == 1 for m in sink.messages)
     assert 1 <= len({m["peer"] for m in sink.messages}) <= 4
+
+
+def test_a_list_sent_only_to_the_outbox_goes_out_for_real_once_a_provider_is_set(esp, newsletter):
+    """Own list through the outbox (files, no reader reached), then Postmark: every reader
+    gets one copy; a second Postmark run is refused as already sent."""
+    import dataclasses
+
+    from spark_mail.errors import AlreadySent
+
+    write_readers(newsletter, 10)
+    settings = own_settings(esp, newsletter)
+    outbox = dataclasses.replace(settings, provider="outbox")
+    assert send_issue(SAMPLE_SLUG, outbox, mode="send").outcome == "sent"
+    assert delivered_to(esp) == collections.Counter()
+    assert send_issue(SAMPLE_SLUG, settings, mode="send").outcome == "sent"
+    counts = delivered_to(esp)
+    assert len(counts) == 10 and set(counts.values()) == {1}
+    with pytest.raises(AlreadySent):
+        send_issue(SAMPLE_SLUG, settings, mode="send")
+
+
+def test_a_list_begun_through_an_esp_and_finished_to_the_outbox_is_not_sent_again(esp, newsletter):
+    """Postmark took the first 3 readers (--limit), the outbox "sent" the other 7: when
+    Postmark is set again the 3 must not get a second copy, so the issue stays sent."""
+    import dataclasses
+
+    from spark_mail.errors import AlreadySent
+
+    write_readers(newsletter, 10)
+    settings = own_settings(esp, newsletter)
+    assert send_issue(SAMPLE_SLUG, settings, mode="send", limit=3).outcome == "partial"
+    outbox = dataclasses.replace(settings, provider="outbox")
+    assert send_issue(SAMPLE_SLUG, outbox, mode="send").outcome == "sent"
+    with pytest.raises(AlreadySent):
+        send_issue(SAMPLE_SLUG, settings, mode="send")
+    counts = delivered_to(esp)
+    assert len(counts) == 3 and set(counts.values()) == {1}

@@ -63,6 +63,20 @@ class Ledger(SendsTable, DeliveriesTable):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def providers_used(self, slug: str) -> set[str]:
+        """Every provider that ever took the issue: each claim's "MODE via PROVIDER" in its
+        history and each reader row's batch provider ("" where an older ledger kept none)."""
+        if not self.database.exists():
+            return set()
+        claims = self.database.read(
+            "SELECT detail FROM events WHERE slug = ? AND state = 'sending'", (slug,)
+        )
+        readers = self.database.read(
+            "SELECT DISTINCT coalesce(provider, '') FROM deliveries WHERE slug = ?", (slug,)
+        )
+        used = {str(row[0]).rpartition(" via ")[2] for row in claims if " via " in str(row[0])}
+        return used | {str(row[0]) for row in readers}
+
 
 def open_ledger(settings: Settings) -> Ledger:
     """The newsletter's ledger, waiting `ledger_timeout` seconds for another writer. A file

@@ -117,7 +117,7 @@ def due_issues(
         record = ledger.get(issue.slug)
         state = record.state if record else None
         if state in (SendState.SENT, SendState.SCHEDULED):
-            if not outbox_rehearsal(record, provider_name(settings.provider)):
+            if not outbox_rehearsal(ledger, record, provider_name(settings.provider)):
                 continue
             record = state = None  # only the outbox has it: due like an unsent issue
         if record is not None and state == SendState.UNCERTAIN:

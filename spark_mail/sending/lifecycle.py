@@ -60,11 +60,14 @@ ESP, OWN = "esp", "own"  # the two paths an issue can take: the ESP's list, your
 OUTBOX = "outbox"  # writes .eml files: a send there reached no reader
 
 
-def outbox_rehearsal(record: SendRecord | None, provider: str) -> bool:
+def outbox_rehearsal(ledger: Ledger, record: SendRecord | None, provider: str) -> bool:
     """The issue went only to the outbox (the default before a real provider is set up) and
     a real provider sends now: nobody has it, so it is sent for real instead of `already
-    sent` keeping it from every reader."""
-    return record is not None and record.provider == OUTBOX and provider != OUTBOX
+    sent` keeping it from every reader. Only when no other provider ever took any part of
+    it (a send half done through an ESP and finished to the outbox stays sent)."""
+    if record is None or record.provider != OUTBOX or provider == OUTBOX:
+        return False
+    return ledger.providers_used(record.slug) <= {OUTBOX}
 
 
 # How long an ESP is trusted to remember an idempotency key (Resend documents 24 h).
@@ -177,7 +180,7 @@ class SendLifecycle:
         if not self.ledger.locks.try_acquire(self.slug):
             return Begun(Outcome.IN_PROGRESS)
         before = self.ledger.get(self.slug)
-        if outbox_rehearsal(before, self.provider.name) and before is not None:
+        if outbox_rehearsal(self.ledger, before, self.provider.name) and before is not None:
             reason = f"went only to the outbox (state: {before.state}): sent via "
             self.ledger.forget(self.slug, reason + self.provider.name, self.clock.now())
             before = None
