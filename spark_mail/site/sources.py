@@ -17,7 +17,6 @@ from pathlib import Path
 from spark_mail.config import Settings
 from spark_mail.errors import IssueError
 from spark_mail.files import issue_files
-from spark_mail.issue import read_issue_file
 from spark_mail.ledger import SendRecord, SendState, open_ledger
 
 
@@ -33,6 +32,8 @@ class Source:
 
 
 def file_digest(path: Path) -> str:
+    from spark_mail.issue import read_issue_file  # not at the top: it brings PyYAML
+
     return hashlib.sha256(read_issue_file(path)).hexdigest()
 
 
