@@ -440,10 +440,12 @@ def load_settings(
 def search_start(issue: str | Path | None, cwd: Path | None = None) -> Path:
     """Where the settings search starts: the folder of an issue named by its file path (so
     `spark-mail check ~/news/issues/x.md` works from anywhere), else the current folder."""
+    cwd = cwd or Path.cwd()
+    if issue is None:  # most commands: no need to import the issue parser (PyYAML) here
+        return cwd
     from spark_mail.issue import names_a_file
 
-    cwd = cwd or Path.cwd()
-    if issue is None or not names_a_file(issue):
+    if not names_a_file(issue):
         return cwd
     folder = (cwd / Path(issue).expanduser()).parent
     while not folder.is_dir() and folder != folder.parent:  # a mistyped folder: its parent

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spark_mail.errors import ConfigError
+from spark_mail.errors import ConfigError, IssueError
 
 if TYPE_CHECKING:
     from spark_mail.render import RenderedEmail
@@ -166,3 +166,58 @@ def write_build(email: RenderedEmail, out_dir: Path) -> dict[str, Path]:
         "text": write_atomic(folder / "email.txt", email.text),
         "eml": write_atomic(folder / "email.eml", eml),
     }
+
+
+# Reading an issue file lives here, not in issue.py, so that hashing the issues (the web
+# archive's incremental build) does not import the parser (PyYAML).
+MAX_ISSUE_BYTES = 10 * 1024 * 1024  # Gmail clips an email at ~102 KB anyway
+
+
+def read_issue_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_ISSUE_BYTES. Opened without blocking and
+    checked before reading, so a FIFO or a device under an issue's name cannot hang a run."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise missing_issue(path) from None
+    except IsADirectoryError:
+        raise IssueError(path, "is a folder, not an issue file") from None
+    except OSError as exc:
+        raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IssueError(path, "is a folder, not an issue file")
+        raise IssueError(
+            path,
+            "is not a regular file (a pipe, socket or device): not read",
+            hint="an issue is a Markdown file; remove or rename this one",
+        )
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_ISSUE_BYTES + 1)
+        except OSError as exc:
+            raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
+    if len(raw) > MAX_ISSUE_BYTES:
+        raise IssueError(
+            path,
+            f"is larger than {MAX_ISSUE_BYTES // (1024 * 1024)} MB: too large for an email",
+            hint="an email is clipped at ~102 KB; shorten the issue",
+        )
+    return raw
+
+
+def missing_issue(path: Path) -> IssueError:
+    """The error for an issue file that is not there, with a "did you mean" from its folder."""
+    import difflib
+
+    near = [p.stem for p in path.parent.glob("*.md")] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.stem, near, n=3, cutoff=0.5)
+    if close:
+        hint = f"did you mean {' or '.join(close)}?"
+    elif near:
+        hint = "`spark-mail list` shows the issues there"
+    else:
+        hint = 'check the path; `spark-mail new "TITLE"` starts an issue'
+    return IssueError(path, "no such file", hint=hint)

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import re
-import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spark_mail.errors import IssueError
+from spark_mail.files import read_issue_file
 from spark_mail.front_matter import key_lines, read_front_matter, split_front_matter
 from spark_mail.safe_text import describe, forbidden_character
 
@@ -28,8 +27,8 @@ __all__ = ["Issue", "Poll", "Promo", "Share", "load_issue", "parse_issue", "slug
 
 POLL_MIN_OPTIONS, POLL_MAX_OPTIONS = 2, 5
 SLUG_RE = re.compile(r"[^a-z0-9]+")
-# Limits that keep one absurd file from stalling or crashing a whole run.
-MAX_ISSUE_BYTES = 10 * 1024 * 1024  # Gmail clips an email at ~102 KB anyway
+# Limits that keep one absurd file from stalling or crashing a whole run (and
+# files.MAX_ISSUE_BYTES).
 NUMBER_RANGE = (0, 10**9)
 SEND_AT_YEARS = (1900, 9998)
 # A slug names a folder (dist/<slug>/), a lock file, a ledger row, URLs and ESP headers:
@@ -389,41 +388,6 @@ def load_issue(path: Path | str) -> Issue:
     return parse_issue(path, text)
 
 
-def read_issue_file(path: Path) -> bytes:
-    """The bytes of a regular file of at most MAX_ISSUE_BYTES. Opened without blocking and
-    checked before reading, so a FIFO or a device under an issue's name cannot hang a run."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise missing_issue(path) from None
-    except IsADirectoryError:
-        raise IssueError(path, "is a folder, not an issue file") from None
-    except OSError as exc:
-        raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise IssueError(path, "is a folder, not an issue file")
-        raise IssueError(
-            path,
-            "is not a regular file (a pipe, socket or device): not read",
-            hint="an issue is a Markdown file; remove or rename this one",
-        )
-    with os.fdopen(fd, "rb") as fh:
-        try:
-            raw = fh.read(MAX_ISSUE_BYTES + 1)
-        except OSError as exc:
-            raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
-    if len(raw) > MAX_ISSUE_BYTES:
-        raise IssueError(
-            path,
-            f"is larger than {MAX_ISSUE_BYTES // (1024 * 1024)} MB: too large for an email",
-            hint="an email is clipped at ~102 KB; shorten the issue",
-        )
-    return raw
-
-
 def names_a_file(arg: str | Path) -> bool:
     """True when a command's ISSUE argument is a file path, False when it is a slug."""
     path = Path(arg)
@@ -436,18 +400,3 @@ def resolve_issue_path(arg: str | Path, issues_dir: Path) -> Path:
     if names_a_file(arg):
         return Path(arg)
     return issues_dir / f"{arg}.md"
-
-
-def missing_issue(path: Path) -> IssueError:
-    """The error for an issue file that is not there, with a "did you mean" from its folder."""
-    import difflib
-
-    near = [p.stem for p in path.parent.glob("*.md")] if path.parent.is_dir() else []
-    close = difflib.get_close_matches(path.stem, near, n=3, cutoff=0.5)
-    if close:
-        hint = f"did you mean {' or '.join(close)}?"
-    elif near:
-        hint = "`spark-mail list` shows the issues there"
-    else:
-        hint = 'check the path; `spark-mail new "TITLE"` starts an issue'
-    return IssueError(path, "no such file", hint=hint)

@@ -49,8 +49,8 @@ def test_a_rebuild_without_changes_renders_nothing(newsletter: Path) -> None:
 
 
 def test_changing_one_issue_renders_only_what_shows_it(newsletter: Path) -> None:
-    """Its page, the listings, its tags' pages and the feeds; the other issue's page and
-    the pages of tags it does not have are taken over."""
+    """Its page and the feeds (they carry its text); the listings show only its entry (title,
+    date, tags...), which this change leaves as it was, so they are taken over."""
     send_two(newsletter)
     settings = settings_for(newsletter)
     build_site(settings)
@@ -60,18 +60,51 @@ def test_changing_one_issue_renders_only_what_shows_it(newsletter: Path) -> None
     build_site(settings)
     after = inodes(newsletter / "site")
     changed = {k for k in after if after[k] != before.get(k)} - {".spark-mail-site.json"}
-    assert changed == {
-        f"p/{SECOND}/index.html",
-        "index.html",
-        "tags/index.html",
-        "404.html",
-        "tags/engineering/index.html",
-        "tags/delivery/index.html",
-        "feed.xml",
-        "atom.xml",
-    }
+    assert changed == {f"p/{SECOND}/index.html", "feed.xml", "atom.xml"}
     assert "Two changes, never." in (newsletter / "site" / "p" / SECOND / "index.html").read_text()
     assert "Two changes, never." in (newsletter / "site" / "feed.xml").read_text()
+    fresh = build_site(settings, newsletter / "fresh")
+    assert snapshot(newsletter / "site") == snapshot(fresh.folder)
+
+
+def test_a_changed_title_shows_in_every_listing_and_feed(newsletter: Path) -> None:
+    """The cached entries are keyed by the issue file's hash: a new title is on the index,
+    the 404 page, its tags' pages and in both feeds after an incremental build, exactly as a
+    build from nothing makes them."""
+    send_two(newsletter)
+    settings = settings_for(newsletter)
+    build_site(settings)
+    build_site(settings)  # the steady state: the next build recycles a folder
+    before = inodes(newsletter / "site")
+    path = newsletter / "issues" / f"{SECOND}.md"
+    path.write_text(path.read_text().replace("title: Shipping small, often", "title: Ship it"))
+    result = build_site(settings)
+    site = newsletter / "site"
+    after = inodes(site)
+    changed = {k for k in after if after[k] != before.get(k)} - {".spark-mail-site.json"}
+    shows_it = {"index.html", "404.html", "tags/engineering/index.html", "tags/delivery/index.html"}
+    assert shows_it | {f"p/{SECOND}/index.html", "feed.xml", "atom.xml"} <= changed
+    for file in [*shows_it, "feed.xml", "atom.xml", f"p/{SECOND}/index.html"]:
+        text = (site / file).read_text()
+        assert "Ship it" in text and "Shipping small, often" not in text, file
+    assert f"p/{SAMPLE_SLUG}/index.html" not in changed and result.reused > 0
+    fresh = build_site(settings, newsletter / "fresh")
+    assert snapshot(site) == snapshot(fresh.folder)
+
+
+def test_changed_settings_render_every_page_again(newsletter: Path) -> None:
+    """The cached entries and pages belong to the settings they were made with: a new name
+    is on every page and in the feeds, nothing is taken over."""
+    send_two(newsletter)
+    settings = settings_for(newsletter)
+    build_site(settings)
+    toml = newsletter / "spark-mail.toml"
+    toml.write_text(toml.read_text().replace('name = "Tiny Big Spark"', 'name = "Small Spark"'))
+    result = build_site(settings_for(newsletter))
+    assert result.reused == 0
+    site = newsletter / "site"
+    for file in ["index.html", "tags/engineering/index.html", "feed.xml", "atom.xml"]:
+        assert "Small Spark" in (site / file).read_text(), file
 
 
 def test_a_layout_may_override_the_web_templates_and_every_page_follows(newsletter: Path):

@@ -286,7 +286,7 @@ class PreviewServer:
         poll_interval: float = POLL_SECONDS,
     ) -> None:
         if not path.exists():  # a typo: say so now, not on a page that never builds
-            from spark_mail.issue import missing_issue
+            from spark_mail.files import missing_issue
 
             raise missing_issue(path)
         self.preview = Preview(path, settings, log or (lambda _message: None))

@@ -22,24 +22,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_mail import __version__
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import SparkMailError
-from spark_mail.issue import load_issue
 from spark_mail.scheduling.times import zone as time_zone
 from spark_mail.site import feeds
-from spark_mail.site.entries import Entry, newest_first
-from spark_mail.site.pages import (
-    NOT_FOUND_LATEST,
-    IssuePage,
-    TagGroups,
-    render_issue_page,
-    render_list_page,
-    tag_groups,
-)
+from spark_mail.site.entries import NOT_FOUND_LATEST, Entry, TagGroups, newest_first, tag_groups
 from spark_mail.site.sources import Source, find_sources
 from spark_mail.site.store import (
     Record,
@@ -61,6 +52,9 @@ from spark_mail.site.urls import (
     site_urls,
     tag_file,
 )
+
+if TYPE_CHECKING:  # pages.py brings the renderer (Jinja, Markdown): imported when a page is made
+    from spark_mail.site.pages import IssuePage
 
 FORMAT = "1"  # bump when the pages change in a way the inputs' hashes do not show
 DEFAULT_FOLDER = "site"
@@ -209,23 +203,31 @@ class SiteBuilder:
         return article
 
     def listings(self, entries: list[Entry], groups: TagGroups) -> None:
-        """The index, the tag list, a page per tag and the 404 page (inputs: issue keys)."""
+        """The index, the tag list, a page per tag and the 404 page. Their inputs: the
+        entries they list (all a listing is given of an issue), so a change to an issue's
+        text that its entry does not show leaves them as they were."""
         for name, _tagged in groups.values():
             self.claims.claim(tag_file(name), f"the tag page of {name!r}")
         self.claims.check_folders()
-        keys = [self.record.issues[e.slug]["key"] for e in entries]
+        shown = {e.slug: self.record.issues[e.slug]["entry"] for e in entries}
+        listed = list(shown.values())
         urls, settings = self.urls, self.settings
-        self.emit(INDEX, keys, lambda: render_list_page(
-            "index", settings, urls, entries, canonical=urls.root))  # fmt: skip
-        self.emit(TAGS, keys, lambda: render_list_page(
-            "tags", settings, urls, entries, canonical=urls.tags_url))  # fmt: skip
-        self.emit(NOT_FOUND, keys[:NOT_FOUND_LATEST], lambda: render_list_page(
-            "not-found", settings, urls, entries))  # fmt: skip
+
+        def page(kind: str, listing: list[Entry], **options: str) -> Callable[[], str]:
+            def make() -> str:
+                from spark_mail.site.pages import render_list_page
+
+                return render_list_page(kind, settings, urls, listing, **options)
+
+            return make
+
+        self.emit(INDEX, listed, page("index", entries, canonical=urls.root))
+        self.emit(TAGS, listed, page("tags", entries, canonical=urls.tags_url))
+        self.emit(NOT_FOUND, listed[:NOT_FOUND_LATEST], page("not-found", entries))
         for name, tagged in groups.values():
-            inputs = [name, [self.record.issues[e.slug]["key"] for e in tagged]]
-            self.emit(tag_file(name), inputs, partial(
-                render_list_page, "tag", settings, urls, tagged, tag=name,
-                canonical=urls.tag_url(name)))  # fmt: skip
+            inputs = [name, [shown[e.slug] for e in tagged]]
+            self.emit(tag_file(name), inputs,
+                      page("tag", tagged, tag=name, canonical=urls.tag_url(name)))  # fmt: skip
 
     def feeds_and_sitemap(
         self, entries: list[Entry], groups: TagGroups, sources: dict[str, Source]
@@ -257,6 +259,9 @@ class SiteBuilder:
 
 
 def render_source(source: Source, settings: Settings, urls: SiteUrls, zone: dt.tzinfo) -> IssuePage:
+    from spark_mail.issue import load_issue
+    from spark_mail.site.pages import render_issue_page
+
     issue = load_issue(source.path)
     if issue.slug != source.slug:  # renamed since its send: its page stays where it was
         issue = dataclasses.replace(issue, slug=source.slug)

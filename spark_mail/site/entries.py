@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spark_mail.config import Settings
-from spark_mail.issue import Issue
-from spark_mail.render import long_date
-from spark_mail.render import markdown as md
+from spark_mail.site.urls import tag_slug
+
+if TYPE_CHECKING:  # the renderer is imported only by a build that renders a page
+    from spark_mail.config import Settings
+    from spark_mail.issue import Issue
+    from spark_mail.render import markdown as md
 
 DESCRIPTION_CHARS = 200  # what link previews show of a description
+NOT_FOUND_LATEST = 5  # the issues the 404 page lists
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,20 @@ def newest_first(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: (e.published, e.number or 0, e.slug), reverse=True)
 
 
+TagGroups = dict[str, tuple[str, list[Entry]]]
+
+
+def tag_groups(entries: list[Entry]) -> TagGroups:
+    """Tag slug -> (its name as first written, its issues in the order given), by name;
+    `AI` and `ai` are one tag."""
+    groups: TagGroups = {}
+    for entry in entries:
+        slugs = {tag_slug(tag): tag for tag in reversed(entry.tags)}  # its first spelling
+        for slug, tag in slugs.items():  # once per tag page, whatever spellings it has
+            groups.setdefault(slug, (tag, []))[1].append(entry)
+    return dict(sorted(groups.items(), key=lambda item: item[1][0].casefold()))
+
+
 def published_time(issue: Issue, sent_at: str | None, zone: dt.tzinfo) -> dt.datetime:
     """When the issue went out (the ledger's sent_at), else when it is planned to."""
     if sent_at:
@@ -117,6 +134,8 @@ def make_entry(
     sent_at: str | None,
     zone: dt.tzinfo,
 ) -> Entry:
+    from spark_mail.render import long_date
+
     when = published_time(issue, sent_at, zone)
     promo = issue.promo
     image = promo.image if promo and promo.image else settings.brand.logo_url

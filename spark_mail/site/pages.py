@@ -24,8 +24,8 @@ from spark_mail.render import LayoutReader, NoReader, build_context
 from spark_mail.render import layout as layout_mod
 from spark_mail.render import markdown as md
 from spark_mail.site.colors import readable, rgb
-from spark_mail.site.entries import Entry, make_entry
-from spark_mail.site.urls import SiteUrls, tag_slug
+from spark_mail.site.entries import NOT_FOUND_LATEST, Entry, make_entry, tag_groups
+from spark_mail.site.urls import SiteUrls
 
 ISSUE_TEMPLATE = "web.html"
 ARTICLE_TEMPLATE = "partials/web-article.html"
@@ -33,7 +33,6 @@ LIST_TEMPLATE = "web-list.html"
 LIST_LAYOUT = "default"  # the index, tag and 404 pages use the newsletter's default layout
 DARK_CARD = "#161b22"
 LIGHT_BOX = "#f6f8fa"  # the lightest background links stand on (sponsor boxes)
-NOT_FOUND_LATEST = 5
 
 
 @dataclass(frozen=True)
@@ -159,20 +158,6 @@ def listed(entry: Entry, urls: SiteUrls) -> dict[str, Any]:
         "tags": tag_links(entry.tags, urls),
         "draft": entry.draft,
     }
-
-
-TagGroups = dict[str, tuple[str, list[Entry]]]
-
-
-def tag_groups(entries: list[Entry]) -> TagGroups:
-    """Tag slug -> (its name as first written, its issues in the order given), by name;
-    `AI` and `ai` are one tag."""
-    groups: TagGroups = {}
-    for entry in entries:
-        slugs = {tag_slug(tag): tag for tag in reversed(entry.tags)}  # its first spelling
-        for slug, tag in slugs.items():  # once per tag page, whatever spellings it has
-            groups.setdefault(slug, (tag, []))[1].append(entry)
-    return dict(sorted(groups.items(), key=lambda item: item[1][0].casefold()))
 
 
 LIST_PAGES = {  # kind -> (heading, intro); {name} and {tag} are filled in

@@ -4,7 +4,7 @@
   renamed since is found by its text (the ledger keeps the file's hash, as it does to
   refuse a second send of a renamed file) and stays at the address its emails carry.
 - With `include_unsent`, every other issue file too (a preview).
-- Files are read as every command reads an issue file (issue.read_issue_file): a FIFO or
+- Files are read as every command reads an issue file (files.read_issue_file): a FIFO or
   a device under an issue's name is refused, never waited on.
 """
 
@@ -16,8 +16,7 @@ from pathlib import Path
 
 from spark_mail.config import Settings
 from spark_mail.errors import IssueError
-from spark_mail.files import issue_files
-from spark_mail.issue import read_issue_file
+from spark_mail.files import issue_files, read_issue_file
 from spark_mail.ledger import SendRecord, SendState, open_ledger
 
 

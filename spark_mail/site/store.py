@@ -240,14 +240,7 @@ class Staging:
     def prune(self) -> None:
         """Remove what a recycled folder holds beyond this build's files. A file this user
         cannot remove (another user's, immutable) stays: it was in the site before."""
-        for folder, _dirs, files in os.walk(self.folder, topdown=False):
-            base = Path(folder)
-            for name in files:
-                if str((base / name).relative_to(self.folder)) not in self.written:
-                    with contextlib.suppress(PermissionError):
-                        (base / name).unlink()
-            if base != self.folder and not any(base.iterdir()):
-                base.rmdir()
+        prune_folder(str(self.folder), "", self.written)
 
     def commit(self, record: Record) -> None:
         self.write(MANIFEST, record.to_json())
@@ -262,6 +255,35 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def prune_folder(folder: str, relative: str, keep: set[str]) -> bool:
+    """Remove the files under `folder` (at `relative`, a posix path, in the site) that are
+    not in `keep`, and the folders left empty; True when `folder` is then empty. What this
+    user cannot list or remove stays, as does a symlink to a folder (never followed).
+    Strings and os.scandir, not Path: this looks at every file of the site on every build."""
+    try:
+        found = list(os.scandir(folder))
+    except PermissionError:
+        return False
+    empty = True
+    for item in found:
+        name = relative + item.name
+        if item.is_symlink() and item.is_dir():
+            empty = False
+        elif item.is_dir(follow_symlinks=False):
+            if prune_folder(item.path, name + "/", keep):
+                os.rmdir(item.path)
+            else:
+                empty = False
+        elif name in keep:
+            empty = False
+        else:
+            try:
+                os.unlink(item.path)
+            except PermissionError:
+                empty = False
+    return empty
 
 
 def swap_in(new: Path, target: Path, previous: Path) -> None:
