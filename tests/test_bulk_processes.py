@@ -38,13 +38,13 @@ def own_list(tmp_path: Path, esp: EspProcess, readers: int) -> Path:
 
 
 def kill_during_first_batch(root: Path, esp: EspProcess) -> None:
-    esp.fault(hold=30.0, path=BATCH_PATH[esp.provider])
+    esp.fault(hold=120.0, path=BATCH_PATH[esp.provider])
     victim = start_cli(root, "send", SLUG, "--yes")
     try:
         esp.wait_for_request(BATCH_PATH[esp.provider])
     finally:
         victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=10)
+        victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL
 
 
@@ -141,13 +141,13 @@ def test_ctrl_c_mid_send_finishes_the_batch_in_flight_and_the_rerun_sends_the_re
     readers not yet sent - nobody twice, none uncertain."""
     esp = start_esp("postmark")
     root = own_list(tmp_path, esp, 1200)
-    esp.fault(hold=1.5, path=BATCH_PATH["postmark"])
+    esp.fault(hold=6.0, path=BATCH_PATH["postmark"])  # SIGINT lands while it is held
     victim = start_cli(root, "send", SLUG, "--yes")
     try:
         esp.wait_for_request(BATCH_PATH["postmark"])
     finally:
         victim.send_signal(signal.SIGINT)
-        _, err = victim.communicate(timeout=30)
+        _, err = victim.communicate(timeout=60)
     assert victim.returncode == 130, err
     assert "Traceback" not in err
     assert f"500 of 1,200 readers got {SLUG} before the stop" in err  # how far, and how to go on

@@ -60,7 +60,7 @@ class EspProcess:
         threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
         found: dict[str, str] = {}
         while "URL" not in found:
-            name, _, value = lines.get(timeout=15).strip().partition(" ")
+            name, _, value = lines.get(timeout=60).strip().partition(" ")
             found[name] = value
         self.url = found["URL"]
         self.base = f"http://127.0.0.1:{found['PORT']}"
@@ -70,7 +70,7 @@ class EspProcess:
         request = urllib.request.Request(
             self.base + path, data=data, method="POST" if data else "GET"
         )
-        with urllib.request.urlopen(request, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
     def fault(self, **spec: Any) -> None:
@@ -87,7 +87,7 @@ class EspProcess:
     def delivered(self) -> list[dict]:
         return self.call("/_state")["delivered"]
 
-    def wait_for_request(self, path: str, timeout: float = 15) -> None:
+    def wait_for_request(self, path: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not self.requests("POST", path):
             assert time.monotonic() < deadline, f"the ESP never received POST {path}"
@@ -171,7 +171,7 @@ def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start
     being sent and exits 0."""
     esp = start_esp("resend")
     root = make_newsletter(tmp_path, esp)
-    esp.fault(hold=3.0, path=SENDING_PATH["resend"])  # keep the first send open
+    esp.fault(hold=8.0, path=SENDING_PATH["resend"])  # keep the first send open
     procs = [start_cli(root, "dispatch", "--now", NOW) for _ in range(2)]
     results = [(p.wait(timeout=60), *p.communicate(timeout=5)) for p in procs]
     assert [code for code, _, _ in results] == [0, 0], results
@@ -185,13 +185,13 @@ def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start
 
 def kill_while_the_esp_holds(root: Path, esp: EspProcess, path: str, *args: str) -> None:
     """Start `dispatch`, wait until the ESP holds its request on `path`, SIGKILL it."""
-    esp.fault(hold=30.0, path=path, method="POST")
+    esp.fault(hold=120.0, path=path, method="POST")
     victim = start_cli(root, *(args or ("dispatch", "--now", NOW)))
     try:
         esp.wait_for_request(path)
     finally:
         victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=10)
+        victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL
 
 

@@ -200,7 +200,7 @@ def test_preview_command_serves_and_stops_cleanly_on_ctrl_c(newsletter: Path) ->
         wait_until_serving(port, proc)
         assert "Engineering Leadership" in fetch(f"http://127.0.0.1:{port}/email.html")[1]
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
+        _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -50,10 +50,10 @@ def make_provider(esp: FakeEsp, tmp_path: Path, name: str) -> Provider:
         api_key=Secret(esp.api_key),
         api_url=esp.url(name),
         audience_id="seg-1",
-        send_timeout=2.0,
+        send_timeout=30.0,  # not a timeout test: a busy machine is slow
         send_attempts=2,
         send_backoff=0.01,
-        send_retry_seconds=2.0,
+        send_retry_seconds=60.0,
     )
     return get_provider(settings)
 
