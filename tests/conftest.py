@@ -20,6 +20,12 @@ import pytest
 from browser import browser  # noqa: F401  (the shared headless Chromium fixture)
 from ses_support import moto_server, ses_moto  # noqa: F401  (the local SES stand-in)
 
+# A suite started in the background by a shell without job control (`cmd &` in a script, as a
+# CI runner may) inherits SIGINT ignored, and so would every process it starts: the Ctrl-C
+# tests would send a signal nobody hears. Processes started from here get the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
 SAMPLE_SLUG = SAMPLE_ISSUE.stem
