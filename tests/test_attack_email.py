@@ -1,0 +1,169 @@
+"""Attacks on the email's quality checks and parts (issue 14): odd colours and CSS, odd
+`--clients`, UTM on odd links, custom layouts' paddings, the text part, `--snapshot` paths."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, write_issue
+from spark_mail.checks import run_checks
+from spark_mail.config import load_settings
+from spark_mail.render import build
+
+PREHEADER = "preheader: A preheader that is long enough to pass the length rule okay"
+
+
+def attack_issue(root: Path, name: str, body: str, front: str = "") -> Path:
+    lines = f"title: Attack\ndate: 2025-02-03\n{PREHEADER}\n{front}"
+    return write_issue(root, name, lines, body + "\n")
+
+
+def one_error_line(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if line.strip()]) == 1, stderr
+
+
+def contrast_messages(path: Path) -> str:
+    report = run_checks(build(path, load_settings()), load_settings())
+    return " ".join(f.message for f in report.findings if f.rule_id == "a11y.contrast")
+
+
+# -- a11y.contrast: colours it could not read crashed `check`, or fooled it ------------------
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["color: rgba(0,0,0,1.5.5)", "color: rgba(0, 0, 0, .)", "font-weight: ²"],
+)
+def test_odd_inline_css_does_not_crash_check(newsletter: Path, style: str):
+    attack_issue(newsletter, "odd-css", f'Some <span style="{style}">styled words</span> here.')
+    done = run_cli("check", "odd-css", "--no-links", cwd=newsletter)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "color",
+    ["whitesmoke", "hsl(0, 0%, 98%)", "rgb(250 250 250)", "#fafafaff", "#FAFA", "ivory"],
+)
+def test_contrast_reads_every_opaque_css_colour(newsletter: Path, color: str):
+    """Near-white text on the white card is 1.04:1, whichever way the colour is written."""
+    path = attack_issue(newsletter, "faint", f'Hi <span style="color: {color}">faint text</span>')
+    assert "faint text" in contrast_messages(path)
+
+
+def test_half_transparent_text_is_not_guessed(newsletter: Path):
+    path = attack_issue(newsletter, "alpha", 'Hi <span style="color: #00000080">grey text</span>')
+    assert "grey text" not in contrast_messages(path)
+
+
+def test_unreadable_brand_colour_is_one_settings_error(newsletter: Path):
+    toml = newsletter / "spark-mail.toml"
+    toml.write_text(toml.read_text().replace('"#e8590c"', '"rgba(1,2,3,1.5.5)"'))
+    done = run_cli("build", "2025-01-20-engineering-leadership", cwd=newsletter)
+    assert done.returncode == 2
+    one_error_line(done.stderr)
+    assert "accent_color" in done.stderr and "spark-mail.toml" in done.stderr
+    assert not (newsletter / "dist").exists()
+
+
+def test_hsl_brand_colour_is_darkened_for_text_like_a_hex_one(newsletter: Path):
+    toml = newsletter / "spark-mail.toml"
+    toml.write_text(toml.read_text().replace('"#e8590c"', '"hsl(22, 90%, 48%)"'))
+    path = newsletter / "issues" / "2025-01-20-engineering-leadership.md"
+    assert contrast_messages(path) == ""
+
+
+# -- --clients ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names", [",", " , ,"])
+def test_clients_option_naming_no_client_is_refused(newsletter: Path, names: str):
+    """`--clients ,` used to check no client at all and say the email was clean."""
+    done = run_cli(
+        "check", "2025-01-20-engineering-leadership", "--no-links", "--clients", names,
+        cwd=newsletter,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr and "--clients" in done.stderr
+
+
+# -- UTM --------------------------------------------------------------------------------
+
+
+def test_utm_param_written_in_other_case_is_not_doubled(newsletter: Path):
+    toml = newsletter / "spark-mail.toml"
+    toml.write_text('utm_source = "tbs"\n' + toml.read_text())
+    path = attack_issue(newsletter, "utm", "[a](https://example.com/x?UTM_Source=mine#frag)")
+    email = build(path, load_settings())
+    tagged = "https://example.com/x?UTM_Source=mine&amp;utm_medium=email&amp;utm_campaign=utm"
+    assert tagged + "&amp;utm_content=body#frag" in email.html
+    assert "utm_source=tbs&amp;utm_medium=email&amp;utm_campaign=utm&amp;" not in email.html
+    assert tagged.replace("&amp;", "&") in email.text
+
+
+# -- layout.outlook-width ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding", ["8px 3em", "8px 10%", "8px 2rem", "8px 36pt"])
+def test_outlook_width_counts_padding_in_other_units(newsletter: Path, padding: str):
+    """MJML sizes Outlook's column table as if the padding were not there (3em -> 3 px),
+    while Outlook pads the cell by 48 px a side: the email widens."""
+    layout = newsletter / "layouts" / "roomy"
+    shutil.copytree(REPO / "layouts" / "default", layout)
+    mjml = layout / "email.mjml"
+    old = '<mj-section css-class="card" padding="8px 0px">'
+    assert old in mjml.read_text()
+    mjml.write_text(mjml.read_text().replace(old, old.replace("8px 0px", padding)))
+    path = attack_issue(newsletter, "roomy", "Hello", front="layout: roomy")
+    report = run_checks(build(path, load_settings()), load_settings())
+    found = [f for f in report.findings if f.rule_id == "layout.outlook-width"]
+    assert found and "'card'" in found[0].message
+
+
+# -- the plain-text part ----------------------------------------------------------------
+
+
+def test_heading_of_wide_characters_is_underlined_as_wide_as_it_shows(newsletter: Path):
+    path = attack_issue(newsletter, "cjk", "## 日本語の見出し🎉\n\nText.")
+    lines = build(path, load_settings()).text.splitlines()
+    at = lines.index("日本語の見出し🎉")
+    assert lines[at + 1] == "=" * 16
+
+
+def test_table_of_wide_characters_stays_aligned(newsletter: Path):
+    path = attack_issue(newsletter, "cjk-table", "| 名前 | x |\n|---|---|\n| ab | y |")
+    lines = build(path, load_settings()).text.splitlines()
+    assert "名前 | x" in lines and "ab   | y" in lines
+
+
+# -- preview --snapshot -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["a-file.png", "a-file.png/inside"])
+def test_snapshot_into_a_file_is_one_error_line(newsletter: Path, where: str):
+    (newsletter / "a-file.png").write_bytes(b"not a folder")
+    done = run_cli(
+        "preview", "2025-01-20-engineering-leadership", "--snapshot", where, cwd=newsletter
+    )
+    assert done.returncode == 1
+    one_error_line(done.stderr)
+    assert "a-file.png" in done.stderr
+    assert (newsletter / "a-file.png").read_bytes() == b"not a folder"
+
+
+# -- deeply nested HTML -----------------------------------------------------------------
+
+
+def test_html_nested_too_deep_is_refused_not_cut(newsletter: Path):
+    """lxml's HTML parser stops at 256 levels and silently drops the rest of the email: the
+    footer with its unsubscribe link and postal address went missing from the build."""
+    attack_issue(newsletter, "deep", "<div>" * 300 + "deep" + "</div>" * 300)
+    done = run_cli("build", "deep", cwd=newsletter)
+    assert done.returncode == 2
+    one_error_line(done.stderr)
+    assert "deep.md" in done.stderr and "nested" in done.stderr
+    assert not (newsletter / "dist" / "deep").exists()
