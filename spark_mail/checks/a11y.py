@@ -29,6 +29,7 @@ VAGUE_LINK_TEXT = {
 DEFAULT_FONT_PX = 16.0
 WHITE: RGB = (255, 255, 255)
 HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
+WEIGHT_RE = re.compile(r"[0-9]{1,4}")
 FONT_PX_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)px")
 RULES = RuleBook(  # the usual fix ("": the finding gives its own)
     errors={},
@@ -51,7 +52,11 @@ def font_px(value: str | None, inherited: float) -> float:
 def is_bold(value: str | None, inherited: bool) -> bool:
     if not value:
         return inherited
-    return value.strip() in ("bold", "bolder") or (value.strip().isdigit() and int(value) >= 700)
+    weight = value.strip().lower().removesuffix("!important").strip()
+    if weight in ("bold", "bolder"):
+        return True
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    return bool(WEIGHT_RE.fullmatch(weight)) and int(weight) >= 700
 
 
 def background_of(styles: dict[str, str], element: Any) -> RGB | None:
