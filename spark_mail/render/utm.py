@@ -35,10 +35,12 @@ def desk_prefixes(settings: Settings) -> tuple[str, ...]:
 
 
 def add_params(url: str, params: dict[str, str]) -> str:
-    """`url` with the params it does not already have (before any #fragment)."""
+    """`url` with the params it does not already have (before any #fragment); a name the
+    author wrote in another case (`UTM_Source`) counts as there: analytics tools that
+    fold case would otherwise see two sources."""
     parts = urlsplit(url)
-    present = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    missing = {k: v for k, v in params.items() if k not in present}
+    present = {k.casefold() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    missing = {k: v for k, v in params.items() if k.casefold() not in present}
     if not missing:
         return url
     query = parts.query + ("&" if parts.query else "") + urlencode(missing)
