@@ -83,7 +83,18 @@ def take_snapshots(email_html: str, slug: str, out_dir: Path) -> list[Path]:
                 "`pip install playwright && playwright install chromium`",
             ) from None
         shooter = with_chromium_cli
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file there, or on the way there; no permission
+        raise SnapshotError(
+            f"cannot write snapshots into {out_dir}: "
+            + (
+                "a file is in the way of that folder"
+                if isinstance(exc, FileExistsError | NotADirectoryError)
+                else str(exc.strerror or exc)
+            ),
+            hint="give --snapshot a folder (it is made when missing), not a file",
+        ) from None
     shots = plan(out_dir, slug)
     shooter(email_html, shots, chromium)
     return [shot.path for shot in shots]
