@@ -167,3 +167,15 @@ def test_html_nested_too_deep_is_refused_not_cut(newsletter: Path):
     one_error_line(done.stderr)
     assert "deep.md" in done.stderr and "nested" in done.stderr
     assert not (newsletter / "dist" / "deep").exists()
+
+
+# -- body image widths ------------------------------------------------------------------
+
+
+def test_image_whose_alt_text_says_width_still_gets_the_column_width(newsletter: Path):
+    """The filter looked for ` width=` anywhere in the tag, alt text included: this image
+    kept no width, so desktop Outlook showed it at its natural size, wider than the email."""
+    path = attack_issue(newsletter, "img", "![a wall width= 3m](https://example.com/big.png)")
+    html = build(path, load_settings()).html
+    tag = html[html.rindex("<img", 0, html.index("big.png")) :].split(">", 1)[0]
+    assert 'width="552"' in tag
