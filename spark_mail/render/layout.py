@@ -28,9 +28,7 @@ POSITION_RE = re.compile(r"at position (\d+):(\d+)")
 IMG_TAG_RE = re.compile(
     r"<img\b((?:\s+[^\s=>/]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?)*)\s*/?>", re.I
 )
-ATTRIBUTE_NAME_RE = re.compile(
-    r"\s+([^\s=>/]+)(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?", re.I
-)
+ATTRIBUTE_NAME_RE = re.compile(r"\s+([^\s=>/]+)(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?", re.I)
 
 
 def find_layout(name: str, search: list[Path], source: str = "") -> Path:
@@ -70,6 +68,7 @@ def email_images(html: str, width: int) -> Markup:
     width as an attribute. Outlook for Windows ignores CSS max-width and would show the
     image at its natural size; other clients still shrink it with `max-width:100%`."""
     safe = str(escape(html))  # Markup stays as it is; a plain value is escaped first
+
     def sized(match: re.Match[str]) -> str:
         names = {n.lower() for n in ATTRIBUTE_NAME_RE.findall(match.group(1))}
         if "width" in names:
