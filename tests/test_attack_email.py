@@ -197,3 +197,24 @@ def test_snapshot_without_chromium_says_what_to_install_and_leaves_old_pngs(news
     assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
     assert old.read_bytes() == b"last week's picture"
     assert not (newsletter / "new-shots").exists()
+
+
+# -- a11y.link-text and the background shorthand ----------------------------------------
+
+
+@pytest.mark.parametrize("text", ["Click here…", "Read more »", "“Here”", "More ›"])
+def test_vague_link_text_with_typographic_marks_is_found(newsletter: Path, text: str):
+    path = attack_issue(newsletter, "vague", f"See [{text}](https://example.com/a) today.")
+    report = run_checks(build(path, load_settings()), load_settings())
+    found = [f.message for f in report.findings if f.rule_id == "a11y.link-text"]
+    assert found and repr(text) in found[0]
+
+
+def test_background_colour_after_an_image_in_the_shorthand_is_read(newsletter: Path):
+    """`background: url(...) no-repeat #000` was read as no colour: white text on it was
+    reported as white on white."""
+    body = (
+        '<div style="background: url(https://example.com/bg.png) no-repeat #000000; '
+        'color: #ffffff">White on black</div>'
+    )
+    assert "White on black" not in contrast_messages(attack_issue(newsletter, "bg", body))
