@@ -218,3 +218,18 @@ def test_background_colour_after_an_image_in_the_shorthand_is_read(newsletter: P
         'color: #ffffff">White on black</div>'
     )
     assert "White on black" not in contrast_messages(attack_issue(newsletter, "bg", body))
+
+
+# -- merge tags inside link addresses ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/?id=%recipient.id%", "https://example.com/?id={{subscriber.id}}"]
+)
+def test_merge_tag_in_a_link_address_is_not_hidden_by_url_encoding(newsletter: Path, url: str):
+    """The Markdown parser percent-encodes a link's `%` and `{`: `%25recipient.id%25` and
+    `%7B%7B...` went out literally (no ESP replaces them) and check said clean."""
+    attack_issue(newsletter, "merge", f"[Your page]({url})")
+    done = run_cli("check", "merge", "--no-links", "--json", cwd=newsletter)
+    assert done.returncode == 1, done.stdout
+    assert "template.unresolved" in done.stdout
