@@ -233,3 +233,12 @@ def test_merge_tag_in_a_link_address_is_not_hidden_by_url_encoding(newsletter: P
     done = run_cli("check", "merge", "--no-links", "--json", cwd=newsletter)
     assert done.returncode == 1, done.stdout
     assert "template.unresolved" in done.stdout
+
+
+def test_code_indented_with_tabs_stays_within_78_columns(newsletter: Path):
+    """Code lines were measured in characters: a tab counted one column, not up to eight."""
+    code = "\t\t\t\t\t\tcall_something(argument_one, argument_two, argument_three)"
+    path = attack_issue(newsletter, "tabs", f"```\n{code}\n```")
+    text = build(path, load_settings()).text
+    code_lines = [line for line in text.splitlines() if "argument" in line or "call_" in line]
+    assert code_lines and all(len(line.expandtabs()) <= 78 for line in code_lines), code_lines
