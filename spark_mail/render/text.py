@@ -179,11 +179,13 @@ def underlined(title: str, mark: str) -> str:
 
 
 def code_text(code: str, indent: str) -> str:
-    """Code kept as written, indented; a line too long for CODE_WIDTH continues on the next
-    line (broken at a space where there is one), indented two more spaces."""
+    """Code kept as written (tabs as the spaces they show as), indented; a line too long for
+    CODE_WIDTH continues on the next line (broken at a space where there is one), indented
+    two more spaces."""
     room = max(20, CODE_WIDTH - len(indent))
     lines: list[str] = []
     for line in code.rstrip("\n").split("\n"):
+        line = line.expandtabs(8)  # as a terminal shows it: a tab is up to 8 columns
         first, width = True, room
         while len(line) > width:
             cut = line.rfind(" ", width // 2, width + 1)
