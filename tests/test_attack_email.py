@@ -242,3 +242,17 @@ def test_code_indented_with_tabs_stays_within_78_columns(newsletter: Path):
     text = build(path, load_settings()).text
     code_lines = [line for line in text.splitlines() if "argument" in line or "call_" in line]
     assert code_lines and all(len(line.expandtabs()) <= 78 for line in code_lines), code_lines
+
+
+def test_utm_never_on_the_unsubscribe_page_written_with_another_case_or_port(newsletter: Path):
+    """The skip list was compared as text: the same page with the host in capitals, or
+    with its default port, got UTM tags."""
+    toml = newsletter / "spark-mail.toml"
+    toml.write_text('utm_source = "tbs"\n' + toml.read_text())
+    body = (
+        "[Leave](HTTPS://TinyBigSpark.com/unsubscribe?list=news) "
+        "[Leave too](https://tinybigspark.com:443/unsubscribe)"
+    )
+    email = build(attack_issue(newsletter, "utm-desk", body), load_settings())
+    assert "utm_" not in email.html.split("Leave</a>")[0].rsplit("<a", 1)[1]
+    assert "utm_" not in email.html.split("Leave too</a>")[0].rsplit("<a", 1)[1]
