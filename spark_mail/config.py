@@ -270,10 +270,26 @@ def _converted(raw: Any, default: Any) -> Any:
         unknown = set(raw) - {b.name for b in dataclasses.fields(Brand)}
         if unknown:
             raise ValueError(f"unknown brand key {sorted(unknown)[0]!r}")
-        return Brand(**{k: str(v) for k, v in raw.items()})
+        brand = Brand(**{k: str(v) for k, v in raw.items()})
+        _check_brand_colors(brand)
+        return brand
     if isinstance(raw, Mapping | list):
         raise ValueError("must be a string")
     return str(raw)
+
+
+def _check_brand_colors(brand: Brand) -> None:
+    """The brand colours are mixed into text-safe shades and measured for contrast: each
+    must be one opaque CSS colour."""
+    from spark_mail.render.colors import parse_color
+
+    for name in ("accent_color", "background_color"):
+        value = getattr(brand, name)
+        if parse_color(value) is None:
+            raise ValueError(
+                f"[brand] {name} = {value[:40]!r} is not an opaque CSS colour; write it as "
+                "#rrggbb, rgb(...), hsl(...) or a colour name"
+            )
 
 
 # Settings whose text may span lines (it goes into the email's body, never a header).

@@ -8,7 +8,8 @@ import pytest
 
 from spark_mail.config import Settings, with_site_pages
 from spark_mail.errors import ConfigError, SiteError
-from spark_mail.site.colors import AA_TEXT, contrast, readable, rgb
+from spark_mail.render.colors import AA_TEXT, contrast, parse_color, readable
+from spark_mail.site.pages import css_hex
 from spark_mail.site.urls import PathClaims, file_for, site_urls
 
 
@@ -100,10 +101,12 @@ def test_an_issue_on_the_index_or_a_feed_path_is_refused() -> None:
 @pytest.mark.parametrize("background", ["#ffffff", "#f6f8fa", "#161b22", "#0d1117"])
 def test_brand_accent_is_made_readable_on_each_background(background: str) -> None:
     """A light accent (#e8590c: 3.6:1 on white) is darkened or lightened to pass AA."""
-    color = readable("#e8590c", background, "#000000")
-    assert contrast(rgb(color), rgb(background)) >= AA_TEXT  # type: ignore[arg-type]
+    color = readable("#e8590c", background)
+    assert contrast(parse_color(color), parse_color(background)) >= AA_TEXT  # type: ignore[arg-type]
 
 
-def test_a_colour_that_is_not_hex_gets_the_fallback() -> None:
-    """Nothing but #rrggbb reaches the page's style sheet."""
-    assert readable("red; } body { display: none", "#ffffff", "#0b57d0") == "#0b57d0"
+def test_only_hex_reaches_the_pages_style_sheet() -> None:
+    """A colour the email understands is written as #rrggbb; anything else is the fallback."""
+    assert css_hex("red; } body { display: none", "#0b57d0") == "#0b57d0"
+    assert css_hex("hsl(0, 100%, 50%)", "#0b57d0") == "#ff0000"
+    assert css_hex("DarkOrange", "#0b57d0") == "#ff8c00"

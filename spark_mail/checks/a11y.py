@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ VAGUE_LINK_TEXT = {
 DEFAULT_FONT_PX = 16.0
 WHITE: RGB = (255, 255, 255)
 HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
+CSS_VALUE_PART_RE = re.compile(r"[\w-]+\([^)]*\)|[^\s(),/]+")  # `rgb(1 2 3)`, `#000`, `top`
+WEIGHT_RE = re.compile(r"[0-9]{1,4}")
 FONT_PX_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)px")
 RULES = RuleBook(  # the usual fix ("": the finding gives its own)
     errors={},
@@ -51,13 +54,18 @@ def font_px(value: str | None, inherited: float) -> float:
 def is_bold(value: str | None, inherited: bool) -> bool:
     if not value:
         return inherited
-    return value.strip() in ("bold", "bolder") or (value.strip().isdigit() and int(value) >= 700)
+    weight = value.strip().lower().removesuffix("!important").strip()
+    if weight in ("bold", "bolder"):
+        return True
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    return bool(WEIGHT_RE.fullmatch(weight)) and int(weight) >= 700
 
 
 def background_of(styles: dict[str, str], element: Any) -> RGB | None:
     for name in ("background-color", "background"):
-        if name in styles:
-            color = parse_color(styles[name].split()[0]) if styles[name].split() else None
+        # the shorthand's colour may stand anywhere: `url(...) no-repeat #000`
+        for part in CSS_VALUE_PART_RE.findall(styles.get(name, "")):
+            color = parse_color(part)
             if color is not None:
                 return color
     bgcolor = element.get("bgcolor")
@@ -168,12 +176,19 @@ def heading_findings(page: StyledEmail) -> Iterator[Finding]:
         previous = level
 
 
+def bare_words(text: str) -> str:
+    """`"Read more »"`, `Click here…`, `“Here”` -> `read more`, `click here`, `here`: the
+    words without punctuation and symbols (arrows, quotes, ellipses), case-folded."""
+    kept = "".join(c if unicodedata.category(c)[0] not in "PS" else " " for c in text)
+    return " ".join(kept.casefold().split())
+
+
 def link_text_findings(page: StyledEmail) -> Iterator[Finding]:
     vague = sorted(
         {
             " ".join(a.text_content().split())
             for a in page.root.iter("a")
-            if " ".join(a.text_content().split()).casefold().strip(".!:→ ") in VAGUE_LINK_TEXT
+            if bare_words(a.text_content()) in VAGUE_LINK_TEXT
         }
     )
     if vague:

@@ -117,7 +117,7 @@ def last_update() -> str:
 
 def resolve_clients(names: str | None) -> tuple[Client, ...]:
     """`gmail,outlook-windows` -> those clients; None or "" -> all. ValueError names the
-    unknown ones and what is known."""
+    unknown ones and what is known, or says that only commas and spaces were given."""
     if not names:
         return CLIENTS
     by_id = {c.id: c for c in CLIENTS}
@@ -130,6 +130,9 @@ def resolve_clients(names: str | None) -> tuple[Client, ...]:
         else:
             known = ", ".join([*GROUPS, *by_id])
             raise ValueError(f"unknown mail client {name!r} (known: {known})")
+    if not chosen:  # ',' or ' , ': checking no client at all would always say "clean"
+        known = ", ".join(GROUPS)
+        raise ValueError(f"{names!r} names no mail client (e.g. {known})")
     return tuple(c for c in CLIENTS if c.id in chosen)
 
 

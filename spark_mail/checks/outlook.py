@@ -23,6 +23,8 @@ NOT_MSO_RE = re.compile(r"<!--\[if\s+!mso[^\]]*\]><!-->.*?<!--<!\[endif\]-->", r
 # <!--[if mso | IE]> ... <![endif]-->: Outlook only (also `lte mso 11`).
 MSO_RE = re.compile(r"<!--\[if\s+[^\]!]*mso[^\]]*\]>(.*?)<!\[endif\]-->", re.S | re.I)
 PX_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(px)?\s*$", re.I)
+LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(px|em|rem|pt|%)?\s*$", re.I)
+UNIT_PX = {"px": 1.0, "em": 16.0, "rem": 16.0, "pt": 4 / 3}  # Outlook's default 16 px font
 BORDER_WIDTH_RE = re.compile(r"(\d+(?:\.\d+)?)px")
 SECTION_HINT = "write every padding value with its unit ('0px 24px', not '0 24px')"
 
@@ -45,9 +47,21 @@ def px(value: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def box_sides(shorthand: str) -> tuple[float, float]:
+def length(value: str, room: float | None) -> float:
+    """A padding or border length in Outlook's pixels: `24px` or `24`, `3em` / `2rem` (at
+    16 px), `36pt` (4/3 px each), `10%` (of the cell's width); `calc()`, `auto` -> 0."""
+    match = LENGTH_RE.match(value)
+    if not match:
+        return 0.0
+    number, unit = float(match.group(1)), (match.group(2) or "px").lower()
+    if unit == "%":
+        return (room or 0.0) * number / 100
+    return number * UNIT_PX.get(unit, 0.0)
+
+
+def box_sides(shorthand: str, room: float | None = None) -> tuple[float, float]:
     """(left, right) of a padding shorthand of 1-4 values; a unitless 0 is 0."""
-    values = [px(v) or 0.0 for v in shorthand.split()]
+    values = [length(v, room) for v in shorthand.split()]
     if not values:
         return 0.0, 0.0
     right = values[1] if len(values) > 1 else values[0]
@@ -55,13 +69,13 @@ def box_sides(shorthand: str) -> tuple[float, float]:
     return left, right
 
 
-def horizontal_space(styles: dict[str, str]) -> float:
+def horizontal_space(styles: dict[str, str], room: float | None = None) -> float:
     """What an element's padding and borders take from the width inside it."""
-    left, right = box_sides(styles.get("padding", ""))
+    left, right = box_sides(styles.get("padding", ""), room)
     if "padding-left" in styles:
-        left = px(styles["padding-left"]) or 0.0
+        left = length(styles["padding-left"], room)
     if "padding-right" in styles:
-        right = px(styles["padding-right"]) or 0.0
+        right = length(styles["padding-right"], room)
     border = 0.0
     if "border" in styles:
         widths = BORDER_WIDTH_RE.findall(styles["border"])
@@ -106,7 +120,7 @@ def too_wide(html: str) -> list[TooWide]:
         if width is not None:
             room = width
         if room is not None:
-            room -= horizontal_space(style_map(get("style") or ""))
+            room -= horizontal_space(style_map(get("style") or ""), room)
         for child in element:  # type: ignore[attr-defined]
             walk(child, room, section)
 

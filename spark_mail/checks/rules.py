@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from spark_mail.checks.html import parse_html
 from spark_mail.checks.report import Finding, RuleBook
@@ -245,15 +245,17 @@ class Checker:
     def rule_unresolved_template(self) -> Iterator[Finding]:
         allowed = self.allowed
         for part, content in (("HTML", self.email.html), ("text", self.email.text)):
-            cleaned = MERGE_TAG_RE.sub(
-                lambda m: "" if m.group(0) in allowed else m.group(0), content
-            )
-            for marker in TEMPLATE_MARKERS:
-                at = cleaned.find(marker)
-                if at >= 0:
+            # and once percent-decoded: Markdown encodes a link's `%` and `{` (`%25recipient`)
+            for label, text in (("", content), (" (in a link, URL-encoded)", unquote(content))):
+                cleaned = MERGE_TAG_RE.sub(
+                    lambda m: "" if m.group(0) in allowed else m.group(0), text
+                )
+                found = [(cleaned.find(m), m) for m in TEMPLATE_MARKERS if m in cleaned]
+                if found:
+                    at, marker = found[0]
                     yield RULES.finding(
                         "template.unresolved",
-                        f"unresolved template text {marker!r} in the {part} part: "
+                        f"unresolved template text {marker!r} in the {part} part{label}: "
                         f"...{snippet(cleaned, at, at + len(marker))}...",
                     )
                     break

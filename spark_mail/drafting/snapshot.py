@@ -66,8 +66,16 @@ def plan(out_dir: Path, slug: str) -> list[Shot]:
     ]
 
 
+INSTALL_HINT = (
+    "install chromium (e.g. `apt-get install chromium`) or "
+    "`pip install playwright && playwright install chromium`"
+)
+
+
 def take_snapshots(email_html: str, slug: str, out_dir: Path) -> list[Path]:
-    """Write the four PNGs into `out_dir`; SnapshotError when no Chromium can take them."""
+    """Write the four PNGs into `out_dir`; SnapshotError when no Chromium can take them.
+    They are taken into a folder of their own inside `out_dir` and moved in at the end, so
+    a failure leaves the PNGs already there (and a folder it had to make) as they were."""
     chromium = chromium_path()
     shooter: Callable[[str, list[Shot], str | None], None]
     try:
@@ -79,14 +87,43 @@ def take_snapshots(email_html: str, slug: str, out_dir: Path) -> list[Path]:
             raise SnapshotError(
                 "snapshots need headless Chromium, and neither Chromium nor Playwright is "
                 "installed",
-                hint="install chromium (e.g. `apt-get install chromium`) or "
-                "`pip install playwright && playwright install chromium`",
+                hint=INSTALL_HINT,
             ) from None
         shooter = with_chromium_cli
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shots = plan(out_dir, slug)
-    shooter(email_html, shots, chromium)
-    return [shot.path for shot in shots]
+    made = make_folder(out_dir)
+    work = Path(tempfile.mkdtemp(prefix=".snapshots-", dir=out_dir))
+    try:
+        shooter(email_html, plan(work, slug), chromium)
+        for shot in plan(work, slug):
+            shot.path.replace(out_dir / shot.path.name)
+    except SnapshotError as exc:
+        if chromium is None:
+            exc.hint = f"no chromium on PATH: {INSTALL_HINT}"
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    return [shot.path for shot in plan(out_dir, slug)]
+
+
+def make_folder(out_dir: Path) -> bool:
+    """Make `out_dir` (and its parents); True when it was not there before."""
+    if out_dir.is_dir():
+        return False
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:  # a file there, or on the way there; no permission
+        raise SnapshotError(
+            f"cannot write snapshots into {out_dir}: "
+            + (
+                "a file is in the way of that folder"
+                if isinstance(exc, FileExistsError | NotADirectoryError)
+                else str(exc.strerror or exc)
+            ),
+            hint="give --snapshot a folder (it is made when missing), not a file",
+        ) from None
+    return True
 
 
 def with_playwright(email_html: str, shots: list[Shot], chromium: str | None) -> None:

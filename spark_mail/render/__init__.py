@@ -205,7 +205,7 @@ def render_issue(
     t3 = clock()
     timings["mjml"] = t3 - t2
 
-    html = inline_css(compiled, css)
+    html = inline_css(compiled, css, issue.path)
     t4 = clock()
     timings["inline"] = t4 - t3
 

@@ -28,8 +28,10 @@ import hashlib
 import re
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from spark_mail.errors import IssueError
 from spark_mail.render.css import CssRule, declarations, parse_css
 
 MERGE_TAG_RE = re.compile(
@@ -45,6 +47,7 @@ MERGE_TAG_RE = re.compile(
 PLACEHOLDER = "spkmrgtag{nonce}q{index}x"
 IMPORT_RE = re.compile(r"@import\s+[^;]+;", re.I)
 DOCTYPE = "<!DOCTYPE html>"
+MAX_DEPTH = 255  # libxml2's HTML parser stops at 256 levels (without XML_PARSE_HUGE)
 
 
 def protect_merge_tags(html: str) -> tuple[str, list[str], str]:
@@ -164,14 +167,24 @@ def leftover_css(rules: list[CssRule], imports: list[str]) -> str:
     return "\n".join([*imports, *(line for rule in rules for line in block(rule))])
 
 
-def inline_css(html: str, css: str) -> str:
-    """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>."""
+def inline_css(html: str, css: str, source: Path | str = "the email") -> str:
+    """Inline `css` into `html`; rules that cannot be inlined (@media) are kept in <head>.
+    IssueError (naming `source`) for HTML nested deeper than libxml2 reads: it would drop
+    everything after that point without a word (the footer and its unsubscribe link)."""
     from lxml import etree
 
     protected, tags, nonce = protect_merge_tags(html)
     imports = IMPORT_RE.findall(css)
     rules = parse_css(IMPORT_RE.sub("", css))
-    tree = etree.fromstring(protected.strip(), etree.HTMLParser()).getroottree()
+    parser = etree.HTMLParser()
+    tree = etree.fromstring(protected.strip(), parser).getroottree()
+    if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
+        raise IssueError(
+            source,
+            f"the email's HTML is nested more than {MAX_DEPTH} elements deep, and everything "
+            "after that point (the footer, the unsubscribe link) would be cut off",
+            hint="flatten the HTML written in the issue (nested <div>s, lists or quotes)",
+        )
     root = tree.getroot()
     for element, from_rules in matches(root, [r for r in rules if inlinable(r)]).items():
         style = merged_style(element, from_rules)

@@ -23,7 +23,12 @@ INLINE_STYLE_RE = re.compile(
 )
 UNKNOWN_TAG_RE = re.compile(r"<(mj-[a-z-]+)")
 POSITION_RE = re.compile(r"at position (\d+):(\d+)")
-IMG_TAG_RE = re.compile(r"<img\b(?![^>]*\swidth=)", re.I)
+# An <img> tag read attribute by attribute, so that a quoted value holding `width=` or `>`
+# (an alt text) is not taken for the attribute.
+IMG_TAG_RE = re.compile(
+    r"<img\b((?:\s+[^\s=>/]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?)*)\s*/?>", re.I
+)
+ATTRIBUTE_NAME_RE = re.compile(r"\s+([^\s=>/]+)(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>]+))?", re.I)
 
 
 def find_layout(name: str, search: list[Path], source: str = "") -> Path:
@@ -63,7 +68,14 @@ def email_images(html: str, width: int) -> Markup:
     width as an attribute. Outlook for Windows ignores CSS max-width and would show the
     image at its natural size; other clients still shrink it with `max-width:100%`."""
     safe = str(escape(html))  # Markup stays as it is; a plain value is escaped first
-    return Markup(IMG_TAG_RE.sub(f'<img width="{int(width)}" height="auto"', safe))
+
+    def sized(match: re.Match[str]) -> str:
+        names = {n.lower() for n in ATTRIBUTE_NAME_RE.findall(match.group(1))}
+        if "width" in names:
+            return match.group(0)
+        return f'<img width="{int(width)}" height="auto"' + match.group(0)[4:]
+
+    return Markup(IMG_TAG_RE.sub(sized, safe))
 
 
 def default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import textwrap
+import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,22 @@ def inline_text(token: Token) -> str:
         elif kind == "html_inline":
             out.append(html.unescape(TAG_RE.sub("", child.content)))
     return "".join(out)
+
+
+def columns(text: str) -> int:
+    """How many columns `text` takes in a monospaced mail reader: CJK and emoji take two,
+    combining marks and zero-width characters none."""
+    return sum(
+        0 if unicodedata.combining(c) or unicodedata.category(c) == "Cf"
+        else 2 if unicodedata.east_asian_width(c) in "WF"
+        else 1
+        for c in text
+    )  # fmt: skip
+
+
+def pad(text: str, width: int) -> str:
+    """`text` padded with spaces to `width` columns (ljust by display width)."""
+    return text + " " * (width - columns(text))
 
 
 def wrap(text: str, indent: str = "", first: str | None = None) -> str:
@@ -158,15 +175,17 @@ def tokens_to_text(tokens: Iterable[Token]) -> str:
 def underlined(title: str, mark: str) -> str:
     """A heading wrapped like prose, underlined as wide as its widest line."""
     lines = wrap(title).splitlines() or [""]
-    return "\n".join(lines) + "\n" + mark * max(len(line) for line in lines)
+    return "\n".join(lines) + "\n" + mark * max(columns(line) for line in lines)
 
 
 def code_text(code: str, indent: str) -> str:
-    """Code kept as written, indented; a line too long for CODE_WIDTH continues on the next
-    line (broken at a space where there is one), indented two more spaces."""
+    """Code kept as written (tabs as the spaces they show as), indented; a line too long for
+    CODE_WIDTH continues on the next line (broken at a space where there is one), indented
+    two more spaces."""
     room = max(20, CODE_WIDTH - len(indent))
     lines: list[str] = []
     for line in code.rstrip("\n").split("\n"):
+        line = line.expandtabs(8)  # as a terminal shows it: a tab is up to 8 columns
         first, width = True, room
         while len(line) > width:
             cut = line.rfind(" ", width // 2, width + 1)
@@ -183,12 +202,12 @@ def table_text(rows: list[list[str]], prefix: str) -> str:
     in CODE_WIDTH are written as `a | b | c`, one per line."""
     if not rows:
         return ""
-    columns = max(len(r) for r in rows)
-    rows = [r + [""] * (columns - len(r)) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
-    if len(prefix) + sum(widths) + 3 * (columns - 1) > CODE_WIDTH:
-        widths = [0] * columns
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    count = max(len(r) for r in rows)
+    rows = [r + [""] * (count - len(r)) for r in rows]
+    widths = [max(columns(r[i]) for r in rows) for i in range(count)]
+    if len(prefix) + sum(widths) + 3 * (count - 1) > CODE_WIDTH:
+        widths = [0] * count
+    lines = [" | ".join(pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     rule = "-+-".join("-" * max(w, 3) for w in widths)
     return "\n".join(prefix + line for line in [lines[0], rule, *lines[1:]])
 

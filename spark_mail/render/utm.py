@@ -35,10 +35,12 @@ def desk_prefixes(settings: Settings) -> tuple[str, ...]:
 
 
 def add_params(url: str, params: dict[str, str]) -> str:
-    """`url` with the params it does not already have (before any #fragment)."""
+    """`url` with the params it does not already have (before any #fragment); a name the
+    author wrote in another case (`UTM_Source`) counts as there: analytics tools that
+    fold case would otherwise see two sources."""
     parts = urlsplit(url)
-    present = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    missing = {k: v for k, v in params.items() if k not in present}
+    present = {k.casefold() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    missing = {k: v for k, v in params.items() if k.casefold() not in present}
     if not missing:
         return url
     query = parts.query + ("&" if parts.query else "") + urlencode(missing)
@@ -50,13 +52,29 @@ def make_tagger(settings: Settings, slug: str) -> Tagger | None:
     source = settings.utm_source.strip()
     if not source:
         return None
-    skip = desk_prefixes(settings)
+    skip = tuple(same_site(p) for p in desk_prefixes(settings))
     base = {"utm_source": source, "utm_medium": "email", "utm_campaign": slug}
 
     def tag(url: str, block: str) -> str:
         scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("http", "https") or url.startswith(skip) or MERGE_TAG_RE.search(url):
+        if scheme not in ("http", "https") or MERGE_TAG_RE.search(url):
+            return url
+        if same_site(url).startswith(skip):
             return url
         return add_params(url, {**base, "utm_content": block})
 
     return tag
+
+
+def same_site(url: str) -> str:
+    """`HTTPS://Site.COM:443/unsubscribe?x` -> `https://site.com/unsubscribe?x`: scheme and
+    host in one case, the default port dropped, so a desk page is known however written."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -23,7 +23,7 @@ from spark_mail.issue import Issue
 from spark_mail.render import LayoutReader, NoReader, build_context
 from spark_mail.render import layout as layout_mod
 from spark_mail.render import markdown as md
-from spark_mail.site.colors import readable, rgb
+from spark_mail.render.colors import parse_color, readable, to_hex
 from spark_mail.site.entries import NOT_FOUND_LATEST, Entry, make_entry, tag_groups
 from spark_mail.site.urls import SiteUrls
 
@@ -44,18 +44,24 @@ class IssuePage:
 
 def palette(settings: Settings) -> dict[str, str]:
     """The brand's colours, adjusted where needed so that text on them passes WCAG AA."""
-    brand = settings.brand
-    accent = brand.accent_color if rgb(brand.accent_color) else "#0b57d0"
-    background = brand.background_color if rgb(brand.background_color) else "#f4f4f5"
+    accent = css_hex(settings.brand.accent_color, "#0b57d0")
+    background = css_hex(settings.brand.background_color, "#f4f4f5")
     return {
         "accent": accent,
         "background": background,
-        "link": readable(accent, LIGHT_BOX, "#0b57d0"),
-        "link_dark": readable(accent, DARK_CARD, "#8ab4f8"),
-        "link_on_background": readable(accent, background, "#0b57d0"),
-        "text_on_background": readable("#1f2328", background, "#1f2328"),
-        "muted_on_background": readable("#57606a", background, "#1f2328"),
+        "link": readable(accent, LIGHT_BOX),
+        "link_dark": readable(accent, DARK_CARD),
+        "link_on_background": readable(accent, background),
+        "text_on_background": readable("#1f2328", background),
+        "muted_on_background": readable("#57606a", background),
     }
+
+
+def css_hex(color: str, fallback: str) -> str:
+    """Any CSS colour the email understands, as #rrggbb: nothing else reaches the pages'
+    style sheet."""
+    rgb = parse_color(color)
+    return to_hex(rgb) if rgb is not None else fallback
 
 
 def site_context(settings: Settings, urls: SiteUrls) -> dict[str, Any]:
