@@ -281,7 +281,7 @@ def _converted(raw: Any, default: Any) -> Any:
 def _check_brand_colors(brand: Brand) -> None:
     """The brand colours are mixed into text-safe shades and measured for contrast: each
     must be one opaque CSS colour."""
-    from spark_mail.render.colors import parse_color
+    from spark_mail.colors import parse_color
 
     for name in ("accent_color", "background_color"):
         value = getattr(brand, name)

@@ -65,7 +65,7 @@ def test_axe_sees_a_low_contrast_brand_colour_in_a_layout_that_uses_it_raw(brows
 def test_brand_accent_gets_a_text_safe_shade():
     """Links and labels use the darkest needed shade of the accent: AA on white and #fafafa;
     a brand colour that already passes is kept as it is."""
-    from spark_mail.render.colors import contrast, parse_color
+    from spark_mail.colors import contrast, parse_color
     from spark_mail.render.view import Palette
 
     settings = load_settings(REPO)

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from spark_mail.colors import AA_TEXT, contrast, parse_color, readable
 from spark_mail.config import Settings, with_site_pages
 from spark_mail.errors import ConfigError, SiteError
-from spark_mail.render.colors import AA_TEXT, contrast, parse_color, readable
 from spark_mail.site.pages import css_hex
 from spark_mail.site.urls import PathClaims, file_for, site_urls
 

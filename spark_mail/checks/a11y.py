@@ -20,7 +20,7 @@ from typing import Any
 
 from spark_mail.checks.report import Finding, RuleBook
 from spark_mail.checks.styles import CssRule, StyledEmail, describe
-from spark_mail.render.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
+from spark_mail.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
 
 DARK_RE = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
 VAGUE_LINK_TEXT = {

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
+from spark_mail.colors import AA_TEXT, readable
 from spark_mail.config import Settings
 from spark_mail.issue import Issue
 from spark_mail.render import markdown as md
-from spark_mail.render.colors import AA_TEXT, readable
 from spark_mail.render.utm import Tagger, make_tagger
 
 # The default layout's fixed surfaces (cards, the sponsor box, the dark-mode cards).

@@ -17,13 +17,13 @@ from typing import Any
 
 from markupsafe import Markup
 
+from spark_mail.colors import parse_color, readable, to_hex
 from spark_mail.config import Settings
 from spark_mail.errors import located
 from spark_mail.issue import Issue
 from spark_mail.render import LayoutReader, NoReader, build_context
 from spark_mail.render import layout as layout_mod
 from spark_mail.render import markdown as md
-from spark_mail.render.colors import parse_color, readable, to_hex
 from spark_mail.site.entries import NOT_FOUND_LATEST, Entry, make_entry, tag_groups
 from spark_mail.site.urls import SiteUrls
 
