@@ -45,6 +45,7 @@ import email.utils as email_utils
 import itertools
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -140,6 +141,7 @@ class FakeEsp:
         self.validate = validate
         self._port = port
         self.lock = threading.RLock()
+        self.arrived = threading.Condition(self.lock)  # notified on each recorded request
         self.requests: list[Recorded] = []
         self.schema_errors: list[str] = []
         self.faults: list[Fault] = []
@@ -263,6 +265,15 @@ class FakeEsp:
         with self.lock:
             self.faults.append(fault)
 
+    def wait_for_request(self, method: str, path: str, timeout: float) -> bool:
+        """Until a `method` request whose path contains `path` has arrived (woken by each
+        request); False after `timeout` seconds."""
+        with self.arrived:
+            return self.arrived.wait_for(
+                lambda: any(r.method == method and path in r.path for r in self.requests),
+                timeout,
+            )
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -373,8 +384,9 @@ class EspHandler(BaseHTTPRequestHandler):
         record = Recorded(
             method, path, dict(self.headers.items()), body, raw, urlsplit(self.path).query
         )
-        with esp.lock:
+        with esp.arrived:
             esp.requests.append(record)
+            esp.arrived.notify_all()
         provider = vendor_of(path)
         fault = esp._take_fault(method, path)
         if fault is not None and fault.status is not None:
@@ -455,6 +467,10 @@ class EspHandler(BaseHTTPRequestHandler):
             self._send(200, [r.to_json() for r in esp.calls()], {})
         elif path == "/_state":
             self._send(200, esp.state(), {})
+        elif path == "/_wait" and method == "POST":
+            spec = json.loads(raw or b"{}")
+            found = esp.wait_for_request(spec["method"], spec["path"], float(spec["timeout"]))
+            self._send(200, {"arrived": found}, {})
         elif path == "/_fault" and method == "POST":
             spec = json.loads(raw or b"{}")
             with esp.lock:
@@ -1665,8 +1681,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"PORT {esp.port}", flush=True)
     print(f"URL {esp.url(args.provider)}", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        signal.pause()  # serve until a signal ends the process
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,12 +64,12 @@ class EspProcess:
         self.url = found["URL"]
         self.base = f"http://127.0.0.1:{found['PORT']}"
 
-    def call(self, path: str, payload: Any = None) -> Any:
+    def call(self, path: str, payload: Any = None, timeout: float = 30) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(
             self.base + path, data=data, method="POST" if data else "GET"
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read())
 
     def fault(self, **spec: Any) -> None:
@@ -88,10 +87,10 @@ class EspProcess:
         return self.call("/_state")["delivered"]
 
     def wait_for_request(self, path: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.requests("POST", path):
-            assert time.monotonic() < deadline, f"the ESP never received POST {path}"
-            time.sleep(0.05)
+        """Until the ESP has received POST `path`: the ESP answers when it arrives."""
+        spec = {"method": "POST", "path": path, "timeout": timeout}
+        arrived = self.call("/_wait", spec, timeout=timeout + 30)["arrived"]
+        assert arrived, f"the ESP never received POST {path}"
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,9 +27,12 @@ class LinkServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # many concurrent connects; the default 5 would stall them
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, together: int = 0) -> None:
         super().__init__(("127.0.0.1", 0), LinkHandler)
-        self.delay = delay
+        # `together`: each request waits until that many are in flight (a checker that
+        # sends fewer at once times out here and gets a 500); no clock involved
+        self.together = threading.Barrier(together, timeout=30) if together else None
+        self.released = threading.Event()  # set when the server stops: ends /slow
         self.hits: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -54,11 +58,15 @@ class LinkHandler(BaseHTTPRequestHandler):
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
-            time.sleep(srv.delay)
-            self.route(head)
+            if srv.together is not None:
+                srv.together.wait()
+        except threading.BrokenBarrierError:
+            self.send(500)
+            return
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+        self.route(head)
 
     def route(self, head: bool) -> None:
         path = self.path.split("?")[0]
@@ -75,7 +83,7 @@ class LinkHandler(BaseHTTPRequestHandler):
         elif path == "/forbidden":
             self.send(403)
         elif path == "/slow":
-            time.sleep(SLOW_SECONDS)
+            self.server.released.wait(60)  # slower than any link timeout, until it stops
             self.send(200)
         elif path == "/no-head":
             self.send(405 if head else 200)
@@ -103,8 +111,8 @@ class LinkHandler(BaseHTTPRequestHandler):
         pass
 
 
-def start(delay: float = 0.0) -> LinkServer:
-    server = LinkServer(delay)
+def start(together: int = 0) -> LinkServer:
+    server = LinkServer(together)
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     ).start()
@@ -115,6 +123,11 @@ def start(delay: float = 0.0) -> LinkServer:
 def server() -> Iterator[LinkServer]:
     srv = start()
     yield srv
+    stop(srv)
+
+
+def stop(srv: LinkServer) -> None:
+    srv.released.set()
     srv.shutdown()
     srv.server_close()
 
@@ -185,29 +198,26 @@ def test_refused_connection_is_unreachable(settings: Settings) -> None:
 
 
 def test_links_are_checked_concurrently(settings: Settings) -> None:
-    """Ten links to a server that takes 0.3 s each finish far sooner than 3 s."""
-    srv = start(delay=0.3)
+    """Ten links to a server that answers none until all ten are in flight: all pass."""
+    srv = start(together=10)
     try:
         targets = {srv.url(f"/ok/{i}"): "link" for i in range(10)}
-        started = time.perf_counter()
-        results = check_links(targets, settings)
-        elapsed = time.perf_counter() - started
+        results = check_links(targets, replace(settings, link_timeout=60.0))
     finally:
-        srv.shutdown()
-        srv.server_close()
-    assert all(r.ok for r in results)
-    assert elapsed < 1.5, elapsed
+        stop(srv)
+    assert all(r.ok for r in results), [r.problem for r in results if not r.ok]
+    assert srv.max_in_flight == 10
 
 
 def test_per_host_limit_bounds_parallel_requests(settings: Settings) -> None:
     """No more than per_host requests reach one host at the same time."""
-    srv = start(delay=0.1)
+    srv = start(together=3)
     try:
         targets = {srv.url(f"/ok/{i}"): "link" for i in range(12)}
-        check_links(targets, settings, per_host=3)
+        results = check_links(targets, replace(settings, link_timeout=60.0), per_host=3)
     finally:
-        srv.shutdown()
-        srv.server_close()
+        stop(srv)
+    assert all(r.ok for r in results)  # they came three at a time
     assert 1 < srv.max_in_flight <= 3
 
 

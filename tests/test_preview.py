@@ -34,12 +34,11 @@ def fetch(url: str) -> tuple[int, str]:
 
 
 def wait_for_version(server: PreviewServer, after: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        version = json.loads(fetch(server.url + "version")[1])["version"]
-        if version > after:
-            return version
-        time.sleep(POLL)
+    """The next build's version, as the page's /version reports it (woken by the rebuild)."""
+    server.preview.wait_for_build(after, timeout)
+    version = json.loads(fetch(server.url + "version")[1])["version"]
+    if version > after:
+        return version
     raise AssertionError(f"the preview did not rebuild: {getattr(server, 'logs', [])[-3:]}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from conftest import SAMPLE_SLUG
@@ -22,9 +21,8 @@ def test_preview_shows_the_web_copy_and_follows_edits(newsletter: Path) -> None:
         assert status == 200 and '<link rel="alternate" type="application/rss+xml"' in web
         assert "Engineering Leadership" in web and "has not been sent yet" in web
         assert "How top engineering leaders balance" not in web.split("<body>", 1)[1]
+        version = server.preview.current.version
         issue.write_text(issue.read_text().replace("Until next time", "See you soon"))
-        deadline = time.monotonic() + 60  # returns as soon as it is there
-        while "See you soon" not in web and time.monotonic() < deadline:
-            time.sleep(0.05)
-            web = get(server.url + "web.html")[1]
+        server.preview.wait_for_build(version, timeout=60)  # woken by the rebuild
+        web = get(server.url + "web.html")[1]
         assert "See you soon" in web

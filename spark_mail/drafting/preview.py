@@ -63,7 +63,7 @@ class Preview:
         self.path = path
         self.settings = settings
         self.log = log
-        self._lock = threading.Lock()
+        self._built = threading.Condition()  # notified on each rebuild
         self.current = Build(version=0)
 
     def rebuild(self) -> Build:
@@ -87,9 +87,16 @@ class Preview:
             self.log(
                 f"built {email.slug} in {time.perf_counter() - start:.2f} s: {report.summary()}"
             )
-        with self._lock:
+        with self._built:
             self.current = result
+            self._built.notify_all()
         return result
+
+    def wait_for_build(self, after: int, timeout: float) -> Build:
+        """The first build newer than version `after`, or the current one after `timeout`."""
+        with self._built:
+            self._built.wait_for(lambda: self.current.version > after, timeout)
+            return self.current
 
     def watched_files(self) -> list[Path]:
         files = [self.path]
