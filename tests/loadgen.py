@@ -44,6 +44,19 @@ class LoadResult:
         return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 response off a keep-alive connection: its head (the body is read and
+    dropped, by Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return head
+
+
 async def _connection(
     host: str, port: int, requests: Sequence[bytes], cursor: list[int], result: LoadResult
 ) -> None:
@@ -54,13 +67,7 @@ async def _connection(
             cursor[0] += 1
             started = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            head = await read_response(reader)
             result.latencies.append(time.perf_counter() - started)
             result.statuses[int(head[9:12])] += 1
             if b"connection: close" in head.lower():

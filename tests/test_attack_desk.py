@@ -679,6 +679,8 @@ async def _acknowledging(port: int, requests: list[bytes], connections: int) -> 
     """Send each request once over `connections` keep-alive connections; the status of
     each one answered (by index). A connection the server drops ends quietly: what it
     had in flight was not acknowledged."""
+    from loadgen import read_response
+
     statuses: dict[int, int] = {}
     cursor = [0]
 
@@ -692,13 +694,7 @@ async def _acknowledging(port: int, requests: list[bytes], connections: int) -> 
                 index = cursor[0]
                 cursor[0] += 1
                 writer.write(requests[index])
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                head = await read_response(reader)
                 statuses[index] = int(head[9:12])
                 if b"connection: close" in head.lower():
                     return

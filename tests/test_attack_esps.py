@@ -278,19 +278,12 @@ def test_the_mailgun_credential_an_error_answer_echoes_is_masked(
     Authorization header showed that base64 token unmasked, and base64 is no secret: the
     key can be read back from it; in a send and in `audience sync` alike. Right: the
     token is masked like the key itself."""
-    from spark_mail.audience.sync import sync_suppressions
-
     token = base64.b64encode(f"api:{esp.api_key}".encode()).decode()
     settings = settings_for(esp, newsletter, "mailgun")
     for status in (400, 502, "sync"):
         esp.echo_key(400 if status == "sync" else int(status), at=120)
-        with pytest.raises(EspError) as caught:
-            if status == "sync":
-                sync_suppressions(settings)
-            else:
-                with get_provider(settings) as provider:
-                    provider.send_test(sample_email(newsletter), ["a@example.com"])
-        shown = f"{caught.value} {caught.value.hint}"
+        caught = esp_error(settings, newsletter, sync=status == "sync")
+        shown = f"{caught} {caught.hint}"
         assert token not in shown and esp.api_key not in shown, shown
         assert "********" in shown
 
@@ -510,18 +503,23 @@ def test_an_aws_session_token_an_ses_error_repeats_is_masked(
     send and by `audience sync` (which showed SES's message whole, on as many lines as it
     had). Right: the session token (and the secret key, should it ever appear) is masked,
     and the error is one line."""
-    from spark_mail.audience.sync import sync_suppressions
-
     token = "IQoJb3JpZ2luX2VjEBoaCXVzLWVhc3QtMSJHMEUCIQD-spark-mail-session-token"
     monkeypatch.setenv("AWS_SESSION_TOKEN", token)
     esp.echo_key(403 if status == "sync" else int(status), at=120)
     settings = settings_for(esp, newsletter, "ses")
-    with pytest.raises(EspError) as caught:
-        if status == "sync":
-            sync_suppressions(settings)
-        else:
-            with get_provider(settings) as ses:
-                ses.send_test(sample_email(newsletter), ["a@example.com"])
-    shown = f"{caught.value}"
+    shown = str(esp_error(settings, newsletter, sync=status == "sync"))
     assert token[:20] not in shown and "********" in shown, shown
     assert "\n" not in shown
+
+
+def esp_error(settings: Any, newsletter: Path, *, sync: bool) -> EspError:
+    """The EspError of `audience sync` (sync) or of a test send, which must fail."""
+    from spark_mail.audience.sync import sync_suppressions
+
+    with pytest.raises(EspError) as caught:
+        if sync:
+            sync_suppressions(settings)
+        else:
+            with get_provider(settings) as provider:
+                provider.send_test(sample_email(newsletter), ["a@example.com"])
+    return caught.value

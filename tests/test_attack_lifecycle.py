@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_faults import copies  # per reader, as the ESP's own record says
 
 import esp_server
 from conftest import SAMPLE_SLUG, write_issue
@@ -67,19 +68,6 @@ def own_list(esp: FakeEsp, root: Path, provider: str, count: int, **extra: str) 
     }
     # A generous timeout: the fake ESP checks 500 messages against Postmark's schema.
     return quick(settings_for(esp, root, provider, **env), send_attempts=1, send_timeout=30.0)
-
-
-def copies(esp: FakeEsp) -> collections.Counter[str]:
-    """Copies per reader address (lower case) as the fake ESP delivered them; an ESP-side
-    audience send counts under "audience"."""
-    counted: collections.Counter[str] = collections.Counter()
-    for item in esp.delivered:
-        if item["kind"] == "audience":
-            counted["audience"] += 1
-        elif item["kind"] != "test":
-            for address in item["to"]:
-                counted[address.lower()] += 1
-    return counted
 
 
 def twice(esp: FakeEsp) -> list[str]:
@@ -463,25 +451,13 @@ def test_smtp_temporary_refusal_at_rcpt_is_tried_again_not_refused_for_good(
     a 4xx is temporary (RFC 5321): nothing was accepted, so the reader is `failed` and the
     next run sends it (and only a message sent on a live connection can be uncertain)."""
     from servers.smtp import Sink, serve
-    from spark_mail.config import load_settings
 
     addresses = readers(5)
     write_list(newsletter, addresses)
     sink = Sink()
     controller = serve(TryLater(sink, addresses[1], reply))
     try:
-        settings = load_settings(
-            newsletter,
-            env={
-                "SPARK_MAIL_PROVIDER": "smtp",
-                "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
-                "SPARK_MAIL_SMTP_PORT": str(controller.port),
-                "SPARK_MAIL_SMTP_TLS": "none",
-                "SPARK_MAIL_AUDIENCE": "subscribers.csv",
-                "SPARK_MAIL_SEND_CONCURRENCY": "1",
-                "SPARK_MAIL_SIGNING_SECRET": esp_server.SIGNING_SECRET,
-            },
-        )
+        settings = own_list_over_smtp(newsletter, controller.port)
         outcomes = [send(settings, clock), send(settings, clock)]
     finally:
         controller.stop()
@@ -559,20 +535,15 @@ class DropAfterData:
         return answer
 
 
-def smtp_settings(root: Path, port: int) -> Settings:
-    from spark_mail.config import load_settings
+def own_list_over_smtp(root: Path, port: int) -> Settings:
+    from servers.smtp import smtp_settings
 
-    return load_settings(
+    return smtp_settings(
         root,
-        env={
-            "SPARK_MAIL_PROVIDER": "smtp",
-            "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
-            "SPARK_MAIL_SMTP_PORT": str(port),
-            "SPARK_MAIL_SMTP_TLS": "none",
-            "SPARK_MAIL_AUDIENCE": "subscribers.csv",
-            "SPARK_MAIL_SEND_CONCURRENCY": "1",
-            "SPARK_MAIL_SIGNING_SECRET": esp_server.SIGNING_SECRET,
-        },
+        port,
+        SPARK_MAIL_AUDIENCE="subscribers.csv",
+        SPARK_MAIL_SEND_CONCURRENCY="1",
+        SPARK_MAIL_SIGNING_SECRET=esp_server.SIGNING_SECRET,
     )
 
 
@@ -593,7 +564,7 @@ def test_one_uncertain_smtp_reader_does_not_hold_back_readers_who_certainly_got_
     sink = Sink()
     controller = serve(DropAfterData(sink, addresses[2]))
     try:
-        settings = smtp_settings(newsletter, controller.port)
+        settings = own_list_over_smtp(newsletter, controller.port)
         outcomes = [send(settings, clock), send(settings, clock)]
     finally:
         controller.stop()
@@ -731,7 +702,7 @@ def test_a_dripping_smtp_server_cannot_hold_a_send_past_its_timeout(
 
     write_list(newsletter, readers(3))
     server = DripServer()
-    settings = dataclasses.replace(smtp_settings(newsletter, server.port), send_timeout=1.0)
+    settings = dataclasses.replace(own_list_over_smtp(newsletter, server.port), send_timeout=1.0)
     outcome: list[str] = []
     worker = threading.Thread(target=lambda: outcome.append(send(settings, clock)), daemon=True)
     worker.start()

@@ -317,23 +317,17 @@ def test_outbox_writes_one_file_per_reader(newsletter):
 def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newsletter):
     """SMTP own list: 120 readers, 4 connections at most (not one per message), each reader
     one message addressed to them alone."""
-    from servers.smtp import Sink, serve
-    from spark_mail.config import load_settings
+    from servers.smtp import Sink, serve, smtp_settings
 
     write_readers(newsletter, 120)
     sink = Sink()
     controller = serve(sink)
     try:
-        settings = load_settings(
+        settings = smtp_settings(
             newsletter,
-            env={
-                "SPARK_MAIL_PROVIDER": "smtp",
-                "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
-                "SPARK_MAIL_SMTP_PORT": str(controller.port),
-                "SPARK_MAIL_SMTP_TLS": "none",
-                "SPARK_MAIL_AUDIENCE": "subscribers.csv",
-                "SPARK_MAIL_SIGNING_SECRET": "smtp-signing-secret-0123456789",
-            },
+            controller.port,
+            SPARK_MAIL_AUDIENCE="subscribers.csv",
+            SPARK_MAIL_SIGNING_SECRET="smtp-signing-secret-0123456789",
         )
         send_issue(SAMPLE_SLUG, settings, mode="send")
     finally:

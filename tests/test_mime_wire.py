@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SAMPLE_SLUG
 from esp_server import SIGNING_SECRET, FakeEsp, settings_for
-from servers.smtp import Sink, serve
+from servers.smtp import Sink, serve, smtp_settings
 from spark_mail.config import load_settings
 from spark_mail.errors import AudienceError
 from spark_mail.sending import send_issue
@@ -44,16 +44,11 @@ def smtp(request: pytest.FixtureRequest) -> Iterator[tuple[Sink, int]]:
 
 def smtp_newsletter(root: Path, port: int) -> object:
     subscribers(root, READERS)
-    return load_settings(
+    return smtp_settings(
         root,
-        env={
-            "SPARK_MAIL_PROVIDER": "smtp",
-            "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
-            "SPARK_MAIL_SMTP_PORT": str(port),
-            "SPARK_MAIL_SMTP_TLS": "none",
-            "SPARK_MAIL_AUDIENCE": "subscribers.csv",
-            "SPARK_MAIL_SIGNING_SECRET": SIGNING_SECRET,
-        },
+        port,
+        SPARK_MAIL_AUDIENCE="subscribers.csv",
+        SPARK_MAIL_SIGNING_SECRET=SIGNING_SECRET,
     )
 
 

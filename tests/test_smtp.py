@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import SAMPLE_ISSUE, write_issue
-from servers.smtp import Sink, free_port, serve
+from servers.smtp import Sink, free_port, serve, smtp_settings
 from spark_mail.audience import Reader
 from spark_mail.config import load_settings
 from spark_mail.errors import ConfigError, EspError
@@ -68,20 +68,6 @@ def plain_server() -> Iterator[tuple[Sink, int]]:
     controller = serve(sink)
     yield sink, controller.port
     controller.stop()
-
-
-def smtp_settings(root: Path, port: int, tls: str = "none", **env: str):
-    return load_settings(
-        root,
-        env={
-            "SPARK_MAIL_PROVIDER": "smtp",
-            "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
-            "SPARK_MAIL_SMTP_PORT": str(port),
-            "SPARK_MAIL_SMTP_TLS": tls,
-            "SPARK_MAIL_SEND_TIMEOUT": "5",
-            **env,
-        },
-    )
 
 
 def test_test_send_is_multipart_with_unsubscribe_headers_and_the_built_html(

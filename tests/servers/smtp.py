@@ -40,3 +40,20 @@ def serve(sink: Sink, **kwargs: Any) -> Controller:
     controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
     controller.start()
     return controller
+
+
+def smtp_settings(root: Any, port: int, tls: str = "none", **env: str) -> Any:
+    """spark-mail's settings for the newsletter in `root`, sending through the SMTP server on
+    127.0.0.1:`port`; `env`: more SPARK_MAIL_* values (an audience, a signing secret)."""
+    from spark_mail.config import load_settings
+
+    return load_settings(
+        root,
+        env={
+            "SPARK_MAIL_PROVIDER": "smtp",
+            "SPARK_MAIL_SMTP_HOST": "127.0.0.1",
+            "SPARK_MAIL_SMTP_PORT": str(port),
+            "SPARK_MAIL_SMTP_TLS": tls,
+            **env,
+        },
+    )
