@@ -44,7 +44,6 @@ from spark_mail.errors import (
 )
 from spark_mail.files import issue_files
 from spark_mail.ledger import Ledger, SendRecord, SendState, open_ledger
-from spark_mail.providers.registry import provider_name
 from spark_mail.scheduling.times import ago, in_zone, zone
 from spark_mail.sending.batches import Progress
 from spark_mail.sending.lifecycle import outbox_rehearsal
@@ -117,7 +116,7 @@ def due_issues(
         record = ledger.get(issue.slug)
         state = record.state if record else None
         if state in (SendState.SENT, SendState.SCHEDULED):
-            if not outbox_rehearsal(ledger, record, provider_name(settings.provider)):
+            if not outbox_rehearsal(ledger, record, settings.provider):
                 continue
             record = state = None  # only the outbox has it: due like an unsent issue
         if record is not None and state == SendState.UNCERTAIN:

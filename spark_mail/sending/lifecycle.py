@@ -54,6 +54,7 @@ from spark_mail.errors import (
 from spark_mail.ledger import Ledger, SendRecord, SendState
 from spark_mail.ledger.locks import owner_alive, process_id, sending_as
 from spark_mail.providers.base import Capability, DeliveryState, Provider
+from spark_mail.providers.registry import provider_name
 from spark_mail.sending.outcomes import Outcome
 
 ESP, OWN = "esp", "own"  # the two paths an issue can take: the ESP's list, your own list
@@ -64,8 +65,11 @@ def outbox_rehearsal(ledger: Ledger, record: SendRecord | None, provider: str) -
     """The issue went only to the outbox (the default before a real provider is set up) and
     a real provider sends now: nobody has it, so it is sent for real instead of `already
     sent` keeping it from every reader. Only when no other provider ever took any part of
-    it (a send half done through an ESP and finished to the outbox stays sent)."""
-    if record is None or record.provider != OUTBOX or provider == OUTBOX:
+    it (a send half done through an ESP and finished to the outbox stays sent). `provider`:
+    the provider sending now, as named in the settings ("" is the outbox)."""
+    if record is None or record.provider != OUTBOX:
+        return False  # the usual case, settled without reading anything more
+    if provider_name(provider) == OUTBOX:
         return False
     return ledger.providers_used(record.slug) <= {OUTBOX}
 
