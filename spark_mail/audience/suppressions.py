@@ -4,7 +4,8 @@ One SQLite file in the state folder, `<state_dir>/readers.sqlite3`, apart from t
 ledger: a click on the desk never waits for a send holding the ledger, and a send never
 waits for clicks. WAL mode, so readers (`audience check`, a send checking each batch,
 `poll results`) never block the desk's writers, and `BEGIN IMMEDIATE` for every write, so
-several `serve` workers cannot race on a read-then-write.
+several `serve` workers cannot race on a read-then-write. Writers take turns on an flock of
+`readers.sqlite3-writer` first (store_files.WriterTurns: no sleeping in SQLite's busy handler).
 
 Every row is keyed by `canonical_address` (spark_mail.audience.addresses), the spelling the
 subscribers file is compared in, so `Anna@Example.COM` unsubscribing suppresses the row
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spark_mail.audience.addresses import canonical_address
-from spark_mail.audience.store_files import file_identity, quietly, store_error
+from spark_mail.audience.store_files import WriterTurns, file_identity, quietly, store_error
 from spark_mail.config import Settings
 from spark_mail.errors import StoreError
 
@@ -175,6 +176,7 @@ class SuppressionStore:
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._lock = threading.RLock()
+        self._writers = WriterTurns(path)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> SuppressionStore:
@@ -218,6 +220,7 @@ class SuppressionStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self._writers.close()
 
     def __enter__(self) -> SuppressionStore:
         return self  # opened on first use: reading a missing store creates nothing
@@ -230,26 +233,38 @@ class SuppressionStore:
         """One write transaction (BEGIN IMMEDIATE). `durable`: fsync at commit (FULL)."""
         with self._lock:
             db = self.db
-            self._same_file()  # never write into a file that is gone (or its successor's WAL)
-            try:
-                if durable:
-                    db.execute("PRAGMA synchronous = FULL")
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-            try:
-                yield db
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                quietly(db, "ROLLBACK")
-                raise self._error(exc) from None
-            except BaseException:
-                quietly(db, "ROLLBACK")
-                raise
-            finally:
-                if durable:
-                    quietly(db, "PRAGMA synchronous = NORMAL")
-            self._same_file()
+            with self._writer_turn():
+                self._same_file()  # never into a file that is gone (or its successor's WAL)
+                try:
+                    if durable:
+                        db.execute("PRAGMA synchronous = FULL")
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from None
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    quietly(db, "ROLLBACK")
+                    raise self._error(exc) from None
+                except BaseException:
+                    quietly(db, "ROLLBACK")
+                    raise
+                finally:
+                    if durable:
+                        quietly(db, "PRAGMA synchronous = NORMAL")
+                self._same_file()
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        try:
+            self._writers.acquire()
+        except OSError as exc:
+            raise self._error(exc) from None
+        try:
+            yield
+        finally:
+            self._writers.release()
 
     def check(self) -> None:
         """Open (creating and migrating) the store and read it: StoreError when it cannot,
