@@ -100,9 +100,10 @@ def settings(
     else from the current folder; outside a newsletter, NotANewsletter (exit 2) unless not
     `required` (a command that also works on its own)."""
     from spark_mail.config import newsletter_settings
-    from spark_mail.providers import provider_name
 
     if provider is not None:
+        from spark_mail.providers import provider_name  # reads the installed entry points
+
         provider = provider_name(provider, "--provider")  # a typo is the flag's, not .env's
     return newsletter_settings(issue, overrides={"provider": provider}, required=required)
 

@@ -48,10 +48,31 @@ def find_layout(name: str, search: list[Path], source: str = "") -> Path:
     )
 
 
+class CompiledLayouts(jinja2.FileSystemBytecodeCache):
+    """Compiled layout templates kept between runs, as Python keeps __pycache__: compiling
+    the default layout's templates is a tenth of a cold `spark-mail build`. Jinja's own
+    per-user folder in the temp directory (mode 0700, checked); an entry is used only while
+    its template's source is unchanged. A cache that cannot be written is skipped."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def compiled_layouts() -> jinja2.BytecodeCache | None:
+    try:
+        return CompiledLayouts()
+    except (OSError, RuntimeError):  # no usable temp folder: compile every time
+        return None
+
+
 @lru_cache(maxsize=16)
 def environment(search: tuple[Path, ...]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(p) for p in search]),
+        bytecode_cache=compiled_layouts(),
         undefined=jinja2.StrictUndefined,
         autoescape=True,
         keep_trailing_newline=True,
