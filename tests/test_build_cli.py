@@ -110,6 +110,29 @@ def test_layout_error_from_cli_names_the_layout(newsletter: Path):
     assert "Traceback" not in result.stderr
 
 
+def test_an_edited_layout_is_compiled_again_on_the_next_run(newsletter: Path):
+    """Compiled layouts are kept between runs (Jinja's bytecode cache); an edit to a layout
+    between two builds still shows in the second, even with the same size and mtime."""
+    import os
+
+    layout = newsletter / "layouts" / "mine"
+    shutil.copytree(REPO / "spark_mail" / "layouts" / "default", layout)
+    entry = layout / "email.mjml"
+    marker = "<mj-section><mj-column><mj-text>first-mark</mj-text></mj-column></mj-section>"
+    entry.write_text(entry.read_text().replace("</mj-body>", marker + "</mj-body>", 1))
+    stamp = entry.stat()
+    path = write_issue(newsletter, "m", "title: x\ndate: 2025-01-01\nlayout: mine")
+    first = run_cli("build", str(path), "--out", "out", cwd=newsletter)
+    assert first.returncode == 0, first.stderr
+    assert "first-mark" in (newsletter / "out" / "m" / "email.html").read_text()
+    entry.write_text(entry.read_text().replace("first-mark", "again-mark"))  # same size
+    os.utime(entry, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    second = run_cli("build", str(path), "--out", "out", cwd=newsletter)
+    assert second.returncode == 0, second.stderr
+    html = (newsletter / "out" / "m" / "email.html").read_text()
+    assert "again-mark" in html and "first-mark" not in html
+
+
 def test_version_and_module_entry_point(newsletter: Path):
     """`python -m spark_mail --version` works."""
     result = run_cli("--version", cwd=newsletter)

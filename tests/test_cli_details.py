@@ -102,6 +102,39 @@ def test_every_declared_dependency_is_imported() -> None:
 # -- errors in a useful order, with "did you mean" -------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("args", "built"),
+    [
+        (["build", "x.md"], {"build"}),
+        (["-C", "build", "check", "--json"], {"check"}),  # -C's DIR may be named like a command
+        (["--version", "audience", "check"], {"audience"}),
+        (["biuld"], None),  # a typo: click's "did you mean" needs every name
+        (["--help"], None),
+        (["--", "build"], None),
+    ],
+)
+def test_a_start_builds_only_the_command_it_runs(args: list[str], built: set[str] | None) -> None:
+    """Typer builds every command's options at each start; main() keeps only the one the
+    command line names (a cold build is faster by that), and puts them all back after."""
+    everything = list(cli.app.registered_commands), list(cli.app.registered_groups)
+    names = {c.callback.__name__ for c in everything[0]} | {g.name for g in everything[1]}
+    try:
+        cli.only_the_command_named(args)
+        kept = {c.callback.__name__ for c in cli.app.registered_commands}
+        kept |= {g.name for g in cli.app.registered_groups}
+        assert kept == (built if built is not None else names)
+    finally:
+        cli.app.registered_commands, cli.app.registered_groups = everything
+
+
+def test_a_mistyped_command_is_still_offered_the_right_one(tmp_path: Path) -> None:
+    done = run_cli("biuld", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Did you mean 'build'?" in done.stderr
+    done = run_cli("-C", str(REPO), "audience", "chek", cwd=tmp_path)
+    assert done.returncode == 2 and "Did you mean 'check'?" in done.stderr
+
+
 def test_a_setting_below_brand_is_told_to_move_above_it(newsletter: Path) -> None:
     """`audience = ...` appended after [brand] lands in that table: say to move it up."""
     toml = newsletter / "spark-mail.toml"

@@ -17,9 +17,11 @@ turns each into one line on stderr and its exit code, in this one place.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from rich.markup import escape
+from typer.main import get_command_name
 
 from spark_mail.cli import (  # noqa: F401 (the commands register themselves)
     audience,
@@ -41,7 +43,9 @@ def main() -> None:
     library_log = logging.getLogger("spark_mail")
     library_log.addHandler(StampedHandler(logging.WARNING))
     library_log.propagate = False
+    everything = app.registered_commands, app.registered_groups
     try:
+        only_the_command_named(sys.argv[1:])
         app()
     except SparkMailError as exc:
         log(f"[bold red]error:[/] {escape(str(exc))}")
@@ -51,3 +55,32 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_FAILURE)
+    finally:
+        app.registered_commands, app.registered_groups = everything
+
+
+def only_the_command_named(args: list[str]) -> None:
+    """Typer turns every registered command into a click command (signatures, type hints,
+    options) on each start: a twentieth of a cold `spark-mail build`. When the command line
+    names a command, only that one is built. `--help`, a mistyped name (click suggests the
+    right one) and shell completion still see them all."""
+    if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
+        return
+    name = None
+    words = iter(args)
+    for word in words:
+        if word == "-C":
+            next(words, None)  # the global option's DIR
+        elif word == "--":
+            return
+        elif not word.startswith("-"):
+            name = word
+            break
+    commands = [
+        command
+        for command in app.registered_commands
+        if (command.name or get_command_name(command.callback.__name__)) == name  # type: ignore[union-attr]
+    ]
+    groups = [group for group in app.registered_groups if group.name == name]
+    if commands or groups:
+        app.registered_commands, app.registered_groups = commands, groups
