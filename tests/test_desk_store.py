@@ -3,9 +3,20 @@ read wherever the audience is read; the `poll results` and `audience suppression
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,3 +212,257 @@ def test_audience_suppressions_lists_and_exports(newsletter: Path):
     write_list(newsletter)
     check = run_cli("audience", "check", "subscribers.csv", "--json", cwd=newsletter)
     assert json.loads(check.stdout)["suppressed_by"] == {DESK_REASON: 1}
+
+
+# -- the writer turn under attack: real processes, a real SQLite file ------------------------
+HOLDER = """
+import datetime as dt, os, signal, sys
+from pathlib import Path
+from spark_mail.audience.suppressions import SuppressionStore, suppress
+
+store = SuppressionStore(Path(sys.argv[1]))
+store.check()  # open, with the writer lock file open
+if sys.argv[2] == "fork" and os.fork() == 0:  # a child that never touches the store
+    print("child", flush=True)
+    signal.pause()
+with store.transaction() as db:
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    suppress("held@example.com", how="form", issue="a", at=at)(db)
+    print("holding", flush=True)
+    if sys.argv[2] == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)  # kill -STOP mid-transaction
+    else:
+        signal.pause()
+print("committed", flush=True)
+"""
+
+
+@contextlib.contextmanager
+def holder(tmp_path: Path, how: str) -> Iterator[subprocess.Popen[str]]:
+    """Another writer process, inside a transaction (it has taken the writer turn)."""
+    import spark_mail
+
+    path = tmp_path / ".spark-mail" / "readers.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(Path(spark_mail.__file__).parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), how],
+        stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2 if how == "fork" else 1)]
+        assert sorted(lines)[-1] == "holding\n", lines
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def in_thread(work: Any, failsafe: float = 60) -> Any:
+    """Run `work` on a thread: its result or exception, and a failure (not a hung test run)
+    when it has not finished long after it should (a generous failsafe, not a timing)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("ok", work()))
+        except BaseException as exc:
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(failsafe)
+    assert outcome, "the writer hung waiting for its turn"
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return value
+
+
+def test_a_writer_killed_with_9_mid_transaction_frees_the_turn(tmp_path: Path):
+    """The kernel lets go of a dead process's flock: the others write at once, and what
+    the dead writer had not committed is not there."""
+    with store_at(tmp_path) as store:
+        store.check()
+        with holder(tmp_path, "pause") as process:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(30)
+            in_thread(
+                lambda: store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+            )
+        assert store.addresses() == ["anna@example.com"]
+
+
+def test_a_stopped_writer_makes_the_others_answer_locked_not_hang(tmp_path: Path):
+    """A worker stopped (kill -STOP, a debugger, a frozen VM) while it holds the turn: the
+    others waited on the flock forever (their requests hung, `audience sync` never
+    returned). Like SQLite's busy timeout before, they give up after the store's timeout
+    with "locked"; giving up again and again leaves no thread or descriptor behind each
+    time, and once the stopped writer goes on, both writes are made."""
+    path = tmp_path / ".spark-mail" / "readers.sqlite3"
+    with store_at(tmp_path) as store:
+        store.check()
+    with SuppressionStore(path, timeout=0.2) as store, holder(tmp_path, "stop") as process:
+        os.waitpid(process.pid, os.WUNTRACED)  # returns once it is stopped
+        counts: list[tuple[int, int]] = []
+        for _ in range(5):
+            with pytest.raises(StoreError, match="locked") as err:
+                in_thread(
+                    lambda: store.unsubscribe(
+                        "anna@example.com", how="form", issue="a", at=ISSUE_DAY
+                    )
+                )
+            assert "readers.sqlite3" in str(err.value) and "\n" not in str(err.value)
+            counts.append((threading.active_count(), len(os.listdir("/proc/self/fd"))))
+        assert counts[1:] == counts[:-1]  # the first opened the store; then nothing grows
+        os.kill(process.pid, signal.SIGCONT)
+        assert process.stdout is not None and process.stdout.readline() == "committed\n"
+        store.timeout = 30  # a failsafe: the turn is free the moment it committed
+        assert in_thread(
+            lambda: store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+        )
+        assert sorted(store.addresses()) == ["anna@example.com", "held@example.com"]
+
+
+def test_a_forked_child_does_not_keep_a_dead_parents_turn(tmp_path: Path):
+    """A process forks (a worker pool) after opening the store; the child inherits the
+    lock file's descriptor. The parent is killed with -9 mid-transaction: the child's copy
+    of the descriptor kept the flock, and every writer waited for as long as the child lived."""
+    with store_at(tmp_path) as store:
+        store.check()
+        store.timeout = 30  # a failsafe
+        with holder(tmp_path, "fork") as process:
+            os.kill(process.pid, signal.SIGKILL)  # the parent; its child lives on
+            process.wait(30)
+            in_thread(
+                lambda: store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+            )
+        assert store.addresses() == ["anna@example.com"]
+
+
+@pytest.mark.parametrize("spoil", ["dangling symlink", "fifo", "directory"])
+def test_a_writer_lock_file_that_cannot_be_opened_is_one_line_naming_it(tmp_path: Path, spoil: str):
+    """A symlink into nowhere, a FIFO (opening it for reading waited for a writer
+    forever) or a directory where `readers.sqlite3-writer` should be: one StoreError naming that file
+    (not the store). Once it is fixed the same store object
+    works: it said "no such table ... restore it from a backup" (the failed open had left a
+    connection that was never migrated)."""
+    with store_at(tmp_path) as store:
+        lock = store.path.with_name("readers.sqlite3-writer")
+        lock.parent.mkdir(parents=True)
+        if spoil == "fifo":
+            os.mkfifo(lock)
+        elif spoil == "directory":
+            lock.mkdir()
+        else:
+            lock.symlink_to(tmp_path / "nowhere" / "lock")
+        with pytest.raises(StoreError) as err:
+            in_thread(
+                lambda: store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+            )
+        said = str(err.value)
+        assert said.startswith(f"{lock}: ") and "\n" not in said and "backup" not in said
+        lock.rmdir() if spoil == "directory" else lock.unlink()
+        assert store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+
+
+def test_the_writer_lock_file_has_the_stores_mode_whatever_the_umask(tmp_path: Path):
+    """Like SQLite's own -wal and -shm: a store its group may write (0660) gets a lock
+    file its group may open; it was always 0600, so the second user could not write."""
+    with store_at(tmp_path) as store:
+        store.check()
+        store.path.chmod(0o660)
+        store.close()
+        store.path.with_name("readers.sqlite3-writer").unlink()
+        mask = os.umask(0o077)
+        try:
+            store.unsubscribe("anna@example.com", how="form", issue="a", at=ISSUE_DAY)
+        finally:
+            os.umask(mask)
+        assert store.path.with_name("readers.sqlite3-writer").stat().st_mode & 0o777 == 0o660
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, another user)")
+def test_a_command_run_as_root_leaves_a_lock_file_the_service_user_can_open():
+    """`sudo spark-mail audience sync` on a desk run by its own user: the lock file root
+    created was root's, mode 0600, and every unsubscribe on the desk was a 503 after it.
+    (SQLite gives its -wal and -shm the store's owner when root makes them.)"""
+    service = 65534  # nobody
+    home = Path(tempfile.mkdtemp(prefix="spark-mail-"))  # pytest's folder is root's own, 0700
+    state = home / ".spark-mail"
+    try:
+        as_root_then_service(home, state, service)
+    finally:
+        shutil.rmtree(home)
+
+
+def as_root_then_service(home: Path, state: Path, service: int) -> None:
+    import spark_mail
+
+    with store_at(home) as store:
+        store.check()
+    for made in [home, state, *state.iterdir()]:
+        os.chown(made, service, service)
+    home.chmod(0o755)
+    (state / "readers.sqlite3-writer").unlink()
+    with store_at(home) as store:  # root's command
+        store.unsubscribe("root@example.com", how="form", issue="a", at=ISSUE_DAY)
+    write = (  # imported as root (the interpreter's files may be root's), then written as nobody
+        "import datetime as dt, os, sys; from pathlib import Path;"
+        "from spark_mail.audience.suppressions import SuppressionStore;"
+        "store = SuppressionStore(Path(sys.argv[1]));"
+        "os.setgid(65534); os.setuid(65534);"
+        "store.unsubscribe('anna@example.com', how='form', issue='a', "
+        "at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(spark_mail.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", write, str(state / "readers.sqlite3")],
+        capture_output=True, text=True, env=env, cwd=home, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with store_at(home) as store:
+        assert sorted(store.addresses()) == ["anna@example.com", "root@example.com"]
+
+
+def test_stores_dropped_without_close_leave_no_descriptor_open(tmp_path: Path):
+    """A store that is never closed (a desk app a test or a program drops) closed its
+    SQLite connection when collected, but the lock file's descriptor stayed open for good."""
+    with store_at(tmp_path) as store:
+        store.check()
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(40):
+        store_at(tmp_path).unsubscribe(f"r{n}@example.com", how="form", issue="a", at=ISSUE_DAY)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_many_stores_on_many_threads_of_one_process_all_write(tmp_path: Path):
+    """Several store objects in one process each have their own lock file descriptor (an
+    flock is per open file, so they take turns among themselves too): every write lands."""
+    with store_at(tmp_path) as store:
+        store.check()
+    stores = [store_at(tmp_path) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def write(store: SuppressionStore, thread: int) -> None:
+        try:
+            for n in range(25):
+                store.unsubscribe(f"t{thread}-{n}@example.com", how="form", issue="a", at=ISSUE_DAY)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(stores[t % 4], t)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for store in stores:
+        store.close()
+    assert errors == []
+    with store_at(tmp_path) as store:
+        assert len(store.addresses()) == 8 * 25

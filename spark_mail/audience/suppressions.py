@@ -209,10 +209,12 @@ class SuppressionStore:
             db.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            self._db = None
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            self._db = None  # never left open unmigrated ("no such table": "restore a backup")
             if db is not None:
                 db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise self._error(exc) from None
 
     def close(self) -> None:
@@ -258,9 +260,16 @@ class SuppressionStore:
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
         try:
-            self._writers.acquire()
-        except OSError as exc:
-            raise self._error(exc) from None
+            turn = self._writers.acquire(self.timeout)
+        except OSError as exc:  # the lock file, not the store: say which
+            raise store_error(self._writers.path, exc) from None
+        if not turn:
+            raise StoreError(
+                f"{self.path}: the reader store is locked by another process (no turn to "
+                f"write in {self.timeout:g} s)",
+                hint="try again; if it stays locked, look for a stuck or stopped "
+                "spark-mail process (kill -CONT it, or restart it)",
+            )
         try:
             yield
         finally:
