@@ -7,6 +7,7 @@ includes fall back the same way, so a custom layout can reuse the default partia
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -55,10 +56,8 @@ class CompiledLayouts(jinja2.FileSystemBytecodeCache):
     its template's source is unchanged. A cache that cannot be written is skipped."""
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().dump_bytecode(bucket)
-        except OSError:
-            pass
 
 
 def compiled_layouts() -> jinja2.BytecodeCache | None:
