@@ -34,7 +34,7 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
 endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
 fields of Fault), POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream),
-POST /_reset.
+POST /_release (every held answer goes now, and later holds do not wait), POST /_reset.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class FakeEsp:
         self.sendgrid = SendgridState()
         self.ses = SesFront()
         self.stopping = threading.Event()  # releases hanging answers
+        self.released = threading.Event()  # releases held answers (release_holds)
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
         self._server: ThreadingHTTPServer | None = None
@@ -178,8 +179,14 @@ class FakeEsp:
         self._thread.start()
         return self
 
+    def release_holds(self) -> None:
+        """Every answer kept back by `hold` goes now, and later holds keep nothing back:
+        for a test that holds a request until something else has happened."""
+        self.released.set()
+
     def stop(self) -> None:
         self.stopping.set()
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -409,7 +416,7 @@ class EspHandler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if fault is not None and fault.hold:
-            esp.stopping.wait(fault.hold)
+            esp.released.wait(fault.hold)
         if fault is not None and fault.hang:
             esp.stopping.wait()
             return
@@ -487,6 +494,9 @@ class EspHandler(BaseHTTPRequestHandler):
                 esp.postmark_search_lag = bool(spec.get("postmark_search_lag", False))
                 esp.mailgun.events_lag = bool(spec.get("mailgun_events_lag", False))
                 esp.ses.upstream = spec.get("ses_upstream", esp.ses.upstream)
+            self._send(200, {"ok": True}, {})
+        elif path == "/_release" and method == "POST":
+            esp.release_holds()
             self._send(200, {"ok": True}, {})
         elif path == "/_reset" and method == "POST":
             esp.reset()
