@@ -749,13 +749,17 @@ def counts_agree(store: SuppressionStore) -> None:
 
 @pytest.mark.slow
 def test_kill_9_mid_write_loses_nothing_acknowledged_and_doubles_nothing(newsletter: Path):
-    """`serve --workers 2` takes one-click unsubscribes and votes from 4,000 readers over
+    """`serve --workers 2` takes one-click unsubscribes and votes from 2,000 readers over
     32 connections; mid-way the whole server is killed with -9, then started again, and
     every reader clicks once more. Every unsubscribe and vote that got its 200 before the
     kill is in the store, each once; the counts match the votes; the second round is
-    counted once too."""
+    counted once too.
+
+    2,000 readers, not 4,000: the kill still comes after the same few hundred writes (so
+    as many acknowledged answers are checked), with most of the load (~70%) still to
+    come, and the second round, which is most of the time, is half as long."""
     settings = desk_settings(newsletter)
-    readers = [f"crash{n:04d}@example.com" for n in range(4000)]
+    readers = [f"crash{n:04d}@example.com" for n in range(2000)]
     links = [fast_links(settings, email) for email in readers]
     requests = [
         one_click(link.unsubscribe) if n % 2 else click(link.polls[n % 3])
@@ -792,8 +796,8 @@ def test_kill_9_mid_write_loses_nothing_acknowledged_and_doubles_nothing(newslet
         second = acknowledged(again.port, requests)
     assert set(second.values()) == {200}
     with SuppressionStore(store_path(settings)) as store:
-        assert len(store.addresses()) == 2000
-        assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(2000, 2000)]
+        assert len(store.addresses()) == 1000
+        assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(1000, 1000)]
         counts_agree(store)
 
 
