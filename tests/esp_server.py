@@ -34,7 +34,7 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
 endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
 fields of Fault), POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream),
-POST /_reset.
+POST /_release (every held answer goes now, and later holds do not wait), POST /_reset.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class FakeEsp:
         self.sendgrid = SendgridState()
         self.ses = SesFront()
         self.stopping = threading.Event()  # releases hanging answers
+        self.released = threading.Event()  # releases held answers (release_holds)
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
         self._server: ThreadingHTTPServer | None = None
@@ -172,14 +173,22 @@ class FakeEsp:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
+        # stop() waits for serve_forever's next look at its shutdown flag: at 50 ms that was
+        # most of what every test using the fake ESP spent on it.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
 
+    def release_holds(self) -> None:
+        """Every answer kept back by `hold` goes now, and later holds keep nothing back:
+        for a test that holds a request until something else has happened."""
+        self.released.set()
+
     def stop(self) -> None:
         self.stopping.set()
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -352,6 +361,11 @@ class FakeEsp:
 class EspHandler(BaseHTTPRequestHandler):
     server_esp: FakeEsp
     protocol_version = "HTTP/1.1"
+    # The head and the body of an answer are two writes: with Nagle's algorithm on, the
+    # body waited for the client's delayed ACK of the head, ~40 ms on every keep-alive
+    # answer (SES's one SendEmail a reader paid it 60 times a send). Real ESPs' servers
+    # send without it too.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -404,7 +418,7 @@ class EspHandler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if fault is not None and fault.hold:
-            esp.stopping.wait(fault.hold)
+            esp.released.wait(fault.hold)
         if fault is not None and fault.hang:
             esp.stopping.wait()
             return
@@ -482,6 +496,9 @@ class EspHandler(BaseHTTPRequestHandler):
                 esp.postmark_search_lag = bool(spec.get("postmark_search_lag", False))
                 esp.mailgun.events_lag = bool(spec.get("mailgun_events_lag", False))
                 esp.ses.upstream = spec.get("ses_upstream", esp.ses.upstream)
+            self._send(200, {"ok": True}, {})
+        elif path == "/_release" and method == "POST":
+            esp.release_holds()
             self._send(200, {"ok": True}, {})
         elif path == "/_reset" and method == "POST":
             esp.reset()

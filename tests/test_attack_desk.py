@@ -749,13 +749,17 @@ def counts_agree(store: SuppressionStore) -> None:
 
 @pytest.mark.slow
 def test_kill_9_mid_write_loses_nothing_acknowledged_and_doubles_nothing(newsletter: Path):
-    """`serve --workers 2` takes one-click unsubscribes and votes from 4,000 readers over
+    """`serve --workers 2` takes one-click unsubscribes and votes from 2,000 readers over
     32 connections; mid-way the whole server is killed with -9, then started again, and
     every reader clicks once more. Every unsubscribe and vote that got its 200 before the
     kill is in the store, each once; the counts match the votes; the second round is
-    counted once too."""
+    counted once too.
+
+    2,000 readers, not 4,000: the kill still comes after the same few hundred writes (so
+    as many acknowledged answers are checked), with most of the load (~70%) still to
+    come, and the second round, which is most of the time, is half as long."""
     settings = desk_settings(newsletter)
-    readers = [f"crash{n:04d}@example.com" for n in range(4000)]
+    readers = [f"crash{n:04d}@example.com" for n in range(2000)]
     links = [fast_links(settings, email) for email in readers]
     requests = [
         one_click(link.unsubscribe) if n % 2 else click(link.polls[n % 3])
@@ -792,21 +796,29 @@ def test_kill_9_mid_write_loses_nothing_acknowledged_and_doubles_nothing(newslet
         second = acknowledged(again.port, requests)
     assert set(second.values()) == {200}
     with SuppressionStore(store_path(settings)) as store:
-        assert len(store.addresses()) == 2000
-        assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(2000, 2000)]
+        assert len(store.addresses()) == 1000
+        assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(1000, 1000)]
         counts_agree(store)
 
 
 @pytest.mark.slow
-def test_20000_racing_requests_over_512_connections_keep_every_count_true(newsletter: Path):
-    """4 workers, 512 connections, 20,000 requests: 3,000 readers each clicking several
+def test_racing_requests_over_512_connections_keep_every_count_true(newsletter: Path):
+    """4 workers, 512 connections, 5,000 requests: 750 readers each clicking several
     poll options (changes of mind and scanner bursts racing across workers), half of
     them also unsubscribing twice, confirm pages and results pages in between. Nothing
     is refused; afterwards one vote row per reader, the counts equal the rows, each
-    unsubscribe recorded once."""
+    unsubscribe recorded once.
+
+    5,000 requests, not 20,000: the race is two requests of one reader in flight at once
+    on different connections and workers, i.e. within ~512 places of each other in the
+    shuffled order. With N requests a pair of one reader's requests races with a chance of
+    about 1024/N, so fewer requests make each reader race more often: ~2,800 racing pairs
+    here against ~2,900 with 3,000 readers and 20,000 requests (counted on the shuffled
+    orders), all 512 connections open at once and each still carrying ~10 requests in
+    turn. (The 20,000-request load stays in test_desk_processes.)"""
 
     settings = desk_settings(newsletter)
-    readers = [f"race{n:04d}@example.com" for n in range(3000)]
+    readers = [f"race{n:04d}@example.com" for n in range(750)]
     rng = random.Random(12)
     requests: list[bytes] = []
     for n, email in enumerate(readers):
@@ -814,9 +826,9 @@ def test_20000_racing_requests_over_512_connections_keep_every_count_true(newsle
         requests += [click(links.polls[rng.randrange(3)]) for _ in range(5)]
         if n % 2:
             requests += [one_click(links.unsubscribe)] * 2 + [click(links.unsubscribe)]
-    requests += [click(f"https://{HOST}/poll/{SAMPLE_SLUG}/results")] * 500
+    requests += [click(f"https://{HOST}/poll/{SAMPLE_SLUG}/results")] * 125
     rng.shuffle(requests)
-    assert len(requests) == 20_000
+    assert len(requests) == 5_000
     from spark_mail.site.urls import site_urls
 
     web_copy = newsletter / "site" / site_urls(settings, strict=False).issue_file(SAMPLE_SLUG)
@@ -824,10 +836,10 @@ def test_20000_racing_requests_over_512_connections_keep_every_count_true(newsle
     web_copy.write_text("the web copy")  # the results page is public once published
     with serving(newsletter, workers=4) as server:
         statuses = acknowledged(server.port, requests, connections=512)
-    assert len(statuses) == 20_000 and set(statuses.values()) == {200}
+    assert len(statuses) == 5_000 and set(statuses.values()) == {200}
     with SuppressionStore(store_path(settings)) as store:
-        assert store.read("SELECT COUNT(*) FROM votes") == [(3000,)]
-        assert len(store.addresses()) == 1500
+        assert store.read("SELECT COUNT(*) FROM votes") == [(750,)]
+        assert len(store.addresses()) == 375
         counts_agree(store)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 TESTS = Path(__file__).resolve().parent
 KEY = "cron-test-key-5f3a"
@@ -92,6 +92,10 @@ class EspProcess:
         arrived = self.call("/_wait", spec, timeout=timeout + 30)["arrived"]
         assert arrived, f"the ESP never received POST {path}"
 
+    def release_holds(self) -> None:
+        """Every answer the ESP keeps back (`hold`) goes now."""
+        self.call("/_release", {})
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -153,9 +157,9 @@ def start_cli(root: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = start_cli(root, *args)
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """A command run to its end, as its own process (forked from the warm interpreter of
+    conftest.run_cli: the imports are not paid again for every rerun and status)."""
+    return run_cli(*args, cwd=root, timeout=60)
 
 
 def ledger_row(root: Path) -> dict:
@@ -167,11 +171,20 @@ def ledger_row(root: Path) -> dict:
 
 def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start_esp):
     """Overlapping cron runs: the ESP receives one send; the other run says the issue is
-    being sent and exits 0."""
+    being sent and exits 0. The ESP holds the send open until that other run has ended
+    (not for a fixed time), so the two runs overlap however fast either one is."""
     esp = start_esp("resend")
     root = make_newsletter(tmp_path, esp)
-    esp.fault(hold=8.0, path=SENDING_PATH["resend"])  # keep the first send open
+    esp.fault(hold=120.0, path=SENDING_PATH["resend"])  # keep the first send open
     procs = [start_cli(root, "dispatch", "--now", NOW) for _ in range(2)]
+    ended: queue.Queue[subprocess.Popen[str]] = queue.Queue()
+    for proc in procs:
+        threading.Thread(target=lambda p=proc: (p.wait(), ended.put(p)), daemon=True).start()
+    try:
+        esp.wait_for_request(SENDING_PATH["resend"])  # one run is sending...
+        ended.get(timeout=60)  # ...and the other one has ended meanwhile
+    finally:
+        esp.release_holds()
     results = [(p.wait(timeout=60), *p.communicate(timeout=5)) for p in procs]
     assert [code for code, _, _ in results] == [0, 0], results
     assert len(esp.requests("POST", SENDING_PATH["resend"])) == 1
