@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import compile_spark_mail
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
 PHASES = ("parse", "markdown", "jinja", "mjml", "inline", "text")
@@ -53,17 +55,6 @@ def warm(runs: int) -> tuple[float, dict[str, float]]:
         for phase in PHASES:
             phases[phase].append(email.timings[phase])
     return statistics.median(totals), {p: statistics.median(v) for p, v in phases.items()}
-
-
-def bytecode() -> str:
-    """Compile spark-mail's modules first, so a cold run starts as an installed spark-mail
-    does: pip writes the bytecode at install, but a checkout run with
-    PYTHONDONTWRITEBYTECODE set (as on the machines here) would compile every module again
-    on every start (~0.1 s)."""
-    import compileall
-
-    compileall.compile_dir(REPO / "spark_mail", quiet=1)
-    return "spark_mail compiled to bytecode first (as pip does at install)"
 
 
 def cold(args: list[str], runs: int) -> float:
@@ -161,7 +152,7 @@ def main() -> None:
     parser.add_argument("--no-mjml", action="store_true", help="skip the mjml comparison")
     opts = parser.parse_args()
 
-    print(bytecode())
+    print(compile_spark_mail())
     total, phases = warm(opts.runs)
     results = {
         "warm build": ms(total),

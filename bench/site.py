@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import compile_spark_mail
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
 TAGS = ["leadership", "engineering", "management", "hiring", "product", "architecture",
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument("--issues", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
     opts = parser.parse_args()
+    print(compile_spark_mail())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "newsletter"
         paths = make_newsletter(root, opts.issues)
