@@ -7,7 +7,8 @@ It writes, and never overwrites:
     .env              secrets for this machine (mode 0600 from the moment it exists), from the
                       .env.example template with a fresh SPARK_MAIL_SIGNING_SECRET
     .env.example      the same template without secrets, to commit
-    .gitignore        keeps .env, .spark-mail/, dist/, outbox/, site/ and .venv/ out of git
+    .gitignore        keeps .env, .spark-mail/, dist/, outbox/, site/, site-preview/ and .venv/
+                      out of git
                       (an existing one gets the missing lines appended)
     .spark-mail/      the state folder (a cron line can log into it from the start)
     layouts/NAME/     with --layout NAME: a copy of the default layout to customise
@@ -77,7 +78,7 @@ ENV_TEMPLATE = TEMPLATES / "env.example"  # a link to the repository's .env.exam
 # spark-mail.toml with {placeholders}: str.format, so a literal brace is written {{ }}
 SETTINGS_TEMPLATE = TEMPLATES / "spark-mail.toml.in"
 SECRET_LINE = "SPARK_MAIL_SIGNING_SECRET="
-GITIGNORE = (".env", ".spark-mail/", "dist/", "outbox/", "site/", ".venv/")
+GITIGNORE = (".env", ".spark-mail/", "dist/", "outbox/", "site/", "site-preview/", ".venv/")
 GITIGNORE_HEADER = "# spark-mail: secrets, state and build output"
 
 

@@ -125,7 +125,9 @@ def test_an_issue_dated_near_year_one_previews_instead_of_crashing(newsletter: P
     set_setting(newsletter, 'timezone = "Asia/Tokyo"')
     write_issue(newsletter, "ancient", "title: Ancient\ndate: 0001-01-01")
     build_site(settings_for(newsletter), include_unsent=True)
-    page = (newsletter / "site" / "p" / "ancient" / "index.html").read_text(encoding="utf-8")
+    page = (newsletter / "site-preview" / "p" / "ancient" / "index.html").read_text(
+        encoding="utf-8"
+    )
     assert "January 1, 1" in page
 
 
@@ -162,7 +164,7 @@ def test_a_preview_keeps_unsent_issues_out_of_the_feeds_and_sitemap(newsletter: 
     still there to look at."""
     send_two(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
-    site = newsletter / "site"
+    site = newsletter / "site-preview"
     assert (site / "p" / DRAFT / "index.html").is_file()
     for name in ("feed.xml", "atom.xml"):
         feed = feedparser.parse((site / name).read_bytes())
@@ -429,10 +431,13 @@ def test_a_renamed_sent_issue_keeps_its_page_where_the_emails_point(newsletter: 
     build_site(settings)
     (newsletter / "issues" / f"{SECOND}.md").rename(newsletter / "issues" / "renamed.md")
     result = build_site(settings, include_unsent=True)
-    page = newsletter / "site" / "p" / SECOND / "index.html"
+    page = newsletter / "site-preview" / "p" / SECOND / "index.html"
     assert page.is_file() and "One change at a time." in page.read_text(encoding="utf-8")
-    assert not (newsletter / "site" / "p" / "renamed").exists()  # not also a draft
+    assert not (newsletter / "site-preview" / "p" / "renamed").exists()  # not also a draft
     assert result.issues == 1 and result.warnings == []
+    build_site(settings)  # the live site, rebuilt after the rename
+    live = newsletter / "site" / "p" / SECOND / "index.html"
+    assert live.is_file() and "One change at a time." in live.read_text(encoding="utf-8")
 
 
 # -- the rebuild after a send ----------------------------------------------------------------------------

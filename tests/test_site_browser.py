@@ -33,7 +33,7 @@ def test_pages_pass_axe_and_fit_a_phone(newsletter: Path, browser: Any) -> None:
     send_two(newsletter)
     set_site_url(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
-    with serve_folder(newsletter / "site") as base:
+    with serve_folder(newsletter / "site-preview") as base:
         for scheme in ("light", "dark"):
             context = browser.new_context(
                 viewport={"width": 375, "height": 800}, color_scheme=scheme

@@ -47,14 +47,37 @@ def test_only_sent_issues_are_published_with_their_send_date(newsletter: Path) -
 
 
 def test_include_unsent_previews_every_issue_marked_as_such(newsletter: Path) -> None:
-    """--include-unsent adds the draft, flagged on its page and kept out of search engines."""
+    """--include-unsent adds the draft, flagged on its page and kept out of search engines,
+    in site-preview/: the live site (what is published and what the desk serves) is left as
+    it was, draft-free."""
     send_two(newsletter)
+    build_site(settings_for(newsletter))
+    live = {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()}
     result = build_site(settings_for(newsletter), include_unsent=True)
     assert (result.issues, result.drafts) == (2, 1)
-    draft = (newsletter / "site" / "p" / DRAFT / "index.html").read_text()
+    assert result.folder == newsletter / "site-preview"
+    preview = newsletter / "site-preview"
+    draft = (preview / "p" / DRAFT / "index.html").read_text()
     assert "has not been sent yet" in draft and '<meta name="robots" content="noindex">' in draft
-    sent = (newsletter / "site" / "p" / SECOND / "index.html").read_text()
+    sent = (preview / "p" / SECOND / "index.html").read_text()
     assert "noindex" not in sent and "not been sent" not in sent
+    assert {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()} == live
+
+
+def test_a_preview_is_never_built_into_the_live_site(newsletter: Path) -> None:
+    """`site build --include-unsent --out site` (or into the site_dir folder, by any
+    spelling): one line, exit 2, nothing written. Unsent issues in the folder that is
+    published and served would be public before the readers have them."""
+    send_two(newsletter)
+    assert run_cli("site", "build", cwd=newsletter).returncode == 0
+    live = {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()}
+    for out in ("site", "./public/../site"):
+        result = run_cli("site", "build", "--include-unsent", "--out", out, cwd=newsletter)
+        assert result.returncode == 2, result.stderr
+        assert "live site" in result.stderr and result.stderr.count("\n") == 1
+        assert "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()} == live
+    assert not (newsletter / "site-preview").exists()
 
 
 def test_feeds_parse_with_full_content_and_absolute_https_links(newsletter: Path) -> None:
@@ -106,7 +129,7 @@ def test_pages_hold_no_reader_tokens_merge_tags_preheader_or_unsubscribe(newslet
     )
     send_two(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
-    site = newsletter / "site"
+    site = newsletter / "site-preview"
     files = {**pages(site), "feed.xml": (site / "feed.xml").read_text()}
     for name, text in files.items():
         for marker in ("{{", "{%", "%recipient", "token=", "ann@example.com", "nsubscribe"):

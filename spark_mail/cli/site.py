@@ -25,12 +25,15 @@ def site_build(
         typer.Option(
             "--out",
             metavar="DIR",
-            help="Output folder (default: the site_dir setting, else site/).",
+            help="Output folder (default: site_dir, else site/; a preview: site-preview/).",
         ),
     ] = None,
     include_unsent: Annotated[
         bool,
-        typer.Option("--include-unsent", help="Also publish issues not sent yet (a preview)."),
+        typer.Option(
+            "--include-unsent",
+            help="A preview with the issues not sent yet, in site-preview/ (not the live site).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

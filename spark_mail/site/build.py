@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from spark_mail import __version__
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.errors import SparkMailError
+from spark_mail.errors import ConfigError, SparkMailError
 from spark_mail.scheduling.times import zone as time_zone
 from spark_mail.site import feeds
 from spark_mail.site.entries import NOT_FOUND_LATEST, Entry, TagGroups, newest_first, tag_groups
@@ -38,6 +38,7 @@ from spark_mail.site.store import (
     build_lock,
     read_record,
     refuse_foreign,
+    resolved,
     site_target,
 )
 from spark_mail.site.urls import (
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pages.py brings the renderer (Jinja, Markdown): imported wh
 
 FORMAT = "1"  # bump when the pages change in a way the inputs' hashes do not show
 DEFAULT_FOLDER = "site"
+PREVIEW_FOLDER = "site-preview"  # --include-unsent: never the folder the archive is served from
 PARALLEL_FROM = 24  # issues to render before worker processes pay off
 MAX_WORKERS = 4
 
@@ -300,7 +302,14 @@ def build_site(
     `lock_wait`: give up after this many seconds when another build holds the lock."""
     start = time.perf_counter()
     urls = site_urls(settings)
-    target = site_target(out or site_folder(settings), other_folders(settings))
+    default = settings.path(PREVIEW_FOLDER) if include_unsent else site_folder(settings)
+    target = site_target(out or default, other_folders(settings))
+    if include_unsent and target == resolved(site_folder(settings)):
+        raise ConfigError(
+            f"{target}: --include-unsent would put issues not sent yet on the live site (the "
+            "folder the archive is published and served from)",
+            hint=f"leave out --out (a preview goes to {PREVIEW_FOLDER}/) or give another folder",
+        )
     with build_lock(settings.state_path, wait=lock_wait, clock=clock):
         # What to publish is read only now: a build that waited for another must not
         # publish the ledger as it was before the wait (an issue sent since would vanish).
