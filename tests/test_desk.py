@@ -4,6 +4,7 @@ every route, its statuses, and the bad input that must get a clear 4xx and recor
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -114,6 +115,40 @@ def test_confirm_form_unsubscribes_and_resubscribe_undoes_it(desk: Desk):
     assert not desk.store.is_suppressed(READER)
     events = desk.store.read("SELECT action, how FROM suppression_events ORDER BY id")
     assert events == [("unsubscribe", "form"), ("resubscribe", "re-subscribe")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [("hard-bounce", "bounce"), ("complaint", "complaint"), ("soft-bounce", "soft-bounces")],
+)
+def test_a_resubscribe_does_not_lift_what_the_esp_reported_meanwhile(
+    desk: Desk, kind: str, how: str
+):
+    """The reader unsubscribed, then the ESP reported a hard bounce (or a complaint, or
+    three soft bounces) for the address: the report was kept as an event, not as the
+    suppression (the first record is kept). Re-subscribe lifted the reader's row and with it
+    the only thing keeping a dead address off the list: the next send mailed it. Now the
+    ESP's report suppresses it again and the page says it is held."""
+    from spark_mail.audience.events import EspEvent, EventKind, record_events
+
+    page = desk.client.get(reader_links(desk.settings, READER).unsubscribe)
+    action, fields = form_of(page.text)
+    done = desk.client.post(action, data=fields)
+    now = dt.datetime(2025, 1, 21, tzinfo=dt.UTC)
+    count = 3 if kind == "soft-bounce" else 1
+    events = [
+        EspEvent("postmark", f"e{n}", EventKind(kind), READER, now, message_id=f"m{n}")
+        for n in range(count)
+    ]
+    desk.store.run([record_events(events, now)])
+    assert desk.store.suppressions()[0].how == "form"  # the reader's row stands meanwhile
+    action, fields = form_of(done.text)
+    back = desk.client.post(action, data=fields)
+    assert back.status_code == 200 and "Welcome back" not in back.text
+    assert "You're unsubscribed" in back.text
+    assert desk.store.is_suppressed(READER)
+    [row] = desk.store.suppressions()
+    assert (row.how, row.provider) == (how, "postmark")
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,35 @@ def record_one(db: sqlite3.Connection, event: EspEvent, received: str, result: R
         result.suppressed.append(key)
 
 
+def restore_esp_suppression(db: sqlite3.Connection, key: str) -> None:
+    """After the reader's own unsubscribe of `key` is lifted: suppress it again as the ESP's
+    reports would have (the earliest hard bounce, complaint or unsubscribe at the ESP, else
+    soft bounces in a row). While the reader's row stood, a later report was not recorded
+    as a suppression (the first record is kept): lifting the reader's row must not lift
+    what the ESP reported too (mailing a dead address again hurts every later send)."""
+    kinds = tuple(SUPPRESSES)
+    marks = ",".join("?" * len(kinds))
+    row = db.execute(
+        "SELECT kind, at, issue, provider, event_id, detail FROM esp_events "
+        f"WHERE address = ? AND kind IN ({marks}) ORDER BY at, id LIMIT 1",
+        (key, *kinds),
+    ).fetchone()
+    if row is not None:
+        kind, at, issue, provider, event_id, detail = row
+        add_suppression(db, key, at, SUPPRESSES[EventKind(kind)], issue, provider, event_id, detail)
+        return
+    in_a_row = soft_bounces_in_a_row(db, key)
+    if in_a_row >= SOFT_BOUNCES:
+        last = db.execute(
+            "SELECT at, issue, provider, event_id, detail FROM esp_events "
+            "WHERE address = ? AND kind = 'soft-bounce' ORDER BY at DESC, id DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        at, issue, provider, event_id, detail = last
+        how_detail = clean_detail(f"{in_a_row} in a row;", detail)
+        add_suppression(db, key, at, "soft-bounces", issue, provider, event_id, how_detail)
+
+
 def soft_bounces_in_a_row(db: sqlite3.Connection, key: str) -> int:
     """Messages to `key` that soft-bounced after its last reported delivery."""
     row = db.execute(

@@ -444,6 +444,8 @@ def lift(address: str, *, issue: str, at: dt.datetime, since: str | None = None)
         sql, params = sql + " AND at = ?", (*params, since)
 
     def operation(db: sqlite3.Connection) -> bool:
+        from spark_mail.audience.events import restore_esp_suppression  # it imports this module
+
         removed = db.execute(sql, params).rowcount
         if removed:
             db.execute(
@@ -451,6 +453,7 @@ def lift(address: str, *, issue: str, at: dt.datetime, since: str | None = None)
                 "VALUES (?, ?, 'resubscribe', 're-subscribe', ?)",
                 (key, when, issue),
             )
+            restore_esp_suppression(db, key)
         return bool(removed)
 
     return operation

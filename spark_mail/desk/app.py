@@ -210,7 +210,8 @@ class Desk:
         lifted = bool(since) and await self.commits.run(
             lift(email, issue=slug, at=now, since=since), durable=True
         )
-        if not lifted:  # nothing of theirs to undo (any more)
+        if not lifted or self.store.is_suppressed(email):
+            # nothing of theirs to undo (any more), or what an ESP reported holds it
             return self.unsubscribe_answer(request, slug, email)
         return self.unsubscribe_answer(request, slug, email, resubscribed=True)
 
