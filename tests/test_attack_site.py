@@ -569,3 +569,45 @@ def test_pins_nothing_unsent_reaches_the_site_after_test_and_dry_runs(newsletter
     assert not (newsletter / "site" / "p" / DRAFT).exists()
     everything = b"".join(snapshot(newsletter / "site").values()).decode()
     assert "Not out yet" not in everything and "Secret plans" not in everything
+
+
+def test_a_preview_inside_or_around_the_live_site_is_refused(newsletter: Path) -> None:
+    """`--include-unsent --out site/preview` was built: the unsent issues sat in a folder
+    inside the live site, published with it and served by the desk at /preview/p/<draft>/.
+    Now a preview folder inside the live site (by any spelling or symlink), or holding it,
+    is refused like the live folder itself; nothing is written."""
+    send_two(newsletter)
+    assert run_cli("site", "build", cwd=newsletter).returncode == 0
+    before = snapshot(newsletter / "site")
+    (newsletter / "elsewhere").symlink_to(newsletter / "site")
+    for out in ("site/preview", "site/p/", "elsewhere/preview", str(newsletter / "site" / "x")):
+        result = run_cli("site", "build", "--include-unsent", "--out", out, cwd=newsletter)
+        assert result.returncode == 2, (out, result.stdout, result.stderr)
+        assert "live site" in result.stderr and result.stderr.count("\n") == 1
+    assert snapshot(newsletter / "site") == before
+    set_setting(newsletter, 'site_dir = "public/site"')
+    assert run_cli("site", "build", cwd=newsletter).returncode == 0
+    (newsletter / "public" / "site" / ".spark-mail-site.json").rename(
+        newsletter / "public" / ".spark-mail-site.json"
+    )  # a folder spark-mail built, holding the live site
+    with pytest.raises(ConfigError, match="live site"):
+        build_site(settings_for(newsletter), newsletter / "public", include_unsent=True)
+    assert (newsletter / "public" / "site" / "index.html").is_file()
+
+
+def test_site_dir_naming_the_preview_folder_says_to_give_the_preview_one(newsletter: Path):
+    """With site_dir = "site-preview" the live site is site-preview/, so a preview has no
+    default folder: refused (exit 2), and the hint said "leave out --out" to someone who
+    had. Now it says to give the preview a folder; `--out` elsewhere builds it."""
+    send_two(newsletter)
+    set_setting(newsletter, 'site_dir = "site-preview"')
+    assert run_cli("site", "build", cwd=newsletter).returncode == 0
+    before = snapshot(newsletter / "site-preview")
+    result = run_cli("site", "build", "--include-unsent", cwd=newsletter)
+    assert result.returncode == 2, result.stdout
+    assert "live site" in result.stderr and "--out DIR" in result.stderr
+    assert "leave out --out" not in result.stderr
+    assert snapshot(newsletter / "site-preview") == before
+    again = run_cli("site", "build", "--include-unsent", "--out", "draft-view", cwd=newsletter)
+    assert again.returncode == 0, again.stderr
+    assert (newsletter / "draft-view" / "p" / DRAFT / "index.html").is_file()

@@ -290,6 +290,22 @@ def other_folders(settings: Settings) -> dict[str, Path]:
     }
 
 
+def refuse_live(target: Path, live: Path, by_default: bool) -> None:
+    """A preview (--include-unsent) is never built into the live site, a folder inside it
+    (published and served with it) or one holding it (each build replaces the whole folder)."""
+    if target == live or live in target.parents or target in live.parents:
+        raise ConfigError(
+            f"{target}: --include-unsent would put issues not sent yet on the live site "
+            f"{live} (the folder the archive is published and served from)",
+            hint=(
+                f"site_dir is {PREVIEW_FOLDER}/: give the preview a folder with --out DIR"
+                if by_default
+                else f"leave out --out (a preview goes to {PREVIEW_FOLDER}/) or give "
+                "another folder, not in or around the live site"
+            ),
+        )
+
+
 def build_site(
     settings: Settings,
     out: Path | None = None,
@@ -303,13 +319,9 @@ def build_site(
     start = time.perf_counter()
     urls = site_urls(settings)
     default = settings.path(PREVIEW_FOLDER) if include_unsent else site_folder(settings)
+    if include_unsent:
+        refuse_live(resolved(out or default), resolved(site_folder(settings)), out is None)
     target = site_target(out or default, other_folders(settings))
-    if include_unsent and target == resolved(site_folder(settings)):
-        raise ConfigError(
-            f"{target}: --include-unsent would put issues not sent yet on the live site (the "
-            "folder the archive is published and served from)",
-            hint=f"leave out --out (a preview goes to {PREVIEW_FOLDER}/) or give another folder",
-        )
     with build_lock(settings.state_path, wait=lock_wait, clock=clock):
         # What to publish is read only now: a build that waited for another must not
         # publish the ledger as it was before the wait (an issue sent since would vanish).
