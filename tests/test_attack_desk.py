@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import json
@@ -920,3 +921,33 @@ def test_one_click_in_any_spelling_keeps_every_spelling_out_of_an_smtp_send(news
         controller.stop()
     assert sent.returncode == 0, sent.stderr
     assert [message["to"] for message in sink.messages] == [["stays@example.com"]]
+
+
+@pytest.mark.parametrize("how", ["bounce", "complaint", "esp-unsubscribe"])
+def test_a_re_subscribe_does_not_lift_what_audience_sync_found_meanwhile(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, how: str
+):
+    """Anna unsubscribed on the desk; `audience sync` then found her on the ESP's own
+    suppression list (a bounce, a complaint, an unsubscribe there). The first record is
+    kept, so the sync counted her as "already" suppressed and kept nothing of the ESP's
+    word; her Re-subscribe then said "Welcome back" and put an address the ESP refuses
+    back on the list (and on any ESP moved to later). Now the ESP's listing is kept as an
+    event and suppresses her again, like a webhook's report."""
+    from spark_mail.audience import sync
+    from spark_mail.audience.events import issue_events
+
+    listed = sync.Listed(READER.upper(), how, dt.datetime(2025, 1, 20, 13, tzinfo=dt.UTC), "x")
+    monkeypatch.setitem(sync.READERS, "postmark", lambda settings, clock: iter([listed]))
+    settings = dataclasses.replace(desk.settings, provider="postmark")
+    link = reader_links(desk.settings, READER).unsubscribe
+    action, confirm = form_of(desk.client.get(link).text)
+    done = desk.client.post(action, data=confirm)
+    assert sync.sync_suppressions(settings).already == 1
+    assert sync.sync_suppressions(settings).already == 1  # a second sync adds nothing more
+    _, resubscribe = form_of(done.text)
+    back = desk.client.post(action, data=resubscribe)
+    assert back.status_code == 200 and "Welcome back" not in back.text
+    [row] = desk.store.suppressions()
+    assert (row.address, row.how, row.provider) == (READER, how, "postmark")
+    # a listing is no report about a send: the guard before the next send does not count it
+    assert issue_events(desk.store, SAMPLE_SLUG, "2025-01-20T00:00:00+00:00") == []

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from spark_mail.audience.addresses import canonical_address
-from spark_mail.audience.suppressions import Operation, SuppressionStore, add_suppression, iso
+from spark_mail.audience.suppressions import (
+    READER_HOW,
+    Operation,
+    SuppressionStore,
+    add_suppression,
+    iso,
+)
 
 SOFT_BOUNCES = 3  # soft bounces in a row that suppress an address
 DETAIL_CHARS = 300  # of an ESP's reason kept
@@ -187,6 +193,32 @@ def record_one(db: sqlite3.Connection, event: EspEvent, received: str, result: R
     ):
         assert result.suppressed is not None
         result.suppressed.append(key)
+
+
+def suppress_listed(
+    address: str, how: str, at: dt.datetime, provider: str, detail: str = ""
+) -> Operation[bool]:
+    """The operation that suppresses an address on an ESP's own suppression list (`audience
+    sync`; `how`: one of SUPPRESSES' values); True when it was not suppressed yet. When the
+    reader's own unsubscribe holds it, the listing is kept as an event (received "": no
+    report about a send, so the guard before a send never counts it), so that lifting the
+    reader's row (restore_esp_suppression) does not lift what the ESP listed too."""
+    key, when = canonical_address(address), iso(at)
+    kind = {v: k for k, v in SUPPRESSES.items()}.get(how)
+
+    def operation(db: sqlite3.Connection) -> bool:
+        if add_suppression(db, key, when, how, "", provider, "", detail):
+            return True
+        row = db.execute("SELECT how FROM suppressions WHERE address = ?", (key,)).fetchone()
+        if kind is not None and row is not None and row[0] in READER_HOW:
+            db.execute(
+                "INSERT OR IGNORE INTO esp_events (provider, event_id, address, kind, at, "
+                "received, detail) VALUES (?, ?, ?, ?, ?, '', ?)",
+                (provider, f"sync:{how}", key, kind, when, storable(detail)),
+            )
+        return False
+
+    return operation
 
 
 def restore_esp_suppression(db: sqlite3.Connection, key: str) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from spark_mail.audience.suppressions import SuppressionStore, suppress
+from spark_mail.audience.events import suppress_listed
+from spark_mail.audience.suppressions import SuppressionStore
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, EspError, UnsupportedOperation
@@ -100,10 +101,7 @@ def sync_suppressions(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Syn
     entries = reader(settings, clock)
     with SuppressionStore.for_settings(settings) as store:
         while chunk := list(islice(entries, WRITE_CHUNK)):
-            operations = [
-                suppress(e.address, how=e.how, issue="", at=e.at, provider=name, detail=e.detail)
-                for e in chunk
-            ]
+            operations = [suppress_listed(e.address, e.how, e.at, name, e.detail) for e in chunk]
             for entry, added in zip(chunk, store.run(operations, durable=True), strict=True):
                 report.listed += 1
                 if added:
