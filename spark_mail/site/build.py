@@ -298,7 +298,8 @@ def refuse_live(target: Path, live: Path, by_default: bool) -> None:
             f"{target}: --include-unsent would put issues not sent yet on the live site "
             f"{live} (the folder the archive is published and served from)",
             hint=(
-                f"site_dir is {PREVIEW_FOLDER}/: give the preview a folder with --out DIR"
+                f"{PREVIEW_FOLDER}/ is, holds or lies in the live site here: give the preview a "
+                "folder with --out DIR"
                 if by_default
                 else f"leave out --out (a preview goes to {PREVIEW_FOLDER}/) or give "
                 "another folder, not in or around the live site"
