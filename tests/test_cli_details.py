@@ -127,6 +127,28 @@ def test_a_start_builds_only_the_command_it_runs(args: list[str], built: set[str
         cli.app.registered_commands, cli.app.registered_groups = everything
 
 
+def test_main_builds_only_the_named_command_and_puts_them_all_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """main() itself filters (not only the helper): typer is handed just `build`, and every
+    command is registered again afterwards."""
+    import typer.main
+
+    built: list[set[str]] = []
+
+    def get_command(typer_app: object) -> object:
+        built.append({c.callback.__name__ for c in cli.app.registered_commands})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(typer.main, "get_command", get_command)
+    monkeypatch.setattr(sys, "argv", ["spark-mail", "build", "x.md"])
+    everything = list(cli.app.registered_commands)
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert built == [{"build"}]
+    assert cli.app.registered_commands == everything
+
+
 def test_a_mistyped_command_is_still_offered_the_right_one(tmp_path: Path) -> None:
     done = run_cli("biuld", cwd=tmp_path)
     assert done.returncode == 2

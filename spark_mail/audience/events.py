@@ -56,6 +56,7 @@ SUPPRESSES = {
     EventKind.COMPLAINT: "complaint",
     EventKind.UNSUBSCRIBE: "esp-unsubscribe",
 }
+KIND_OF_HOW = {how: kind for kind, how in SUPPRESSES.items()}
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,9 @@ def record_one(db: sqlite3.Connection, event: EspEvent, received: str, result: R
     result.recorded += 1
     how, detail = SUPPRESSES.get(event.kind), event.detail
     if how is None and event.kind == EventKind.SOFT_BOUNCE:
-        in_a_row = soft_bounces_in_a_row(db, key)
-        if in_a_row >= SOFT_BOUNCES:
-            how, detail = "soft-bounces", clean_detail(f"{in_a_row} in a row;", event.detail)
+        in_a_row = soft_bounces_detail(db, key, event.detail)
+        if in_a_row is not None:
+            how, detail = "soft-bounces", in_a_row
     if how is not None and add_suppression(
         db, key, at, how, event.issue, event.provider, event.event_id, detail
     ):
@@ -204,7 +205,7 @@ def suppress_listed(
     report about a send, so the guard before a send never counts it), so that lifting the
     reader's row (restore_esp_suppression) does not lift what the ESP listed too."""
     key, when = canonical_address(address), iso(at)
-    kind = {v: k for k, v in SUPPRESSES.items()}.get(how)
+    kind = KIND_OF_HOW.get(how)
 
     def operation(db: sqlite3.Connection) -> bool:
         if add_suppression(db, key, when, how, "", provider, "", detail):
@@ -238,16 +239,23 @@ def restore_esp_suppression(db: sqlite3.Connection, key: str) -> None:
         kind, at, issue, provider, event_id, detail = row
         add_suppression(db, key, at, SUPPRESSES[EventKind(kind)], issue, provider, event_id, detail)
         return
-    in_a_row = soft_bounces_in_a_row(db, key)
-    if in_a_row >= SOFT_BOUNCES:
-        last = db.execute(
-            "SELECT at, issue, provider, event_id, detail FROM esp_events "
-            "WHERE address = ? AND kind = 'soft-bounce' ORDER BY at DESC, id DESC LIMIT 1",
-            (key,),
-        ).fetchone()
+    last = db.execute(
+        "SELECT at, issue, provider, event_id, detail FROM esp_events "
+        "WHERE address = ? AND kind = 'soft-bounce' ORDER BY at DESC, id DESC LIMIT 1",
+        (key,),
+    ).fetchone()
+    if last is not None:
         at, issue, provider, event_id, detail = last
-        how_detail = clean_detail(f"{in_a_row} in a row;", detail)
-        add_suppression(db, key, at, "soft-bounces", issue, provider, event_id, how_detail)
+        detail = soft_bounces_detail(db, key, detail)
+        if detail is not None:
+            add_suppression(db, key, at, "soft-bounces", issue, provider, event_id, detail)
+
+
+def soft_bounces_detail(db: sqlite3.Connection, key: str, detail: str) -> str | None:
+    """The suppression's detail when `key` has soft-bounced SOFT_BOUNCES times in a row
+    (`detail`: the last bounce's reason), else None."""
+    in_a_row = soft_bounces_in_a_row(db, key)
+    return clean_detail(f"{in_a_row} in a row;", detail) if in_a_row >= SOFT_BOUNCES else None
 
 
 def soft_bounces_in_a_row(db: sqlite3.Connection, key: str) -> int:
