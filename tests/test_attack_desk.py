@@ -389,9 +389,11 @@ def test_a_log_line_that_cannot_be_written_never_turns_a_503_into_a_500(
     for the store logged its line through the CLI's handler, whose write raised, and the
     reader got a 500 instead (no Retry-After: a one-click sender gives up). Right: the
     line is dropped (as logging's own handlers drop it), the answer is the 503."""
+    from rich.console import Console
+
     from spark_mail.cli import output
 
-    monkeypatch.setattr(output, "err_console", output.Console(file=FullDisk()))
+    monkeypatch.setattr(output, "err_console", Console(file=FullDisk()))
     monkeypatch.setattr(logging, "raiseExceptions", False)  # no traceback on stderr
     handler = output.StampedHandler(logging.WARNING)
     logging.getLogger("spark_mail").addHandler(handler)

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 
-from rich.markup import escape
 from typer.main import get_command_name
 
 from spark_mail.cli import (  # noqa: F401 (the commands register themselves)
@@ -33,7 +32,7 @@ from spark_mail.cli import (  # noqa: F401 (the commands register themselves)
     site,
 )
 from spark_mail.cli.app import app
-from spark_mail.cli.output import StampedHandler, log
+from spark_mail.cli.output import StampedHandler, escape, log
 from spark_mail.errors import EXIT_FAILURE, SparkMailError
 
 __all__ = ["app", "main"]

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from spark_mail.cli.app import JsonOpt, OptionalIssueArg, app, example, settings
-from spark_mail.cli.output import console, err_console, print_json
+from spark_mail.cli.output import console, err_console, escape, print_json
 
 
 @app.command(epilog=example("spark-mail serve --port 8040 --workers 2"))
@@ -77,6 +75,7 @@ def poll_results(
 
 def print_poll(results: Any, *, comments: bool) -> None:  # results: desk.polls.Results
     from rich.bar import Bar
+    from rich.table import Table
 
     console.print(f"[bold]{escape(results.slug)}[/]: {escape(results.question)}")
     table = Table(show_header=False, box=None, pad_edge=False)

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, argument, example, settings
 from spark_mail.cli.output import (
     console,
     err_console,
+    escape,
     grid,
     key_table,
     kib,

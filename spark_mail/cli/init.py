@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from spark_mail.cli import app as app_module
 from spark_mail.cli.app import app, argument, example, flag
-from spark_mail.cli.output import console, err_console, log
+from spark_mail.cli.output import console, err_console, escape, log
 from spark_mail.errors import SparkMailError, printable
 
 

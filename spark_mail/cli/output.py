@@ -13,19 +13,52 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.segment import Segments
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from spark_mail.sending.outcomes import SendReport
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class DeferredConsole:
+    """A rich Console made on first use. Importing rich is about a fifth of a start, and
+    `--help`, a mistyped command or a completion never prints through it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made, name)
+
+
+def escape(text: str) -> str:
+    """rich's markup escape (imports rich when first used, see DeferredConsole)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def real(out: Console) -> Console:
+    """The rich Console behind `console` or `err_console`, for rich's own classes."""
+    return out.made if isinstance(out, DeferredConsole) else out
+
+
+# emoji=False: an issue's ":rocket:" is printed as written, never as a picture
+console = cast("Console", DeferredConsole(highlight=False, soft_wrap=True, emoji=False))
+err_console = cast(
+    "Console", DeferredConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+)
 
 
 def plural(count: int, one: str, many: str = "") -> str:
@@ -64,6 +97,8 @@ def key_table(*columns: str, keys: tuple[str, ...] = (), **options: Any) -> Tabl
     """A table whose `keys` columns (ids, paths, slugs, times) are never cut or wrapped, and
     whose other columns wrap (a word too long for them folds, never "…"); print it with
     print_table."""
+    from rich.table import Table
+
     table = Table(**options)
     for name in columns:
         if name in keys:
@@ -75,6 +110,8 @@ def key_table(*columns: str, keys: tuple[str, ...] = (), **options: Any) -> Tabl
 
 def grid(**options: Any) -> Table:
     """A two-column "name  value" table; values are never wrapped or cut."""
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False, **options)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(no_wrap=True)
@@ -85,6 +122,9 @@ def print_table(table: Table, out: Console | None = None) -> None:
     """Print a table without cutting its no_wrap columns: where the console is too narrow for
     them (80 columns in a pipe or under cron, a small terminal), the table takes the width it
     needs and the lines run long instead of losing characters."""
+    from rich.segment import Segments
+    from rich.text import Text
+
     out = out or console
     for column in table.columns:
         if column.no_wrap:
@@ -183,7 +223,7 @@ class SendProgress:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
-                console=err_console,
+                console=real(err_console),
             )
             self.task = self.bar.add_task(escape(self.label), total=summary.readers, rate="")
             self.bar.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from spark_mail.cli.app import (
     SAMPLE,
@@ -23,6 +22,7 @@ from spark_mail.cli.output import (
     SendProgress,
     console,
     err_console,
+    escape,
     ids_text,
     key_table,
     log,

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from spark_mail.cli.app import (
     SAMPLE,
@@ -22,6 +21,7 @@ from spark_mail.cli.app import (
 from spark_mail.cli.output import (
     SendProgress,
     err_console,
+    escape,
     interrupted,
     log,
     print_bulk_summary,

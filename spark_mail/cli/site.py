@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from spark_mail.cli.app import JsonOpt, app, example, settings
-from spark_mail.cli.output import console, log, print_json
+from spark_mail.cli.output import console, escape, log, print_json
 
 site_app = typer.Typer(
     help="The web archive: every sent issue's web copy, an index, tag pages, RSS and Atom.",

@@ -202,6 +202,8 @@ def promo_view(issue: Issue, tagger: Tagger | None) -> PromoView | None:
 def generic_reader(settings: Settings, slug: str) -> ReaderSource:
     """The `reader` of the one email for everyone: NoReader, or where links are signed the
     reader desk's IssueLinks (poll links carry the issue's token, see spark_mail.desk)."""
+    if not settings.signing_secret:
+        return NoReader()  # unsigned links: the desk's modules (HMAC, tokens) are not needed
     from spark_mail.desk.links import generic_reader as issue_links
 
     return issue_links(settings, slug) or NoReader()
