@@ -1,9 +1,9 @@
 """CSS inlining for email built by MJML: the layout's `<mj-style inline="inline">` CSS is
 written into each element's style attribute (MRML, the MJML compiler, does not do it).
 
-A small inliner on lxml + cssselect that does what premailer did here (spark-mail used
-premailer before: premailer, cssutils and requests were half of a cold build and of a warm
-one), keeping the lessons of that time:
+A small inliner on lxml + cssselect (selectors.py) that does what premailer did here
+(spark-mail used premailer before: premailer, cssutils and requests were half of a cold
+build and of a warm one), keeping the lessons of that time:
 - only the layout's inline CSS is applied; the `<style>` blocks MJML wrote (the phone layout,
   the dark-mode rules) are left exactly as they are, `!important` included;
 - rules that cannot be inlined (inside `@media` or another at-rule, with a pseudo-class or
@@ -27,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from spark_mail.errors import IssueError
 from spark_mail.render.css import CssRule, declarations, parse_css
+from spark_mail.render.selectors import compiled_selector, translations
 
 MERGE_TAG_RE = re.compile(
     r"\{\{\{.*?\}\}\}"  # {{{ triple }}} (Resend, Postmark)
@@ -85,19 +85,6 @@ BASIC_ATTRIBUTES = {
 }
 PSEUDO_RE = re.compile(r":(?!not\()")  # a pseudo-class or -element (`:not(...)` aside)
 Styles = dict[str, str]
-
-
-@lru_cache(maxsize=512)
-def compiled_selector(selector: str) -> tuple[Any, tuple[int, int, int]] | None:
-    """(an lxml XPath for the selector, its specificity), or None when it cannot be used."""
-    from cssselect import HTMLTranslator, SelectorError, parse
-    from lxml.etree import XPath
-
-    try:
-        (parsed,) = parse(selector)
-        return XPath(HTMLTranslator().selector_to_xpath(parsed)), parsed.specificity()
-    except (SelectorError, ValueError):
-        return None
 
 
 def inlinable(rule: CssRule) -> bool:
@@ -190,6 +177,7 @@ def inline_css(html: str, css: str, source: Path | str = "the email") -> str:
         style = merged_style(element, from_rules)
         element.set("style", "; ".join(f"{n}:{v}" for n, v in style.items()))
         set_basic_attributes(element, style)
+    translations().save()
     leftover = leftover_css([r for r in rules if not inlinable(r)], imports)
     head = root.find("head")
     if leftover and head is not None:

@@ -60,11 +60,18 @@ class CompiledLayouts(jinja2.FileSystemBytecodeCache):
             super().dump_bytecode(bucket)
 
 
-def compiled_layouts() -> jinja2.BytecodeCache | None:
+def compiled_layouts() -> CompiledLayouts | None:
     try:
         return CompiledLayouts()
     except (OSError, RuntimeError):  # no usable temp folder: compile every time
         return None
+
+
+@lru_cache(maxsize=1)
+def cache_folder() -> Path | None:
+    """The checked per-user folder of the compiled layouts (and the inliner's selectors)."""
+    cache = compiled_layouts()
+    return Path(cache.directory) if cache is not None else None
 
 
 @lru_cache(maxsize=16)
