@@ -2,8 +2,6 @@
 from (one helper, so every command that needs a newsletter gets NotANewsletter outside
 one)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -95,7 +93,7 @@ def enter_folder(directory: Path) -> None:
 
 def settings(
     issue: str | None = None, *, provider: str | None = None, required: bool = True
-) -> Settings:
+) -> "Settings":
     """The newsletter's settings: found upward from the issue's folder when ISSUE is a path,
     else from the current folder; outside a newsletter, NotANewsletter (exit 2) unless not
     `required` (a command that also works on its own)."""

@@ -1,7 +1,5 @@
 """Your own subscriber list: `audience check`, `audience suppressions`, `audience sync`."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

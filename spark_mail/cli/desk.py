@@ -1,7 +1,5 @@
 """The reader desk: serve, poll results."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

@@ -1,7 +1,5 @@
 """Drafting: build, new, check, preview, list."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -170,7 +168,7 @@ def check(
     report.raise_for_failure(strict)
 
 
-def print_report(report: Report, notes: bool = False) -> None:
+def print_report(report: "Report", notes: bool = False) -> None:
     shown = report.findings if notes else report.problems
     if shown:
         table = key_table(

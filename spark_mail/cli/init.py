@@ -1,7 +1,5 @@
 """`init`: a newsletter from an empty folder."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any

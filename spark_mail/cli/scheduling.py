@@ -1,7 +1,5 @@
 """Scheduling: dispatch (cron), schedule / unschedule (the ESP's scheduler), status."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -99,7 +97,7 @@ def dispatch_command(
         raise typer.Exit(report.exit_code)
 
 
-def print_dispatch_item(item: SendReport) -> None:
+def print_dispatch_item(item: "SendReport") -> None:
     slug, message = escape(item.slug), escape(item.message)
     if item.failed:
         named = item.message.startswith((item.slug, item.path))

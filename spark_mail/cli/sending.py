@@ -1,7 +1,5 @@
 """`send`: dry run, test copies, or the real send, once."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -121,7 +119,7 @@ def send(
 
 
 def run_send(
-    issue: str, cfg: Settings, request: SendRequest, *, confirm: bool, as_json: bool
+    issue: str, cfg: "Settings", request: "SendRequest", *, confirm: bool, as_json: bool
 ) -> None:
     """Prepare (render and check once), confirm on a terminal, execute, report."""
     from spark_mail.sending import execute, prepare_send
@@ -157,7 +155,7 @@ def run_send(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def ask_to_send(prepared: PreparedSend) -> None:
+def ask_to_send(prepared: "PreparedSend") -> None:
     """The confirmation question on a terminal; without one, refuse (cron needs --yes)."""
     if not sys.stdin.isatty():
         prepared.close()

@@ -1,7 +1,5 @@
 """The web archive: `site build`."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
