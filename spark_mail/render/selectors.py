@@ -6,7 +6,8 @@ text and the selector's specificity) is kept in a JSON file beside the compiled 
 (spark_mail.render.layout: a per-user folder, mode 0700, checked). A run whose selectors
 are all there never imports cssselect. The file is tied to the installed cssselect (its
 path, size and modification time): another version starts a new file. A file that cannot be
-read or written is ignored, and the selectors are translated as before.
+read or written is ignored, and the selectors are translated as before; so is one that is
+not a regular file of a bounded size (a link, a FIFO, a runaway file).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 FILE_NAME = "spark-mail-selectors.json"
 MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small
+MAX_BYTES = 8 << 20  # a file larger than this is not read (nor written)
 Translation = tuple[str, tuple[int, int, int]] | None  # None: a selector cssselect refuses
 
 
@@ -49,12 +52,14 @@ class Translations:
         if not (self.new and self.path and self.known is not None):
             return
         self.new = False
-        payload = {"cssselect": cssselect_stamp(), "selectors": self.known}
+        payload = json.dumps({"cssselect": cssselect_stamp(), "selectors": self.known})
+        if len(payload) > MAX_BYTES:  # ASCII (json.dumps escapes the rest): bytes = chars
+            return
         with contextlib.suppress(OSError):
             fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".selectors-")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    json.dump(payload, out)
+                    out.write(payload)
                 os.replace(temp, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -69,21 +74,43 @@ class Translations:
 
 def read_file(path: Path) -> dict[str, Translation]:
     """The file's translations, or none when it is missing, damaged or made with another
-    cssselect."""
+    cssselect. Only a regular file of at most MAX_BYTES is read: no link, nothing that would
+    block (a FIFO) or never end (/dev/zero)."""
+    raw = read_bytes(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return {}
     if not isinstance(data, dict) or data.get("cssselect") != cssselect_stamp():
         return {}
+    selectors = data.get("selectors")
+    if not isinstance(selectors, dict):
+        return {}
     known: dict[str, Translation] = {}
-    for selector, entry in (data.get("selectors") or {}).items():
+    for selector, entry in selectors.items():
         if entry is None:
             known[selector] = None
         elif is_translation(entry):
             xpath, (a, b, c) = entry
             known[selector] = xpath, (a, b, c)
     return known
+
+
+def read_bytes(path: Path) -> bytes | None:
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_BYTES:
+                return None
+            raw = file.read(MAX_BYTES + 1)
+        except OSError:
+            return None
+    return raw if len(raw) <= MAX_BYTES else None
 
 
 def is_translation(entry: Any) -> bool:

@@ -1,0 +1,176 @@
+"""Attacks on what a start keeps and loads: the inliner's remembered selector translations
+(spark_mail.render.selectors), the consoles made on first use, typer without postponed
+annotations.
+
+The translations file lives in Jinja's per-user folder (mode 0700, checked), beside the
+compiled layouts that Python runs: whoever can write it can already run code as the user, so
+a forged translation is no threat of its own. What these tests hold is that nothing in that
+file (damage, an old spark-mail, a FIFO, a runaway size) can stop, hang or change a build:
+the worst a bad file may cost is cssselect's import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_ISSUE
+
+NEWSLETTER = SAMPLE_ISSUE.parent.parent
+SAMPLE = SAMPLE_ISSUE.stem
+MAIN = (
+    "import sys\n"
+    "sys.argv = ['spark-mail', *{args!r}]\n"
+    "from spark_mail.cli import main\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    print('LOADED', 'cssselect' in sys.modules, file=sys.stderr)\n"
+)
+
+
+def build(
+    temp: Path,
+    out: Path,
+    issue: Path = SAMPLE_ISSUE,
+    cwd: Path = NEWSLETTER,
+    pythonpath: str | None = None,
+    memory: int | None = None,
+) -> tuple[bytes, bool]:
+    """`spark-mail build` in a fresh interpreter with TMPDIR=temp: (email.html, whether it
+    imported cssselect). `memory`: a cap on the address space, in bytes."""
+    env = {**os.environ, "TMPDIR": str(temp)}
+    env.pop("SPARK_MAIL_SIGNING_SECRET", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+
+    def cap() -> None:
+        if memory:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    result = subprocess.run(
+        [sys.executable, "-c", MAIN.format(args=["build", str(issue), "--out", str(out)])],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, preexec_fn=cap,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-1500:]
+    loaded = next(li for li in result.stderr.splitlines() if li.startswith("LOADED "))
+    return next(out.rglob("email.html")).read_bytes(), loaded == "LOADED True"
+
+
+def cache(temp: Path) -> Path:
+    """The per-user folder Jinja checks (made here as Jinja makes it, 0700)."""
+    folder = temp / f"_jinja2-cache-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def selectors_file(temp: Path) -> Path:
+    return cache(temp) / "spark-mail-selectors.json"
+
+
+@pytest.fixture
+def clean_email(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The sample's email.html from a build with no translations file."""
+    temp = tmp_path_factory.mktemp("clean")
+    html, loaded = build(temp, temp / "out")
+    assert loaded
+    return html
+
+
+def stamped(selectors: object) -> str:
+    from spark_mail.render.selectors import cssselect_stamp
+
+    return json.dumps({"cssselect": cssselect_stamp(), "selectors": selectors})
+
+
+# --- the file's content ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["[1]", '"p"', "5", "true", '[["p", ["//p", [0, 0, 1]]]]'])
+def test_a_selectors_table_that_is_not_an_object_is_ignored(tmp_path: Path, table: str) -> None:
+    """Found: `"selectors": [1]` (any non-object with a stamp that matches) raised
+    AttributeError ('list' object has no attribute 'items') in every build until the file
+    was deleted by hand: the build stopped before it could write a good one."""
+    from spark_mail.render.selectors import Translations, read_file, translate
+
+    path = tmp_path / "selectors.json"
+    path.write_text(stamped(None).replace("null", table), encoding="utf-8")
+    assert read_file(path) == {}
+    translations = Translations(path)
+    assert translations.get("h1 a") == translate("h1 a")
+    translations.save()
+    assert read_file(path) == {"h1 a": translate("h1 a")}
+
+
+def test_a_deeply_nested_file_is_ignored(tmp_path: Path) -> None:
+    """Found: JSON nested 100,000 deep raised RecursionError (not a ValueError) out of
+    json.loads: every build failed with a traceback."""
+    from spark_mail.render.selectors import read_file
+
+    path = tmp_path / "selectors.json"
+    path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    assert read_file(path) == {}
+
+
+# --- what stands in the file's place --------------------------------------------------------
+
+
+@pytest.fixture(params=["fifo", "dev-zero", "sparse-gigabyte"])
+def not_a_file(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    path = selectors_file(tmp_path)
+    if request.param == "fifo":
+        os.mkfifo(path)
+    elif request.param == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with path.open("wb") as sparse:
+            sparse.truncate(1 << 30)
+    yield tmp_path
+
+
+def test_what_stands_in_the_files_place_neither_hangs_nor_exhausts_a_build(
+    not_a_file: Path, clean_email: bytes
+) -> None:
+    """Found: a FIFO in the file's place hung every build (reading it waits for a writer
+    forever); a link to /dev/zero, or a runaway 1 GiB file, was read whole (a MemoryError
+    under a 1 GiB cap, else gigabytes). Right: only a regular file of a sane size, not a
+    link, is read; the build goes on as without one."""
+    html, loaded = build(not_a_file, not_a_file / "out", memory=1 << 30)
+    assert html == clean_email and loaded
+
+
+def test_a_link_in_the_files_place_is_replaced_not_written_through(
+    tmp_path: Path, clean_email: bytes
+) -> None:
+    """Held: a symlink to a file the user cares about is replaced by the new file; the
+    file it pointed to is untouched."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("my notes\n", encoding="utf-8")
+    path = selectors_file(tmp_path)
+    path.symlink_to(precious)
+    html, _ = build(tmp_path, tmp_path / "out")
+    assert html == clean_email
+    assert precious.read_text(encoding="utf-8") == "my notes\n"
+    assert stat.S_ISREG(path.lstat().st_mode)
+
+
+def test_a_foreign_cache_folder_still_builds(tmp_path: Path, clean_email: bytes) -> None:
+    """Held: a cache folder open to everyone (0777) is made 0700 again by Jinja; one that is
+    not a folder at all makes the build run without a cache."""
+    folder = cache(tmp_path)
+    folder.chmod(0o777)
+    html, _ = build(tmp_path, tmp_path / "out1")
+    assert html == clean_email and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"_jinja2-cache-{os.getuid()}").write_text("not a folder", encoding="utf-8")
+    html, loaded = build(other, other / "out")
+    assert html == clean_email and loaded
