@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
@@ -174,3 +175,116 @@ def test_a_foreign_cache_folder_still_builds(tmp_path: Path, clean_email: bytes)
     (other / f"_jinja2-cache-{os.getuid()}").write_text("not a folder", encoding="utf-8")
     html, loaded = build(other, other / "out")
     assert html == clean_email and loaded
+
+
+# --- the translations in it ----------------------------------------------------------------
+
+
+BAD_XPATHS = [
+    "///",  # lxml refuses it: XPathSyntaxError
+    "1+1",  # a number: 'float' object is not iterable
+    "'text'",  # a string: its characters were taken for elements
+    "foo()",  # XPathEvalError: unregistered function
+    "$x",  # XPathEvalError: undefined variable
+    "descendant-or-self::text()",  # strings, not elements
+    "descendant-or-self::*/@class",
+    "descendant-or-self::comment()",  # comments: "does not have children or attributes"
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_XPATHS)))
+def test_a_remembered_translation_lxml_cannot_use_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int
+) -> None:
+    """Found: an entry of the right shape ([text, [a, b, c]]) whose XPath lxml refuses, or
+    which selects something other than elements, crashed the inliner (XPathSyntaxError,
+    XPathEvalError, TypeError, AttributeError) in every build, since the build stopped before
+    the file was written again. Right: the selector is translated again, the email is the
+    one a clean run makes, and the file is mended."""
+    from spark_mail.render import inline, selectors
+
+    selector = f".attack{index} p"  # one selector per case: nothing cached in this process
+    html = (
+        "<!doctype html><html><head></head><body><!-- c -->"
+        f'<div class="attack{index}"><p>one</p><p style="margin:0">two</p></div></body></html>'
+    )
+
+    def inlined(path: Path, selector: str) -> str:
+        translations = selectors.Translations(path)
+        monkeypatch.setattr(selectors, "translations", lambda: translations)
+        monkeypatch.setattr(inline, "translations", lambda: translations)
+        return inline.inline_css(html, f"{selector} {{ color: red; text-align: center }}")
+
+    # Another selector of the same elements: its own entry, the same email.
+    clean = inlined(tmp_path / "clean.json", f"div{selector}")
+    assert clean.count("color:red") == 2
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(stamped({selector: [BAD_XPATHS[index], [0, 1, 1]]}), encoding="utf-8")
+    assert inlined(damaged, selector) == clean
+    assert selectors.read_file(damaged) == {selector: selectors.translate(selector)}
+
+
+def test_a_build_after_a_damaged_translation_writes_the_same_email(
+    tmp_path: Path, clean_email: bytes
+) -> None:
+    """The same through real builds: a translation lxml refuses, of a selector the default
+    layout uses, neither stops the build nor changes the email; the next build has no
+    cssselect to import again."""
+    path = selectors_file(tmp_path)
+    path.write_text(stamped({".prose h1": ["///", [0, 1, 1]]}), encoding="utf-8")
+    html, loaded = build(tmp_path, tmp_path / "out1")
+    assert html == clean_email and loaded
+    html, loaded = build(tmp_path, tmp_path / "out2")
+    assert html == clean_email and not loaded
+
+
+def custom_layout(newsletter: Path, css: str) -> Path:
+    """An issue of a layout `custom`: the default one, with `css` added to the inlined CSS."""
+    folder = newsletter / "layouts" / "custom"
+    shutil.copytree(NEWSLETTER / "layouts" / "default", folder)
+    styles = folder / "partials" / "styles.mjml"
+    text = styles.read_text(encoding="utf-8")
+    head, tail = text.split("</mj-style>", 1)
+    styles.write_text(f"{head}{css}\n</mj-style>{tail}", encoding="utf-8")
+    text = SAMPLE_ISSUE.read_text(encoding="utf-8")
+    issue = newsletter / "issues" / "custom.md"
+    issue.write_text(text.replace("\n---", "\nlayout: custom\n---", 1), encoding="utf-8")
+    return issue
+
+
+def test_a_namespaced_selector_in_a_layout_is_skipped(newsletter: Path, tmp_path: Path) -> None:
+    """Found (a layout's author): `svg|rect` or `a[xlink|href]` in the inlined CSS became
+    XPath with a namespace prefix lxml does not know, and the build died with
+    XPathEvalError (before this change too). Right: the rule is skipped like any selector
+    the inliner cannot use, in the first build and in those that read the translations;
+    the rest of the CSS is inlined."""
+    issue = custom_layout(
+        newsletter,
+        "svg|rect { color: #010203 }\na[xlink|href] { color: #010203 }\n"
+        ".prose h1 { letter-spacing: 1px }",
+    )
+    first, loaded = build(tmp_path, tmp_path / "out1", issue, newsletter)
+    assert loaded and b"#010203" not in first and b"letter-spacing:1px" in first
+    second, loaded = build(tmp_path, tmp_path / "out2", issue, newsletter)
+    assert second == first and not loaded
+
+
+ODD_SELECTORS = (
+    'p[title="a\'b\\"c"] { color: #0a0b0c }\n'
+    ".\\31 23, #a\\:b, *|p > span, td ~ td { color: #0a0b0c }\n"
+    "é, .prose  >  h2 ,, p > > a { color: #0a0b0c }\n"
+    ".prose a:not(.button) { text-decoration: underline }\n"
+    ".x\\0 y { color: #0a0b0c }\n"
+)
+
+
+def test_a_layout_of_odd_selectors_builds_the_same_email_from_remembered_translations(
+    newsletter: Path, tmp_path: Path
+) -> None:
+    """Held: quotes, escapes, a NUL escape, non-ASCII names, empty and refused selectors all
+    come back from the file as they were translated: the two builds are byte-identical."""
+    issue = custom_layout(newsletter, ODD_SELECTORS)
+    first, loaded = build(tmp_path, tmp_path / "out1", issue, newsletter)
+    assert loaded
+    second, loaded = build(tmp_path, tmp_path / "out2", issue, newsletter)
+    assert second == first and not loaded

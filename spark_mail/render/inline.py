@@ -32,7 +32,7 @@ from typing import Any
 
 from spark_mail.errors import IssueError
 from spark_mail.render.css import CssRule, declarations, parse_css
-from spark_mail.render.selectors import compiled_selector, translations
+from spark_mail.render.selectors import select, translations
 
 MERGE_TAG_RE = re.compile(
     r"\{\{\{.*?\}\}\}"  # {{{ triple }}} (Resend, Postmark)
@@ -100,11 +100,10 @@ def matches(root: Any, rules: list[CssRule]) -> dict[Any, Styles]:
     applied: list[tuple[tuple[int, tuple[int, int, int], int], Any, str, str]] = []
     for position, rule in enumerate(rules):
         for selector in (s.strip() for s in rule.selector.split(",")):
-            found = compiled_selector(selector) if selector else None
+            found = select(root, selector) if selector else None
             if found is None:
                 continue
-            xpath, specificity = found
-            elements = xpath(root)
+            elements, specificity = found
             for name, value in rule.declarations:
                 rank = (int(value.endswith(IMPORTANT)), specificity, position)
                 applied.extend((rank, element, name, value) for element in elements)

@@ -7,7 +7,11 @@ text and the selector's specificity) is kept in a JSON file beside the compiled 
 are all there never imports cssselect. The file is tied to the installed cssselect (its
 path, size and modification time): another version starts a new file. A file that cannot be
 read or written is ignored, and the selectors are translated as before; so is one that is
-not a regular file of a bounded size (a link, a FIFO, a runaway file).
+not a regular file of a bounded size (a link, a FIFO, a runaway file). A translation is
+used only when lxml compiles it and it selects elements; else cssselect translates the
+selector again: nothing in the file can stop or change a build. (Who can write the file can
+also write the compiled layouts beside it, which Python runs: a forged translation is no
+threat of its own.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Any
 FILE_NAME = "spark-mail-selectors.json"
 MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small
 MAX_BYTES = 8 << 20  # a file larger than this is not read (nor written)
-Translation = tuple[str, tuple[int, int, int]] | None  # None: a selector cssselect refuses
+Specificity = tuple[int, int, int]
+Translation = tuple[str, Specificity] | None  # None: a selector the inliner cannot use
 
 
 class Translations:
@@ -34,6 +39,7 @@ class Translations:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.known: dict[str, Translation] | None = None
+        self.translated: set[str] = set()  # the selectors cssselect translated in this run
         self.new = False
 
     def get(self, selector: str) -> Translation:
@@ -41,9 +47,16 @@ class Translations:
         if selector in known:
             return known[selector]
         found = translate(selector)
-        if len(known) < MAX_ENTRIES:
-            known[selector] = found
-            self.new = True
+        self._remember(selector, found)
+        return found
+
+    def unusable(self, selector: str) -> Translation:
+        """lxml could not use the selector's translation (an error, or it selected something
+        other than elements): one read from the file (damaged, or written by hand) is
+        translated again; cssselect's own is remembered as refused (a namespace prefix, as
+        in `svg|rect`, that an HTML document does not have)."""
+        found = None if selector in self.translated else translate(selector)
+        self._remember(selector, found)
         return found
 
     def save(self) -> None:
@@ -65,6 +78,13 @@ class Translations:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
                 raise
+
+    def _remember(self, selector: str, found: Translation) -> None:
+        known = self._load()
+        self.translated.add(selector)
+        if selector in known or len(known) < MAX_ENTRIES:
+            known[selector] = found
+            self.new = True
 
     def _load(self) -> dict[str, Translation]:
         if self.known is None:
@@ -158,13 +178,45 @@ def translations() -> Translations:
     return Translations(folder / FILE_NAME if folder else None)
 
 
-@lru_cache(maxsize=512)
-def compiled_selector(selector: str) -> tuple[Any, tuple[int, int, int]] | None:
-    """(an lxml XPath for the selector, its specificity), or None when it cannot be used."""
-    from lxml.etree import XPath
+def select(root: Any, selector: str) -> tuple[list[Any], Specificity] | None:
+    """The elements under `root` that `selector` matches, and its specificity; None when the
+    inliner cannot use the selector. Whatever the file holds, the result is elements or
+    None: a translation lxml cannot use is made again, or refused (Translations.unusable)."""
+    remembered = translations()
+    found = remembered.get(selector)
+    while found is not None:
+        xpath, specificity = found
+        elements = evaluate(compiled(xpath), root)
+        if elements is not None:
+            return elements, specificity
+        found = remembered.unusable(selector)
+    return None
 
-    found = translations().get(selector)
-    if found is None:
+
+@lru_cache(maxsize=512)
+def compiled(xpath: str) -> Any:
+    """The lxml XPath of `xpath`, or None when lxml refuses it."""
+    from lxml import etree
+
+    try:
+        return etree.XPath(xpath)
+    except (etree.XPathError, ValueError):
         return None
-    xpath, specificity = found
-    return XPath(xpath), specificity
+
+
+def evaluate(xpath: Any, root: Any) -> list[Any] | None:
+    """The elements `xpath` selects under `root`; None for an error or anything else (a
+    number, a string, text nodes, attributes, comments)."""
+    from lxml import etree
+
+    if xpath is None:
+        return None
+    try:
+        found = xpath(root)
+    except (etree.XPathError, ValueError):
+        return None
+    if isinstance(found, list) and all(
+        isinstance(node, etree._Element) and isinstance(node.tag, str) for node in found
+    ):
+        return found
+    return None
