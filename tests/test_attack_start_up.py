@@ -288,3 +288,33 @@ def test_a_layout_of_odd_selectors_builds_the_same_email_from_remembered_transla
     assert loaded
     second, loaded = build(tmp_path, tmp_path / "out2", issue, newsletter)
     assert second == first and not loaded
+
+
+# --- who made the file ----------------------------------------------------------------------
+
+
+def test_translations_of_another_spark_mail_are_not_used(tmp_path: Path) -> None:
+    """Found: the file was tied to the installed cssselect only. A spark-mail whose own
+    translation changes (another translator option, a prefix) kept reading what the old one
+    wrote, until cssselect itself was upgraded: its emails depended on which version had
+    built first. Right: the file is tied to the code that translates too."""
+    copy = tmp_path / "other" / "spark_mail"
+    shutil.copytree(NEWSLETTER / "spark_mail", copy)
+    module = copy / "render" / "selectors.py"
+    text = module.read_text(encoding="utf-8")
+    marked = text.replace(
+        "HTMLTranslator().selector_to_xpath(parsed)",
+        'HTMLTranslator().selector_to_xpath(parsed) + "[true()]"',
+    )
+    assert marked != text
+    module.write_text(marked, encoding="utf-8")
+    build(tmp_path, tmp_path / "out1")
+    old = json.loads(selectors_file(tmp_path).read_text(encoding="utf-8"))["selectors"]
+    assert not old[".prose h1"][0].endswith("[true()]")
+    newsletter = tmp_path / "newsletter"  # not the repository: `python -c` imports from cwd
+    newsletter.mkdir()
+    shutil.copy(NEWSLETTER / "spark-mail.toml", newsletter)
+    _, loaded = build(tmp_path, tmp_path / "out2", cwd=newsletter, pythonpath=str(copy.parent))
+    assert loaded
+    new = json.loads(selectors_file(tmp_path).read_text(encoding="utf-8"))["selectors"]
+    assert new[".prose h1"][0].endswith("[true()]")

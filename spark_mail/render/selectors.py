@@ -4,14 +4,14 @@ cssselect turns a selector into XPath. Importing it is about a fiftieth of a col
 `spark-mail build`, and a layout's selectors rarely change, so each translation (the XPath
 text and the selector's specificity) is kept in a JSON file beside the compiled layouts
 (spark_mail.render.layout: a per-user folder, mode 0700, checked). A run whose selectors
-are all there never imports cssselect. The file is tied to the installed cssselect (its
-path, size and modification time): another version starts a new file. A file that cannot be
-read or written is ignored, and the selectors are translated as before; so is one that is
-not a regular file of a bounded size (a link, a FIFO, a runaway file). A translation is
-used only when lxml compiles it and it selects elements; else cssselect translates the
-selector again: nothing in the file can stop or change a build. (Who can write the file can
-also write the compiled layouts beside it, which Python runs: a forged translation is no
-threat of its own.)
+are all there never imports cssselect. The file is tied to the installed cssselect and to
+this module (path, size and modification time of each): another version of either starts a
+new file. A file that cannot be read or written is ignored, and the selectors are translated
+as before; so is one that is not a regular file of a bounded size (a link, a FIFO, a runaway
+file). A translation is used only when lxml compiles it and it selects elements; else
+cssselect translates the selector again: nothing in the file can stop or change a build.
+(Who can write the file can also write the compiled layouts beside it, which Python runs: a
+forged translation is no threat of its own.)
 """
 
 from __future__ import annotations
@@ -147,17 +147,21 @@ def is_translation(entry: Any) -> bool:
 
 @lru_cache(maxsize=1)
 def cssselect_stamp() -> str:
-    """Which cssselect made a translation: its file, size and modification time (found
-    without importing it)."""
+    """Which code made a translation: cssselect's file (found without importing it) and this
+    module's, each by path, size and modification time. Another cssselect, or a spark-mail
+    that translates otherwise, starts a new file."""
     spec = importlib.util.find_spec("cssselect")
-    origin = spec.origin if spec else None
-    if not origin:
+    return f"{file_stamp(spec.origin if spec else None)}|{file_stamp(__file__)}"
+
+
+def file_stamp(path: str | None) -> str:
+    if not path:
         return "unknown"
     try:
-        stat = os.stat(origin)
+        status = os.stat(path)
     except OSError:
         return "unknown"
-    return f"{origin}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{path}:{status.st_size}:{status.st_mtime_ns}"
 
 
 def translate(selector: str) -> Translation:
