@@ -318,3 +318,24 @@ def test_translations_of_another_spark_mail_are_not_used(tmp_path: Path) -> None
     assert loaded
     new = json.loads(selectors_file(tmp_path).read_text(encoding="utf-8"))["selectors"]
     assert new[".prose h1"][0].endswith("[true()]")
+
+
+def test_a_full_file_still_remembers_the_selectors_in_use(tmp_path: Path) -> None:
+    """Found: once MAX_ENTRIES translations had piled up (every selector ever edited in a
+    layout stays), a new selector was never remembered again and every build imported
+    cssselect for good. Right: the selectors of this run are kept, the oldest others go."""
+    from spark_mail.render.selectors import MAX_ENTRIES, Translations, read_file, translate
+
+    path = tmp_path / "selectors.json"
+    path.write_text(
+        stamped({f".old{i}": ["descendant-or-self::p", [0, 1, 0]] for i in range(MAX_ENTRIES)}),
+        encoding="utf-8",
+    )
+    translations = Translations(path)
+    assert translations.get(".old7") == ("descendant-or-self::p", (0, 1, 0))
+    assert translations.get(".new p") == translate(".new p")
+    translations.save()
+    kept = read_file(path)
+    assert len(kept) == MAX_ENTRIES
+    assert kept[".new p"] == translate(".new p") and ".old7" in kept
+    assert ".old0" not in kept and f".old{MAX_ENTRIES - 1}" in kept

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 FILE_NAME = "spark-mail-selectors.json"
-MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small
+MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small (see _kept)
 MAX_BYTES = 8 << 20  # a file larger than this is not read (nor written)
 Specificity = tuple[int, int, int]
 Translation = tuple[str, Specificity] | None  # None: a selector the inliner cannot use
@@ -39,16 +39,16 @@ class Translations:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.known: dict[str, Translation] | None = None
-        self.translated: set[str] = set()  # the selectors cssselect translated in this run
+        self.used: set[str] = set()  # the selectors of this run
+        self.translated: set[str] = set()  # the ones cssselect translated in this run
         self.new = False
 
     def get(self, selector: str) -> Translation:
         known = self._load()
-        if selector in known:
-            return known[selector]
-        found = translate(selector)
-        self._remember(selector, found)
-        return found
+        self.used.add(selector)
+        if selector not in known:
+            self._remember(selector, translate(selector))
+        return known[selector]
 
     def unusable(self, selector: str) -> Translation:
         """lxml could not use the selector's translation (an error, or it selected something
@@ -65,7 +65,7 @@ class Translations:
         if not (self.new and self.path and self.known is not None):
             return
         self.new = False
-        payload = json.dumps({"cssselect": cssselect_stamp(), "selectors": self.known})
+        payload = json.dumps({"cssselect": cssselect_stamp(), "selectors": self._kept()})
         if len(payload) > MAX_BYTES:  # ASCII (json.dumps escapes the rest): bytes = chars
             return
         with contextlib.suppress(OSError):
@@ -80,11 +80,19 @@ class Translations:
                 raise
 
     def _remember(self, selector: str, found: Translation) -> None:
-        known = self._load()
+        self._load()[selector] = found
         self.translated.add(selector)
-        if selector in known or len(known) < MAX_ENTRIES:
-            known[selector] = found
-            self.new = True
+        self.new = True
+
+    def _kept(self) -> dict[str, Translation]:
+        """At most MAX_ENTRIES translations: this run's selectors (last: the newest), and
+        of the others the newest. A layout's edits pile up selectors no run uses again;
+        without this, a full file would never take a new one."""
+        known = self._load()
+        used = [s for s in known if s in self.used][:MAX_ENTRIES]
+        others = [s for s in known if s not in self.used]
+        others = others[max(0, len(others) - (MAX_ENTRIES - len(used))) :]
+        return {s: known[s] for s in (*others, *used)}
 
     def _load(self) -> dict[str, Translation]:
         if self.known is None:
