@@ -1,0 +1,45 @@
+"""HTTP providers share one TLS context per process: building one loads the whole CA bundle
+(25-50 ms of CPU), and a run (a cron dispatch, a send) builds a client per provider."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spark_mail.config import load_settings
+from spark_mail.providers import deadline, get_provider
+
+HTTP_PROVIDERS = ["buttondown", "resend", "postmark", "mailgun", "sendgrid"]
+
+
+def test_every_http_client_shares_one_tls_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clients of each HTTP provider load the CA bundle once between them, and every
+    connection pool holds that one context (a client building its own context fails this)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(deadline, "_contexts", {})  # as in a fresh process
+    loads: list[object] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(self)
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    contexts = []
+    for provider in HTTP_PROVIDERS * 2:
+        env = {
+            "SPARK_MAIL_PROVIDER": provider,
+            "SPARK_MAIL_API_KEY": "key",
+            "SPARK_MAIL_API_URL": "https://api.example.invalid",
+            "SPARK_MAIL_MAILGUN_DOMAIN": "mg.example.com",
+        }
+        client: Any = get_provider(load_settings(tmp_path, env=env)).client  # type: ignore[attr-defined]
+        contexts.append(client._transport._pool._ssl_context)  # httpcore's pool keeps it here
+    assert len(loads) == 1
+    assert all(context is deadline.shared_ssl_context() for context in contexts)
