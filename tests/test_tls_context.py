@@ -43,3 +43,38 @@ def test_every_http_client_shares_one_tls_context(
         contexts.append(client._transport._pool._ssl_context)  # httpcore's pool keeps it here
     assert len(loads) == 1
     assert all(context is deadline.shared_ssl_context() for context in contexts)
+
+
+def test_every_smtp_provider_shares_one_tls_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four SMTP providers (as four sends of one process would make) load the system's CA
+    store once between them and hold the same context."""
+    from spark_mail.providers import smtp
+
+    smtp._system_tls_context.cache_clear()  # as in a fresh process
+    loads: list[object] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(self)
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    monkeypatch.setattr(ssl.SSLContext, "set_default_verify_paths", counted_paths(loads))
+    env = {"SPARK_MAIL_PROVIDER": "smtp", "SPARK_MAIL_SMTP_HOST": "smtp.example.invalid"}
+    providers: list[Any] = [get_provider(load_settings(tmp_path, env=env)) for _ in range(4)]
+    assert len(loads) == 1
+    assert all(p.ssl_context is smtp.system_tls_context() for p in providers)
+
+
+def counted_paths(loads: list[object]) -> Any:
+    """set_default_verify_paths (how ssl.create_default_context loads the system's store
+    when no CA file is named), counted into `loads`."""
+    paths = ssl.SSLContext.set_default_verify_paths
+
+    def counted(self: ssl.SSLContext) -> None:
+        loads.append(self)
+        paths(self)
+
+    return counted
