@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from browser import browser  # noqa: F401  (the shared headless Chromium fixture)
-from ses_support import moto_server, ses_moto  # noqa: F401  (the local SES stand-in)
+# Bytecode on for this process, whatever PYTHONDONTWRITEBYTECODE says (this machine's shell
+# sets it): pytest then keeps each test module with its asserts rewritten in __pycache__
+# (rewriting the suite's asserts costs every xdist worker ~7 s of CPU at each start), and
+# spark_mail's modules are compiled once, not by every process the tests start (those still
+# write nothing; they read what is there). __pycache__ is git-ignored; pip writes the same.
+sys.dont_write_bytecode = False
+
+from browser import browser  # noqa: E402, F401  (the shared headless Chromium fixture)
+from ses_support import moto_server, ses_moto  # noqa: E402, F401  (the local SES stand-in)
 
 # A suite started in the background by a shell without job control (`cmd &` in a script, as a
 # CI runner may) inherits SIGINT ignored, and so would every process it starts: the Ctrl-C

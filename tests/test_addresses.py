@@ -6,6 +6,7 @@ import unicodedata
 from pathlib import Path
 
 import idna
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,7 @@ def spellings(local: str, domain: str) -> list[str]:
     return forms
 
 
+@pytest.mark.slow
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     local=st.text(alphabet=LOCAL_CHARS, min_size=1, max_size=16).filter(

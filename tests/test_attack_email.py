@@ -143,6 +143,7 @@ def test_table_of_wide_characters_stays_aligned(newsletter: Path):
 # -- preview --snapshot -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["a-file.png", "a-file.png/inside"])
 def test_snapshot_into_a_file_is_one_error_line(newsletter: Path, where: str):
     (newsletter / "a-file.png").write_bytes(b"not a folder")
@@ -181,6 +182,7 @@ def test_image_whose_alt_text_says_width_still_gets_the_column_width(newsletter:
     assert 'width="552"' in tag
 
 
+@pytest.mark.slow
 def test_snapshot_without_chromium_says_what_to_install_and_leaves_old_pngs(newsletter: Path):
     """Playwright installed but no browser for it and no chromium on PATH: the error said
     'check that chromium starts', and the folder was made (empty) all the same."""
@@ -223,6 +225,7 @@ def test_background_colour_after_an_image_in_the_shorthand_is_read(newsletter: P
 # -- merge tags inside link addresses ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "url", ["https://example.com/?id=%recipient.id%", "https://example.com/?id={{subscriber.id}}"]
 )

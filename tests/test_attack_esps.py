@@ -176,6 +176,7 @@ def test_an_s3_bucket_named_sns_is_no_place_for_sns_certificates(url: str) -> No
         assert SnsPolicy().allows(f"https://sns.{region}.{domain}/SimpleNotificationService-a.pem")
 
 
+@pytest.mark.slow
 def test_an_event_in_another_spelling_suppresses_the_reader(
     hooks: Hooks, sns: signed.SnsStandIn
 ) -> None:
@@ -208,6 +209,7 @@ def test_a_late_sendgrid_delivery_is_taken_and_a_replay_changes_nothing(hooks: H
 
 
 # -- providers: answers that are not a refusal of the reader ------------------------------------
+@pytest.mark.slow
 def test_a_lost_answer_to_creating_sendgrids_batch_id_is_not_a_maybe_sent_issue(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -227,6 +229,7 @@ def test_a_lost_answer_to_creating_sendgrids_batch_id_is_not_a_maybe_sent_issue(
     assert second == "scheduled" and len(copies(esp)) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["act-then-502", "refused-400"])
 def test_a_schedule_that_stopped_says_to_schedule_again_not_to_send(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, fault: str
@@ -249,6 +252,7 @@ def test_a_schedule_that_stopped_says_to_schedule_again_not_to_send(
     assert "spark-mail send" not in hint
 
 
+@pytest.mark.slow
 def test_a_reader_sendgrid_refuses_is_named_and_the_rest_of_the_batch_goes(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -422,6 +426,7 @@ def test_an_ses_permission_refusal_says_which_and_points_at_aws_credentials(
 
 
 # -- held: what the attacks above did not break ---------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", ["mailgun", "sendgrid"])
 @pytest.mark.parametrize("fault", [{"status": 502}, {"raw": "<html>502</html>"}, {"drop": True}])
 def test_a_schedule_whose_answer_is_lost_never_hands_a_reader_over_twice(
@@ -452,6 +457,7 @@ def test_a_schedule_whose_answer_is_lost_never_hands_a_reader_over_twice(
     assert all(states.get(a) == ReaderState.UNCERTAIN for a in missing), (runs, len(missing))
 
 
+@pytest.mark.slow
 def test_concurrent_deliveries_of_one_mailgun_token_record_it_once(hooks: Hooks) -> None:
     """Twenty copies of one signed Mailgun delivery at once (a proxy that repeats, workers
     racing), and three soft bounces of three messages at once: one copy is taken, the

@@ -104,6 +104,7 @@ def clock() -> Iterator[FakeClock]:
 
 
 # -- the ESP's list ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resend_send_acted_then_502_and_a_failing_lookup_is_not_a_clear_refusal(
     esp: FakeEsp, newsletter: Path
 ) -> None:
@@ -123,6 +124,7 @@ def test_resend_send_acted_then_502_and_a_failing_lookup_is_not_a_clear_refusal(
 
 
 # -- your own list: opting out ------------------------------------------------------------------
+@pytest.mark.slow
 def test_reader_who_unsubscribes_on_the_desk_during_a_send_gets_nothing(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -149,6 +151,7 @@ def test_reader_who_unsubscribes_on_the_desk_during_a_send_gets_nothing(
 
 
 # -- your own list: overlapping runs ------------------------------------------------------------
+@pytest.mark.slow
 def test_removing_the_locks_folder_mid_send_does_not_let_a_second_run_send_too(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -174,6 +177,7 @@ def test_removing_the_locks_folder_mid_send_does_not_let_a_second_run_send_too(
 
 
 # -- your own list: repeating a batch under its idempotency key -----------------------------------
+@pytest.mark.slow
 def test_a_batch_key_older_than_a_day_is_not_repeated_because_a_later_repeat_failed_too(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -197,6 +201,7 @@ def test_a_batch_key_older_than_a_day_is_not_repeated_because_a_later_repeat_fai
 
 
 # -- your own list: changing provider between runs ----------------------------------------------
+@pytest.mark.slow
 def test_switching_provider_and_back_does_not_repeat_another_providers_batch(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -217,6 +222,7 @@ def test_switching_provider_and_back_does_not_repeat_another_providers_batch(
     assert not twice(esp), (outcomes, len(twice(esp)))
 
 
+@pytest.mark.slow
 def test_a_batch_in_flight_is_settled_after_two_readers_swapped_places_in_the_file(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -241,6 +247,7 @@ def test_a_batch_in_flight_is_settled_after_two_readers_swapped_places_in_the_fi
     assert not never, (outcomes, len(never), row(settings).state)
 
 
+@pytest.mark.slow
 def test_a_new_first_subscriber_does_not_make_an_unchanged_issue_count_as_changed(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -266,6 +273,7 @@ def test_a_new_first_subscriber_does_not_make_an_unchanged_issue_count_as_change
 
 
 # -- your own list: --resend-uncertain --------------------------------------------------------------
+@pytest.mark.slow
 def test_resend_uncertain_does_not_resend_readers_nobody_has_checked_yet(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -304,6 +312,7 @@ ACCOUNT_ERRORS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", list(ACCOUNT_ERRORS))
 def test_postmark_account_errors_per_message_do_not_settle_readers_for_good(
     esp: FakeEsp,
@@ -340,6 +349,7 @@ def test_postmark_account_errors_per_message_do_not_settle_readers_for_good(
     assert not never, (outcomes, len(never), row(settings).state)
 
 
+@pytest.mark.slow
 def test_postmark_search_answer_for_another_issue_does_not_count_as_this_batch(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -374,6 +384,7 @@ def test_postmark_search_answer_for_another_issue_does_not_count_as_this_batch(
 
 
 # -- the ESP's own scheduler -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_scheduled_broadcast_that_vanished_at_the_esp_is_reported_not_left_in_silence(
     esp: FakeEsp, newsletter: Path
 ) -> None:
@@ -396,6 +407,7 @@ def test_a_scheduled_broadcast_that_vanished_at_the_esp_is_reported_not_left_in_
     assert report.exit_code == 1 and said, (said, row(settings, "issue-1").state)
 
 
+@pytest.mark.slow
 def test_unschedule_whose_answer_was_lost_can_be_finished(esp: FakeEsp, newsletter: Path) -> None:
     """`unschedule` deletes the scheduled Resend broadcast, but the answer is a 502. The row
     stays `scheduled`; a second `unschedule` asks Resend (404), then tries DELETE again
@@ -436,6 +448,7 @@ class TryLater:
         return str(await self.sink.handle_DATA(server, session, envelope))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "reply",
     ["451 4.7.1 Greylisted, please try again later", "421 4.7.0 Try again later, closing"],
@@ -468,6 +481,7 @@ def test_smtp_temporary_refusal_at_rcpt_is_tried_again_not_refused_for_good(
 
 
 # -- a hostile (or hurried) user between runs ------------------------------------------------------
+@pytest.mark.slow
 def test_an_issue_partly_sent_to_your_list_is_not_then_broadcast_to_the_esps_audience(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -485,6 +499,7 @@ def test_an_issue_partly_sent_to_your_list_is_not_then_broadcast_to_the_esps_aud
     assert copies(esp)["audience"] == 0, (outcomes, row(settings).state)
 
 
+@pytest.mark.slow
 def test_an_unconfirmed_broadcast_is_settled_before_the_issue_goes_to_your_list(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -547,6 +562,7 @@ def own_list_over_smtp(root: Path, port: int) -> Settings:
     )
 
 
+@pytest.mark.slow
 def test_one_uncertain_smtp_reader_does_not_hold_back_readers_who_certainly_got_nothing(
     newsletter: Path, clock: FakeClock
 ) -> None:
@@ -573,6 +589,7 @@ def test_one_uncertain_smtp_reader_does_not_hold_back_readers_who_certainly_got_
     assert not never_tried, (outcomes, len(never_tried), row(settings).last_error)
 
 
+@pytest.mark.slow
 def test_after_ctrl_c_readers_in_flight_are_repeated_under_their_key_not_a_new_one(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:
@@ -629,6 +646,7 @@ def test_a_suppression_line_spark_mail_cannot_read_never_lets_the_address_throug
     assert copies(esp)["anna@example.com"] == 0, outcome
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [302, 303])
 def test_a_redirect_after_postmark_sent_the_batch_is_not_a_clear_refusal(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, status: int
@@ -714,6 +732,7 @@ def test_a_dripping_smtp_server_cannot_hold_a_send_past_its_timeout(
     assert outcome and outcome[0] != "sent", outcome
 
 
+@pytest.mark.slow
 def test_a_subscribers_file_rewritten_during_the_send_does_not_end_it_sent_with_readers_left(
     esp: FakeEsp, newsletter: Path, clock: FakeClock
 ) -> None:

@@ -307,6 +307,7 @@ def test_folders_beside_the_site_that_spark_mail_did_not_make_are_kept(newslette
     assert [p.is_file() for p in kept] == [True, True, True]
 
 
+@pytest.mark.slow
 def test_a_file_the_build_cannot_delete_does_not_stop_every_later_build(newsletter: Path):
     """A file in the site that this user cannot delete (a certbot webroot's challenge
     written by root into site/.well-known/, here an immutable file): once the site was
@@ -377,6 +378,7 @@ def test_a_site_folder_replaced_during_the_build_is_not_swapped_away(
     assert (site / "notes.txt").read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_a_build_that_waited_for_another_uses_the_ledger_as_it_is_then(
     newsletter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,6 +421,7 @@ def test_a_build_that_waited_for_another_uses_the_ledger_as_it_is_then(
     assert (newsletter / "site" / "p" / "late" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_renamed_sent_issue_keeps_its_page_where_the_emails_point(newsletter: Path) -> None:
     """An issue file renamed after its send (a typo in the name fixed): the ledger knows it
     is the same issue (its text), but the archive said the sent issue "is gone" and dropped
@@ -441,6 +444,7 @@ def test_a_renamed_sent_issue_keeps_its_page_where_the_emails_point(newsletter: 
 
 
 # -- the rebuild after a send ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_send_whose_rebuild_meets_a_stuck_build_still_returns(newsletter: Path) -> None:
     """Another process holds the site's lock and never lets go (a `site build` stopped
     with Ctrl-Z, a hung disk): the send went out, then its rebuild waited on the lock for
@@ -511,6 +515,7 @@ def test_pins_template_syntax_in_an_issue_is_shown_never_run(newsletter: Path) -
     assert "<code>{% if reader %}</code>" in page
 
 
+@pytest.mark.slow
 def test_pins_a_scheduled_issue_is_not_published_by_another_sends_rebuild(newsletter: Path):
     """Pins: an issue handed to the ESP's scheduler (not out yet) stays off the site when
     another issue's send rebuilds it."""
@@ -558,6 +563,7 @@ def test_pins_a_build_killed_mid_way_leaves_the_old_site_whole(newsletter: Path)
     assert "A new name for every page" in (newsletter / "site" / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_pins_nothing_unsent_reaches_the_site_after_test_and_dry_runs(newsletter: Path) -> None:
     """Pins: editor test copies and dry runs record no send, so a later rebuild publishes
     nothing of them; the draft stays off the site."""
@@ -571,6 +577,7 @@ def test_pins_nothing_unsent_reaches_the_site_after_test_and_dry_runs(newsletter
     assert "Not out yet" not in everything and "Secret plans" not in everything
 
 
+@pytest.mark.slow
 def test_a_preview_inside_or_around_the_live_site_is_refused(newsletter: Path) -> None:
     """`--include-unsent --out site/preview` was built: the unsent issues sat in a folder
     inside the live site, published with it and served by the desk at /preview/p/<draft>/.
@@ -595,6 +602,7 @@ def test_a_preview_inside_or_around_the_live_site_is_refused(newsletter: Path) -
     assert (newsletter / "public" / "site" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_site_dir_naming_the_preview_folder_says_to_give_the_preview_one(newsletter: Path):
     """With site_dir = "site-preview" the live site is site-preview/, so a preview has no
     default folder: refused (exit 2), and the hint said "leave out --out" to someone who

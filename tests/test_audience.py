@@ -195,6 +195,7 @@ def test_missing_file_is_an_error(tmp_path: Path):
         read_all(tmp_path / "nope.csv")
 
 
+@pytest.mark.slow
 def test_fast_address_check_agrees_with_email_validator():
     """The regex + per-domain fast path gives email-validator's verdict on tricky input."""
     rng = random.Random(6)
@@ -222,6 +223,7 @@ def test_fast_address_check_agrees_with_email_validator():
     assert 500 < valid < len(samples) - 500  # both verdicts are well exercised
 
 
+@pytest.mark.slow
 def test_a_25_mb_list_streams_without_loading_the_file(tmp_path: Path):
     """25,000 readers with 1 KB rows (a ~25 MB file) are read with memory far below the
     file's size.

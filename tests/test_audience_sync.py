@@ -76,6 +76,7 @@ def test_postmark_sync_adds_its_suppressions_once(newsletter: Path, esp: Suppres
     assert sync_suppressions(settings).to_json()["added"] == 0
 
 
+@pytest.mark.slow
 def test_mailgun_sync_follows_the_pages_of_every_list(newsletter: Path, esp: SuppressionServer):
     """2,500 bounces (three pages of 1,000 and Mailgun's empty last page), complaints and
     unsubscribes of the configured domain."""
@@ -96,6 +97,7 @@ def test_mailgun_sync_follows_the_pages_of_every_list(newsletter: Path, esp: Sup
     assert reasons(settings)["b0042@example.com"] == ("bounce", "mailgun", "550 No such mailbox")
 
 
+@pytest.mark.slow
 def test_sendgrid_sync_pages_by_offset(newsletter: Path, esp: SuppressionServer):
     """1,200 bounces in pages of 500, spam reports and global unsubscribes."""
     esp.sendgrid["bounces"] = [
@@ -114,6 +116,7 @@ def test_sendgrid_sync_pages_by_offset(newsletter: Path, esp: SuppressionServer)
     assert [p for _, p in esp.requests if "/bounces" in p][-1].endswith("offset=1000")
 
 
+@pytest.mark.slow
 def test_ses_sync_reads_the_account_suppression_list_through_boto3(
     newsletter: Path, esp: SuppressionServer, monkeypatch: pytest.MonkeyPatch
 ):
@@ -135,6 +138,7 @@ def test_ses_sync_reads_the_account_suppression_list_through_boto3(
     assert reasons(settings)["ses1@example.com"] == ("bounce", "ses", "BOUNCE")
 
 
+@pytest.mark.slow
 def test_ses_sync_without_a_region_says_so(
     newsletter: Path, esp: SuppressionServer, monkeypatch: pytest.MonkeyPatch
 ):

@@ -271,6 +271,7 @@ def test_dotdot_issue_writes_nothing_outside_its_folders_and_deletes_nothing(new
     assert not (newsletter / "email.html").exists() and not (newsletter / "send.eml").exists()
 
 
+@pytest.mark.slow
 def test_outbox_files_of_similar_addresses_never_collide(newsletter: Path):
     """josé@, jos_@, josè@, josê@ and jose@ (one unsafe character apart): five readers
     recorded sent, five distinct files, each addressed to its reader."""

@@ -17,7 +17,10 @@ from spark_mail.config import load_settings
 from spark_mail.render import build
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed"),
+    pytest.mark.slow,  # a Chromium process per test
+]
 # Headless Chromium will not make its window narrower than 500 px, so the email is measured
 # inside a 375 px iframe, as a phone's mail app shows it.
 HOST = """<!DOCTYPE html><html><body style="margin:0">

@@ -37,6 +37,7 @@ def test_build_sample_issue_writes_html_text_and_eml(newsletter: Path):
     assert msg.get_body(("plain",)).get_content() == text  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_build_by_slug_with_out_dir_and_json(newsletter: Path):
     """An issue can be named by slug; --out picks the folder; --json reports for scripts."""
     result = run_cli("build", SAMPLE_SLUG, "--out", "site", "--json", cwd=newsletter)
@@ -50,6 +51,7 @@ def test_build_by_slug_with_out_dir_and_json(newsletter: Path):
     assert (newsletter / "site" / SAMPLE_SLUG / "email.eml").is_file()
 
 
+@pytest.mark.slow
 def test_build_from_a_subfolder_finds_settings_upward(newsletter: Path):
     """Settings are found from the current directory upward."""
     result = run_cli("build", SAMPLE_SLUG, cwd=newsletter / "issues")
@@ -110,6 +112,7 @@ def test_layout_error_from_cli_names_the_layout(newsletter: Path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_edited_layout_is_compiled_again_on_the_next_run(newsletter: Path):
     """Compiled layouts are kept between runs (Jinja's bytecode cache); an edit to a layout
     between two builds still shows in the second, even with the same size and mtime."""
@@ -139,6 +142,7 @@ def test_version_and_module_entry_point(newsletter: Path):
     assert result.returncode == 0 and result.stdout.startswith("spark-mail ")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("setuptools") is None or importlib.util.find_spec("wheel") is None,
     reason="building a wheel offline needs setuptools and wheel (.ci/run installs them)",

@@ -72,6 +72,7 @@ def issue_state(settings, slug: str = SAMPLE_SLUG) -> SendState | None:
     return None if record is None else record.state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("merge", ["true", "false"], ids=["esp-merge", "full-copies"])
 def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter, merge):
     """1,201 readers through Postmark: 3 batch calls (500, 500, 201) on the broadcast
@@ -91,6 +92,7 @@ def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter, m
     assert issue_state(settings) == SendState.SENT
 
 
+@pytest.mark.slow
 def test_each_copy_carries_the_readers_own_signed_unsubscribe_link(esp, newsletter):
     """Copies differ per reader: the List-Unsubscribe header and the body's link name the
     reader they went to, never another."""
@@ -128,6 +130,7 @@ def test_suppressed_readers_never_receive_anything(esp, newsletter):
     assert result.summary and result.summary["suppressed"] == 5
 
 
+@pytest.mark.slow
 def test_invalid_rows_stop_the_send_with_line_numbers(esp, newsletter):
     """Invalid rows: nothing sent, no ledger row, one error naming the lines and
     --skip-invalid; with --skip-invalid the valid readers get it."""
@@ -188,6 +191,7 @@ def test_hostile_reader_names_are_harmless_in_what_the_esp_receives(esp, newslet
     ]
 
 
+@pytest.mark.slow
 def test_limit_then_a_full_run_sends_each_reader_once(esp, newsletter):
     """--limit 700 (a canary) sends the first 700 and leaves the issue open; the next run
     sends the other 500; a third run is refused as already sent."""
@@ -207,6 +211,7 @@ def test_limit_then_a_full_run_sends_each_reader_once(esp, newsletter):
         send_issue(SAMPLE_SLUG, settings, mode="send")
 
 
+@pytest.mark.slow
 def test_per_message_error_code_fails_only_that_reader(esp, newsletter):
     """HTTP 200 with ErrorCode 406 for one reader: that reader is `refused` (named in the
     result), the others are sent, and a rerun does not retry the refused one."""
@@ -221,6 +226,7 @@ def test_per_message_error_code_fails_only_that_reader(esp, newsletter):
     assert len(delivered_to(esp)) == 4
 
 
+@pytest.mark.slow
 def test_a_failed_batch_stops_the_run_and_the_next_run_sends_the_rest(esp, newsletter):
     """A batch refused as a whole (422) is `failed`: the run stops with how far it got;
     the next run sends exactly the readers that did not get it."""
@@ -238,6 +244,7 @@ def test_a_failed_batch_stops_the_run_and_the_next_run_sends_the_rest(esp, newsl
     assert len(counts) == 1100 and set(counts.values()) == {1}
 
 
+@pytest.mark.slow
 def test_a_429_slows_down_and_the_batch_still_goes_once(esp, newsletter):
     """Resend answers 429 with retry-after: the batch is retried after it, under the same
     Idempotency-Key, and every reader gets exactly one copy."""
@@ -255,6 +262,7 @@ def test_a_429_slows_down_and_the_batch_still_goes_once(esp, newsletter):
     assert len(sent) == 150 and set(sent.values()) == {1}
 
 
+@pytest.mark.slow
 def test_rate_limiter_pauses_everyone_and_halves_the_rate_after_a_429():
     """slow_down(pause): no request starts before the pause ends, then they start further
     apart (at least 50 ms for an ESP without a documented limit)."""
@@ -314,6 +322,7 @@ def test_outbox_writes_one_file_per_reader(newsletter):
     assert reader_states(settings) == {ReaderState.SENT: 3}
 
 
+@pytest.mark.slow
 def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newsletter):
     """SMTP own list: 120 readers, 4 connections at most (not one per message), each reader
     one message addressed to them alone."""
@@ -339,6 +348,7 @@ def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newslette
     assert 1 <= len({m["peer"] for m in sink.messages}) <= 4
 
 
+@pytest.mark.slow
 def test_a_list_sent_only_to_the_outbox_goes_out_for_real_once_a_provider_is_set(esp, newsletter):
     """Own list through the outbox (files, no reader reached), then Postmark: every reader
     gets one copy; a second Postmark run is refused as already sent."""
@@ -358,6 +368,7 @@ def test_a_list_sent_only_to_the_outbox_goes_out_for_real_once_a_provider_is_set
         send_issue(SAMPLE_SLUG, settings, mode="send")
 
 
+@pytest.mark.slow
 def test_a_list_begun_through_an_esp_and_finished_to_the_outbox_is_not_sent_again(esp, newsletter):
     """Postmark took the first 3 readers (--limit), the outbox "sent" the other 7: when
     Postmark is set again the 3 must not get a second copy, so the issue stays sent."""

@@ -11,9 +11,12 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from test_cron_processes import SLUG, EspProcess, make_newsletter, run, start_cli, start_esp
 
 __all__ = ["start_esp"]  # the fixture, used by name below
+
+pytestmark = pytest.mark.slow  # killed and interrupted processes, 1,200-reader lists
 
 BATCH_PATH = {
     "postmark": "/email/batch",

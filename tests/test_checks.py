@@ -268,6 +268,7 @@ def test_check_command_clean_issue_exits_0(newsletter: Path) -> None:
     assert "clean" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_command_errors_exit_1_with_json_report(newsletter: Path) -> None:
     """Errors: exit 1, one JSON report on stdout, one error line on stderr."""
     target = newsletter / "issues" / "todo.md"
@@ -281,6 +282,7 @@ def test_check_command_errors_exit_1_with_json_report(newsletter: Path) -> None:
     assert "checks failed" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_check_command_strict_fails_on_warnings(newsletter: Path) -> None:
     """Warnings alone exit 0, and 1 with --strict."""
     target = newsletter / "issues" / "caps.md"

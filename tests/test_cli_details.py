@@ -78,6 +78,7 @@ def test_completion_installs_and_completes_commands(tmp_path: Path) -> None:
     assert "dispatch" in completed.stdout.split()
 
 
+@pytest.mark.slow
 def test_every_declared_dependency_is_imported() -> None:
     """No dependency is declared and left unused (watchfiles was)."""
     import tomllib

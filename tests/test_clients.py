@@ -83,6 +83,7 @@ def test_unknown_client_is_one_clear_error(newsletter: Path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_check_command_lists_notes_on_request(custom_layout: Path, newsletter: Path):
     """Warnings show in the table; info notes as one line of ids, in full with --notes."""
     result = run_cli(
@@ -135,7 +136,10 @@ def caniemail_server() -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # polled every 10 ms, so shutdown() does not wait serve_forever's default 0.5 s
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/api/data.json"
     server.shutdown()

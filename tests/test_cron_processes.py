@@ -169,6 +169,7 @@ def ledger_row(root: Path) -> dict:
     return row
 
 
+@pytest.mark.slow
 def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start_esp):
     """Overlapping cron runs: the ESP receives one send; the other run says the issue is
     being sent and exits 0. The ESP holds the send open until that other run has ended
@@ -207,6 +208,7 @@ def kill_while_the_esp_holds(root: Path, esp: EspProcess, path: str, *args: str)
     assert victim.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_dispatch_killed_mid_send_is_settled_by_asking_the_esp(tmp_path: Path, start_esp):
     """SIGKILL while Resend holds the /send request: the next run asks Resend about the
     recorded broadcast, records `sent`, sends nothing; the ledger says why."""
@@ -225,6 +227,7 @@ def test_dispatch_killed_mid_send_is_settled_by_asking_the_esp(tmp_path: Path, s
     assert len(esp.requests("POST", SENDING_PATH["resend"])) == 1
 
 
+@pytest.mark.slow
 def test_dispatch_killed_before_any_id_repeats_under_the_same_key(tmp_path: Path, start_esp):
     """SIGKILL while Buttondown holds the draft request (no id recorded, so nothing to ask
     about): the next run repeats it under the same idempotency key; one email, one send."""
@@ -246,6 +249,7 @@ def test_dispatch_killed_before_any_id_repeats_under_the_same_key(tmp_path: Path
     assert len(esp.call("/_state")["emails"]) == 1
 
 
+@pytest.mark.slow
 def test_dispatch_that_cannot_ask_the_esp_is_unconfirmed_until_it_can(tmp_path: Path, start_esp):
     """Killed mid-publish, and the ESP's lookups fail: the next run sends nothing and says
     `unconfirmed` (exit 1); the run after, with the ESP answering, records it sent."""
@@ -264,6 +268,7 @@ def test_dispatch_that_cannot_ask_the_esp_is_unconfirmed_until_it_can(tmp_path: 
     assert len(esp.requests("POST", SENDING_PATH["buttondown"])) == 1
 
 
+@pytest.mark.slow
 def test_postmark_dispatch_killed_mid_batch_is_settled_by_postmarks_search(
     tmp_path: Path, start_esp
 ):
@@ -279,6 +284,7 @@ def test_postmark_dispatch_killed_mid_batch_is_settled_by_postmarks_search(
     assert ledger_row(root)["state"] == "sent"
 
 
+@pytest.mark.slow
 def test_postmark_dispatch_killed_mid_send_becomes_uncertain_until_a_human_resends(
     tmp_path: Path, start_esp
 ):
@@ -305,6 +311,7 @@ def test_postmark_dispatch_killed_mid_send_becomes_uncertain_until_a_human_resen
     assert ledger_row(root)["state"] == "sent"
 
 
+@pytest.mark.slow
 def test_500s_past_the_retries_are_one_unconfirmed_line(tmp_path: Path, start_esp):
     """The ESP keeps answering 500 (it may have acted each time): exit 1, one line naming
     the issue and the error, the row stays for the next run to settle; the key never
@@ -342,6 +349,7 @@ def test_nothing_due_is_silent_with_exit_0_under_cron(tmp_path: Path, start_esp)
     assert esp.requests() == []
 
 
+@pytest.mark.slow
 def test_corrupt_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, start_esp):
     """Garbage bytes in .spark-mail/ledger.sqlite3: exit 1, one line naming the file."""
     esp = start_esp("resend")
@@ -357,6 +365,7 @@ def test_corrupt_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, s
     assert esp.requests() == []
 
 
+@pytest.mark.slow
 def test_locked_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, start_esp):
     """Another process holds the ledger's write lock past ledger_timeout: exit 1, one line."""
     esp = start_esp("resend")

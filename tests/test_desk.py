@@ -470,6 +470,7 @@ def esp_poll_links(settings: Settings) -> list[str]:
     return re.findall(r"^- [^:\n]+: (https://.+)$", email.text, re.M)
 
 
+@pytest.mark.slow
 def test_esp_list_poll_links_dedupe_by_the_subscriber_id_merge_tag(newsletter: Path):
     """With poll_reader_tag, each reader's id (filled in by the ESP) is one voter."""
     esp = make_desk(newsletter, SPARK_MAIL_POLL_READER_TAG="{{ subscriber.id }}")

@@ -282,6 +282,7 @@ def in_thread(work: Any, failsafe: float = 60) -> Any:
     return value
 
 
+@pytest.mark.slow
 def test_a_writer_killed_with_9_mid_transaction_frees_the_turn(tmp_path: Path):
     """The kernel lets go of a dead process's flock: the others write at once, and what
     the dead writer had not committed is not there."""
@@ -307,6 +308,7 @@ def turn_threads_and_lock_descriptors(store: Path) -> tuple[int, int]:
     return waiting, descriptors
 
 
+@pytest.mark.slow
 def test_a_stopped_writer_makes_the_others_answer_locked_not_hang(tmp_path: Path):
     """A worker stopped (kill -STOP, a debugger, a frozen VM) while it holds the turn: the
     others waited on the flock forever (their requests hung, `audience sync` never
@@ -340,6 +342,7 @@ def test_a_stopped_writer_makes_the_others_answer_locked_not_hang(tmp_path: Path
         assert sorted(store.addresses()) == ["anna@example.com", "held@example.com"]
 
 
+@pytest.mark.slow
 def test_a_forked_child_does_not_keep_a_dead_parents_turn(tmp_path: Path):
     """A process forks (a worker pool) after opening the store; the child inherits the
     lock file's descriptor. The parent is killed with -9 mid-transaction: the child's copy
@@ -398,6 +401,7 @@ def test_the_writer_lock_file_has_the_stores_mode_whatever_the_umask(tmp_path: P
         assert store.path.with_name("readers.sqlite3-writer").stat().st_mode & 0o777 == 0o660
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, another user)")
 def test_a_command_run_as_root_leaves_a_lock_file_the_service_user_can_open():
     """`sudo spark-mail audience sync` on a desk run by its own user: the lock file root
@@ -441,6 +445,7 @@ def as_root_then_service(home: Path, state: Path, service: int) -> None:
         assert sorted(store.addresses()) == ["anna@example.com", "root@example.com"]
 
 
+@pytest.mark.slow
 def test_stores_dropped_without_close_leave_no_descriptor_open(tmp_path: Path):
     """A store that is never closed (a desk app a test or a program drops) closed its
     SQLite connection when collected, but the lock file's descriptor stayed open for good."""
@@ -454,6 +459,7 @@ def test_stores_dropped_without_close_leave_no_descriptor_open(tmp_path: Path):
     assert len(os.listdir("/proc/self/fd")) <= before
 
 
+@pytest.mark.slow
 def test_many_stores_on_many_threads_of_one_process_all_write(tmp_path: Path):
     """Several store objects in one process each have their own lock file descriptor (an
     flock is per open file, so they take turns among themselves too): every write lands."""

@@ -137,6 +137,7 @@ def test_due_issues_go_out_in_send_at_order(newsletter: Path, esp: FakeEsp):
     assert subjects(esp) == ["b-first", "a-second"]
 
 
+@pytest.mark.slow
 def test_one_failing_issue_does_not_stop_the_others(newsletter: Path, esp: FakeEsp):
     """A broken issue file and an ESP refusal fail (exit 1); the good issue still goes out."""
     issue(newsletter, "good", "2025-01-20T08:00:00+00:00")
@@ -152,6 +153,7 @@ def test_one_failing_issue_does_not_stop_the_others(newsletter: Path, esp: FakeE
     assert subjects(esp) == ["good"]
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_then_success_sends_once(newsletter: Path, esp: FakeEsp):
     """Two 429s with Retry-After: retried, sent exactly once."""
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
@@ -162,6 +164,7 @@ def test_429_with_retry_after_then_success_sends_once(newsletter: Path, esp: Fak
     assert sum(1 for r in esp.requests if r.method == "POST") >= 3  # 2 refused + the real ones
 
 
+@pytest.mark.slow
 def test_500s_until_give_up_are_unconfirmed_then_next_run_sends_once(
     newsletter: Path, esp: FakeEsp
 ):
@@ -184,6 +187,7 @@ def test_500s_until_give_up_are_unconfirmed_then_next_run_sends_once(
     assert len(esp.audience_sends) == 1
 
 
+@pytest.mark.slow
 def test_timeout_on_the_sending_request_still_sends_once(newsletter: Path, esp: FakeEsp):
     """The ESP sends but never answers: the retry carries the same key, one send."""
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
@@ -232,6 +236,7 @@ def test_corrupt_ledger_stops_dispatch_before_anything_is_sent(newsletter: Path,
     assert esp.requests == []
 
 
+@pytest.mark.slow
 def test_locked_ledger_stops_dispatch_before_anything_is_sent(newsletter: Path, esp: FakeEsp):
     """Another writer holds the ledger past ledger_timeout: LedgerError, nothing sent."""
     issue(newsletter, "issue-1", "2025-01-20T08:00:00+00:00")
@@ -314,6 +319,7 @@ def test_the_ledger_records_the_real_time_not_the_pretend_one(newsletter: Path):
     assert record is not None and record.sent_at == real.isoformat(timespec="seconds")
 
 
+@pytest.mark.slow
 def test_an_issue_that_went_only_to_the_outbox_goes_out_once_a_real_provider_is_set(
     newsletter: Path, esp: FakeEsp
 ):

@@ -101,6 +101,7 @@ def test_spamassassin_sees_no_low_contrast_font(sample: RenderedEmail) -> None:
     assert "HTML_FONT_LOW_CONTRAST" not in report
 
 
+@pytest.mark.slow
 def test_build_stays_light_on_imports() -> None:
     """A build loads neither premailer, cssutils nor requests (a premailer build spent half
     its cold start there): the inliner is lxml + cssselect."""

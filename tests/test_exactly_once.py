@@ -41,6 +41,7 @@ def due_issue(root: Path, name: str, body: str = "Hello, readers.\n") -> None:
     write_issue(root, name, front, body)
 
 
+@pytest.mark.slow
 def test_resend_send_timing_out_every_attempt_is_asked_about_not_sent_again(
     esp: FakeEsp, newsletter: Path
 ) -> None:
@@ -59,6 +60,7 @@ def test_resend_send_timing_out_every_attempt_is_asked_about_not_sent_again(
     assert state(settings, "issue-1") == SendState.SENT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("provider", "path", "answer"),
     [
@@ -100,7 +102,9 @@ def test_unreadable_batch_answer_is_not_sent_again_by_the_next_run(
         assert len(batches) == 1, "never posted twice"
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "status", [500, *(pytest.param(code, marks=pytest.mark.slow) for code in (502, 503, 504))]
+)
 def test_postmark_5xx_after_processing_is_not_retried_and_not_called_sent(
     esp: FakeEsp, newsletter: Path, status: int
 ) -> None:
@@ -119,6 +123,7 @@ def test_postmark_5xx_after_processing_is_not_retried_and_not_called_sent(
     assert delivered == ["a@example.com", "b@example.com"]
 
 
+@pytest.mark.slow
 def test_buttondown_publish_timeout_then_a_typo_fix_does_not_publish_twice(
     esp: FakeEsp, newsletter: Path
 ) -> None:
@@ -136,6 +141,7 @@ def test_buttondown_publish_timeout_then_a_typo_fix_does_not_publish_twice(
     assert len(esp.calls("POST", r"/v1/emails")) == 1, "no second email created"
 
 
+@pytest.mark.slow
 def test_buttondown_draft_never_published_is_published_once_with_the_fixed_text(
     esp: FakeEsp, newsletter: Path
 ) -> None:
@@ -155,6 +161,7 @@ def test_buttondown_draft_never_published_is_published_once_with_the_fixed_text(
     assert len(esp.calls("POST", r"/v1/emails")) == 1, "the same draft, updated"
 
 
+@pytest.mark.slow
 def test_a_refused_send_is_failed_and_the_next_run_sends_once(
     esp: FakeEsp, newsletter: Path
 ) -> None:

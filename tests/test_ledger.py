@@ -179,6 +179,7 @@ def test_corrupt_ledger_file_gives_one_clear_error(ledger_path: Path) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_locked_ledger_gives_a_clear_error_after_the_timeout(ledger_path: Path) -> None:
     """Another writer holding the database: LedgerError ("locked") after `timeout`, no row."""
     with Ledger(ledger_path) as setup:

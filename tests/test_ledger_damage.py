@@ -163,6 +163,7 @@ def test_full_disk_after_the_esp_accepted_says_so_and_the_next_run_settles(
     assert record is not None and record.state == SendState.SENT
 
 
+@pytest.mark.slow
 def test_full_disk_after_the_esp_accepted_in_dispatch_never_sends_twice(
     newsletter: Path, esp: FakeEsp, full_disk_on_mark_sent: None, monkeypatch: pytest.MonkeyPatch
 ):

@@ -173,6 +173,7 @@ def test_head_not_allowed_falls_back_to_get(server: LinkServer, settings: Settin
     assert result.ok and result.method == "GET" and result.status == 200
 
 
+@pytest.mark.slow
 def test_slow_link_times_out(server: LinkServer, settings: Settings) -> None:
     """A server slower than link_timeout is a broken link; HEAD is not retried with GET."""
     started = time.perf_counter()
@@ -182,6 +183,7 @@ def test_slow_link_times_out(server: LinkServer, settings: Settings) -> None:
     assert [m for m, _ in server.hits] == ["HEAD"]
 
 
+@pytest.mark.slow
 def test_redirect_loop_is_broken(server: LinkServer, settings: Settings) -> None:
     """Endless redirects end as a broken link, not a hang."""
     result = one(server, "/loop", settings)
@@ -209,6 +211,7 @@ def test_links_are_checked_concurrently(settings: Settings) -> None:
     assert srv.max_in_flight == 10
 
 
+@pytest.mark.slow
 def test_per_host_limit_bounds_parallel_requests(settings: Settings) -> None:
     """No more than per_host requests reach one host at the same time."""
     srv = start(together=3)
@@ -221,6 +224,7 @@ def test_per_host_limit_bounds_parallel_requests(settings: Settings) -> None:
     assert 1 < srv.max_in_flight <= 3
 
 
+@pytest.mark.slow
 def test_successes_are_cached_failures_are_not(server: LinkServer, settings: Settings) -> None:
     """A second run answers good links from .spark-mail/links.json and re-checks bad ones."""
     targets = {server.url("/ok"): "link", server.url("/missing"): "link"}
@@ -234,6 +238,7 @@ def test_successes_are_cached_failures_are_not(server: LinkServer, settings: Set
     assert {p for _, p in server.hits} == {"/missing"}
 
 
+@pytest.mark.slow
 def test_cache_expires_after_link_cache_hours(server: LinkServer, settings: Settings) -> None:
     """An entry older than link_cache_hours is checked again."""
     target = {server.url("/ok"): "link"}
@@ -328,6 +333,7 @@ def test_merge_tag_and_mailto_urls_are_not_fetched(server: LinkServer, tmp_path:
     assert [r.url for r in report.links] == [server.url("/ok")]
 
 
+@pytest.mark.slow
 def test_check_command_reports_broken_link_with_exit_1(
     server: LinkServer, newsletter: Path
 ) -> None:

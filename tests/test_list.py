@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
+
 from spark_mail.config import load_settings
 from spark_mail.drafting.listing import IssueRow, list_issues
 from spark_mail.ledger import Ledger
@@ -22,6 +24,7 @@ def rows_by_slug(newsletter: Path) -> dict[str, IssueRow]:
     return {row.slug: row for row in listing.rows}
 
 
+@pytest.mark.slow
 def test_list_shows_draft_and_scheduled_from_front_matter(newsletter: Path) -> None:
     """No ledger: send_at set means scheduled (shown in the newsletter's zone), otherwise
     draft; no ledger file is created."""

@@ -52,6 +52,7 @@ def smtp_newsletter(root: Path, port: int) -> object:
     )
 
 
+@pytest.mark.slow
 def test_smtp_puts_idna_domains_and_plain_list_unsubscribe_on_the_wire(
     smtp: tuple[Sink, int], newsletter: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_smtp_puts_idna_domains_and_plain_list_unsubscribe_on_the_wire(
     assert b"token=" in headers_of(by_rcpt["bo@example.com"]["data"])["list-unsubscribe"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("smtp", [False], indirect=True)
 def test_a_local_part_the_server_cannot_carry_is_invalid_before_the_send(
     smtp: tuple[Sink, int], newsletter: Path

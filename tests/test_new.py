@@ -101,6 +101,7 @@ def test_new_edit_opens_editor(newsletter: Path) -> None:
     assert record.read_text().endswith("2025-02-03-edit-me.md")
 
 
+@pytest.mark.slow
 def test_new_without_edit_never_opens_editor(newsletter: Path) -> None:
     """Without --edit, $EDITOR is not run."""
     editor = newsletter / "fake_editor.py"

@@ -83,6 +83,7 @@ def test_outlook_branch_opens_mso_comments_and_drops_the_rest():
     assert outlook_branch(html) == '<table width="600"><p>both</p><p>outlook</p>'
 
 
+@pytest.mark.slow
 def test_default_layout_has_no_outlook_width_finding():
     """The default layout gives the `layout.outlook-width` rule nothing to report."""
     for issue in (SAMPLE_ISSUE, SECOND_ISSUE):

@@ -69,6 +69,7 @@ def test_index_shows_four_views_and_checks(server: PreviewServer) -> None:
     assert 'fetch("/version"' in page  # the self-reload script
 
 
+@pytest.mark.slow
 def test_serves_email_text_and_dark_variant(server: PreviewServer) -> None:
     """/email.html is the built HTML, /email.txt the text part, dark has its rules always on."""
     status, html = fetch(server.url + "email.html")
@@ -81,6 +82,7 @@ def test_serves_email_text_and_dark_variant(server: PreviewServer) -> None:
     assert fetch(server.url + "nope")[0] == 404
 
 
+@pytest.mark.slow
 def test_editing_the_issue_changes_what_it_serves(server: PreviewServer, issue_path: Path) -> None:
     """Saving the issue file rebuilds it: /version moves on and the new text is served."""
     version = json.loads(fetch(server.url + "version")[1])["version"]
@@ -90,6 +92,7 @@ def test_editing_the_issue_changes_what_it_serves(server: PreviewServer, issue_p
     assert "See you Friday" in html and "Until next time" not in html
 
 
+@pytest.mark.slow
 def test_build_error_shows_on_page_and_server_recovers(
     server: PreviewServer, issue_path: Path
 ) -> None:
@@ -107,6 +110,7 @@ def test_build_error_shows_on_page_and_server_recovers(
     assert 'id="build-error"' not in fetch(server.url)[1]
 
 
+@pytest.mark.slow
 def test_layout_change_triggers_rebuild(server: PreviewServer, newsletter: Path) -> None:
     """A new or edited file in layouts/ rebuilds too."""
     version = json.loads(fetch(server.url + "version")[1])["version"]
@@ -115,6 +119,7 @@ def test_layout_change_triggers_rebuild(server: PreviewServer, newsletter: Path)
     assert wait_for_version(server, version) > version
 
 
+@pytest.mark.slow
 def test_binds_to_localhost_only(server: PreviewServer) -> None:
     """The kernel's table of listening sockets shows the preview on 127.0.0.1 only, and a
     connection through another address of this machine is refused."""
@@ -191,6 +196,7 @@ def wait_until_serving(port: int, proc: subprocess.Popen[str], timeout: float = 
     raise AssertionError("preview did not start")
 
 
+@pytest.mark.slow
 def test_preview_command_serves_and_stops_cleanly_on_ctrl_c(newsletter: Path) -> None:
     """`spark-mail preview` serves the page; SIGINT stops it with exit 0 and no traceback."""
     port = free_port()
@@ -209,6 +215,7 @@ def test_preview_command_serves_and_stops_cleanly_on_ctrl_c(newsletter: Path) ->
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_preview_command_port_in_use_is_one_line(newsletter: Path) -> None:
     """A taken port: exit 1 and one error line, no traceback."""
     with socket.socket() as taken:

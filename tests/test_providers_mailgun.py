@@ -183,6 +183,7 @@ def test_a_bad_key_and_an_unknown_domain_are_one_line(esp, newsletter, email):
     assert str(caught.value) == "mailgun: 400 bad_request (injected 400) [test send]"
 
 
+@pytest.mark.slow
 def test_own_list_send_through_mailgun_sends_each_reader_once(esp, newsletter):
     """2,100 readers: batches of at most 1,000, everyone once, the issue `sent`."""
     write_readers(newsletter, 2100)

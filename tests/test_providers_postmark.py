@@ -87,6 +87,7 @@ def test_server_rejects_more_than_500_messages(esp, newsletter, email):
     assert str(caught.value).startswith("postmark: 422 ErrorCode 300")
 
 
+@pytest.mark.slow
 def test_timed_out_batch_is_not_repeated_and_may_have_been_sent(esp, newsletter, template):
     """No idempotency keys: a batch without an answer is not sent again; maybe_sent."""
     with provider_for(esp, newsletter) as provider:
@@ -99,6 +100,7 @@ def test_timed_out_batch_is_not_repeated_and_may_have_been_sent(esp, newsletter,
     assert len(esp.calls("POST", "/email/batchWithTemplates")) == 1
 
 
+@pytest.mark.slow
 def test_429_is_retried_but_a_500_is_not_repeated(esp, newsletter, template):
     """A 429 is a refusal: waited out and retried. A 500 may come after Postmark processed
     the batch (no idempotency key): never repeated, the error says it may have gone out."""

@@ -110,6 +110,7 @@ def test_wrong_key_is_one_line_naming_the_setting(esp, newsletter, email):
     assert len(esp.calls()) == 1
 
 
+@pytest.mark.slow
 def test_429_waits_for_retry_after_then_succeeds(esp, newsletter, email):
     """A 429 with retry-after: 0.4 is retried after at least 0.4 s."""
     esp.fail(429, retry_after=0.4, path="/broadcasts")
@@ -188,6 +189,7 @@ def test_schedule_passes_scheduled_at_and_unschedule_deletes(esp, newsletter, em
     assert esp.broadcasts == {}
 
 
+@pytest.mark.slow
 def test_rate_limit_spaces_requests(esp, newsletter, email):
     """At 2 requests/s, three test sends take at least a second."""
     with get_provider(settings_for(esp, newsletter, "resend")) as provider:

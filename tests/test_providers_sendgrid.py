@@ -129,6 +129,7 @@ def test_a_bad_key_and_a_validation_error_are_one_line(esp, newsletter, email):
     assert len(esp.calls("POST", "/v3/mail/send")) == 4 and len(esp.delivered) == 1
 
 
+@pytest.mark.slow
 def test_own_list_send_through_sendgrid_sends_each_reader_once(esp, newsletter):
     """1,500 readers: two calls (1,000 + 500 personalizations), everyone once."""
     write_readers(newsletter, 1500)

@@ -27,6 +27,7 @@ def ledger_state(settings) -> SendState | None:
     return None if record is None else record.state
 
 
+@pytest.mark.slow
 def test_dry_run_makes_no_network_call_and_writes_the_requests(esp, newsletter):
     """Dry run: zero requests reach the ESP, the requests land in dist/<slug>/dry-run/."""
     settings = settings_for(esp, newsletter, "resend", SPARK_MAIL_API_KEY="re_live_SECRET")
@@ -50,6 +51,7 @@ def test_dry_run_makes_no_network_call_and_writes_the_requests(esp, newsletter):
     assert not settings.ledger_file.exists()
 
 
+@pytest.mark.slow
 def test_dry_run_runs_the_same_requests_as_a_real_send(esp, newsletter):
     """The dry run's method + path sequence is the real send's (ids aside)."""
     settings = settings_for(esp, newsletter, "buttondown")
@@ -110,6 +112,7 @@ def test_send_twice_sends_once(esp, newsletter):
     assert record.esp_ids == {"broadcast_id": esp.audience_sends[0]["id"]}
 
 
+@pytest.mark.slow
 def test_refused_send_is_failed_and_can_be_sent_later(esp, newsletter):
     """A 4xx: the ledger says failed with the reason; the next send goes out once."""
     settings = settings_for(esp, newsletter, "resend")
@@ -122,6 +125,7 @@ def test_refused_send_is_failed_and_can_be_sent_later(esp, newsletter):
     assert len(esp.audience_sends) == 1
 
 
+@pytest.mark.slow
 def test_lost_answer_on_buttondown_is_unconfirmed_and_the_next_run_asks(esp, newsletter):
     """Buttondown publish answers never arrive: not `failed` but unconfirmed (the ESP may
     have acted); the next send asks Buttondown, finds it sent, and sends nothing."""
@@ -136,6 +140,7 @@ def test_lost_answer_on_buttondown_is_unconfirmed_and_the_next_run_asks(esp, new
     assert len(esp.audience_sends) == 1
 
 
+@pytest.mark.slow
 def test_lost_batch_answer_on_postmark_is_settled_by_asking_postmark(esp, newsletter):
     """Postmark batch without an answer: unconfirmed; the next run finds the reader in
     Postmark's message search and records it sent, without a second batch."""
@@ -152,6 +157,7 @@ def test_lost_batch_answer_on_postmark_is_settled_by_asking_postmark(esp, newsle
     assert len(esp.calls("GET", "/messages/outbound")) == 1
 
 
+@pytest.mark.slow
 def test_lost_batch_answer_postmark_cannot_confirm_is_uncertain(esp, newsletter):
     """Postmark's search does not show the batch (it lags): `uncertain`; sent again only
     with resend_uncertain."""
@@ -175,6 +181,7 @@ def test_lost_batch_answer_postmark_cannot_confirm_is_uncertain(esp, newsletter)
     assert len(esp.calls("POST", batch)) == 2
 
 
+@pytest.mark.slow
 def test_check_errors_block_a_send_unless_forced(esp, newsletter):
     """An issue with a leftover template tag is refused before any request; --force sends."""
     write_issue(newsletter, "broken", "title: Broken\ndate: 2025-02-01", "Hello {{ name }}\n")
@@ -187,6 +194,7 @@ def test_check_errors_block_a_send_unless_forced(esp, newsletter):
     assert len(esp.audience_sends) == 1
 
 
+@pytest.mark.slow
 def test_outbox_is_the_default_and_works_without_an_account(newsletter):
     """No provider configured: test and send write .eml files into outbox/."""
     from spark_mail.config import load_settings

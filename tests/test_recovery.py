@@ -101,6 +101,7 @@ def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.sqlite3"
 
 
+@pytest.mark.slow
 def test_resend_broadcast_that_went_out_is_recorded_sent_not_resent(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ def test_resend_broadcast_that_went_out_is_recorded_sent_not_resent(
     assert esp.calls("GET", r"/broadcasts/.+"), "the ESP was asked"
 
 
+@pytest.mark.slow
 def test_resend_broadcast_left_as_draft_is_sent_again_once(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def test_switched_provider_after_a_crash_is_uncertain(
         next_run(ledger_path, email, provider, NOW)
 
 
+@pytest.mark.slow
 def test_lookup_that_fails_leaves_it_unconfirmed_and_asks_again_next_run(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:
@@ -233,6 +236,7 @@ def test_lookup_that_fails_leaves_it_unconfirmed_and_asks_again_next_run(
     assert len(esp.audience_sends) == 1
 
 
+@pytest.mark.slow
 def test_interrupted_schedule_found_scheduled_is_recorded_scheduled(
     esp: FakeEsp, tmp_path: Path, ledger_path: Path
 ) -> None:

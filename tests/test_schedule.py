@@ -109,6 +109,7 @@ def test_dispatch_records_a_scheduled_send_the_esp_has_made_as_sent(newsletter: 
     assert len(esp.calls("GET")) == 1  # settled: not asked again
 
 
+@pytest.mark.slow
 def test_unschedule_takes_it_back_and_warns_that_send_at_is_still_set(
     newsletter: Path, esp: FakeEsp
 ):
@@ -188,6 +189,7 @@ def test_status_shows_a_dead_senders_row_as_interrupted(newsletter: Path):
     assert states == {"dead-one": "interrupted", "live-one": "sending"}
 
 
+@pytest.mark.slow
 def test_schedule_status_unschedule_commands_end_to_end(newsletter: Path, esp: FakeEsp):
     """The real commands: schedule prints the time, status (table and --json, with the
     issue's history) shows it, unschedule takes it back."""

@@ -57,6 +57,7 @@ def test_sendgrid_schedule_hands_every_copy_over_once_and_dispatch_confirms(esp,
     assert len(esp.calls("POST", "/v3/mail/send")) == len(sends)  # nothing sent again
 
 
+@pytest.mark.slow
 def test_sendgrid_unschedule_cancels_the_batch_and_a_later_send_reaches_everyone(esp, newsletter):
     """unschedule cancels the batch id at SendGrid and forgets the issue and its readers,
     so a later send goes to every reader (the cancelled copies never went out)."""
@@ -85,6 +86,7 @@ def test_a_time_beyond_the_esps_window_is_refused_before_anything(esp, newslette
     assert esp.calls() == [] and record(settings) is None
 
 
+@pytest.mark.slow
 def test_mailgun_schedules_with_deliverytime_and_cannot_take_it_back(esp, newsletter):
     """Every batch carries o:deliverytime; unschedule says why Mailgun cannot, and the
     ledger still says `scheduled`."""

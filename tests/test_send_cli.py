@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import SAMPLE_SLUG, run_cli
 from esp_server import esp_env
 
@@ -48,6 +50,7 @@ def test_send_without_a_terminal_or_yes_refuses(esp, newsletter):
     assert esp.calls() == []
 
 
+@pytest.mark.slow
 def test_dry_run_writes_requests_without_the_key_and_sends_nothing(esp, newsletter):
     """--dry-run: summary, files in dist/<slug>/dry-run/, no request, no key anywhere."""
     esp.api_key = KEY
@@ -61,6 +64,7 @@ def test_dry_run_writes_requests_without_the_key_and_sends_nothing(esp, newslett
     assert secret_leaks(newsletter, result.stdout, result.stderr) == []
 
 
+@pytest.mark.slow
 def test_test_send_with_to_reaches_only_the_editor(esp, newsletter):
     """--test --to: one [TEST] message to that address; no broadcast."""
     write_env(newsletter, esp_env(esp, "resend"))
@@ -71,6 +75,7 @@ def test_test_send_with_to_reaches_only_the_editor(esp, newsletter):
     assert request.body["subject"].startswith("[TEST] ")
 
 
+@pytest.mark.slow
 def test_esp_error_is_one_line_with_exit_1(esp, newsletter):
     """A wrong key: one line naming SPARK_MAIL_API_KEY, exit 1, no traceback, key hidden."""
     env = esp_env(esp, "resend")

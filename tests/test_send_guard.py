@@ -99,6 +99,7 @@ def test_guard_refuses_only_over_the_lines(
     prepare(settings, force=True)  # --force sends anyway
 
 
+@pytest.mark.slow
 def test_guard_counts_only_the_last_send_and_its_readers(newsletter: Path):
     """Events of an older issue do not count; an event without its issue counts when it is
     about a reader of the last send; soft bounces and unsubscribes are not complaints."""
@@ -177,6 +178,7 @@ def held_smtp() -> Iterator[tuple[HeldSink, int]]:
     controller.stop()
 
 
+@pytest.mark.slow
 def test_a_reader_who_unsubscribes_between_batches_gets_no_copy(newsletter: Path, held_smtp: Any):
     """60 readers in SMTP batches of 50, one batch at a time: while batch 1 is held on the
     wire, reader 55 unsubscribes on the desk (one-click); batch 2 leaves without them and

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import feedparser
+import pytest
 
 from conftest import SAMPLE_SLUG, run_cli
 from site_support import (
@@ -46,6 +47,7 @@ def test_only_sent_issues_are_published_with_their_send_date(newsletter: Path) -
     assert '<time datetime="2025-02-03T12:00:00+00:00">February 3, 2025</time>' in index
 
 
+@pytest.mark.slow
 def test_include_unsent_previews_every_issue_marked_as_such(newsletter: Path) -> None:
     """--include-unsent adds the draft, flagged on its page and kept out of search engines,
     in site-preview/: the live site (what is published and what the desk serves) is left as
@@ -64,6 +66,7 @@ def test_include_unsent_previews_every_issue_marked_as_such(newsletter: Path) ->
     assert {p: p.read_bytes() for p in (newsletter / "site").rglob("*") if p.is_file()} == live
 
 
+@pytest.mark.slow
 def test_a_preview_is_never_built_into_the_live_site(newsletter: Path) -> None:
     """`site build --include-unsent --out site` (or into the site_dir folder, by any
     spelling): one line, exit 2, nothing written. Unsent issues in the folder that is
@@ -104,6 +107,7 @@ def test_feeds_parse_with_full_content_and_absolute_https_links(newsletter: Path
         assert all(link.startswith("https://") for link in links)
 
 
+@pytest.mark.slow
 def test_every_view_in_browser_link_lands_on_its_page(newsletter: Path) -> None:
     """The link each built email carries answers 200 from the built site, with that issue."""
     send_two(newsletter)

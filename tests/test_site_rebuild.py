@@ -67,6 +67,7 @@ def test_changing_one_issue_renders_only_what_shows_it(newsletter: Path) -> None
     assert snapshot(newsletter / "site") == snapshot(fresh.folder)
 
 
+@pytest.mark.slow
 def test_a_changed_title_shows_in_every_listing_and_feed(newsletter: Path) -> None:
     """The cached entries are keyed by the issue file's hash: a new title is on the index,
     the 404 page, its tags' pages and in both feeds after an incremental build, exactly as a
@@ -107,6 +108,7 @@ def test_changed_settings_render_every_page_again(newsletter: Path) -> None:
         assert "Small Spark" in (site / file).read_text(), file
 
 
+@pytest.mark.slow
 def test_a_layout_may_override_the_web_templates_and_every_page_follows(newsletter: Path):
     """The newsletter's own copy of the layout wins, and a change to it changes every page."""
     send_two(newsletter)
@@ -197,6 +199,7 @@ def test_a_reader_never_sees_a_half_built_site(newsletter: Path) -> None:
     assert problems == [] and seen[0] > 0
 
 
+@pytest.mark.slow
 def test_colliding_issue_paths_fail_with_one_line_and_keep_the_old_site(newsletter: Path):
     """Launch.md and launch.md would be one page on a case-blind host: refused, exit 1."""
     send_two(newsletter)

@@ -106,6 +106,7 @@ def own_list_template(root: Path, port: int) -> PersonalizedTemplate:
     return prepare(root / "issues" / SAMPLE_ISSUE.name, settings)
 
 
+@pytest.mark.slow
 def test_readers_share_one_connection_and_get_their_own_copy(plain_server, newsletter):
     """Three readers: one SMTP connection, one message each, each with its own Message-ID."""
     sink, port = plain_server
@@ -162,6 +163,7 @@ def test_wrong_password_is_one_line_without_the_password(starttls_server, newsle
     assert sink.messages == []
 
 
+@pytest.mark.slow
 def test_implicit_tls(certificate, newsletter, email):
     """SPARK_MAIL_SMTP_TLS=ssl talks TLS from the first byte (port 465 style)."""
     cert, key = certificate

@@ -262,6 +262,7 @@ def test_custom_layout_reuses_default_partials(newsletter: Path):
     assert "Mine!" in email.html and "548 Market St" in email.html
 
 
+@pytest.mark.slow
 def test_cli_import_stays_light():
     """`spark-mail --help` must not import premailer, httpx or mjml."""
     code = (

@@ -5,10 +5,14 @@ byte every half second keeps a request alive indefinitely under a 2 s read timeo
 each socket operation gets at most what is left of the request's deadline (set by the
 caller around the request, per thread), and the first operation after it raises a
 timeout: the request takes at most `deadline` seconds, however the server behaves.
+
+Every transport shares one TLS context per process (`shared_ssl_context`): building one
+loads the whole CA bundle (25-50 ms of CPU), and a run makes a client per provider it uses.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 import time
@@ -21,6 +25,21 @@ import httpcore
 import httpx
 
 _local = threading.local()
+_contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The TLS context every HTTP client of this process uses: httpx's own (the CA store
+    SSL_CERT_FILE or SSL_CERT_DIR names, else certifi's), built once and then shared, as an
+    SSLContext may be across threads and connections. Keyed by those two variables, so a
+    process that changes them gets a context that honours the change."""
+    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    with _contexts_lock:
+        context = _contexts.get(key)
+        if context is None:
+            context = _contexts[key] = httpx.create_ssl_context()
+        return context
 
 
 @contextmanager
@@ -108,9 +127,9 @@ class DeadlineTransport(httpx.HTTPTransport):
     the environment honoured), on the deadline-aware network backend."""
 
     def __init__(self, base_url: str) -> None:
-        super().__init__()
+        context = shared_ssl_context()
+        super().__init__(verify=context)  # its own pool is replaced below; no second context
         backend = _DeadlineBackend()
-        context = httpx.create_ssl_context()
         proxy = _proxy_for(base_url)
         if proxy:
             url = httpx.URL(proxy)
