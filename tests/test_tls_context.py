@@ -1,5 +1,6 @@
-"""HTTP providers share one TLS context per process: building one loads the whole CA bundle
-(25-50 ms of CPU), and a run (a cron dispatch, a send) builds a client per provider."""
+"""Every client shares one TLS context per process (spark_mail.tls): building one loads the
+whole CA bundle (25-50 ms of CPU), and a run (a cron dispatch, a send, a `check`, the desk
+fetching SNS certificates) makes many clients."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from spark_mail import tls
 from spark_mail.config import load_settings
-from spark_mail.providers import deadline, get_provider
+from spark_mail.providers import get_provider
 
 HTTP_PROVIDERS = ["buttondown", "resend", "postmark", "mailgun", "sendgrid"]
 
@@ -22,7 +24,7 @@ def test_every_http_client_shares_one_tls_context(
     connection pool holds that one context (a client building its own context fails this)."""
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(deadline, "_contexts", {})  # as in a fresh process
+    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
     loads: list[object] = []
     load = ssl.SSLContext.load_verify_locations
 
@@ -42,7 +44,7 @@ def test_every_http_client_shares_one_tls_context(
         client: Any = get_provider(load_settings(tmp_path, env=env)).client  # type: ignore[attr-defined]
         contexts.append(client._transport._pool._ssl_context)  # httpcore's pool keeps it here
     assert len(loads) == 1
-    assert all(context is deadline.shared_ssl_context() for context in contexts)
+    assert all(context is tls.https_context() for context in contexts)
 
 
 def test_every_smtp_provider_shares_one_tls_context(
@@ -50,9 +52,7 @@ def test_every_smtp_provider_shares_one_tls_context(
 ) -> None:
     """Four SMTP providers (as four sends of one process would make) load the system's CA
     store once between them and hold the same context."""
-    from spark_mail.providers import smtp
-
-    smtp._system_tls_context.cache_clear()  # as in a fresh process
+    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
     loads: list[object] = []
     load = ssl.SSLContext.load_verify_locations
 
@@ -65,7 +65,7 @@ def test_every_smtp_provider_shares_one_tls_context(
     env = {"SPARK_MAIL_PROVIDER": "smtp", "SPARK_MAIL_SMTP_HOST": "smtp.example.invalid"}
     providers: list[Any] = [get_provider(load_settings(tmp_path, env=env)) for _ in range(4)]
     assert len(loads) == 1
-    assert all(p.ssl_context is smtp.system_tls_context() for p in providers)
+    assert all(p.ssl_context is tls.system_context() for p in providers)
 
 
 def counted_paths(loads: list[object]) -> Any:
@@ -78,3 +78,32 @@ def counted_paths(loads: list[object]) -> Any:
         paths(self)
 
     return counted
+
+
+def test_link_checks_and_sns_fetches_share_the_https_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`check`'s link checker and the desk's SNS certificate fetch made a client (and a
+    context) per call: two of each now load the CA bundle once between them."""
+    import asyncio
+
+    from spark_mail.checks.links import check_links_async
+    from spark_mail.desk.webhooks.ses import fetch
+    from spark_mail.errors import WebhookRefused
+
+    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
+    loads: list[object] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(self)
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    closed = "http://127.0.0.1:9/"  # the discard port: nothing listens, refused at once
+    for _ in range(2):
+        (result,) = asyncio.run(check_links_async({closed: "body"}, timeout=5))
+        assert not result.ok
+        with pytest.raises(WebhookRefused):
+            asyncio.run(fetch(closed, "the certificate cannot be fetched"))
+    assert len(loads) == 1

@@ -214,6 +214,8 @@ async def check_links_async(
     """Check every URL (url -> kind) now, concurrently; no cache. Results in input order."""
     import httpx
 
+    from spark_mail.tls import https_context
+
     if not targets:
         return []
     limits = _Limits(max_connections, per_host)
@@ -224,6 +226,7 @@ async def check_links_async(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16),
         headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
         trust_env=False,  # the same answer on every machine; no proxy surprises
+        verify=https_context(),
     ) as client:
         return list(
             await asyncio.gather(

@@ -6,13 +6,11 @@ each socket operation gets at most what is left of the request's deadline (set b
 caller around the request, per thread), and the first operation after it raises a
 timeout: the request takes at most `deadline` seconds, however the server behaves.
 
-Every transport shares one TLS context per process (`shared_ssl_context`): building one
-loads the whole CA bundle (25-50 ms of CPU), and a run makes a client per provider it uses.
+Every transport shares the process's one TLS context (spark_mail.tls).
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 import time
@@ -24,22 +22,9 @@ from contextlib import contextmanager
 import httpcore
 import httpx
 
+from spark_mail.tls import https_context
+
 _local = threading.local()
-_contexts: dict[tuple[str, str], ssl.SSLContext] = {}
-_contexts_lock = threading.Lock()
-
-
-def shared_ssl_context() -> ssl.SSLContext:
-    """The TLS context every HTTP client of this process uses: httpx's own (the CA store
-    SSL_CERT_FILE or SSL_CERT_DIR names, else certifi's), built once and then shared, as an
-    SSLContext may be across threads and connections. Keyed by those two variables, so a
-    process that changes them gets a context that honours the change."""
-    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
-    with _contexts_lock:
-        context = _contexts.get(key)
-        if context is None:
-            context = _contexts[key] = httpx.create_ssl_context()
-        return context
 
 
 @contextmanager
@@ -127,7 +112,7 @@ class DeadlineTransport(httpx.HTTPTransport):
     the environment honoured), on the deadline-aware network backend."""
 
     def __init__(self, base_url: str) -> None:
-        context = shared_ssl_context()
+        context = https_context()
         super().__init__(verify=context)  # its own pool is replaced below; no second context
         backend = _DeadlineBackend()
         proxy = _proxy_for(base_url)

@@ -14,7 +14,6 @@ No idempotency: a connection lost after DATA may or may not have delivered (`may
 from __future__ import annotations
 
 import functools
-import os
 import smtplib
 import socket
 import ssl
@@ -39,6 +38,7 @@ from spark_mail.providers.base import (
 from spark_mail.providers.mime import mime_bytes, mime_for, needs_smtputf8, new_message_id
 from spark_mail.render import RenderedEmail
 from spark_mail.secrets import redact, shorten
+from spark_mail.tls import system_context
 
 if TYPE_CHECKING:
     from spark_mail.audience import Reader
@@ -46,20 +46,6 @@ if TYPE_CHECKING:
     from spark_mail.providers.recorder import DryRunRecorder
 
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
-
-
-def system_tls_context() -> ssl.SSLContext:
-    """ssl's default context (the system's trust store), one per process for every SMTP
-    provider: building one loads the CA bundle (~50 ms of CPU), and an SSLContext may be
-    shared across threads and connections. A process that changes SSL_CERT_FILE or
-    SSL_CERT_DIR gets a context built after the change."""
-    return _system_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-
-
-@functools.lru_cache(maxsize=4)
-def _system_tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    # The arguments only key the cache: OpenSSL reads both variables itself.
-    return ssl.create_default_context()
 
 
 class SmtpProvider(DeliveryOnlyProvider):
@@ -88,7 +74,7 @@ class SmtpProvider(DeliveryOnlyProvider):
             raise ConfigError("smtp: no server", hint="set SPARK_MAIL_SMTP_HOST (and _PORT)")
         self.host = settings.smtp_host
         self.port = settings.smtp_port or DEFAULT_PORTS[self.tls]
-        self.ssl_context = ssl_context or system_tls_context()
+        self.ssl_context = ssl_context or system_context()
         self._local = threading.local()  # each sending thread has its own connection
         self._utf8: bool | None = None  # the server offers SMTPUTF8 (asked when needed)
         self._open: list[smtplib.SMTP] = []

@@ -52,6 +52,7 @@ from spark_mail.desk.webhooks.base import (
     text,
 )
 from spark_mail.errors import WebhookRefused
+from spark_mail.tls import https_context
 
 # sns.<region>.amazonaws.com(.cn): the label must be a region (us-east-1, us-gov-west-1,
 # cn-north-1), not just any label: an S3 bucket named `sns` answers at sns.s3.amazonaws.com
@@ -171,7 +172,9 @@ async def fetch(url: str, failure: str) -> bytes:
     """The body of a 200 answer to GET `url` (a URL the policy allowed); 502 otherwise:
     SNS retries a delivery that failed with a 5xx, so the event is not lost."""
     try:
-        async with httpx.AsyncClient(timeout=FETCH_SECONDS, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=FETCH_SECONDS, follow_redirects=False, verify=https_context()
+        ) as client:
             answer = await client.get(url)
     except httpx.HTTPError:
         answer = None
