@@ -17,14 +17,10 @@ from spark_mail.providers import get_provider
 HTTP_PROVIDERS = ["buttondown", "resend", "postmark", "mailgun", "sendgrid"]
 
 
-def test_every_http_client_shares_one_tls_context(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two clients of each HTTP provider load the CA bundle once between them, and every
-    connection pool holds that one context (a client building its own context fails this)."""
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
+def ca_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """As in a fresh process (no context built yet); each CA bundle load is counted into
+    the list returned."""
+    monkeypatch.setattr(tls, "_contexts", {})
     loads: list[object] = []
     load = ssl.SSLContext.load_verify_locations
 
@@ -33,6 +29,17 @@ def test_every_http_client_shares_one_tls_context(
         load(self, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    return loads
+
+
+def test_every_http_client_shares_one_tls_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clients of each HTTP provider load the CA bundle once between them, and every
+    connection pool holds that one context (a client building its own context fails this)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    loads = ca_loads(monkeypatch)
     contexts = []
     for provider in HTTP_PROVIDERS * 2:
         env = {
@@ -52,15 +59,7 @@ def test_every_smtp_provider_shares_one_tls_context(
 ) -> None:
     """Four SMTP providers (as four sends of one process would make) load the system's CA
     store once between them and hold the same context."""
-    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
-    loads: list[object] = []
-    load = ssl.SSLContext.load_verify_locations
-
-    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
-        loads.append(self)
-        load(self, *args, **kwargs)
-
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    loads = ca_loads(monkeypatch)
     monkeypatch.setattr(ssl.SSLContext, "set_default_verify_paths", counted_paths(loads))
     env = {"SPARK_MAIL_PROVIDER": "smtp", "SPARK_MAIL_SMTP_HOST": "smtp.example.invalid"}
     providers: list[Any] = [get_provider(load_settings(tmp_path, env=env)) for _ in range(4)]
@@ -91,15 +90,7 @@ def test_link_checks_and_sns_fetches_share_the_https_context(
     from spark_mail.desk.webhooks.ses import fetch
     from spark_mail.errors import WebhookRefused
 
-    monkeypatch.setattr(tls, "_contexts", {})  # as in a fresh process
-    loads: list[object] = []
-    load = ssl.SSLContext.load_verify_locations
-
-    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
-        loads.append(self)
-        load(self, *args, **kwargs)
-
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    loads = ca_loads(monkeypatch)
     closed = "http://127.0.0.1:9/"  # the discard port: nothing listens, refused at once
     for _ in range(2):
         (result,) = asyncio.run(check_links_async({closed: "body"}, timeout=5))
