@@ -130,7 +130,7 @@ def print_table(table: Table, out: Console | None = None) -> None:
         if column.no_wrap:
             cells = [column.header, *column.cells]
             column.min_width = max(
-                Text.from_markup(c).cell_len for c in cells if isinstance(c, str)
+                Text.from_markup(c, emoji=False).cell_len for c in cells if isinstance(c, str)
             )
     needed = table.__rich_measure__(out, out.options.update_width(100_000)).minimum
     if needed <= out.width:
