@@ -137,6 +137,7 @@ def not_a_file(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]
     yield tmp_path
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_what_stands_in_the_files_place_neither_hangs_nor_exhausts_a_build(
     not_a_file: Path, clean_email: bytes
 ) -> None:
@@ -148,6 +149,7 @@ def test_what_stands_in_the_files_place_neither_hangs_nor_exhausts_a_build(
     assert html == clean_email and loaded
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_link_in_the_files_place_is_replaced_not_written_through(
     tmp_path: Path, clean_email: bytes
 ) -> None:
@@ -163,6 +165,7 @@ def test_a_link_in_the_files_place_is_replaced_not_written_through(
     assert stat.S_ISREG(path.lstat().st_mode)
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_foreign_cache_folder_still_builds(tmp_path: Path, clean_email: bytes) -> None:
     """Held: a cache folder open to everyone (0777) is made 0700 again by Jinja; one that is
     not a folder at all makes the build run without a cache."""
@@ -224,6 +227,7 @@ def test_a_remembered_translation_lxml_cannot_use_is_made_again(
     assert selectors.read_file(damaged) == {selector: selectors.translate(selector)}
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_build_after_a_damaged_translation_writes_the_same_email(
     tmp_path: Path, clean_email: bytes
 ) -> None:
@@ -252,6 +256,7 @@ def custom_layout(newsletter: Path, css: str) -> Path:
     return issue
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_namespaced_selector_in_a_layout_is_skipped(newsletter: Path, tmp_path: Path) -> None:
     """Found (a layout's author): `svg|rect` or `a[xlink|href]` in the inlined CSS became
     XPath with a namespace prefix lxml does not know, and the build died with
@@ -278,6 +283,7 @@ ODD_SELECTORS = (
 )
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_layout_of_odd_selectors_builds_the_same_email_from_remembered_translations(
     newsletter: Path, tmp_path: Path
 ) -> None:
@@ -293,6 +299,7 @@ def test_a_layout_of_odd_selectors_builds_the_same_email_from_remembered_transla
 # --- who made the file ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_translations_of_another_spark_mail_are_not_used(tmp_path: Path) -> None:
     """Found: the file was tied to the installed cssselect only. A spark-mail whose own
     translation changes (another translator option, a prefix) kept reading what the old one

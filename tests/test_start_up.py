@@ -58,6 +58,7 @@ def test_help_loads_no_rich(tmp_path: Path) -> None:
     assert loaded == []
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_a_second_build_loads_no_cssselect_and_writes_the_same_email(tmp_path: Path) -> None:
     """The first build translates the layout's CSS selectors and keeps the translations;
     the next one reads them and never imports cssselect. The email is byte-for-byte the
@@ -109,6 +110,7 @@ def test_an_unwritable_cache_folder_is_skipped(tmp_path: Path) -> None:
     assert not folder.exists()
 
 
+@pytest.mark.slow  # a real spark-mail process
 def test_emoji_codes_are_printed_as_written(newsletter: Path, tmp_path: Path) -> None:
     """rich turns ":rocket:" into a picture by default; an issue's subject is shown as the
     editor wrote it."""
