@@ -316,3 +316,31 @@ def test_tables_in_a_pipe_keep_slugs_paths_and_times_whole(newsletter: Path) -> 
     assert LONG_SLUG in listing.stdout and SAMPLE_SLUG in listing.stdout
     assert re.search(rf" {ISO_TIME} ", listing.stdout)
     assert "…" not in status.stdout + listing.stdout
+
+
+@pytest.mark.slow  # real processes
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["list", "--json"],
+        ["build", "issues/2025-01-20-engineering-leadership.md", "--out", "{out}"],
+    ],
+)
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(args: list[str], tmp_path: Path):
+    """`spark-mail list > file` on a full disk (here /dev/full) ended in an OSError
+    traceback. Right: one line on stderr saying the output could not be written, exit 1."""
+    import subprocess
+
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full here")
+    with full.open("w") as stdout:
+        result = subprocess.run(
+            [sys.executable, "-m", "spark_mail", *(a.format(out=tmp_path) for a in args)],
+            cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-500:]
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot write the output" in line and "No space left on device" in line

@@ -16,9 +16,12 @@ turns each into one line on stderr and its exit code, in this one place.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from typer.main import get_command_name
 
@@ -54,8 +57,27 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_FAILURE)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
+            raise  # not the output: a bug, whose traceback says where
+        output_failed(exc)
     finally:
         app.registered_commands, app.registered_groups = everything
+
+
+# Writing to stdout/stderr fails this way under a redirect to a full disk or over a quota.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def output_failed(exc: OSError) -> NoReturn:
+    """The output could not be written: one line on stderr (if it still takes one), exit 1,
+    and nothing more for Python to flush into the same full file at exit."""
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"error: cannot write the output: {exc.strerror}\n")
+        sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout closed or None
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_FAILURE)
 
 
 def only_the_command_named(args: list[str]) -> None:
