@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 COMMENT_RE = re.compile(r"/\*.*?\*/", re.S)
 
@@ -20,8 +21,11 @@ class CssRule:
     at_rules: tuple[str, ...] = ()  # e.g. ("@media (prefers-color-scheme: dark)",)
 
 
+@lru_cache(maxsize=4096)
 def declarations(text: str) -> tuple[tuple[str, str], ...]:
-    """`a: b; c: d !important` -> (("a", "b"), ("c", "d !important"))."""
+    """`a: b; c: d !important` -> (("a", "b"), ("c", "d !important")). Cached: a layout's
+    elements repeat a few dozen style attributes, and the inliner and every check read
+    them (the result is a tuple: nobody can change a cached one)."""
     out: list[tuple[str, str]] = []
     for part in text.split(";"):
         name, colon, value = part.partition(":")
