@@ -13,29 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_start_up import NEWSLETTER, start
 
 from conftest import SAMPLE_ISSUE
 
-NEWSLETTER = SAMPLE_ISSUE.parent.parent
 SAMPLE = SAMPLE_ISSUE.stem
-MAIN = (
-    "import sys\n"
-    "sys.argv = ['spark-mail', *{args!r}]\n"
-    "from spark_mail.cli import main\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    print('LOADED', 'cssselect' in sys.modules, file=sys.stderr)\n"
-)
 
 
 def build(
@@ -48,22 +36,9 @@ def build(
 ) -> tuple[bytes, bool]:
     """`spark-mail build` in a fresh interpreter with TMPDIR=temp: (email.html, whether it
     imported cssselect). `memory`: a cap on the address space, in bytes."""
-    env = {**os.environ, "TMPDIR": str(temp)}
-    env.pop("SPARK_MAIL_SIGNING_SECRET", None)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-
-    def cap() -> None:
-        if memory:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-    result = subprocess.run(
-        [sys.executable, "-c", MAIN.format(args=["build", str(issue), "--out", str(out)])],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, preexec_fn=cap,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-1500:]
-    loaded = next(li for li in result.stderr.splitlines() if li.startswith("LOADED "))
-    return next(out.rglob("email.html")).read_bytes(), loaded == "LOADED True"
+    args = ["build", str(issue), "--out", str(out)]
+    _, loaded = start(args, ["cssselect"], temp, cwd, pythonpath=pythonpath, memory=memory)
+    return next(out.rglob("email.html")).read_bytes(), loaded == ["cssselect"]
 
 
 def cache(temp: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -31,17 +32,29 @@ MAIN = (
 
 
 def start(
-    args: list[str], watch: list[str], temp: Path, cwd: Path = NEWSLETTER
+    args: list[str],
+    watch: list[str],
+    temp: Path,
+    cwd: Path = NEWSLETTER,
+    pythonpath: str | None = None,
+    memory: int | None = None,
 ) -> tuple[str, list[str]]:
     """Run spark-mail's main() in a fresh interpreter: (its stdout, which of `watch` it
-    loaded). `temp` is its temp folder (TMPDIR)."""
+    loaded). `temp` is its temp folder (TMPDIR); `memory` caps its address space (bytes)."""
     env = {**os.environ, "TMPDIR": str(temp)}
     env.pop("SPARK_MAIL_SIGNING_SECRET", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+
+    def cap() -> None:
+        if memory:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
     result = subprocess.run(
         [sys.executable, "-c", MAIN.format(args=args, watch=watch)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, preexec_fn=cap,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-800:]
+    assert result.returncode == 0, result.stderr[-1500:]
     line = next(li for li in result.stderr.splitlines() if li.startswith("LOADED "))
     return result.stdout, eval(line.removeprefix("LOADED "))
 
