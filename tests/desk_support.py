@@ -12,7 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+from waiting import answers, poll_until
 
 from conftest import SAMPLE_SLUG
 from spark_mail.config import Settings, load_settings
@@ -123,17 +123,10 @@ def free_port() -> int:
 
 
 def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling the server's state, with a deadline
-    raise AssertionError("serve did not answer /healthz in time")
+    healthz = answers(
+        lambda: httpx.get(f"{base}/healthz", timeout=1).status_code, httpx.TransportError
+    )
+    poll_until(healthz, "serve answered /healthz", process=process, timeout=timeout)
 
 
 @contextmanager

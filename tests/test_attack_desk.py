@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from test_desk import Desk, make_desk, with_query
+from waiting import poll_until
 
 from conftest import SAMPLE_SLUG, run_cli, write_issue
 from desk_support import (
@@ -545,11 +545,7 @@ def visit(server: Serve, link: str, method: str = "GET", **kwargs: Any) -> httpx
 
 
 def wait_for(condition: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a process's state, with a deadline
+    poll_until(condition, what, timeout=timeout, interval=0.05)
 
 
 def refuses_connections(port: int) -> bool:

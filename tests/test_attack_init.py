@@ -14,12 +14,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from test_first_newsletter import finish_draft
 from test_init import ANSWERS, FLAGS, tree
+from waiting import poll_until
 
 from conftest import REPO, run_cli
 from spark_mail.config import load_settings
@@ -29,9 +29,10 @@ from spark_mail.init import GITIGNORE, create_newsletter, newsletter_spec
 ESC = "\x1b[31m"
 # Runs the CLI with every file write watched: `count:N` acts on the N-th write, `text:RE`
 # on the first write whose data matches RE. Actions: kill (SIGKILL after writing half the
-# data), int (Ctrl-C after half), pause (touch PAUSED, wait for GO, then write).
+# data), int (Ctrl-C after half), pause (touch PAUSED, wait until the test writes to the
+# GO pipe, then write).
 WRITE_HOOK = r"""
-import builtins, io, os, re, signal, sys, time
+import builtins, io, os, re, select, signal, sys
 trigger, action, paused, go = sys.argv[1:5]
 state = {"count": 0}
 def fire(data):
@@ -46,10 +47,9 @@ class Watched:
     def write(self, data):
         if fire(data):
             if action == "pause":
+                released = os.open(go, os.O_RDONLY | os.O_NONBLOCK)  # a reader before PAUSED
                 real_open(paused, "w").close()
-                deadline = time.monotonic() + 60
-                while not os.path.exists(go) and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                select.select([released], [], [], 60)  # until the test writes (60 s at most)
             else:
                 self._fh.write(data[: len(data) // 2])
                 self._fh.flush()
@@ -83,6 +83,8 @@ def hooked(tmp: Path, trigger: str, action: str, *args: str, cwd: Path) -> subpr
     """`spark-mail ARGS` as its own process, with WRITE_HOOK acting on one write."""
     hook = tmp / "write_hook.py"
     hook.write_text(WRITE_HOOK)
+    if not (tmp / "GO").exists():
+        os.mkfifo(tmp / "GO")
     return subprocess.Popen(
         [sys.executable, str(hook), trigger, action, str(tmp / "PAUSED"), str(tmp / "GO"),
          *args],
@@ -93,12 +95,18 @@ def hooked(tmp: Path, trigger: str, action: str, *args: str, cwd: Path) -> subpr
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
     """Until `path` exists (the hooked process got there) or the process ends."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"ended before {path.name}: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.01)
+    poll_until(path.exists, path.name, process=proc, timeout=timeout, interval=0.01)
+
+
+def release(go: Path) -> None:
+    """Let a process paused by WRITE_HOOK go on: a byte down its GO pipe. Nobody reading
+    (it ended, or never paused) is fine."""
+    try:
+        fd = os.open(go, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader
+        return
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(b"go")
 
 
 def assert_complete_newsletter(folder: Path) -> None:
@@ -325,7 +333,7 @@ def test_two_inits_at_once_leave_one_whole_newsletter(tmp_path: Path) -> None:
         wait_for(tmp_path / "PAUSED", first)
         second = run_cli("init", *FLAGS, cwd=folder)
     finally:
-        (tmp_path / "GO").touch()
+        release(tmp_path / "GO")
         _, err = first.communicate(timeout=60)
     assert sorted([first.returncode, second.returncode])[0] == 0
     assert first.returncode == 0, err

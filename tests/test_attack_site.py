@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import feedparser
 import httpx
 import pytest
+from waiting import poll_until
 
 from conftest import SAMPLE_SLUG, run_cli, write_issue
 from desk_support import InProcess, desk_settings
@@ -548,11 +548,13 @@ def test_pins_a_build_killed_mid_way_leaves_the_old_site_whole(newsletter: Path)
     command = [sys.executable, "-m", "spark_mail", "site", "build"]
     process = subprocess.Popen(command, cwd=newsletter, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not any(newsletter.glob(".site.building-*/p")):  # pages are being written
-            assert process.poll() is None, "the build ended before it could be killed"
-            assert time.monotonic() < deadline, "the build never started writing"
-            time.sleep(0.01)  # polling the file system for the build's folder
+        poll_until(
+            lambda: any(newsletter.glob(".site.building-*/p")),  # pages are being written
+            "the build started writing pages",
+            process=process,
+            timeout=60,
+            interval=0.01,
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()

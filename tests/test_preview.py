@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import answers, poll_until
 
 from spark_mail.config import load_settings
 from spark_mail.drafting.preview import PreviewError, PreviewServer, dark_html
@@ -184,16 +184,8 @@ def start_preview(newsletter: Path, port: int) -> subprocess.Popen[str]:
 
 
 def wait_until_serving(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.communicate()[1])
-        try:
-            if fetch(f"http://127.0.0.1:{port}/version")[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("preview did not start")
+    version = answers(lambda: fetch(f"http://127.0.0.1:{port}/version")[0], OSError)
+    poll_until(version, "preview answered", process=proc, timeout=timeout)
 
 
 @pytest.mark.slow
