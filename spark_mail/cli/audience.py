@@ -7,10 +7,10 @@ import typer
 
 from spark_mail.cli.app import JsonOpt, ProviderOpt, app, argument, example, settings
 from spark_mail.cli.output import (
+    Grid,
     console,
     err_console,
     escape,
-    grid,
     key_table,
     print_json,
     print_table,
@@ -42,7 +42,7 @@ def audience_check(
     if as_json:
         print_json(report.to_dict())
     else:
-        table = grid()
+        table = Grid()
         why = ", ".join(f"{n} {escape(reason)}" for reason, n in report.suppressed_by.items())
         table.add_row("File", escape(str(report.path)))
         table.add_row("Rows", f"{report.total:,}")

@@ -7,10 +7,10 @@ import typer
 
 from spark_mail.cli.app import SAMPLE, IssueArg, JsonOpt, app, argument, example, settings
 from spark_mail.cli.output import (
+    Grid,
     console,
     err_console,
     escape,
-    grid,
     key_table,
     kib,
     plural,
@@ -60,7 +60,7 @@ def build(
         return
     share = email.html_bytes / GMAIL_CLIP_BYTES
     size_style = "red" if share > 1 else "yellow" if share > 0.88 else "green"
-    table = grid()
+    table = Grid()
     table.add_row("Subject", escape(email.subject))
     table.add_row("Preheader", escape(email.preheader) or "[yellow](none)[/]")
     table.add_row(

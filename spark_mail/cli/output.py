@@ -4,7 +4,7 @@ messages (stderr), JSON for scripts, and the text form of the one result type (S
 - `console` (stdout) and `err_console` (stderr);
 - log lines: `log()` prefixes the local ISO time when stdout is not a terminal, so a cron
   log says when each line happened; ESP retries logged by the library come the same way;
-- tables that never cut ids, paths, slugs or times (`key_table`, `grid`, `print_table`):
+- tables that never cut ids, paths, slugs or times (`key_table`, `Grid`, `print_table`):
   at 80 columns (pipes, cron) or on a small terminal the lines run long instead.
 """
 
@@ -134,11 +134,6 @@ class Grid:
             )
 
 
-def grid(title: str = "") -> Grid:
-    """A two-column "name  value" table; values are never wrapped or cut."""
-    return Grid(title)
-
-
 def print_table(table: Table | Grid, out: Console | None = None) -> None:
     """Print a table without cutting its no_wrap columns: where the console is too narrow for
     them (80 columns in a pipe or under cron, a small terminal), the table takes the width it
@@ -261,7 +256,7 @@ class SendProgress:
 
 def print_bulk_summary(summary: dict[str, Any], out: Console) -> None:
     """The own-list summary: who got it, who did not and why, time and rate."""
-    table = grid()
+    table = Grid()
     table.add_row(
         "Readers",
         f"[green]{summary['sent']:,} sent[/], {summary['refused']:,} refused, "
@@ -298,7 +293,7 @@ def print_send_report(result: SendReport) -> None:
     if result.provider == "outbox":  # it writes .eml files: never say "sent"
         titles["tested"] = "Test copy written to the outbox (no email was sent)"
         titles["sent"] = "Written to the outbox (no email was sent)"
-    table = grid(title=titles.get(str(result.outcome), str(result.outcome)))
+    table = Grid(title=titles.get(str(result.outcome), str(result.outcome)))
     table.add_row("Issue", escape(result.slug))
     table.add_row("Subject", escape(result.subject))
     table.add_row("Provider", escape(result.provider))
@@ -313,7 +308,7 @@ def print_send_report(result: SendReport) -> None:
     if result.summary:
         print_table(table)
         print_bulk_summary(result.summary, console)
-        table = grid()
+        table = Grid()
     if result.esp_ids:
         table.add_row("ESP ids", escape(ids_text(result.esp_ids)))
     if result.folder:

@@ -21,10 +21,12 @@ import importlib.util
 import json
 import os
 import stat
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from spark_mail.errors import SparkMailError
+from spark_mail.files import write_atomic
 
 FILE_NAME = "spark-mail-selectors.json"
 MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small (see _kept)
@@ -68,16 +70,10 @@ class Translations:
         payload = json.dumps({"cssselect": cssselect_stamp(), "selectors": self._kept()})
         if len(payload) > MAX_BYTES:  # ASCII (json.dumps escapes the rest): bytes = chars
             return
-        with contextlib.suppress(OSError):
-            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".selectors-")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(payload)
-                os.replace(temp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
+        if not self.path.parent.is_dir():  # the cache folder went away: not made again here
+            return
+        with contextlib.suppress(OSError, SparkMailError):  # the cache is only a speed-up
+            write_atomic(self.path, payload)
 
     def _remember(self, selector: str, found: Translation) -> None:
         self._load()[selector] = found
