@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from spark_mail.cli.markup import escape, plain_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,8 +26,9 @@ if TYPE_CHECKING:
 
 
 class DeferredConsole:
-    """A rich Console made on first use. Importing rich is about a fifth of a start, and
-    `--help`, a mistyped command or a completion never prints through it."""
+    """A rich Console made on first use. Importing rich is about a sixth of a start: `--help`
+    never prints through it, and where the output is not a terminal (cron, a pipe, a script)
+    a message is printed as its plain text (cli/markup.py) until something needs rich."""
 
     def __init__(self, **options: Any) -> None:
         self._options = options
@@ -41,12 +45,42 @@ class DeferredConsole:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.made, name)
 
+    @property
+    def file(self) -> IO[str]:
+        return sys.stderr if self._options.get("stderr") else sys.stdout
 
-def escape(text: str) -> str:
-    """rich's markup escape (imports rich when first used, see DeferredConsole)."""
-    from rich.markup import escape as rich_escape
+    @property
+    def is_terminal(self) -> bool:
+        if self._console is not None or any(v in os.environ for v in COLOUR_ENV):
+            return self.made.is_terminal
+        try:  # as rich asks
+            return self.file.isatty()
+        except ValueError:  # a closed file
+            return False
 
-    return rich_escape(text)
+    def print(self, *objects: Any, **options: Any) -> None:
+        one_text = len(objects) <= 1 and all(isinstance(o, str) for o in objects)
+        if one_text and not options and self.plain:
+            text = plain_text(objects[0] if objects else "")
+            if text is not None:
+                self.file.write(text + "\n")
+                self.file.flush()
+                return
+        self.made.print(*objects, **options)
+
+    @property
+    def plain(self) -> bool:
+        """Whether rich would print a message as its text: no colour (not a terminal, nothing
+        in the environment asking for it), no wrapping, no emoji, no highlighting."""
+        made_for_it = self._options.keys() <= {"stderr", "highlight", "soft_wrap", "emoji"}
+        return (
+            self._console is None
+            and made_for_it
+            and self._options.get("soft_wrap") is True
+            and self._options.get("emoji") is False
+            and self._options.get("highlight") is False
+            and not self.is_terminal
+        )
 
 
 def real(out: Console) -> Console:
@@ -54,6 +88,8 @@ def real(out: Console) -> Console:
     return out.made if isinstance(out, DeferredConsole) else out
 
 
+# Set, they make rich colour (or not) whether or not the output is a terminal.
+COLOUR_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE")
 # emoji=False: an issue's ":rocket:" is printed as written, never as a picture
 console = cast("Console", DeferredConsole(highlight=False, soft_wrap=True, emoji=False))
 err_console = cast(
@@ -122,16 +158,23 @@ class Grid:
         self.rows.append((name, value))
 
     def print(self, out: Console) -> None:
-        from rich.cells import cell_len
-
         if self.title:
             out.print(f"[italic]{self.title}[/]")
-        width = max((cell_len(name) for name, _ in self.rows), default=0)
+        width = max((cells(name) for name, _ in self.rows), default=0)
         for name, value in self.rows:
-            gap = " " * (width - cell_len(name) + 2)
+            gap = " " * (width - cells(name) + 2)
             out.print(
                 f"[bold]{escape(name)}[/]{gap}" + value.replace("\n", "\n" + " " * (width + 2))
             )
+
+
+def cells(text: str) -> int:
+    """The width of `text` on a terminal (a wide character takes two cells)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
 
 
 def print_table(table: Table | Grid, out: Console | None = None) -> None:
