@@ -27,10 +27,6 @@ def escape(text: str) -> str:
     return escaped
 
 
-def tag_key(name: str) -> str:
-    return " ".join(name.lower().split())
-
-
 def plain_text(markup: str) -> str | None:
     """What rich prints for `markup` on a console without colour, or None where only rich
     can say (its output may differ, or it raises a MarkupError)."""
@@ -51,23 +47,20 @@ def plain_text(markup: str) -> str | None:
         elif name.startswith("@"):
             return None
         elif not name.startswith("/"):
-            open_tags.append(tag_key(name))
-        elif not closes(open_tags, tag_key(name[1:])):
+            open_tags.append(name.strip())
+        elif not closes(open_tags, name[1:].strip()):
             return None
     pieces.append(markup[position:].replace("\\[", "["))
     return "".join(pieces).translate(CONTROL)
 
 
 def closes(open_tags: list[str], name: str) -> bool:
-    """Close `name` (the last open tag when empty); False when rich would complain or might
-    match another tag (rich compares parsed styles, this the written names)."""
-    if not name:
-        if not open_tags:
-            return False
-        open_tags.pop()
-        return True
-    for index in range(len(open_tags) - 1, -1, -1):
-        if open_tags[index] == name:
-            del open_tags[index]
-            return True
-    return False
+    """Close `name` (the last open tag when empty) where rich closes the same tag: the last
+    open tag, written the same way. rich compares parsed styles ("b" closes "bold") or, where
+    a name does not parse, the names as written ("x  y" is not "x y"; a link's URL keeps its
+    case), and closes the last open tag that matches: any other close may take another tag
+    than the one taken here, or none (rich raises), so it goes to rich."""
+    if not open_tags or (name and open_tags[-1] != name):
+        return False
+    open_tags.pop()
+    return True

@@ -10,6 +10,7 @@ messages (stderr), JSON for scripts, and the text form of the one result type (S
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -47,7 +48,11 @@ class DeferredConsole:
 
     @property
     def file(self) -> IO[str]:
-        return sys.stderr if self._options.get("stderr") else sys.stdout
+        """The file rich writes to: the real one behind the proxy a rich progress bar puts
+        in sys.stdout on a terminal; none (NullFile) when Python started with it closed."""
+        file = sys.stderr if self._options.get("stderr") else sys.stdout
+        file = getattr(file, "rich_proxied_file", file)
+        return cast("IO[str]", NullFile()) if file is None else file
 
     @property
     def is_terminal(self) -> bool:
@@ -63,7 +68,11 @@ class DeferredConsole:
         if one_text and not options and self.plain:
             text = plain_text(objects[0] if objects else "")
             if text is not None:
-                self.file.write(text + "\n")
+                try:
+                    self.file.write(text + "\n")
+                except UnicodeEncodeError:  # nothing written: rich raises it with a hint
+                    self.made.print(*objects)
+                    return
                 self.file.flush()
                 return
         self.made.print(*objects, **options)
@@ -81,6 +90,13 @@ class DeferredConsole:
             and self._options.get("highlight") is False
             and not self.is_terminal
         )
+
+
+class NullFile(io.TextIOBase):
+    """What rich writes to when there is no sys.stdout (or stderr): it takes everything."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def real(out: Console) -> Console:
