@@ -266,6 +266,17 @@ def test_audience_check_reports_and_exits_1_on_invalid_rows(newsletter: Path):
     assert "Readers to send to" in result.stdout
 
 
+def test_audience_check_prints_a_row_with_markup_as_written(newsletter: Path):
+    """A row's text is shown as written, never read as console markup (repr() doubled the
+    backslash that escaped it: `x[b]y` came out bold, `x[/]` crashed)."""
+    write_csv(newsletter / "subscribers.csv", "email\na@example.com\nx[b]y\nx[/]\nx\\[b]\n")
+    result = run_cli("audience", "check", "subscribers.csv", cwd=newsletter)
+    assert result.returncode == 1, result.stderr
+    assert "subscribers.csv:3: 'x[b]y' invalid address" in result.stdout
+    assert "subscribers.csv:4: 'x[/]' invalid address" in result.stdout
+    assert "subscribers.csv:5: 'x\\\\[b]' invalid address" in result.stdout
+
+
 def test_audience_check_uses_the_setting_and_prints_json(newsletter: Path):
     """With `audience` set (here via the environment) --json gives counts; exit 0 if clean."""
     write_csv(newsletter / "list.csv", "email,unsubscribed\na@example.com,\nb@example.com,yes\n")

@@ -59,7 +59,7 @@ def audience_check(
                 continue
             console.print(f"\n[bold]{title}[/]")
             for problem in problems[:AUDIENCE_SHOWN]:
-                shown = f" {escape(problem.email)!r}" if problem.email else ""
+                shown = f" {escape(repr(problem.email))}" if problem.email else ""
                 where = f"{escape(str(report.path))}:{problem.line}:"
                 console.print(f"  {where}{shown} {escape(problem.reason)}")
             if count > AUDIENCE_SHOWN:
