@@ -83,6 +83,7 @@ def closed_fd(fd: int) -> Callable[[], None]:
     ("args", "closed", "code"),
     [
         (["status"], 1, 0),  # cron: `spark-mail status >&-`
+        (["status", "--json"], 1, 0),  # JSON written to no file: nothing, not a traceback
         (["build", str(SAMPLE_ISSUE), "--out", "{tmp}/out"], 1, 0),
         (["check", "no-such-issue"], 2, 2),  # the error line goes nowhere; the exit code stays
     ],

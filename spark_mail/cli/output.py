@@ -232,7 +232,7 @@ TITLES = {
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    console.file.write(json.dumps(data, indent=2, default=str) + "\n")  # the real stdout
 
 
 def kib(size: int) -> str:
