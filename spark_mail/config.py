@@ -16,6 +16,7 @@ a Settings object and never reads ``os.environ`` itself.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import difflib
@@ -24,7 +25,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -211,8 +214,16 @@ FILE_ALIASES = {"from": "from_address"}
 ENV_PREFIX = "SPARK_MAIL_"
 
 
-def _fields() -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
+@cache
+def _fields() -> Mapping[str, dataclasses.Field[Any]]:
+    """Field name -> field, the root left out (made once: read only)."""
+    return MappingProxyType({f.name: f for f in dataclasses.fields(Settings) if f.name != "root"})
+
+
+@cache
+def _env_names() -> tuple[tuple[str, str], ...]:
+    """(SPARK_MAIL_<FIELD>, field) for every field the environment may set."""
+    return tuple((ENV_PREFIX + key.upper(), key) for key in _fields() if key != "brand")
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -375,11 +386,19 @@ def settings_file_in(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            return copy.deepcopy(_parse_toml(fh.read()))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+@lru_cache(maxsize=16)
+def _parse_toml(data: bytes) -> dict[str, Any]:
+    """tomllib.load of a file's bytes, kept by content: a process that loads the settings
+    again (the preview server, the desk, a dispatch of many issues) parses an unchanged
+    file once. Callers get a copy."""
+    return tomllib.loads(data.decode())
 
 
 def _from_file(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,9 +421,8 @@ def _from_file(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
 
 def _from_env(env: Mapping[str, str], source: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key in _fields():
-        name = ENV_PREFIX + key.upper()
-        if name in env and key != "brand":
+    for name, key in _env_names():
+        if name in env:
             values[key] = env[name]
     # SPARK_MAIL_FROM is the documented name for from_address.
     if ENV_PREFIX + "FROM" in env:

@@ -24,6 +24,14 @@ import pytest
 # write nothing; they read what is there). __pycache__ is git-ignored; pip writes the same.
 sys.dont_write_bytecode = False
 
+# tmp_path on the machine's RAM disk where it has one (Linux: /dev/shm). The suite makes and
+# removes a few thousand folders, and its ledgers and stores are SQLite files in WAL mode
+# with `synchronous = FULL`: on a disk that was ~3 s of system CPU in the quick loop, and the
+# waits for each fsync. The code paths are the same (fsync is called; it returns at once).
+# Set PYTEST_DEBUG_TEMPROOT (pytest's own variable for this) to put them elsewhere.
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK | os.X_OK):
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
+
 from browser import browser  # noqa: E402, F401  (the shared headless Chromium fixture)
 from ses_support import moto_server, ses_moto  # noqa: E402, F401  (the local SES stand-in)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import email.utils as email_utils
+import functools
 import itertools
 import json
 import re
@@ -122,7 +123,10 @@ class Reply(Exception):
         self.headers = headers or {}
 
 
+@functools.cache
 def _load_schemas() -> dict[str, Any]:
+    """The vendors' request schemas, read once per process (every FakeEsp reads them; no
+    one changes them)."""
     schemas = {}
     for path in SCHEMA_DIR.glob("*.json"):
         schemas[path.stem] = json.loads(path.read_text(encoding="utf-8"))

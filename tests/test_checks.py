@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from spark_mail.checks import Finding, Report, Severity, run_checks
 from spark_mail.checks.rules import allowed_merge_tags, url_problem
 from spark_mail.config import Settings
 from spark_mail.errors import ChecksFailed
 from spark_mail.render import GMAIL_CLIP_BYTES, RenderedEmail, build
-from tests.conftest import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checks"
 ADDRESS = "Tiny Big Spark, 548 Market St #41620, San Francisco, CA 94104, USA"

@@ -338,7 +338,7 @@ def test_check_command_reports_broken_link_with_exit_1(
     server: LinkServer, newsletter: Path
 ) -> None:
     """`spark-mail check` with links on exits 1 and names the broken link (real process)."""
-    from tests.conftest import run_cli, write_issue
+    from conftest import run_cli, write_issue
 
     body = f"[Gone]({server.url('/missing')}) and [fine]({server.url('/ok')})\n"
     write_issue(newsletter, "2025-03-03-links", "title: Links\ndate: 2025-03-03", body)

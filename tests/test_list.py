@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SAMPLE_SLUG, run_cli, write_issue
 from spark_mail.config import load_settings
 from spark_mail.drafting.listing import IssueRow, list_issues
 from spark_mail.ledger import Ledger
-from tests.conftest import SAMPLE_SLUG, run_cli, write_issue
 
 PREHEADER = "preheader: A preheader long enough to fill the inbox preview line nicely."
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from spark_mail.checks import run_checks
 from spark_mail.config import load_settings
 from spark_mail.drafting.new_issue import new_issue
 from spark_mail.errors import IssueError
 from spark_mail.issue import load_issue
 from spark_mail.render import build
-from tests.conftest import run_cli
 
 DAY = dt.date(2025, 2, 3)
 

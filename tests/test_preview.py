@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from waiting import answers, poll_until
 
+from conftest import SAMPLE_SLUG
 from spark_mail.config import load_settings
 from spark_mail.drafting.preview import PreviewError, PreviewServer, dark_html
-from tests.conftest import SAMPLE_SLUG
 
 POLL = 0.05
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from spark_mail.checks.report import Finding, RuleBook
-from spark_mail.checks.styles import CssRule, StyledEmail, describe
+from spark_mail.checks.styles import CssRule, StyledEmail, style_map, text_content
 from spark_mail.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
 
 DARK_RE = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
@@ -63,36 +64,61 @@ def is_bold(value: str | None, inherited: bool) -> bool:
 
 def background_of(styles: dict[str, str], element: Any) -> RGB | None:
     for name in ("background-color", "background"):
-        # the shorthand's colour may stand anywhere: `url(...) no-repeat #000`
-        for part in CSS_VALUE_PART_RE.findall(styles.get(name, "")):
-            color = parse_color(part)
-            if color is not None:
-                return color
+        color = first_color(styles.get(name, ""))
+        if color is not None:
+            return color
     bgcolor = element.get("bgcolor")
-    return parse_color(bgcolor) if bgcolor else None
+    return color_of(bgcolor) if bgcolor else None
+
+
+@lru_cache(maxsize=4096)
+def first_color(value: str) -> RGB | None:
+    """The first colour in a `background` value: the shorthand's colour may stand anywhere
+    (`url(...) no-repeat #000`)."""
+    for part in CSS_VALUE_PART_RE.findall(value):
+        color = color_of(part)
+        if color is not None:
+            return color
+    return None
+
+
+# A layout repeats a few dozen colours, styles and pairs of colours over hundreds of
+# elements, and the contrast rule reads the tree twice (light, dark): each is worked out
+# once per process.
+color_of = lru_cache(maxsize=4096)(parse_color)
+contrast_of = lru_cache(maxsize=4096)(contrast)
+
+
+@lru_cache(maxsize=1024)
+def dark_selector(text: str) -> tuple[str, tuple[int, int, int]] | None:
+    """One selector of a dark-mode rule as (XPath, specificity); None for one lxml cannot
+    match (a pseudo-class): that rule is left out for it."""
+    from cssselect import GenericTranslator, SelectorError, parse
+
+    try:
+        (selector,) = parse(text)
+        return GenericTranslator().selector_to_xpath(selector), selector.specificity()
+    except (SelectorError, ValueError):
+        return None
 
 
 def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
     """element -> the declarations the dark-mode rules give it (specificity, then order)."""
-    from cssselect import GenericTranslator, SelectorError, parse
-
     chosen: dict[Any, dict[str, tuple[tuple[int, int, int], int, str]]] = {}
     rules: list[CssRule] = [r for r in page.rules if any(DARK_RE.search(a) for a in r.at_rules)]
-    translator = GenericTranslator()
     for order, rule in enumerate(rules):
         wanted = {n: v for n, v in rule.declarations if n in ("color", "background-color")}
         if not wanted:
             continue
         for selector_text in rule.selector.split(","):
-            try:
-                (selector,) = parse(selector_text.strip())
-                xpath = translator.selector_to_xpath(selector)
-            except (SelectorError, ValueError):
-                continue  # a pseudo-class lxml cannot match: the rule is left out
+            found = dark_selector(selector_text.strip())
+            if found is None:
+                continue
+            xpath, specificity = found
+            key = (specificity, order)
             for element in page.root.xpath(xpath):
                 slot = chosen.setdefault(element, {})
                 for name, value in wanted.items():
-                    key = (selector.specificity(), order)
                     if name not in slot or key >= slot[name][:2]:
                         slot[name] = (*key, value)
     return {el: {n: v[2] for n, v in decl.items()} for el, decl in chosen.items()}
@@ -101,34 +127,39 @@ def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
 def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Iterator[str]:
     """`"#777777 on #ffffff (4.48:1, needs 4.5:1): <div> in 'footer' 'Some text...'"`."""
     seen: set[tuple[str, str, str]] = set()
+    problems: list[str] = []
 
-    def walk(el: Any, fg: RGB, bg: RGB, size: float, bold: bool) -> Iterator[str]:
-        styles = dict(page.inline(el))
-        styles.update(overrides.get(el, {}))
-        if HIDDEN_RE.search(el.get("style") or "") or el.get("aria-hidden") == "true":
+    def walk(el: Any, fg: RGB, bg: RGB, size: float, bold: bool) -> None:
+        style = el.get("style") or ""
+        if (style and HIDDEN_RE.search(style)) or el.get("aria-hidden") == "true":
             return
-        fg = parse_color(styles.get("color", "")) or fg
+        styles = style_map(style)
+        extra = overrides.get(el)
+        if extra:
+            styles = {**styles, **extra}
+        fg = color_of(styles.get("color", "")) or fg
         bg = background_of(styles, el) or bg
         size = font_px(styles.get("font-size"), size)
         bold = is_bold(styles.get("font-weight"), bold or el.tag in ("b", "strong", "th"))
-        text = " ".join(((el.text or "") + "".join(c.tail or "" for c in el)).split())
         needed = AA_LARGE_TEXT if size >= 24 or (bold and size >= 18.66) else AA_TEXT
-        ratio = contrast(fg, bg)
-        if text and ratio < needed:
-            key = (to_hex(fg), to_hex(bg), describe(el))
-            if key not in seen:
+        ratio = contrast_of(fg, bg)
+        if ratio < needed:
+            text = " ".join(((el.text or "") + "".join(c.tail or "" for c in el)).split())
+            key = (to_hex(fg), to_hex(bg), page.describe(el))
+            if text and key not in seen:
                 seen.add(key)
-                yield (
+                problems.append(
                     f"{key[0]} on {key[1]} ({ratio:.2f}:1, needs {needed:g}:1): "
                     f"{key[2]} {text[:40]!r}"
                 )
         for child in el:
             if isinstance(child.tag, str) and child.tag not in ("style", "script", "head"):
-                yield from walk(child, fg, bg, size, bold)
+                walk(child, fg, bg, size, bold)
 
     body = page.root.find("body")
     if body is not None:
-        yield from walk(body, (0, 0, 0), WHITE, DEFAULT_FONT_PX, False)
+        walk(body, (0, 0, 0), WHITE, DEFAULT_FONT_PX, False)
+    return iter(problems)
 
 
 def contrast_findings(page: StyledEmail) -> Iterator[Finding]:
@@ -164,7 +195,7 @@ def heading_findings(page: StyledEmail) -> Iterator[Finding]:
     for heading in page.root.xpath("//h1|//h2|//h3|//h4|//h5|//h6"):
         level = int(heading.tag[1])
         if level > previous + 1:
-            title = " ".join(heading.text_content().split())[:50]
+            title = " ".join(text_content(heading).split())[:50]
             yield RULES.finding(
                 "a11y.heading-order",
                 f"<h{level}> {title!r} follows "
@@ -186,9 +217,9 @@ def bare_words(text: str) -> str:
 def link_text_findings(page: StyledEmail) -> Iterator[Finding]:
     vague = sorted(
         {
-            " ".join(a.text_content().split())
+            " ".join(text_content(a).split())
             for a in page.root.iter("a")
-            if bare_words(a.text_content()) in VAGUE_LINK_TEXT
+            if bare_words(text_content(a)) in VAGUE_LINK_TEXT
         }
     )
     if vague:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from spark_mail.checks.caniemail import Client, Feature, features, resolve_clients
 from spark_mail.checks.report import Finding, Severity
-from spark_mail.checks.styles import StyledEmail, at_rule_names, describe
+from spark_mail.checks.styles import StyledEmail, at_rule_names, declarations
 
 # Used on purpose with a fallback: what a client that drops the feature shows instead.
 FALLBACKS = {
@@ -118,33 +118,34 @@ class Use:
 def feature_uses(page: StyledEmail, known: dict[str, Feature]) -> dict[str, Use]:
     """caniemail feature slug -> where the email uses it."""
     uses: dict[str, Use] = defaultdict(Use)
+    found: dict[tuple[str, str], tuple[str, ...]] = {}  # a layout repeats its declarations
 
     def declaration(name: str, value: str, place: str) -> None:
-        if f"css-{name}" in known:
-            uses[f"css-{name}"].add(place)
-        for prop, pattern, slug in VALUE_FEATURES:
-            if name == prop and pattern.search(value):
-                uses[slug].add(place)
-        for pattern, slug in ANY_VALUE_FEATURES:
-            if pattern.search(value):
-                uses[slug].add(place)
+        slugs = found.get((name, value))
+        if slugs is None:
+            slugs = found[name, value] = declaration_features(name, value, known)
+        for slug in slugs:
+            uses[slug].add(place)
 
     for element in page.elements():
-        place = describe(element)
         tag = str(element.tag).lower()
         if tag == "meta" and (element.get("name") or "").lower() == "color-scheme":
             uses["html-meta-color-scheme"].add("<meta name=color-scheme> in <head>")
         elif f"html-{tag}" in known and tag not in ("html", "body", "div", "table"):
-            uses[f"html-{tag}"].add(place)
+            uses[f"html-{tag}"].add(page.describe(element))
         for attribute, slug in ATTRIBUTE_FEATURES.items():
             if element.get(attribute) is not None:
-                uses[slug].add(place)
+                uses[slug].add(page.describe(element))
         if tag == "img":
             match = IMAGE_FORMATS.search(element.get("src") or "")
             if match:
-                uses[f"image-{match.group(1).lower().replace('tif', 'tiff')[:4]}"].add(place)
-        for name, value in page.inline(element):
-            declaration(name, value, f"inline style of {place}")
+                slug = f"image-{match.group(1).lower().replace('tif', 'tiff')[:4]}"
+                uses[slug].add(page.describe(element))
+        style = element.get("style")
+        if style:
+            inline = f"inline style of {page.describe(element)}"
+            for name, value in declarations(style):
+                declaration(name, value, inline)
     for rule in page.rules:
         place = f"<style> rule `{rule.selector[:60]}`"
         for pattern, slug in SELECTOR_FEATURES:
@@ -159,6 +160,20 @@ def feature_uses(page: StyledEmail, known: dict[str, Feature]) -> dict[str, Use]
                     uses[slug].add(f"<style> `{at_rule[:60]}`")
                     break
     return {slug: use for slug, use in uses.items() if slug in known}
+
+
+def declaration_features(name: str, value: str, known: dict[str, Feature]) -> tuple[str, ...]:
+    """The features one declaration uses, in the order they are counted."""
+    slugs: list[str] = []
+    if f"css-{name}" in known:
+        slugs.append(f"css-{name}")
+    for prop, pattern, slug in VALUE_FEATURES:
+        if name == prop and pattern.search(value):
+            slugs.append(slug)
+    for pattern, slug in ANY_VALUE_FEATURES:
+        if pattern.search(value):
+            slugs.append(slug)
+    return tuple(slugs)
 
 
 def client_findings(

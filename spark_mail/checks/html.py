@@ -4,6 +4,7 @@ visible text and sponsor / promo boxes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from html.parser import HTMLParser
 
 BOX_CLASSES = {"sponsor-box": "sponsor", "promo-box": "promo"}
@@ -84,8 +85,9 @@ class EmailParser(HTMLParser):
             self._open_box.label = " ".join(data.split())
             self._open_box = None
 
-    @property
+    @cached_property
     def visible_text(self) -> str:
+        """All the text readers see, whitespace collapsed (read once the parse is done)."""
         return " ".join(" ".join(self.text_parts).split())
 
 

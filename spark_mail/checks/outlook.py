@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from spark_mail.checks.report import Finding, Severity
-from spark_mail.checks.styles import declarations
+from spark_mail.checks.styles import parse_document, style_map
 
 # <!--[if !mso]><!--> ... <!--<![endif]-->: everything but Outlook.
 NOT_MSO_RE = re.compile(r"<!--\[if\s+!mso[^\]]*\]><!-->.*?<!--<!\[endif\]-->", re.S | re.I)
@@ -32,11 +32,6 @@ SECTION_HINT = "write every padding value with its unit ('0px 24px', not '0 24px
 def outlook_branch(html: str) -> str:
     """The HTML desktop Outlook renders: mso comments opened, !mso parts removed."""
     return MSO_RE.sub(lambda m: m.group(1), NOT_MSO_RE.sub("", html))
-
-
-def style_map(style: str) -> dict[str, str]:
-    """An inline style attribute as {property: value} (later declarations win)."""
-    return dict(declarations(style))
 
 
 def px(value: str | None) -> float | None:
@@ -93,16 +88,16 @@ class TooWide:
     section: str
 
 
-def element_width(element: object) -> float | None:
+def element_width(element: object, styles: dict[str, str] | None = None) -> float | None:
     get = element.get  # type: ignore[attr-defined]
-    return px(style_map(get("style") or "").get("width")) or px(get("width"))
+    if styles is None:
+        styles = style_map(get("style") or "")
+    return px(styles.get("width")) or px(get("width"))
 
 
 def too_wide(html: str) -> list[TooWide]:
     """Every outermost element that is wider than its cell allows, in Outlook."""
-    import lxml.html
-
-    root = lxml.html.document_fromstring(outlook_branch(html))
+    root = parse_document(outlook_branch(html))
     found: list[TooWide] = []
 
     def walk(element: object, room: float | None, section: str) -> None:
@@ -113,14 +108,15 @@ def too_wide(html: str) -> list[TooWide]:
         classes = (get("class") or "").split()
         named = [c for c in classes if not c.startswith("mj-") and not c.endswith("-outlook")]
         section = " ".join(named) or section
-        width = element_width(element)
+        styles = style_map(get("style") or "")
+        width = element_width(element, styles)
         if width is not None and room is not None and width > room + 0.5:
             found.append(TooWide(tag, width, room, section))
             return  # its children overflow with it: one finding per place
         if width is not None:
             room = width
         if room is not None:
-            room -= horizontal_space(style_map(get("style") or ""), room)
+            room -= horizontal_space(styles, room)
         for child in element:  # type: ignore[attr-defined]
             walk(child, room, section)
 

@@ -247,8 +247,11 @@ class Checker:
         for part, content in (("HTML", self.email.html), ("text", self.email.text)):
             # and once percent-decoded: Markdown encodes a link's `%` and `{` (`%25recipient`)
             for label, text in (("", content), (" (in a link, URL-encoded)", unquote(content))):
-                cleaned = MERGE_TAG_RE.sub(
-                    lambda m: "" if m.group(0) in allowed else m.group(0), text
+                # only an allowed merge tag is taken out: none in the text, nothing to take
+                cleaned = (
+                    MERGE_TAG_RE.sub(lambda m: "" if m.group(0) in allowed else m.group(0), text)
+                    if any(tag in text for tag in allowed)
+                    else text
                 )
                 found = [(cleaned.find(m), m) for m in TEMPLATE_MARKERS if m in cleaned]
                 if found:
