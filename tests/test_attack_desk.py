@@ -815,7 +815,7 @@ def test_racing_requests_over_512_connections_keep_every_count_true(newsletter: 
     about 1024/N, so fewer requests make each reader race more often: ~2,800 racing pairs
     here against ~2,900 with 3,000 readers and 20,000 requests (counted on the shuffled
     orders), all 512 connections open at once and each still carrying ~10 requests in
-    turn. (The 20,000-request load stays in test_desk_processes.)"""
+    turn. (The desk's throughput is bench/desk.py's.)"""
 
     settings = desk_settings(newsletter)
     readers = [f"race{n:04d}@example.com" for n in range(750)]
