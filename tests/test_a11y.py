@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ SECOND_ISSUE = REPO / "tests" / "fixtures" / "issues" / "2025-02-03-shipping-sma
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
+@functools.cache
 def built(path: Path) -> RenderedEmail:
+    """The issue built once a test process (a build is pure; each test only reads it)."""
     return build(path, load_settings(REPO))
 
 

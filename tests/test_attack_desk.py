@@ -803,22 +803,22 @@ def test_kill_9_mid_write_loses_nothing_acknowledged_and_doubles_nothing(newslet
 
 @pytest.mark.slow
 def test_racing_requests_over_512_connections_keep_every_count_true(newsletter: Path):
-    """4 workers, 512 connections, 5,000 requests: 750 readers each clicking several
+    """4 workers, 512 connections, 2,500 requests: 375 readers each clicking several
     poll options (changes of mind and scanner bursts racing across workers), half of
     them also unsubscribing twice, confirm pages and results pages in between. Nothing
     is refused; afterwards one vote row per reader, the counts equal the rows, each
     unsubscribe recorded once.
 
-    5,000 requests, not 20,000: the race is two requests of one reader in flight at once
+    2,500 requests, not 20,000: the race is two requests of one reader in flight at once
     on different connections and workers, i.e. within ~512 places of each other in the
     shuffled order. With N requests a pair of one reader's requests races with a chance of
-    about 1024/N, so fewer requests make each reader race more often: ~2,800 racing pairs
-    here against ~2,900 with 3,000 readers and 20,000 requests (counted on the shuffled
-    orders), all 512 connections open at once and each still carrying ~10 requests in
-    turn. (The 20,000-request load stays in test_desk_processes.)"""
+    about 1024/N, so fewer requests make each reader race more often: ~2,600 racing pairs
+    here against ~2,700 with 5,000 requests and ~2,900 with 20,000 (counted on the
+    shuffled orders), all 512 connections open at once and each still carrying ~5
+    requests in turn. (The desk's throughput is bench/desk.py's.)"""
 
     settings = desk_settings(newsletter)
-    readers = [f"race{n:04d}@example.com" for n in range(750)]
+    readers = [f"race{n:04d}@example.com" for n in range(375)]
     rng = random.Random(12)
     requests: list[bytes] = []
     for n, email in enumerate(readers):
@@ -826,9 +826,9 @@ def test_racing_requests_over_512_connections_keep_every_count_true(newsletter: 
         requests += [click(links.polls[rng.randrange(3)]) for _ in range(5)]
         if n % 2:
             requests += [one_click(links.unsubscribe)] * 2 + [click(links.unsubscribe)]
-    requests += [click(f"https://{HOST}/poll/{SAMPLE_SLUG}/results")] * 125
+    requests += [click(f"https://{HOST}/poll/{SAMPLE_SLUG}/results")] * 64
     rng.shuffle(requests)
-    assert len(requests) == 5_000
+    assert len(requests) == 2_500
     from spark_mail.site.urls import site_urls
 
     web_copy = newsletter / "site" / site_urls(settings, strict=False).issue_file(SAMPLE_SLUG)
@@ -836,10 +836,10 @@ def test_racing_requests_over_512_connections_keep_every_count_true(newsletter: 
     web_copy.write_text("the web copy")  # the results page is public once published
     with serving(newsletter, workers=4) as server:
         statuses = acknowledged(server.port, requests, connections=512)
-    assert len(statuses) == 5_000 and set(statuses.values()) == {200}
+    assert len(statuses) == 2_500 and set(statuses.values()) == {200}
     with SuppressionStore(store_path(settings)) as store:
-        assert store.read("SELECT COUNT(*) FROM votes") == [(750,)]
-        assert len(store.addresses()) == 375
+        assert store.read("SELECT COUNT(*) FROM votes") == [(375,)]
+        assert len(store.addresses()) == 187
         counts_agree(store)
 
 

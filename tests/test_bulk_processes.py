@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_cron_processes import SLUG, EspProcess, make_newsletter, run, start_cli, start_esp
+from waiting import poll_until
 
 __all__ = ["start_esp"]  # the fixture, used by name below
 
@@ -49,6 +50,24 @@ def kill_during_first_batch(root: Path, esp: EspProcess) -> None:
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL
+
+
+def signal_taken(pid: int, signum: int) -> bool:
+    """Whether the process has taken `signum` off its queues: no longer pending for the
+    process (ShdPnd) or any of its threads (SigPnd), as /proc shows them."""
+    bit = 1 << (signum - 1)
+    statuses = [Path(f"/proc/{pid}/status")]
+    statuses += [task / "status" for task in Path(f"/proc/{pid}/task").iterdir()]
+    for status in statuses:
+        try:
+            lines = status.read_text().splitlines()
+        except FileNotFoundError:  # a thread that has ended
+            continue
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in ("ShdPnd", "SigPnd") and int(value, 16) & bit:
+                return False
+    return True
 
 
 def copies(esp: EspProcess) -> collections.Counter[str]:
@@ -144,13 +163,17 @@ def test_ctrl_c_mid_send_finishes_the_batch_in_flight_and_the_rerun_sends_the_re
     readers not yet sent - nobody twice, none uncertain."""
     esp = start_esp("postmark")
     root = own_list(tmp_path, esp, 1200)
-    esp.fault(hold=6.0, path=BATCH_PATH["postmark"])  # SIGINT lands while it is held
+    esp.fault(hold=120.0, path=BATCH_PATH["postmark"])  # until released below
     victim = start_cli(root, "send", SLUG, "--yes")
     try:
         esp.wait_for_request(BATCH_PATH["postmark"])
     finally:
         victim.send_signal(signal.SIGINT)
-        _, err = victim.communicate(timeout=60)
+    # Batch 1's answer goes once the process has taken the SIGINT (Python's handler has
+    # run: whatever its threads do next, the KeyboardInterrupt comes before batch 2)
+    poll_until(lambda: signal_taken(victim.pid, signal.SIGINT), "the SIGINT to be taken")
+    esp.release_holds()
+    _, err = victim.communicate(timeout=60)
     assert victim.returncode == 130, err
     assert "Traceback" not in err
     assert f"500 of 1,200 readers got {SLUG} before the stop" in err  # how far, and how to go on

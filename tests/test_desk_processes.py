@@ -89,13 +89,20 @@ def test_a_readers_vote_and_change_of_vote_show_in_poll_results(newsletter: Path
     assert [o["votes"] for o in data["options"]] == [0, 0, 1] and data["votes"] == 1
 
 
-def test_four_workers_take_20000_concurrent_votes_and_unsubscribes_and_lose_none(
+def test_four_workers_take_2000_concurrent_votes_and_unsubscribes_and_lose_none(
     newsletter: Path,
 ):
-    """4 workers, 20,000 requests over 64 connections (a tenth of them repeats): every
-    vote and unsubscribe is stored once, the counts match, nothing is lost or doubled."""
+    """4 workers, 2,000 requests over 64 connections (a tenth of them repeats): every
+    vote and unsubscribe is stored once, the counts match, nothing is lost or doubled.
+
+    2,000 requests, not 20,000: what is tested is the concurrency (4 workers writing one
+    store, 64 requests in flight at once, a repeat racing its first click), not the
+    volume. A repeat races its first click when both are in flight together, within 64
+    places of each other in the shuffled order: 16 such pairs here, 14 with 20,000
+    requests (the chance grows as the list shrinks); every connection still carries ~30
+    requests in turn. How many requests a second the desk takes is bench/desk.py's."""
     settings = desk_settings(newsletter)
-    readers = [f"reader{n:05d}@example.com" for n in range(9000)]
+    readers = [f"reader{n:05d}@example.com" for n in range(900)]
     expected = [0, 0, 0]
     requests = []
     for n, email in enumerate(readers):
@@ -111,18 +118,18 @@ def test_four_workers_take_20000_concurrent_votes_and_unsubscribes_and_lose_none
                 Content_Type="application/x-www-form-urlencoded",
             )
         )  # fmt: skip
-    requests += random.Random(7).sample(requests, 2000)  # clicked twice: still once each
+    requests += random.Random(7).sample(requests, 200)  # clicked twice: still once each
     random.Random(8).shuffle(requests)
-    assert len(requests) == 20_000
+    assert len(requests) == 2_000
     with serve_process(newsletter, workers=4, env=ENV) as base:
         port = urlsplit(base).port
         assert port is not None
         result = run_load("127.0.0.1", port, requests, connections=64)
-    assert dict(result.statuses) == {200: 20_000}
+    assert dict(result.statuses) == {200: 2_000}
     store = SuppressionStore(store_path(settings))
-    assert store.read("SELECT COUNT(*) FROM suppressions") == [(9000,)]
-    assert store.read("SELECT COUNT(*) FROM suppression_events") == [(9000,)]
-    assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(9000, 9000)]
+    assert store.read("SELECT COUNT(*) FROM suppressions") == [(900,)]
+    assert store.read("SELECT COUNT(*) FROM suppression_events") == [(900,)]
+    assert store.read("SELECT COUNT(*), COUNT(option) FROM votes") == [(900, 900)]
     counts = store.read("SELECT option, votes FROM poll_counts ORDER BY option")
     assert counts == [(1, expected[0]), (2, expected[1]), (3, expected[2])]
 

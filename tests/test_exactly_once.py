@@ -48,7 +48,10 @@ def test_resend_send_timing_out_every_attempt_is_asked_about_not_sent_again(
     """Item 1: /broadcasts/{id}/send times out on every attempt. The row is not `failed`:
     the next dispatch asks Resend about the recorded broadcast and creates no second one."""
     due_issue(newsletter, "issue-1")
-    settings = quick(settings_for(esp, newsletter, "resend", SPARK_MAIL_SEND_RATE="100"))
+    settings = quick(
+        settings_for(esp, newsletter, "resend", SPARK_MAIL_SEND_RATE="100"),
+        send_timeout=1.0,  # both attempts wait it out for real: 1 s each, as in test_faults
+    )
     esp.act_then(hang=True, times=2, path="/send")
     with pytest.raises(SendUnconfirmed, match="may have gone out"):
         send_issue("issue-1", settings, mode="send", clock=FakeClock(DUE))

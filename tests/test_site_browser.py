@@ -26,23 +26,23 @@ def summary(violations: list[dict[str, Any]]) -> list[str]:
     return [f"{v['id']}: {v['nodes'][0]['target']}" for v in violations]
 
 
+# One test a colour scheme: twelve axe runs in one test made it the suite's longest, which
+# pytest-xdist cannot share between workers.
 @pytest.mark.slow
-def test_pages_pass_axe_and_fit_a_phone(newsletter: Path, browser: Any) -> None:
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_pages_pass_axe_and_fit_a_phone(newsletter: Path, browser: Any, scheme: str) -> None:
     """Index, an issue (promo, poll, sponsor, a wide table, a long code line), a draft,
     the tag list, a tag and the 404 page."""
     send_two(newsletter)
     set_site_url(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
     with serve_folder(newsletter / "site-preview") as base:
-        for scheme in ("light", "dark"):
-            context = browser.new_context(
-                viewport={"width": 375, "height": 800}, color_scheme=scheme
-            )
-            page = context.new_page()
-            for path in PAGES:
-                page.goto(base + path)
-                assert page.title(), path
-                scroll_width, viewport = page_width(page)
-                assert scroll_width <= viewport, f"{path} is {scroll_width} px wide on a phone"
-                assert summary(axe_violations(page)) == [], f"{path} in {scheme} mode"
-            context.close()
+        context = browser.new_context(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+        page = context.new_page()
+        for path in PAGES:
+            page.goto(base + path)
+            assert page.title(), path
+            scroll_width, viewport = page_width(page)
+            assert scroll_width <= viewport, f"{path} is {scroll_width} px wide on a phone"
+            assert summary(axe_violations(page)) == [], f"{path} in {scheme} mode"
+        context.close()

@@ -50,10 +50,11 @@ def test_snapshot_command_writes_four_pngs(newsletter: Path, tmp_path: Path):
 
 @pytest.mark.slow
 @needs_chromium
-def test_snapshots_without_playwright_use_chromiums_own_screenshot(
+def test_snapshots_without_playwright_drive_chromium_over_its_devtools_pipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Without Playwright, Chromium's --screenshot takes the same four pictures."""
+    """Without Playwright, one Chromium driven over its DevTools pipe takes the same four
+    pictures."""
     monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
     email = build(SAMPLE_ISSUE, load_settings(SAMPLE_ISSUE.parent))
     snapshot.take_snapshots(email.html, email.slug, tmp_path)

@@ -28,6 +28,7 @@ batch in flight at a crash is `uncertain`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -87,7 +88,7 @@ class SesProvider(DeliveryOnlyProvider, HttpProvider):
         return f"https://email.{self.region}.amazonaws.com"
 
     def __init__(self, settings: Settings, **options: Any) -> None:
-        self.session = _boto3().session.Session()
+        self.session = _session()
         self.region = _region(settings.api_url, self.session.region_name)
         super().__init__(settings, **options)  # clock, recorder, retry
         credentials: dict[str, str] = {}
@@ -308,6 +309,29 @@ def _boto3() -> Any:
             hint="pip install 'spark-mail[ses]' (or: pipx inject spark-mail boto3)",
         ) from None
     return boto3
+
+
+def _session() -> Any:
+    """A new boto3 session (credentials and region read from boto3's chain, as always) on
+    the process's one botocore data loader: botocore's endpoint and service files are
+    parsed once a process (about 0.3 s of CPU), not again for each provider made, such as
+    each due issue of a `dispatch`."""
+    from botocore.session import Session as CoreSession
+
+    boto3 = _boto3()
+    core = CoreSession()
+    loader = _data_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", loader)
+    session = boto3.session.Session(botocore_session=core)
+    loader.search_paths[:] = dict.fromkeys(loader.search_paths)  # boto3 adds its own each time
+    return session
+
+
+@functools.cache
+def _data_loader(data_path: str | None) -> Any:
+    from botocore.loaders import create_loader
+
+    return create_loader(data_path)
 
 
 def _region(api_url: str, chain_region: str | None) -> str:

@@ -33,7 +33,6 @@ from spark_mail.desk.webhooks.base import (
     parse_time,
     text,
 )
-from spark_mail.providers.mailgun import ISSUE_VARIABLE
 
 KINDS = {
     ("failed", "permanent"): EventKind.HARD_BOUNCE,
@@ -65,6 +64,8 @@ class MailgunReceiver(Receiver):
 
 
 def tagged_issue(variables: Mapping[str, Any]) -> object:
+    from spark_mail.providers.mailgun import ISSUE_VARIABLE  # loaded with the first event
+
     return variables.get(ISSUE_VARIABLE) or variables.get("issue", "")
 
 

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any
 
 from spark_mail.audience.events import EspEvent, EventKind, clean_detail, clean_issue
 from spark_mail.config import Settings
@@ -38,7 +34,9 @@ from spark_mail.desk.webhooks.base import (
     text,
 )
 from spark_mail.errors import ConfigError
-from spark_mail.providers.sendgrid import ISSUE_ARG
+
+if TYPE_CHECKING:  # cryptography is loaded once a key is set (a desk starts without it)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
@@ -56,6 +54,9 @@ def public_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
     written = settings.sendgrid_webhook_public_key.strip()
     if not written:
         return None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         if written.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(written.encode())
@@ -88,6 +89,10 @@ class SendgridReceiver(Receiver):
         signature, stamp = b64(headers.get(SIGNATURE, "").strip()), headers.get(TIMESTAMP, "")
         if not signature or not stamp:
             raise forged(f"the {SIGNATURE} and {TIMESTAMP} headers are needed")
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         try:
             self.key.verify(signature, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
@@ -98,6 +103,8 @@ class SendgridReceiver(Receiver):
 
 
 def sendgrid_event(event: Mapping[str, Any], now: dt.datetime) -> EspEvent | None:
+    from spark_mail.providers.sendgrid import ISSUE_ARG  # loaded with the first event
+
     name = text(event.get("event"))
     if name == "bounce":
         blocked = text(event.get("type")) == "blocked"

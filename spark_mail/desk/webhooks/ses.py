@@ -29,14 +29,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from spark_mail.audience.events import EspEvent, EventKind, clean_detail, clean_issue
 from spark_mail.desk.webhooks.base import (
@@ -52,7 +46,10 @@ from spark_mail.desk.webhooks.base import (
     text,
 )
 from spark_mail.errors import WebhookRefused
-from spark_mail.tls import https_context
+
+if TYPE_CHECKING:  # httpx and cryptography load with the first SNS message
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 # sns.<region>.amazonaws.com(.cn): the label must be a region (us-east-1, us-gov-west-1,
 # cn-north-1), not just any label: an S3 bucket named `sns` answers at sns.s3.amazonaws.com
@@ -72,7 +69,7 @@ SIGNED_FIELDS = {
     ),
 }
 SIGNED_FIELDS["UnsubscribeConfirmation"] = SIGNED_FIELDS["SubscriptionConfirmation"]
-HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+SIGNATURE_HASHES = {"1": "SHA1", "2": "SHA256"}  # SignatureVersion -> cryptography's hash
 FETCH_SECONDS = 10.0
 CACHED_CERTIFICATES = 32
 BOUNCE_KINDS = {"Permanent": EventKind.HARD_BOUNCE}  # Transient, Undetermined: soft
@@ -132,8 +129,13 @@ class SesReceiver(Receiver):
         return Delivery(ses_events(event_id, mapping(notification), now))
 
     async def check_signature(self, message: Mapping[str, Any], kind: str) -> None:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         version = text(message.get("SignatureVersion"))
-        algorithm = HASHES.get(version)
+        name = SIGNATURE_HASHES.get(version)
+        algorithm: type[hashes.HashAlgorithm] | None = getattr(hashes, name) if name else None
         signature = b64(text(message.get("Signature")))
         url = text(message.get("SigningCertURL"))
         if algorithm is None or not signature:
@@ -148,6 +150,9 @@ class SesReceiver(Receiver):
 
     async def certificate(self, url: str) -> rsa.RSAPublicKey:
         """The public key of SNS's signing certificate at `url`, fetched once."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         key = self.certificates.get(url)
         if key is not None:
             return key
@@ -171,6 +176,10 @@ class SesReceiver(Receiver):
 async def fetch(url: str, failure: str) -> bytes:
     """The body of a 200 answer to GET `url` (a URL the policy allowed); 502 otherwise:
     SNS retries a delivery that failed with a 5xx, so the event is not lost."""
+    import httpx
+
+    from spark_mail.tls import https_context
+
     try:
         async with httpx.AsyncClient(
             timeout=FETCH_SECONDS, follow_redirects=False, verify=https_context()
