@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from test_attack_lifecycle import (
-    batches_of,
     copies,
     own_list,
     reader_states,
@@ -39,7 +38,7 @@ from test_webhooks import SENDGRID, Hooks, make_hooks, post_sns
 import webhook_support as signed
 from conftest import SAMPLE_SLUG
 from esp_server import FakeEsp, moto_messages, settings_for
-from provider_support import sample_email, sample_readers, sample_template
+from provider_support import batches_of, sample_email, sample_readers, sample_template
 from ses_support import verify_identity
 from spark_mail.clock import FakeClock
 from spark_mail.desk.webhooks import SnsPolicy

@@ -24,6 +24,7 @@ from test_faults import copies  # per reader, as the ESP's own record says
 import esp_server
 from conftest import SAMPLE_SLUG, write_issue
 from esp_server import FakeEsp, settings_for
+from provider_support import batches_of
 from spark_mail.audience.suppressions import SuppressionStore
 from spark_mail.clock import FakeClock
 from spark_mail.config import Settings
@@ -68,15 +69,6 @@ def own_list(esp: FakeEsp, root: Path, provider: str, count: int, **extra: str) 
     }
     # A generous timeout: the fake ESP checks 500 messages against Postmark's schema.
     return quick(settings_for(esp, root, provider, **env), send_attempts=1, send_timeout=30.0)
-
-
-def batches_of(monkeypatch: pytest.MonkeyPatch, provider: str, size: int) -> None:
-    """`provider` cuts its batches at `size` readers, below its API's limit (Resend 100,
-    Postmark 500, ...): an attack on several batches needs several batches, not the
-    thousands of readers that the API's own limit would take to make them."""
-    from spark_mail.providers.registry import provider_class
-
-    monkeypatch.setattr(provider_class(provider), "batch_size", size)
 
 
 def twice(esp: FakeEsp) -> list[str]:
