@@ -241,11 +241,11 @@ def test_a_lost_answer_to_creating_sendgrids_batch_id_is_not_a_maybe_sent_issue(
 def test_a_schedule_that_stopped_says_to_schedule_again_not_to_send(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    """`schedule --at 14:00` of 250 readers through Mailgun (batches of 100 here; Mailgun
-    takes 1,000); the first batch is answered 502 after Mailgun queued it (or refused with
-    a 400). The run said "run `spark-mail send ISSUE` again": doing that sent the other 150
-    readers at once, while the first 100 get the issue at 14:00. Right: the hint names the command that was interrupted,
-    `spark-mail schedule ISSUE --at <the same time>`."""
+    """`schedule --at 14:00` of 250 readers through Mailgun (batches of 100 here; Mailgun takes
+    1,000); the first batch is answered 502 after Mailgun queued it (or refused with a 400).
+    The run said "run `spark-mail send ISSUE` again": doing that sent the other 150 readers
+    at once, while the first 100 get the issue at 14:00. Right: the hint names the command
+    that was interrupted, `spark-mail schedule ISSUE --at <the same time>`."""
     batches_of(monkeypatch, "mailgun", 100)
     settings = own_list(esp, newsletter, "mailgun", 250)
     at = clock.now() + dt.timedelta(hours=2)
@@ -445,11 +445,11 @@ def test_a_schedule_whose_answer_is_lost_never_hands_a_reader_over_twice(
     provider: str,
     fault: dict[str, Any],
 ) -> None:
-    """`schedule` of 150 readers (two calls: batches of 100 here, 1,000 at the ESP); the ESP takes the first call, then its
-    answer is lost (a 502, an HTML page, a reset). `schedule` again, then dispatch once the
-    time has passed: nobody is handed over twice, and whoever has no copy is reported
-    uncertain (Mailgun settles the batch through its events API; SendGrid cannot be
-    asked). (Held.)"""
+    """`schedule` of 150 readers (two calls: batches of 100 here, 1,000 at the ESP); the ESP
+    takes the first call, then its answer is lost (a 502, an HTML page, a reset). `schedule`
+    again, then dispatch once the time has passed: nobody is handed over twice, and whoever
+    has no copy is reported uncertain (Mailgun settles the batch through its events API;
+    SendGrid cannot be asked). (Held.)"""
     batches_of(monkeypatch, provider, 100)
     settings = own_list(esp, newsletter, provider, 150)
     at = clock.now() + dt.timedelta(hours=2)

@@ -210,11 +210,10 @@ def test_switching_provider_and_back_does_not_repeat_another_providers_batch(
 ) -> None:
     """Run 1 (resend, batches of 10): batch 1 of 15 readers is answered 502 and stays in
     flight. Run 2 (postmark, the user switched): batch 1 is rightly uncertain, the other 5
-    readers go in
-    one Postmark batch, answered 502 after Postmark sent it: in flight. Run 3 (back to
-    resend): the row still names resend (a resumed row keeps the provider of the run that
-    claimed it), so the recovery rule thinks the Postmark batch was a Resend one and
-    repeats it through Resend: 5 readers get two copies. Right: a batch in flight is
+    readers go in one Postmark batch, answered 502 after Postmark sent it: in flight. Run 3
+    (back to resend): the row still names resend (a resumed row keeps the provider of the
+    run that claimed it), so the recovery rule thinks the Postmark batch was a Resend one
+    and repeats it through Resend: 5 readers get two copies. Right: a batch in flight is
     settled by the provider that sent it; another provider's batch is uncertain."""
     batches_of(monkeypatch, "resend", 10)
     resend = own_list(esp, newsletter, "resend", 15)
@@ -231,13 +230,13 @@ def test_switching_provider_and_back_does_not_repeat_another_providers_batch(
 def test_a_batch_in_flight_is_settled_after_two_readers_swapped_places_in_the_file(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resend sends batch 1 (10 of 15 readers, batches of 10) and answers 502: in flight. The user then
-    sorts part of the subscribers file (two rows of batch 1 swap places). Every later run
-    repeats batch 1 under its key with its readers in the new order: Resend answers 409
-    (same key, other payload), which is taken for "may have acted", so the batch stays in
-    flight, the run stops before the other 5 readers, and each run says "run again"
-    forever: those 5 never get the issue. Right: a repeat carries the same request (or
-    the batch is settled otherwise), and the rest of the list goes out."""
+    """Resend sends batch 1 (10 of 15 readers, batches of 10) and answers 502: in flight. The
+    user then sorts part of the subscribers file (two rows of batch 1 swap places). Every
+    later run repeats batch 1 under its key with its readers in the new order: Resend
+    answers 409 (same key, other payload), which is taken for "may have acted", so the batch
+    stays in flight, the run stops before the other 5 readers, and each run says "run again"
+    forever: those 5 never get the issue. Right: a repeat carries the same request (or the
+    batch is settled otherwise), and the rest of the list goes out."""
     batches_of(monkeypatch, "resend", 10)
     settings = own_list(esp, newsletter, "resend", 15)
     esp.act_then(status=502, path="/emails/batch")
@@ -257,13 +256,13 @@ def test_a_batch_in_flight_is_settled_after_two_readers_swapped_places_in_the_fi
 def test_a_new_first_subscriber_does_not_make_an_unchanged_issue_count_as_changed(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resend sends batch 1 (10 of 15 readers, batches of 10) and answers 502: in flight. A new reader
-    subscribes and lands on the first line of the file. The issue is unchanged, but the
-    lifecycle's content hash is that of the FIRST READER's personalised copy, so the rerun
-    thinks the issue changed and makes the 10 readers of batch 1 `uncertain` (a human has
-    to check Resend's logs and `--resend-uncertain`) instead of repeating the batch under
-    its key, which Resend drops. Right: the issue's content is the issue's, not a reader's
-    copy; the batch is repeated under its key and the issue ends `sent`."""
+    """Resend sends batch 1 (10 of 15 readers, batches of 10) and answers 502: in flight. A new
+    reader subscribes and lands on the first line of the file. The issue is unchanged, but
+    the lifecycle's content hash is that of the FIRST READER's personalised copy, so the
+    rerun thinks the issue changed and makes the 10 readers of batch 1 `uncertain` (a human
+    has to check Resend's logs and `--resend-uncertain`) instead of repeating the batch
+    under its key, which Resend drops. Right: the issue's content is the issue's, not a
+    reader's copy; the batch is repeated under its key and the issue ends `sent`."""
     batches_of(monkeypatch, "resend", 10)
     settings = own_list(esp, newsletter, "resend", 15)
     esp.act_then(status=502, path="/emails/batch")
@@ -284,15 +283,15 @@ def test_a_new_first_subscriber_does_not_make_an_unchanged_issue_count_as_change
 def test_resend_uncertain_does_not_resend_readers_nobody_has_checked_yet(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Postmark, 120 readers in batches of 50. Run 1: batch 1 gets a 502 before Postmark acts (in flight,
-    unconfirmed). Run 2: Postmark's search lags, so batch 1 becomes `uncertain` and is
-    named to the user; batch 2 is sent by Postmark, answered 502: in flight. The user
-    checks batch 1's readers in Postmark's activity log (nothing went out) and runs
-    `send --resend-uncertain`, as the README says. That run turns batch 2 (whose search
-    still lags) uncertain and resends it AT ONCE with batch 1: 50 readers get two copies,
-    none of whom anybody checked. Right: `--resend-uncertain` resends the readers that
-    were uncertain when it started; readers that become uncertain during the run are held
-    and reported."""
+    """Postmark, 120 readers in batches of 50. Run 1: batch 1 gets a 502 before Postmark acts
+    (in flight, unconfirmed). Run 2: Postmark's search lags, so batch 1 becomes `uncertain`
+    and is named to the user; batch 2 is sent by Postmark, answered 502: in flight. The user
+    checks batch 1's readers in Postmark's activity log (nothing went out) and runs `send
+    --resend-uncertain`, as the README says. That run turns batch 2 (whose search still
+    lags) uncertain and resends it AT ONCE with batch 1: 50 readers get two copies, none of
+    whom anybody checked. Right: `--resend-uncertain` resends the readers that were
+    uncertain when it started; readers that become uncertain during the run are held and
+    reported."""
     batches_of(monkeypatch, "postmark", 50)
     settings = own_list(esp, newsletter, "postmark", 120)
     path = "/email/batchWithTemplates"
@@ -578,13 +577,13 @@ def own_list_over_smtp(root: Path, port: int) -> Settings:
 def test_one_uncertain_smtp_reader_does_not_hold_back_readers_who_certainly_got_nothing(
     newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SMTP, 12 readers in batches of 5: the connection drops right after reader 2's
-    message (uncertain, rightly). The run stops and says "... 9 left for the next run". The next `send`
-    refuses ("an earlier send may have gone out") and dispatch only reports `uncertain`:
-    the 9 readers who certainly got nothing are held until a human runs
-    `--resend-uncertain`, which also sends reader 2 again, perhaps a second copy. Right:
-    the next run sends the readers that were never tried and keeps holding only the
-    uncertain one."""
+    """SMTP, 12 readers in batches of 5: the connection drops right after reader 2's message
+    (uncertain, rightly). The run stops and says "... 9 left for the next run". The next
+    `send` refuses ("an earlier send may have gone out") and dispatch only reports
+    `uncertain`: the 9 readers who certainly got nothing are held until a human runs
+    `--resend-uncertain`, which also sends reader 2 again, perhaps a second copy. Right: the
+    next run sends the readers that were never tried and keeps holding only the uncertain
+    one."""
     from servers.smtp import Sink, serve
 
     batches_of(monkeypatch, "smtp", 5)
@@ -606,13 +605,13 @@ def test_one_uncertain_smtp_reader_does_not_hold_back_readers_who_certainly_got_
 def test_after_ctrl_c_readers_in_flight_are_repeated_under_their_key_not_a_new_one(
     esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resend, 25 readers in batches of 10: batch 1 is sent by Resend and answered 502 (in flight: the next
-    run repeats it under its key), and the user presses Ctrl-C. The run records the issue
-    as `pending` and reports "10 readers uncertain". The user runs `send
-    --resend-uncertain`: as the row is not `sending`, nothing settles the readers in
-    flight, and they are sent again in a NEW batch under a NEW key, which Resend cannot
-    drop: 10 readers get two copies. Right: readers left in flight are settled by the
-    recovery rule first (repeated under their batch's key), however the run ended."""
+    """Resend, 25 readers in batches of 10: batch 1 is sent by Resend and answered 502 (in
+    flight: the next run repeats it under its key), and the user presses Ctrl-C. The run
+    records the issue as `pending` and reports "10 readers uncertain". The user runs `send
+    --resend-uncertain`: as the row is not `sending`, nothing settles the readers in flight,
+    and they are sent again in a NEW batch under a NEW key, which Resend cannot drop: 10
+    readers get two copies. Right: readers left in flight are settled by the recovery rule
+    first (repeated under their batch's key), however the run ended."""
     batches_of(monkeypatch, "resend", 10)
     settings = own_list(esp, newsletter, "resend", 25)
     esp.act_then(status=502, path="/emails/batch")
