@@ -1,9 +1,11 @@
 """What the provider tests share: the sample issue built, rendered once for per-reader
-copies, and readers to send it to."""
+copies, readers to send it to, and batches cut small."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from conftest import SAMPLE_ISSUE
 from esp_server import FakeEsp, settings_for
@@ -30,3 +32,12 @@ def sample_readers(count: int, first_name: str = "") -> list[Reader]:
         Reader(f"r{i}@example.com", {"email": f"r{i}@example.com", **fields}, i + 2)
         for i in range(count)
     ]
+
+
+def batches_of(monkeypatch: pytest.MonkeyPatch, provider: str, size: int) -> None:
+    """`provider` cuts its batches at `size` readers, below its API's limit (Resend 100,
+    Postmark 500, Mailgun 1,000, ...): a test about several batches needs several batches,
+    not the thousands of readers the API's own limit would take to make them."""
+    from spark_mail.providers.registry import provider_class
+
+    monkeypatch.setattr(provider_class(provider), "batch_size", size)

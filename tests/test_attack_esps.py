@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_attack_lifecycle import copies, own_list, reader_states, readers, row, twice
+from test_attack_lifecycle import (
+    copies,
+    own_list,
+    reader_states,
+    readers,
+    row,
+    twice,
+)
 from test_send_guard import LAST, NEXT, guard_settings, record_last_send
 from test_send_guard import readers as guard_readers
 from test_webhooks import SENDGRID, Hooks, make_hooks, post_sns
@@ -31,7 +38,7 @@ from test_webhooks import SENDGRID, Hooks, make_hooks, post_sns
 import webhook_support as signed
 from conftest import SAMPLE_SLUG
 from esp_server import FakeEsp, moto_messages, settings_for
-from provider_support import sample_email, sample_readers, sample_template
+from provider_support import batches_of, sample_email, sample_readers, sample_template
 from ses_support import verify_identity
 from spark_mail.clock import FakeClock
 from spark_mail.desk.webhooks import SnsPolicy
@@ -232,14 +239,15 @@ def test_a_lost_answer_to_creating_sendgrids_batch_id_is_not_a_maybe_sent_issue(
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["act-then-502", "refused-400"])
 def test_a_schedule_that_stopped_says_to_schedule_again_not_to_send(
-    esp: FakeEsp, newsletter: Path, clock: FakeClock, fault: str
+    esp: FakeEsp, newsletter: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    """`schedule --at 14:00` of 2,500 readers through Mailgun; the first batch is answered
-    502 after Mailgun queued it (or refused with a 400). The run said "run `spark-mail send
-    ISSUE` again": doing that sent the other 1,500 readers at once, while the first 1,000
-    get the issue at 14:00. Right: the hint names the command that was interrupted,
-    `spark-mail schedule ISSUE --at <the same time>`."""
-    settings = own_list(esp, newsletter, "mailgun", 2500)
+    """`schedule --at 14:00` of 250 readers through Mailgun (batches of 100 here; Mailgun takes
+    1,000); the first batch is answered 502 after Mailgun queued it (or refused with a 400).
+    The run said "run `spark-mail send ISSUE` again": doing that sent the other 150 readers
+    at once, while the first 100 get the issue at 14:00. Right: the hint names the command
+    that was interrupted, `spark-mail schedule ISSUE --at <the same time>`."""
+    batches_of(monkeypatch, "mailgun", 100)
+    settings = own_list(esp, newsletter, "mailgun", 250)
     at = clock.now() + dt.timedelta(hours=2)
     if fault == "act-then-502":
         esp.act_then(status=502, path="/messages")
@@ -430,14 +438,20 @@ def test_an_ses_permission_refusal_says_which_and_points_at_aws_credentials(
 @pytest.mark.parametrize("provider", ["mailgun", "sendgrid"])
 @pytest.mark.parametrize("fault", [{"status": 502}, {"raw": "<html>502</html>"}, {"drop": True}])
 def test_a_schedule_whose_answer_is_lost_never_hands_a_reader_over_twice(
-    esp: FakeEsp, newsletter: Path, clock: FakeClock, provider: str, fault: dict[str, Any]
+    esp: FakeEsp,
+    newsletter: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    provider: str,
+    fault: dict[str, Any],
 ) -> None:
-    """`schedule` of 1,500 readers (two calls); the ESP takes the first call, then its
-    answer is lost (a 502, an HTML page, a reset). `schedule` again, then dispatch once the
-    time has passed: nobody is handed over twice, and whoever has no copy is reported
-    uncertain (Mailgun settles the batch through its events API; SendGrid cannot be
-    asked). (Held.)"""
-    settings = own_list(esp, newsletter, provider, 1500)
+    """`schedule` of 150 readers (two calls: batches of 100 here, 1,000 at the ESP); the ESP
+    takes the first call, then its answer is lost (a 502, an HTML page, a reset). `schedule`
+    again, then dispatch once the time has passed: nobody is handed over twice, and whoever
+    has no copy is reported uncertain (Mailgun settles the batch through its events API;
+    SendGrid cannot be asked). (Held.)"""
+    batches_of(monkeypatch, provider, 100)
+    settings = own_list(esp, newsletter, provider, 150)
     at = clock.now() + dt.timedelta(hours=2)
     path = "/v3/mail/send" if provider == "sendgrid" else "/messages"
     if fault.get("drop"):
@@ -452,8 +466,8 @@ def test_a_schedule_whose_answer_is_lost_never_hands_a_reader_over_twice(
     dispatch(settings, clock.now(), clock=clock)
     assert not twice(esp), runs
     got = copies(esp)
-    states = reader_states(settings, readers(1500))
-    missing = [a for a in readers(1500) if got[a] == 0]
+    states = reader_states(settings, readers(150))
+    missing = [a for a in readers(150) if got[a] == 0]
     assert all(states.get(a) == ReaderState.UNCERTAIN for a in missing), (runs, len(missing))
 
 

@@ -7,6 +7,7 @@ Real processes where users meet them (kills, terminals, cron's environment, git)
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -72,6 +73,86 @@ sys.argv = ["spark-mail", *sys.argv[5:]]
 from spark_mail.cli import main
 main()
 """
+
+
+# WRITE_HOOK's kill for one write after another, without a fresh interpreter for each: this
+# process installs the same watch on every file write, imports the CLI once and forks a
+# child per request, a JSON line {"at": N, "args",
+# "cwd", "env", "stdout", "stderr"}: the child runs the command as cli_zygote's children do
+# and SIGKILLs itself after writing half of its N-th write. Each answer is a JSON line
+# {"code": N} (negative: the signal that ended the child).
+KILL_AT_WRITE = r"""
+import builtins, io, json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import cli_zygote
+state = {"count": 0, "at": 0}
+class Watched:
+    def __init__(self, fh):
+        self._fh = fh
+    def write(self, data):
+        state["count"] += 1
+        if state["count"] == state["at"]:
+            self._fh.write(data[: len(data) // 2])
+            self._fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self._fh.write(data)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self._fh.__exit__(*exc)
+    def __iter__(self):
+        return iter(self._fh)
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+def watched(fh):
+    return Watched(fh) if set(getattr(fh, "mode", "")) & set("wax+") else fh
+real_open, real_fdopen = io.open, os.fdopen
+io.open = builtins.open = lambda *a, **k: watched(real_open(*a, **k))
+os.fdopen = lambda *a, **k: watched(real_fdopen(*a, **k))
+import spark_mail.cli  # what every start imports; each child has the same environment
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        state["count"], state["at"] = 0, request["at"]
+        cli_zygote.run_child(request)
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    print(json.dumps({"code": code}), flush=True)
+"""
+
+
+class KillAtWrite:
+    """KILL_AT_WRITE's process: `run(n, ...)` is `spark-mail ARGS` killed at its n-th write
+    (or its exit code when it makes fewer), and what it printed on stderr."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        script = tmp / "kill_at_write.py"
+        script.write_text(KILL_AT_WRITE)
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(Path(__file__).parent)],
+            env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def run(self, at: int, *args: str, cwd: Path) -> tuple[int, str]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        out, err = self.tmp / f"out-{at}", self.tmp / f"err-{at}"
+        request = {"at": at, "args": list(args), "cwd": str(cwd), "env": clean_env(),
+                   "stdout": str(out), "stderr": str(err)}  # fmt: skip
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, f"the kill-at-write process ended ({self.process.wait(timeout=60)})"
+        return json.loads(answer)["code"], err.read_text(encoding="utf-8", errors="replace")
+
+    def __enter__(self) -> KillAtWrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -296,25 +377,26 @@ def test_init_killed_at_any_write_leaves_no_half_file_and_a_rerun_completes(
     """SIGKILL in the middle of each write in turn (half the data on disk). It used to leave
     a half .env that the re-run kept (no signing secret), or a half spark-mail.toml that the
     re-run called "a newsletter already" and every command refused as TOML; a half line in an
-    existing .gitignore. Now the re-run completes a whole newsletter every time."""
+    existing .gitignore. Now the re-run completes a whole newsletter every time. (Each killed
+    init is its own process, forked from one that imported spark_mail once.)"""
     own = "node_modules/\n"
-    for n in range(1, 30):
-        folder = tmp_path / f"kill-{n}"
-        folder.mkdir()
-        if had_gitignore:
-            (folder / ".gitignore").write_text(own)
-        proc = hooked(tmp_path, f"count:{n}", "kill", "init", *FLAGS, cwd=folder)
-        _, err = proc.communicate(timeout=60)
-        if proc.returncode == 0:
-            break  # fewer than n writes: every write has been killed once
-        assert proc.returncode == -signal.SIGKILL, err
-        rerun = run_cli("init", *FLAGS, cwd=folder)
-        assert rerun.returncode == 0, f"write {n}: {rerun.stderr}"
-        assert_complete_newsletter(folder)
-        if had_gitignore:
-            assert (folder / ".gitignore").read_text().startswith(own + "# spark-mail")
-    else:
-        raise AssertionError("init never finished")
+    with KillAtWrite(tmp_path) as killing:
+        for n in range(1, 30):
+            folder = tmp_path / f"kill-{n}"
+            folder.mkdir()
+            if had_gitignore:
+                (folder / ".gitignore").write_text(own)
+            returncode, err = killing.run(n, "init", *FLAGS, cwd=folder)
+            if returncode == 0:
+                break  # fewer than n writes: every write has been killed once
+            assert returncode == -signal.SIGKILL, err
+            rerun = run_cli("init", *FLAGS, cwd=folder)
+            assert rerun.returncode == 0, f"write {n}: {rerun.stderr}"
+            assert_complete_newsletter(folder)
+            if had_gitignore:
+                assert (folder / ".gitignore").read_text().startswith(own + "# spark-mail")
+        else:
+            raise AssertionError("init never finished")
     assert n > 3  # .gitignore, .env.example, .env and spark-mail.toml were each killed
 
 

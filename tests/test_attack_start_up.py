@@ -52,9 +52,10 @@ def selectors_file(temp: Path) -> Path:
     return cache(temp) / "spark-mail-selectors.json"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def clean_email(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """The sample's email.html from a build with no translations file."""
+    """The sample's email.html from a build with no translations file (one build, in its
+    own temp folder, for every test that compares with it)."""
     temp = tmp_path_factory.mktemp("clean")
     html, loaded = build(temp, temp / "out")
     assert loaded

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,9 @@ from test_personalize import GREETING, make_layout
 
 from conftest import SAMPLE_SLUG, write_issue
 from esp_server import settings_for
+from provider_support import batches_of
 from spark_mail.audience import AudienceError
+from spark_mail.clock import FakeClock
 from spark_mail.errors import UnsupportedOperation
 from spark_mail.ledger import Ledger, ReaderState, SendState
 from spark_mail.providers.http import RateLimiter
@@ -75,20 +76,21 @@ def issue_state(settings, slug: str = SAMPLE_SLUG) -> SendState | None:
 @pytest.mark.slow
 @pytest.mark.parametrize("merge", ["true", "false"], ids=["esp-merge", "full-copies"])
 def test_every_reader_gets_one_copy_in_batches_of_at_most_500(esp, newsletter, merge):
-    """1,201 readers through Postmark: 3 batch calls (500, 500, 201) on the broadcast
+    """501 readers through Postmark (its own limit of 500 a call, one over it): 2 batch
+    calls (500, 1) on the broadcast
     stream, one message per reader, the issue `sent` once every reader is; with the ESP
     merging (one stored template) or every copy sent in full."""
-    write_readers(newsletter, 1201)
+    write_readers(newsletter, 501)
     settings = own_settings(esp, newsletter, SPARK_MAIL_ESP_MERGE=merge)
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert batch_sizes(esp) == [201, 500, 500]
+    assert batch_sizes(esp) == [1, 500]
     assert esp.schema_errors == []
     assert len(esp.calls("POST", "/templates")) == (1 if merge == "true" else 0)
     counts = delivered_to(esp)
-    assert len(counts) == 1201 and set(counts.values()) == {1}
+    assert len(counts) == 501 and set(counts.values()) == {1}
     assert {d["stream"] for d in esp.delivered} == {"broadcast"}
-    assert result.outcome == "sent" and result.summary and result.summary["sent"] == 1201
-    assert reader_states(settings) == {"sent": 1201}
+    assert result.outcome == "sent" and result.summary and result.summary["sent"] == 501
+    assert reader_states(settings) == {"sent": 501}
     assert issue_state(settings) == SendState.SENT
 
 
@@ -192,19 +194,21 @@ def test_hostile_reader_names_are_harmless_in_what_the_esp_receives(esp, newslet
 
 
 @pytest.mark.slow
-def test_limit_then_a_full_run_sends_each_reader_once(esp, newsletter):
-    """--limit 700 (a canary) sends the first 700 and leaves the issue open; the next run
-    sends the other 500; a third run is refused as already sent."""
-    write_readers(newsletter, 1200)
+def test_limit_then_a_full_run_sends_each_reader_once(esp, newsletter, monkeypatch):
+    """--limit 70 (a canary; batches of 50, so the limit cuts the second) sends the first 70
+    and leaves the issue open; the next run sends the other 50; a third run is refused as
+    already sent."""
+    batches_of(monkeypatch, "postmark", 50)
+    write_readers(newsletter, 120)
     settings = own_settings(esp, newsletter)
-    canary = send_issue(SAMPLE_SLUG, settings, mode="send", limit=700)
-    assert canary.outcome == "partial" and canary.summary and canary.summary["remaining"] == 500
-    assert set(delivered_to(esp)) == {f"reader{n:05d}@example.com" for n in range(700)}
+    canary = send_issue(SAMPLE_SLUG, settings, mode="send", limit=70)
+    assert canary.outcome == "partial" and canary.summary and canary.summary["remaining"] == 50
+    assert set(delivered_to(esp)) == {f"reader{n:05d}@example.com" for n in range(70)}
     assert issue_state(settings) == SendState.PENDING
     rest = send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert rest.outcome == "sent" and rest.summary and rest.summary["already_sent"] == 700
+    assert rest.outcome == "sent" and rest.summary and rest.summary["already_sent"] == 70
     counts = delivered_to(esp)
-    assert len(counts) == 1200 and set(counts.values()) == {1}
+    assert len(counts) == 120 and set(counts.values()) == {1}
     from spark_mail.errors import AlreadySent
 
     with pytest.raises(AlreadySent):
@@ -227,51 +231,58 @@ def test_per_message_error_code_fails_only_that_reader(esp, newsletter):
 
 
 @pytest.mark.slow
-def test_a_failed_batch_stops_the_run_and_the_next_run_sends_the_rest(esp, newsletter):
+def test_a_failed_batch_stops_the_run_and_the_next_run_sends_the_rest(esp, newsletter, monkeypatch):
     """A batch refused as a whole (422) is `failed`: the run stops with how far it got;
-    the next run sends exactly the readers that did not get it."""
-    write_readers(newsletter, 1100)
+    the next run sends exactly the readers that did not get it (110 readers, batches of
+    50)."""
+    batches_of(monkeypatch, "postmark", 50)
+    write_readers(newsletter, 110)
     settings = own_settings(esp, newsletter, SPARK_MAIL_SEND_CONCURRENCY="1")
     esp.fail(422, path="/email/batch")  # the first batch call
     from spark_mail.errors import BatchSendFailed
 
     with pytest.raises(BatchSendFailed, match="left for the next run") as caught:
         send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert caught.value.summary.failed == 500
+    assert caught.value.summary.failed == 50
     assert issue_state(settings) == SendState.FAILED
     send_issue(SAMPLE_SLUG, settings, mode="send")
     counts = delivered_to(esp)
-    assert len(counts) == 1100 and set(counts.values()) == {1}
+    assert len(counts) == 110 and set(counts.values()) == {1}
 
 
 @pytest.mark.slow
-def test_a_429_slows_down_and_the_batch_still_goes_once(esp, newsletter):
+def test_a_429_slows_down_and_the_batch_still_goes_once(esp, newsletter, monkeypatch):
     """Resend answers 429 with retry-after: the batch is retried after it, under the same
-    Idempotency-Key, and every reader gets exactly one copy."""
-    write_readers(newsletter, 150)
+    Idempotency-Key, and every reader gets exactly one copy (15 readers, batches of 10;
+    the waits on a FakeClock)."""
+    batches_of(monkeypatch, "resend", 10)
+    write_readers(newsletter, 15)
     settings = own_settings(esp, newsletter, "resend", SPARK_MAIL_SEND_CONCURRENCY="1")
     esp.fail(429, retry_after=0.3, path="/emails/batch")
-    started = time.monotonic()
-    send_issue(SAMPLE_SLUG, settings, mode="send")
-    assert time.monotonic() - started >= 0.3
+    clock = FakeClock()
+    started = clock.monotonic()
+    send_issue(SAMPLE_SLUG, settings, mode="send", clock=clock)
+    assert clock.monotonic() - started >= 0.3
+    assert 0.3 in clock.sleeps  # the retry waited for the ESP's retry-after
     calls = esp.calls("POST", "/emails/batch")
-    assert [len(c.body) for c in calls] == [100, 100, 50]  # refused, its retry, the next
+    assert [len(c.body) for c in calls] == [10, 10, 5]  # refused, its retry, the next
     keys = [c.header("Idempotency-Key") for c in calls]
     assert keys[0] == keys[1] and keys[1] != keys[2]
     sent = collections.Counter(a for d in esp.delivered for a in d["to"])
-    assert len(sent) == 150 and set(sent.values()) == {1}
+    assert len(sent) == 15 and set(sent.values()) == {1}
 
 
 @pytest.mark.slow
 def test_rate_limiter_pauses_everyone_and_halves_the_rate_after_a_429():
     """slow_down(pause): no request starts before the pause ends, then they start further
     apart (at least 50 ms for an ESP without a documented limit)."""
-    limiter = RateLimiter(None)
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock)
     limiter.slow_down(0.2)
-    started = time.monotonic()
+    started = clock.monotonic()
     limiter.wait()
     limiter.wait()
-    assert time.monotonic() - started >= 0.24
+    assert clock.monotonic() - started >= 0.24
     assert limiter.interval == pytest.approx(0.05) and limiter.slowdowns == 1
     resend = RateLimiter(2.0)
     resend.slow_down(0)
@@ -323,12 +334,13 @@ def test_outbox_writes_one_file_per_reader(newsletter):
 
 
 @pytest.mark.slow
-def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newsletter):
-    """SMTP own list: 120 readers, 4 connections at most (not one per message), each reader
-    one message addressed to them alone."""
+def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newsletter, monkeypatch):
+    """SMTP own list: 20 readers in batches of 5, 4 connections at most (not one per
+    message), each reader one message addressed to them alone."""
     from servers.smtp import Sink, serve, smtp_settings
 
-    write_readers(newsletter, 120)
+    batches_of(monkeypatch, "smtp", 5)
+    write_readers(newsletter, 20)
     sink = Sink()
     controller = serve(sink)
     try:
@@ -342,7 +354,7 @@ def test_smtp_sends_each_reader_a_copy_over_several_reused_connections(newslette
     finally:
         controller.stop()
     assert sorted(m["to"][0] for m in sink.messages) == [
-        f"reader{n:05d}@example.com" for n in range(120)
+        f"reader{n:05d}@example.com" for n in range(20)
     ]
     assert all(len(m["to"]) == 1 for m in sink.messages)
     assert 1 <= len({m["peer"] for m in sink.messages}) <= 4

@@ -4,13 +4,14 @@ send the ESP accepted says so and never leads to a second send (issue 9, item 8)
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_SLUG, run_cli, write_issue
+from conftest import REPO, SAMPLE_ISSUE, SAMPLE_SLUG, run_cli, write_issue
 from esp_server import FakeEsp, esp_env, settings_for
 from spark_mail.errors import SendUnconfirmed
 from spark_mail.ledger import SendState, open_ledger
@@ -73,7 +74,7 @@ def test_damaged_ledger_file_is_one_line_and_nothing_is_sent_again(
     """After a real send, the ledger is emptied (a truncated copy), replaced by another
     SQLite database, or by a text file: `send` and `dispatch` each print one line, exit 1,
     and the ESP sees no second send."""
-    env = esp_env(esp, "resend")
+    env = esp_env(esp, "resend", SPARK_MAIL_SEND_RATE="100")  # Resend's 2/s: not waited out
     due_issue(newsletter)
     first = run_cli("dispatch", "--now", NOW, cwd=newsletter, env=env)
     assert first.returncode == 0 and len(esp.audience_sends) == 1, first.stderr
@@ -103,15 +104,27 @@ ROW_DAMAGE = {
 }
 
 
+@pytest.fixture(scope="module")
+def dispatched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A newsletter whose due issue-1 `dispatch` sent (to the outbox): made once, copied
+    into each case's folder before that case damages its ledger."""
+    root = tmp_path_factory.mktemp("dispatched") / "newsletter"
+    (root / "issues").mkdir(parents=True)
+    shutil.copy(REPO / "spark-mail.toml", root / "spark-mail.toml")
+    shutil.copy(SAMPLE_ISSUE, root / "issues" / SAMPLE_ISSUE.name)
+    due_issue(root)
+    assert run_cli("dispatch", "--now", NOW, cwd=root).returncode == 0
+    return root
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", sorted(ROW_DAMAGE))
 def test_damaged_ledger_rows_are_one_line_for_status_dispatch_and_list(
-    newsletter: Path, damage: str
+    newsletter: Path, dispatched: Path, damage: str
 ):
     """An unknown state, esp_ids that are not a JSON object, a dropped table: `status` and
     `dispatch` print one line (exit 1), `list` still lists with one warning line."""
-    due_issue(newsletter)
-    assert run_cli("dispatch", "--now", NOW, cwd=newsletter).returncode == 0
+    shutil.copytree(dispatched, newsletter, dirs_exist_ok=True)
     damage_row(newsletter, ROW_DAMAGE[damage])
     for args in (("status",), ("status", "issue-1"), ("dispatch", "--now", NOW)):
         result = run_cli(*args, cwd=newsletter)
@@ -173,14 +186,17 @@ def test_full_disk_after_the_esp_accepted_in_dispatch_never_sends_twice(
     due_issue(newsletter)
     import datetime as dt
 
+    from spark_mail.clock import FakeClock
+
     now = dt.datetime(2025, 1, 20, 13, 0, tzinfo=dt.UTC)
-    report = dispatch(settings, now)
+    clock = FakeClock(now)  # Resend's two requests a second, not waited out for real
+    report = dispatch(settings, now, clock=clock)
     (item,) = report.items
     assert item.outcome == Outcome.UNCONFIRMED and "resend accepted it" in item.message
     assert "nothing was sent" not in item.message
     assert len(esp.audience_sends) == 1
     monkeypatch.undo()
-    second = dispatch(settings, now)
+    second = dispatch(settings, now, clock=clock)
     assert [i.outcome for i in second.items] == [Outcome.SENT_EARLIER]
     assert len(esp.audience_sends) == 1
-    assert dispatch(settings, now).items == []
+    assert dispatch(settings, now, clock=clock).items == []

@@ -21,6 +21,11 @@ from spark_mail.ledger import Ledger, SendState
 from spark_mail.sending import send_issue
 
 
+# Real Resend sends at Resend's 2 requests a second wait half a second per broadcast, on
+# the real clock: these tests are not about the rate.
+FAST = {"SPARK_MAIL_SEND_RATE": "100"}
+
+
 def ledger_state(settings) -> SendState | None:
     with Ledger(settings.ledger_file) as ledger:
         record = ledger.get(SAMPLE_SLUG)
@@ -100,7 +105,7 @@ def test_bad_test_recipients_are_refused_before_sending(esp, newsletter, bad):
 
 def test_send_twice_sends_once(esp, newsletter):
     """The second real send of an issue is refused by the ledger; one broadcast."""
-    settings = settings_for(esp, newsletter, "resend")
+    settings = settings_for(esp, newsletter, "resend", **FAST)
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
     assert result.outcome == "sent"
     with pytest.raises(AlreadySent):
@@ -115,7 +120,7 @@ def test_send_twice_sends_once(esp, newsletter):
 @pytest.mark.slow
 def test_refused_send_is_failed_and_can_be_sent_later(esp, newsletter):
     """A 4xx: the ledger says failed with the reason; the next send goes out once."""
-    settings = settings_for(esp, newsletter, "resend")
+    settings = settings_for(esp, newsletter, "resend", **FAST)
     esp.fail(422, path="/broadcasts")
     with pytest.raises(ProviderError, match="resend: 422"):
         send_issue(SAMPLE_SLUG, settings, mode="send")
@@ -185,7 +190,7 @@ def test_lost_batch_answer_postmark_cannot_confirm_is_uncertain(esp, newsletter)
 def test_check_errors_block_a_send_unless_forced(esp, newsletter):
     """An issue with a leftover template tag is refused before any request; --force sends."""
     write_issue(newsletter, "broken", "title: Broken\ndate: 2025-02-01", "Hello {{ name }}\n")
-    settings = settings_for(esp, newsletter, "resend")
+    settings = settings_for(esp, newsletter, "resend", **FAST)
     with pytest.raises(ChecksFailed, match="--force"):
         send_issue("broken", settings, mode="send")
     assert esp.calls() == []

@@ -44,6 +44,8 @@ def make_email(text: str = "Hello, readers.") -> RenderedEmail:
 
 
 def make_provider(esp: FakeEsp, tmp_path: Path, name: str) -> Provider:
+    """The provider on a FakeClock: Resend's two requests a second are kept, not waited
+    out for real."""
     settings = Settings(
         root=tmp_path,
         provider=name,
@@ -55,7 +57,7 @@ def make_provider(esp: FakeEsp, tmp_path: Path, name: str) -> Provider:
         send_backoff=0.01,
         send_retry_seconds=60.0,
     )
-    return get_provider(settings)
+    return get_provider(settings, clock=FakeClock(NOW))
 
 
 def claim(ledger: Ledger, content_hash: str, provider_name: str, **kw):
