@@ -20,7 +20,6 @@ from spark_mail.errors import (
 from spark_mail.ledger import Ledger, SendState
 from spark_mail.sending import send_issue
 
-
 # Real Resend sends at Resend's 2 requests a second wait half a second per broadcast, on
 # the real clock: these tests are not about the rate.
 FAST = {"SPARK_MAIL_SEND_RATE": "100"}
