@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.errors import MarkupError
 from rich.markup import escape as rich_escape
+from test_start_up import NEWSLETTER, SAMPLE_ISSUE, start
 
 from spark_mail.cli.markup import escape, plain_text
-from test_start_up import NEWSLETTER, SAMPLE_ISSUE, start
 
 PIECES = st.sampled_from(
     ["[", "]", "\\", "/", "=", "@", "#", "bold", "red", " ", "a", "[/]", "[bold]", "[/bold]",
