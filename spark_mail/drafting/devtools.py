@@ -10,7 +10,7 @@ launching Chromium costs about a second, a picture a fraction of that.
         tools.call("Page.navigate", {"url": url}, page)
         tools.wait_for("Page.loadEventFired", page)
 
-A command Chromium refuses, a Chromium that exits or a timeout: DevToolsError.
+A command Chromium refuses, a Chromium that exits or a timeout: SnapshotError.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from spark_mail.clock import SYSTEM_CLOCK
+from spark_mail.errors import SnapshotError
+
 CLOSE_SECONDS = 10
 
 
-class DevToolsError(Exception):
-    pass
+def failed(what: str) -> SnapshotError:
+    return SnapshotError(
+        f"headless Chromium failed: {what}",
+        hint="check that chromium starts (`chromium --headless --version`)",
+    )
 
 
 def _read_to_the_end(fd: int, deadline: float) -> None:
@@ -74,7 +80,7 @@ class DevTools:
             )
         except OSError as exc:
             self.close()
-            raise DevToolsError(f"{chromium} did not start ({exc.strerror})") from None
+            raise failed(f"{chromium} did not start ({exc.strerror})") from None
         finally:
             for fd in theirs:
                 os.close(fd)
@@ -98,7 +104,7 @@ class DevTools:
                     os.kill(self.pid, signal.SIGKILL)
                     os.waitpid(self.pid, 0)
                     break
-                time.sleep(0.01)  # the process ends just after its pipe: a moment at most
+                SYSTEM_CLOCK.sleep(0.01)  # the process ends just after its pipe: a moment at most
             self.pid = 0
         for fd in (self.commands, self.answers):
             with contextlib.suppress(OSError):
@@ -111,7 +117,7 @@ class DevTools:
         return str(found["sessionId"])
 
     def call(self, method: str, params: dict[str, Any] | None = None, session: str = "") -> Any:
-        """Send one command; its result (DevToolsError when Chromium refuses it)."""
+        """Send one command; its result (SnapshotError when Chromium refuses it)."""
         self.next_id += 1
         message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -121,10 +127,10 @@ class DevTools:
             while data:
                 data = data[os.write(self.commands, data) :]
         except OSError as exc:
-            raise DevToolsError(f"Chromium stopped reading ({exc.strerror})") from None
+            raise failed(f"Chromium stopped reading ({exc.strerror})") from None
         answer = self._receive(lambda m: m.get("id") == self.next_id, method)
         if "error" in answer:
-            raise DevToolsError(f"{method}: {answer['error'].get('message', answer['error'])}")
+            raise failed(f"{method}: {answer['error'].get('message', answer['error'])}")
         return answer.get("result", {})
 
     def wait_for(self, event: str, session: str = "") -> dict[str, Any]:
@@ -150,8 +156,8 @@ class DevTools:
                     self.events.append(message)
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.answers], [], [], left)[0]:
-                raise DevToolsError(f"no answer to {what} within {self.timeout:g} s")
+                raise failed(f"no answer to {what} within {self.timeout:g} s")
             chunk = os.read(self.answers, 1 << 20)
             if not chunk:
-                raise DevToolsError(f"Chromium exited during {what}")
+                raise failed(f"Chromium exited during {what}")
             self.pending += chunk

@@ -167,26 +167,20 @@ def block_network(route: Any) -> None:
 def with_devtools(email_html: str, shots: list[Shot], chromium: str | None) -> None:
     """One Chromium over its DevTools pipe: the email loaded once, then per shot the width
     and colour scheme set (as Playwright does) and the whole page captured."""
-    from spark_mail.drafting.devtools import DevTools, DevToolsError
+    from spark_mail.drafting.devtools import DevTools
 
     assert chromium is not None
     with tempfile.TemporaryDirectory(prefix="spark-mail-snapshot-") as tmp:
         page = Path(tmp) / "email.html"
         page.write_text(email_html, "utf-8")
         flags = [*CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", "about:blank"]
-        try:
-            with DevTools(chromium, flags, timeout=TIMEOUT_SECONDS) as tools:
-                session = tools.open_page()
-                tools.call("Page.enable", session=session)
-                tools.call("Page.navigate", {"url": page.as_uri()}, session)
-                tools.wait_for("Page.loadEventFired", session)
-                for shot in shots:
-                    shot.path.write_bytes(_capture(tools, session, shot))
-        except DevToolsError as exc:
-            raise SnapshotError(
-                f"headless Chromium failed: {exc}",
-                hint="check that chromium starts (`chromium --headless --version`)",
-            ) from None
+        with DevTools(chromium, flags, timeout=TIMEOUT_SECONDS) as tools:
+            session = tools.open_page()
+            tools.call("Page.enable", session=session)
+            tools.call("Page.navigate", {"url": page.as_uri()}, session)
+            tools.wait_for("Page.loadEventFired", session)
+            for shot in shots:
+                shot.path.write_bytes(_capture(tools, session, shot))
 
 
 def _capture(tools: Any, session: str, shot: Shot) -> bytes:
