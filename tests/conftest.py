@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import select
@@ -40,6 +41,21 @@ from ses_support import moto_server, ses_moto  # noqa: E402, F401  (the local SE
 # tests would send a signal nobody hears. Processes started from here get the default back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection imported (spark_mail, the test modules, pytest, httpx, starlette, ...)
+    lives until the process ends: moved out of the garbage collector's sight, each full
+    collection during the tests looks only at what the tests made (per worker: 0.9 -> 0.3 s
+    of CPU in the quick loop). The price: a reference cycle made before this point that
+    becomes garbage later stays in memory until the process ends."""
+    gc.freeze()
+
+
+# And at exit: the collector's last pass over everything the process made cost ~0.5 s of
+# CPU per process (each xdist worker, and the controller). Registered first, so it runs
+# after the other exit handlers (atexit calls them last-registered first).
+atexit.register(gc.freeze)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
