@@ -32,15 +32,16 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from html import escape as html_escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from spark_mail.audience import AudienceError, Reader, canonical_address
 from spark_mail.config import ENV_PREFIX, Secret, Settings
 from spark_mail.errors import ConfigError, LayoutError
 from spark_mail.issue import Issue
-from spark_mail.render import RenderedEmail
-from spark_mail.render.inline import content_nonce
+
+if TYPE_CHECKING:  # the reader desk checks tokens without loading the renderer
+    from spark_mail.render import RenderedEmail
 
 MARKER = "spkrdr{nonce}q{index}x"
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -390,6 +391,7 @@ def prepare(issue: Issue | Path | str, settings: Settings) -> PersonalizedTempla
     """
     from spark_mail.issue import load_issue
     from spark_mail.render import render_issue
+    from spark_mail.render.inline import content_nonce
 
     if not isinstance(issue, Issue):
         issue = load_issue(issue)
