@@ -36,6 +36,7 @@ from webhook_support import (
     postmark_bounce,
     resend_event,
     resend_headers,
+    rsa_key,
     sendgrid_event,
     ses_bounce,
     ses_complaint,
@@ -244,12 +245,9 @@ def test_ses_bounce_and_complaint_through_sns_suppress(hooks: Hooks, sns: SnsSta
 def test_ses_forged_sns_messages_get_401(hooks: Hooks, sns: SnsStandIn, forgery: str):
     """Signed with another key, altered after signing, from a topic not configured, or not
     an SNS envelope at all: refused, nothing recorded."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     message = sns.message("Notification", ses_bounce(READER))
     if forgery == "other-key":
-        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        message = sns.message("Notification", ses_bounce(READER), key=other)
+        message = sns.message("Notification", ses_bounce(READER), key=rsa_key("other"))
     elif forgery == "changed-message":
         message["Message"] = ses_bounce("someone.else@example.com")
     elif forgery == "other-topic":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -171,6 +172,13 @@ def sendgrid_event(event: str, address: str, event_id: str, **extra: Any) -> dic
 
 
 # -- SNS (SES) --------------------------------------------------------------------------------
+@functools.cache
+def rsa_key(name: str) -> rsa.RSAPrivateKey:
+    """The RSA key called `name`, made once per process (~80 ms of CPU each): a different
+    name is a different key."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def self_signed(key: rsa.RSAPrivateKey) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     now = dt.datetime.now(dt.UTC)
@@ -201,7 +209,7 @@ class SnsStandIn(LocalServer):
     messages signed with the certificate's key the way SNS signs them."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key = rsa_key("sns")
         self.pem = self_signed(self.key)
         self.confirmed: list[str] = []
         self.certificate_fetches = 0

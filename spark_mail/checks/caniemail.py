@@ -152,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     import httpx
 
+    from spark_mail.tls import https_context
+
     try:
         if opts.file:
             raw = json.loads(opts.file.read_text(encoding="utf-8"))
         else:
-            response = httpx.get(opts.url, timeout=30, follow_redirects=True)
+            response = httpx.get(
+                opts.url, timeout=30, follow_redirects=True, verify=https_context()
+            )
             response.raise_for_status()
             raw = response.json()
         count = refresh(raw, opts.out)
