@@ -15,6 +15,7 @@ Answers on stdout, one JSON line each: {"pid": N} when the child started, then
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -100,6 +101,9 @@ def run_child(request: dict) -> None:
 def serve() -> None:
     warm_imports()
     warm_lazy_imports()
+    # What the children inherit stays out of their garbage collector's sight (and their
+    # pages shared with this process: a collection would write to every object it visits).
+    gc.freeze()
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
@@ -109,6 +113,10 @@ def serve() -> None:
         _, status = os.waitpid(pid, 0)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         print(json.dumps({"code": code}), flush=True)
+    # The worker closed the pipe (its session is over) and every child has been waited
+    # for: nothing is left to clean up, so no interpreter shutdown (it took ~0.5 s of CPU,
+    # with the worker and the run waiting for it).
+    os._exit(0)
 
 
 if __name__ == "__main__":
