@@ -28,11 +28,35 @@ from spark_mail.errors import ConfigError
 from spark_mail.init import GITIGNORE, create_newsletter, newsletter_spec
 
 ESC = "\x1b[31m"
+# Every file the process opens for writing is wrapped: each write() first calls the
+# script's on_write(file, data), defined before this part.
+WATCH_WRITES = r"""
+class Watched:
+    def __init__(self, fh):
+        self._fh = fh
+    def write(self, data):
+        on_write(self._fh, data)
+        return self._fh.write(data)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self._fh.__exit__(*exc)
+    def __iter__(self):
+        return iter(self._fh)
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+def watched(fh):
+    return Watched(fh) if set(getattr(fh, "mode", "")) & set("wax+") else fh
+real_open, real_fdopen = io.open, os.fdopen
+io.open = builtins.open = lambda *a, **k: watched(real_open(*a, **k))
+os.fdopen = lambda *a, **k: watched(real_fdopen(*a, **k))
+"""
 # Runs the CLI with every file write watched: `count:N` acts on the N-th write, `text:RE`
 # on the first write whose data matches RE. Actions: kill (SIGKILL after writing half the
 # data), int (Ctrl-C after half), pause (touch PAUSED, wait until the test writes to the
 # GO pipe, then write).
-WRITE_HOOK = r"""
+WRITE_HOOK = (
+    r"""
 import builtins, io, os, re, select, signal, sys
 trigger, action, paused, go = sys.argv[1:5]
 state = {"count": 0}
@@ -42,37 +66,23 @@ def fire(data):
         return state["count"] == int(trigger[6:])
     text = data if isinstance(data, str) else data.decode("utf-8", "replace")
     return re.search(trigger[5:], text) is not None
-class Watched:
-    def __init__(self, fh):
-        self._fh = fh
-    def write(self, data):
-        if fire(data):
-            if action == "pause":
-                released = os.open(go, os.O_RDONLY | os.O_NONBLOCK)  # a reader before PAUSED
-                real_open(paused, "w").close()
-                select.select([released], [], [], 60)  # until the test writes (60 s at most)
-            else:
-                self._fh.write(data[: len(data) // 2])
-                self._fh.flush()
-                os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGINT)
-        return self._fh.write(data)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self._fh.__exit__(*exc)
-    def __iter__(self):
-        return iter(self._fh)
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-def watched(fh):
-    return Watched(fh) if set(getattr(fh, "mode", "")) & set("wax+") else fh
-real_open, real_fdopen = io.open, os.fdopen
-io.open = builtins.open = lambda *a, **k: watched(real_open(*a, **k))
-os.fdopen = lambda *a, **k: watched(real_fdopen(*a, **k))
-sys.argv = ["spark-mail", *sys.argv[5:]]
+def on_write(fh, data):
+    if fire(data):
+        if action == "pause":
+            released = os.open(go, os.O_RDONLY | os.O_NONBLOCK)  # a reader before PAUSED
+            real_open(paused, "w").close()
+            select.select([released], [], [], 60)  # until the test writes (60 s at most)
+        else:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGINT)
+"""
+    + WATCH_WRITES
+    + r"""sys.argv = ["spark-mail", *sys.argv[5:]]
 from spark_mail.cli import main
 main()
 """
+)
 
 
 # WRITE_HOOK's kill for one write after another, without a fresh interpreter for each: this
@@ -81,35 +91,21 @@ main()
 # "cwd", "env", "stdout", "stderr"}: the child runs the command as cli_zygote's children do
 # and SIGKILLs itself after writing half of its N-th write. Each answer is a JSON line
 # {"code": N} (negative: the signal that ended the child).
-KILL_AT_WRITE = r"""
+KILL_AT_WRITE = (
+    r"""
 import builtins, io, json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import cli_zygote
 state = {"count": 0, "at": 0}
-class Watched:
-    def __init__(self, fh):
-        self._fh = fh
-    def write(self, data):
-        state["count"] += 1
-        if state["count"] == state["at"]:
-            self._fh.write(data[: len(data) // 2])
-            self._fh.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self._fh.write(data)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self._fh.__exit__(*exc)
-    def __iter__(self):
-        return iter(self._fh)
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-def watched(fh):
-    return Watched(fh) if set(getattr(fh, "mode", "")) & set("wax+") else fh
-real_open, real_fdopen = io.open, os.fdopen
-io.open = builtins.open = lambda *a, **k: watched(real_open(*a, **k))
-os.fdopen = lambda *a, **k: watched(real_fdopen(*a, **k))
-import spark_mail.cli  # what every start imports; each child has the same environment
+def on_write(fh, data):
+    state["count"] += 1
+    if state["count"] == state["at"]:
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+    + WATCH_WRITES
+    + r"""import spark_mail.cli  # what every start imports; each child has the same environment
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
@@ -120,6 +116,7 @@ for line in sys.stdin:
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     print(json.dumps({"code": code}), flush=True)
 """
+)
 
 
 class KillAtWrite:
