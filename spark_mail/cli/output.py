@@ -34,6 +34,14 @@ class DeferredConsole:
     def __init__(self, **options: Any) -> None:
         self._options = options
         self._console: Console | None = None
+        # options under which rich prints a message as its text: no wrapping, no emoji, no
+        # highlighting (and nothing else that could change it)
+        self._plain_options = (
+            options.keys() <= {"stderr", "highlight", "soft_wrap", "emoji"}
+            and options.get("soft_wrap") is True
+            and options.get("emoji") is False
+            and options.get("highlight") is False
+        )
 
     @property
     def made(self) -> Console:
@@ -79,17 +87,9 @@ class DeferredConsole:
 
     @property
     def plain(self) -> bool:
-        """Whether rich would print a message as its text: no colour (not a terminal, nothing
-        in the environment asking for it), no wrapping, no emoji, no highlighting."""
-        made_for_it = self._options.keys() <= {"stderr", "highlight", "soft_wrap", "emoji"}
-        return (
-            self._console is None
-            and made_for_it
-            and self._options.get("soft_wrap") is True
-            and self._options.get("emoji") is False
-            and self._options.get("highlight") is False
-            and not self.is_terminal
-        )
+        """Whether rich would print a message as its text: plain options, no Console made
+        yet, and no colour (not a terminal, nothing in the environment asking for it)."""
+        return self._plain_options and self._console is None and not self.is_terminal
 
 
 class NullFile(io.TextIOBase):
