@@ -33,6 +33,13 @@ def style_map(style: str) -> dict[str, str]:
     return dict(declarations(style))
 
 
+@lru_cache(maxsize=64)
+def sheet_rules(text: str) -> tuple[CssRule, ...]:
+    """parse_css of a <style> block, once per process: every email of a layout has the same
+    blocks (the rules are frozen: nothing can change a shared one)."""
+    return tuple(parse_css(text))
+
+
 def at_rule_names(text: str) -> list[str]:
     """Every at-rule of a style sheet (`@media ...`, `@import ...`, `@font-face`)."""
     return [" ".join(m.split()) for m in re.findall(r"@[a-z-]+[^{;]*", COMMENT_RE.sub("", text))]
@@ -132,7 +139,7 @@ class StyledEmail:
 
     @cached_property
     def rules(self) -> list[CssRule]:
-        return [rule for text in self.style_texts for rule in parse_css(text)]
+        return [rule for text in self.style_texts for rule in sheet_rules(text)]
 
     def inline(self, element: Any) -> tuple[tuple[str, str], ...]:
         return declarations(element.get("style") or "")
