@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import sys
@@ -63,6 +64,10 @@ def main() -> None:
         output_failed(exc)
     finally:
         app.registered_commands, app.registered_groups = everything
+        # The process ends next. Its last garbage collection would walk every object the
+        # imports made (lxml, jinja2, typer, ...) only to find they vanish with it: ~0.1 s of
+        # a cold build's ~0.6 s, ~0.08 s of `--help`. Frozen, they are left to the exit.
+        gc.freeze()
 
 
 # Writing to stdout/stderr fails this way under a redirect to a full disk or over a quota.
