@@ -90,16 +90,18 @@ contrast_of = lru_cache(maxsize=4096)(contrast)
 
 
 @lru_cache(maxsize=1024)
-def dark_selector(text: str) -> tuple[str, tuple[int, int, int]] | None:
-    """One selector of a dark-mode rule as (XPath, specificity); None for one lxml cannot
-    match (a pseudo-class): that rule is left out for it."""
+def dark_selector(text: str) -> tuple[Any, tuple[int, int, int]] | None:
+    """One selector of a dark-mode rule as (compiled XPath, specificity), once per process;
+    None for one lxml cannot match (a pseudo-class): that rule is left out for it."""
     from cssselect import GenericTranslator, SelectorError, parse
+    from lxml import etree
 
     try:
         (selector,) = parse(text)
-        return GenericTranslator().selector_to_xpath(selector), selector.specificity()
+        xpath = GenericTranslator().selector_to_xpath(selector)
     except (SelectorError, ValueError):
         return None
+    return etree.XPath(xpath), selector.specificity()
 
 
 def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
@@ -116,7 +118,7 @@ def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
                 continue
             xpath, specificity = found
             key = (specificity, order)
-            for element in page.root.xpath(xpath):
+            for element in xpath(page.root):
                 slot = chosen.setdefault(element, {})
                 for name, value in wanted.items():
                     if name not in slot or key >= slot[name][:2]:
