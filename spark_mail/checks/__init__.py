@@ -8,10 +8,10 @@ Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
     report.errors, report.warnings, report.ok, report.failed(strict), report.to_json()
 
     report.py   Finding, Severity, Report; RuleBook (a rule's severity and fix, once)
-    html.py     the one parse of the HTML the rules share
+    html.py     links, images, visible text and boxes, read from that parse
     rules.py    the offline rules (Checker)
     outlook.py  layout.outlook-width: the email as desktop Outlook lays it out
-    styles.py   the one lxml parse + CSS rules the clients and a11y rules share
+    styles.py   the one lxml parse of the HTML + its CSS rules, which all rules share
     clients.py  clients.*: features mail clients drop (caniemail.py, data/caniemail.json)
     a11y.py     a11y.*: contrast (light and dark), lang, heading order, link text
     utm.py      utm.tagged: which links carry UTM tags
@@ -48,10 +48,10 @@ def run_checks(
 ) -> Report:
     """All rules for one email. With links=False nothing touches the network.
     `clients`: the mail clients the `clients.*` rules look at (default: all they know)."""
-    checker = Checker(email, settings)
+    page = StyledEmail(email.html)  # the one parse of the HTML that all rules read
+    checker = Checker(email, settings, page.root)
     findings = checker.run()
     findings.extend(outlook_width_findings(email.html))
-    page = StyledEmail(email.html)
     findings.extend(client_findings(page, clients))
     findings.extend(a11y_findings(page))
     findings.extend(utm_findings(checker.page.anchors))

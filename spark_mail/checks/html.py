@@ -1,13 +1,21 @@
-"""One pass over the email's HTML (stdlib html.parser, never regexes): links, images,
-visible text and sponsor / promo boxes."""
+"""What the offline rules read from the email's HTML: links, images, visible text and
+sponsor / promo boxes, from the one lxml tree the other rules read too (styles.py).
+
+The tree is read in document order as a stream of start tags, text and end tags, the stream
+html.parser would give for the same HTML (the final HTML is lxml's own serialization, so both
+parsers see the same elements): `<style>`, `<script>` and `<title>` text is not visible, a
+link's text is all the text between its start and end tag, a box's label is the first text
+after its start tag.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from html.parser import HTMLParser
+from typing import Any
 
 BOX_CLASSES = {"sponsor-box": "sponsor", "promo-box": "promo"}
+SKIP_TAGS = ("style", "script", "title")
 
 
 @dataclass(frozen=True)
@@ -29,11 +37,10 @@ class Box:
     label: str = ""  # the first text inside the box
 
 
-class EmailParser(HTMLParser):
-    """One pass over the HTML: links, images, visible text and sponsor / promo boxes."""
+class EmailFacts:
+    """Links, images, visible text and sponsor / promo boxes of one email's tree."""
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
+    def __init__(self, root: Any) -> None:
         self.anchors: list[Anchor] = []
         self.images: list[Image] = []
         self.boxes: list[Box] = []
@@ -41,41 +48,54 @@ class EmailParser(HTMLParser):
         self._anchor: tuple[str, list[str]] | None = None
         self._skip = 0  # inside <style>/<script>/<title>
         self._open_box: Box | None = None
+        for node in reversed(list(root.itersiblings(preceding=True))):
+            self._node(node)  # comments before <html>: only their tails are text
+        self._node(root)
+        for node in root.itersiblings():
+            self._node(node)
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag in ("style", "script", "title"):
+    def _node(self, node: Any) -> None:
+        tag = node.tag
+        if isinstance(tag, str):  # not a comment or processing instruction
+            self._start(node, tag)
+            if node.text:
+                self._data(node.text)
+            for child in node:
+                self._node(child)
+            self._end(tag)
+        if node.tail:
+            self._data(node.tail)
+
+    def _start(self, element: Any, tag: str) -> None:
+        get = element.get
+        if tag in SKIP_TAGS:
             self._skip += 1
-        elif tag == "a" and "href" in values:
-            self._anchor = (values["href"].strip(), [])
+        elif tag == "a" and get("href") is not None:
+            self._anchor = (get("href").strip(), [])
         elif tag == "img":
             self.images.append(
                 Image(
-                    src=values.get("src", "").strip(),
-                    alt=dict(attrs).get("alt") if "alt" in values else None,
-                    decorative=values.get("role") == "presentation"
-                    or values.get("aria-hidden") == "true",
+                    src=(get("src") or "").strip(),
+                    alt=get("alt"),
+                    decorative=get("role") == "presentation" or get("aria-hidden") == "true",
                 )
             )
-        for cls in values.get("class", "").split():
-            if cls in BOX_CLASSES:
-                self._open_box = Box(BOX_CLASSES[cls])
-                self.boxes.append(self._open_box)
+        classes = get("class")
+        if classes:
+            for cls in classes.split():
+                if cls in BOX_CLASSES:
+                    self._open_box = Box(BOX_CLASSES[cls])
+                    self.boxes.append(self._open_box)
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag in ("style", "script", "title"):
-            self._skip -= 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("style", "script", "title"):
+    def _end(self, tag: str) -> None:
+        if tag in SKIP_TAGS:
             self._skip = max(0, self._skip - 1)
         elif tag == "a" and self._anchor is not None:
             href, parts = self._anchor
             self.anchors.append(Anchor(href, " ".join("".join(parts).split())))
             self._anchor = None
 
-    def handle_data(self, data: str) -> None:
+    def _data(self, data: str) -> None:
         if self._skip:
             return
         self.text_parts.append(data)
@@ -87,12 +107,11 @@ class EmailParser(HTMLParser):
 
     @cached_property
     def visible_text(self) -> str:
-        """All the text readers see, whitespace collapsed (read once the parse is done)."""
+        """All the text readers see, whitespace collapsed (read once the walk is done)."""
         return " ".join(" ".join(self.text_parts).split())
 
 
-def parse_html(html: str) -> EmailParser:
-    parser = EmailParser()
-    parser.feed(html)
-    parser.close()
-    return parser
+def parse_html(html: str) -> EmailFacts:
+    from spark_mail.checks.styles import parse_document
+
+    return EmailFacts(parse_document(html))

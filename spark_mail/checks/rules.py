@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from spark_mail.checks.html import parse_html
+from spark_mail.checks.html import EmailFacts
 from spark_mail.checks.report import Finding, RuleBook
+from spark_mail.checks.styles import parse_document
 from spark_mail.config import Settings
 from spark_mail.render import GMAIL_CLIP_BYTES, RenderedEmail
 from spark_mail.render.inline import MERGE_TAG_RE
@@ -148,10 +149,11 @@ RULES = RuleBook(
 class Checker:
     """The offline rules. Each `rule_*` method yields Findings."""
 
-    def __init__(self, email: RenderedEmail, settings: Settings) -> None:
+    def __init__(self, email: RenderedEmail, settings: Settings, tree: Any = None) -> None:
+        """`tree`: the email's HTML as parse_document reads it, when the caller has it."""
         self.email = email
         self.settings = settings
-        self.page = parse_html(email.html)
+        self.page = EmailFacts(parse_document(email.html) if tree is None else tree)
         self.allowed = allowed_merge_tags(settings)
 
     def run(self) -> list[Finding]:
