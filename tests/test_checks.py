@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli
 from spark_mail.checks import Finding, Report, Severity, run_checks
+from spark_mail.checks.html import Anchor, Box, Image, parse_html
 from spark_mail.checks.rules import allowed_merge_tags, url_problem
 from spark_mail.config import Settings
 from spark_mail.errors import ChecksFailed
@@ -195,6 +196,41 @@ def test_decorative_image_may_have_empty_alt(settings: Settings) -> None:
     bad = dataclasses.replace(email, html=email.html.replace("</body>", no_alt + "</body>"))
     assert run_checks(ok, settings).problems == []
     assert rule_ids(run_checks(bad, settings)) == {"image.alt"}
+
+
+FACTS_HTML = """<!DOCTYPE html>
+<html lang="en"><head><title>TODO title</title><style>.x { color: red }</style></head>
+<body>
+<p>Hello <b>bold</b> world<!-- a note -->after</p>
+<div class="card sponsor-box"><span> </span><p>SPONSORED <i>by</i> Acme</p></div>
+<a href=" https://example.com/a ">Un<b>sub</b>scribe<!-- c --> now</a>
+<a name="top">no href</a>
+<img src="https://example.com/i.png" alt="">
+<img src=" https://example.com/d.png " alt="" role="presentation">
+<img src="https://example.com/n.png" aria-hidden="true">
+<div class="promo-box">
+</div><p>PROMO &amp; more</p>
+<script>var todo = 1;</script>tail text
+</body></html>
+"""
+
+
+def test_links_images_text_and_boxes_read_from_the_html() -> None:
+    """What the offline rules read: a link's text across tags and comments, images with and
+    without alt, a box's label (the first text after it starts), the visible text (each text
+    run apart, <title>, <style> and <script> left out). The values html.parser gave."""
+    page = parse_html(FACTS_HTML)
+    assert page.anchors == [Anchor("https://example.com/a", "Unsubscribe now")]
+    assert page.images == [
+        Image("https://example.com/i.png", "", decorative=False),
+        Image("https://example.com/d.png", "", decorative=True),
+        Image("https://example.com/n.png", None, decorative=True),
+    ]
+    assert page.boxes == [Box("sponsor", "SPONSORED"), Box("promo", "PROMO & more")]
+    assert page.visible_text == (
+        "Hello bold world after SPONSORED by Acme Un sub scribe now no href PROMO & more "
+        "tail text"
+    )
 
 
 @pytest.mark.parametrize(
