@@ -119,6 +119,31 @@ def test_contrast_rule_applies_the_dark_mode_rules():
     assert "dark mode" in message and "<a> in 'footer' 'Unsubscribe'" in message
 
 
+CONTRAST_HTML = """<html lang="en"><body>
+<table bgcolor="#555555"><tr><td style="color:#333333">grey on a grey cell</td></tr></table>
+<table bgcolor="#555555"><tr><td style="background-color:#ffffff;color:#333333">kept</td></tr></table>
+<p style="color:#8a8a8a;font-size:24px">large text</p>
+<p style="color:#8a8a8a;font-size:19px;font-weight:bold">bold text</p>
+<p style="color:#8a8a8a;font-size:19px">small text</p>
+<p style="color:#8a8a8a;font-size:19px"><b>bold tag</b></p>
+<p style="color:#8a8a8a;font-size:19px;font-weight:bold"><span style="font-weight:400">not bold</span></p>
+<div style="display:none;color:#eeeeee">hidden</div>
+<div aria-hidden="true" style="color:#eeeeee">hidden too</div>
+</body></html>"""
+
+
+def test_contrast_rule_reads_backgrounds_sizes_weights_and_hidden_text():
+    """A cell's bgcolor is its background unless its style sets one; large (24 px) and bold
+    (18.66 px) text needs only 3:1, a weight set on a child undoes the parent's bold; hidden
+    text is not read."""
+    assert a11y_findings_of(CONTRAST_HTML)["a11y.contrast"] == (
+        "text below WCAG AA contrast in light mode: "
+        "#333333 on #555555 (1.69:1, needs 4.5:1): <td> 'grey on a grey cell'; "
+        "#8a8a8a on #ffffff (3.45:1, needs 4.5:1): <p> 'small text'; "
+        "#8a8a8a on #ffffff (3.45:1, needs 4.5:1): <span> 'not bold'"
+    )
+
+
 def test_lang_heading_order_and_link_text_rules():
     """No lang, a skipped heading level and 'click here' are each reported."""
     html = built(SAMPLE_ISSUE).html

@@ -34,6 +34,7 @@ HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
 CSS_VALUE_PART_RE = re.compile(r"[\w-]+\([^)]*\)|[^\s(),/]+")  # `rgb(1 2 3)`, `#000`, `top`
 WEIGHT_RE = re.compile(r"[0-9]{1,4}")
 FONT_PX_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)px")
+BACKGROUNDS = ("background-color", "background")
 RULES = RuleBook(  # the usual fix ("": the finding gives its own)
     errors={},
     warnings={
@@ -47,28 +48,12 @@ RULES = RuleBook(  # the usual fix ("": the finding gives its own)
 )
 
 
-def font_px(value: str | None, inherited: float) -> float:
-    match = FONT_PX_RE.match(value or "")
-    return float(match.group(1)) if match else inherited
-
-
-def is_bold(value: str | None, inherited: bool) -> bool:
-    if not value:
-        return inherited
+def is_bold(value: str) -> bool:
     weight = value.strip().lower().removesuffix("!important").strip()
     if weight in ("bold", "bolder"):
         return True
     # ASCII digits only: str.isdigit() also takes '²', which int() refuses
     return bool(WEIGHT_RE.fullmatch(weight)) and int(weight) >= 700
-
-
-def background_of(styles: dict[str, str], element: Any) -> RGB | None:
-    for name in ("background-color", "background"):
-        color = first_color(styles.get(name, ""))
-        if color is not None:
-            return color
-    bgcolor = element.get("bgcolor")
-    return color_of(bgcolor) if bgcolor else None
 
 
 @lru_cache(maxsize=4096)
@@ -126,23 +111,50 @@ def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
     return {el: {n: v[2] for n, v in decl.items()} for el, decl in chosen.items()}
 
 
+Look = tuple[RGB | None, RGB | None, float | None, bool | None]
+
+
+def look_of(styles: dict[str, str]) -> Look:
+    """What an element's styles set for the contrast rule: (colour, background (from the
+    styles, not the bgcolor attribute), font size in px, bold); None where they set nothing."""
+    match = FONT_PX_RE.match(styles.get("font-size") or "")
+    weight = styles.get("font-weight")
+    return (
+        color_of(styles.get("color", "")),
+        next(filter(None, (first_color(styles.get(n, "")) for n in BACKGROUNDS)), None),
+        float(match.group(1)) if match else None,
+        is_bold(weight) if weight else None,
+    )
+
+
+@lru_cache(maxsize=4096)
+def style_look(style: str) -> tuple[bool, Look]:
+    """(hidden, look_of) of a style attribute, once per process: a layout repeats its styles."""
+    return bool(style and HIDDEN_RE.search(style)), look_of(style_map(style))
+
+
 def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Iterator[str]:
     """`"#777777 on #ffffff (4.48:1, needs 4.5:1): <div> in 'footer' 'Some text...'"`."""
     seen: set[tuple[str, str, str]] = set()
     problems: list[str] = []
 
     def walk(el: Any, fg: RGB, bg: RGB, size: float, bold: bool) -> None:
-        style = el.get("style") or ""
-        if (style and HIDDEN_RE.search(style)) or el.get("aria-hidden") == "true":
+        get = el.get
+        style = get("style") or ""
+        hidden, look = style_look(style)
+        if hidden or get("aria-hidden") == "true":
             return
-        styles = style_map(style)
         extra = overrides.get(el)
         if extra:
-            styles = {**styles, **extra}
-        fg = color_of(styles.get("color", "")) or fg
-        bg = background_of(styles, el) or bg
-        size = font_px(styles.get("font-size"), size)
-        bold = is_bold(styles.get("font-weight"), bold or el.tag in ("b", "strong", "th"))
+            look = look_of({**style_map(style), **extra})
+        color, background, px, weight = look
+        fg = color or fg
+        if background is None:
+            bgcolor = get("bgcolor")
+            background = color_of(bgcolor) if bgcolor else None
+        bg = background or bg
+        size = size if px is None else px
+        bold = (bold or el.tag in ("b", "strong", "th")) if weight is None else weight
         needed = AA_LARGE_TEXT if size >= 24 or (bold and size >= 18.66) else AA_TEXT
         ratio = contrast_of(fg, bg)
         if ratio < needed:
