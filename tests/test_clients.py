@@ -162,3 +162,15 @@ def test_refresh_command_fails_in_one_line(tmp_path: Path, capsys: pytest.Captur
     assert main(["--url", "http://127.0.0.1:9/data.json", "--out", str(out)]) == 1
     assert not out.exists()
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_feature_counts_every_declaration_that_uses_it() -> None:
+    """Two declarations of one property in a style attribute are two uses; the first three
+    places are named, the rest counted."""
+    from spark_mail.checks.clients import feature_uses
+    from spark_mail.checks.styles import StyledEmail
+
+    divs = "".join(f'<div style="border-radius:4px;border-radius:{i}px">x</div>' for i in range(4))
+    use = feature_uses(StyledEmail(f"<html><body>{divs}</body></html>"), features())
+    assert use["css-border-radius"].count == 8
+    assert use["css-border-radius"].where() == "inline style of <div> (+7 more)"

@@ -115,3 +115,17 @@ def test_outlook_width_rule_catches_a_unitless_padding(newsletter: Path):
     assert len(found) == 1, report.findings
     assert "600 px wide" in found[0].message and "'card share'" in found[0].message
     assert "552 px of room" in found[0].message
+
+
+def test_width_attribute_counts_where_the_style_sets_no_pixel_width() -> None:
+    """Outlook takes the width attribute when the style sets no width (or `0px`); a style
+    width wins over the attribute; a cell's padding takes from the room inside it."""
+    html = """<html><body><table width="600" class="card"><tr><td style="padding:0px 20px">
+<table width="580"><tr><td>too wide by its attribute</td></tr></table>
+<img width="500" style="width:560px" src="x.png" alt="">
+<div style="width:0px" width="570">zero style width: the attribute</div>
+</td></tr></table></body></html>"""
+    assert [(p.tag, p.width, p.room, p.section) for p in too_wide(html)] == [
+        ("table", 580.0, 560.0, "card"),
+        ("div", 570.0, 560.0, "card"),
+    ]

@@ -105,8 +105,8 @@ class Use:
     places: list[str] = field(default_factory=list)
     count: int = 0
 
-    def add(self, place: str) -> None:
-        self.count += 1
+    def add(self, place: str, times: int = 1) -> None:
+        self.count += times
         if place not in self.places and len(self.places) < 3:
             self.places.append(place)
 
@@ -144,8 +144,8 @@ def feature_uses(page: StyledEmail, known: dict[str, Feature]) -> dict[str, Use]
         style = element.get("style")
         if style:
             inline = f"inline style of {page.describe(element)}"
-            for name, value in declarations(style):
-                declaration(name, value, inline)
+            for slug, count in style_features(style, known):
+                uses[slug].add(inline, count)
     for rule in page.rules:
         place = f"<style> rule `{rule.selector[:60]}`"
         for pattern, slug in SELECTOR_FEATURES:
@@ -160,6 +160,25 @@ def feature_uses(page: StyledEmail, known: dict[str, Feature]) -> dict[str, Use]
                     uses[slug].add(f"<style> `{at_rule[:60]}`")
                     break
     return {slug: use for slug, use in uses.items() if slug in known}
+
+
+_STYLE_FEATURES: dict[str, tuple[tuple[str, int], ...]] = {}
+
+
+def style_features(style: str, known: dict[str, Feature]) -> tuple[tuple[str, int], ...]:
+    """The features a style attribute uses, each with how many of its declarations use it;
+    kept per process for the caniemail data (a layout repeats its style attributes)."""
+    kept = known is features()
+    found = _STYLE_FEATURES.get(style) if kept else None
+    if found is None:
+        counts: dict[str, int] = {}
+        for name, value in declarations(style):
+            for slug in declaration_features(name, value, known):
+                counts[slug] = counts.get(slug, 0) + 1
+        found = tuple(counts.items())
+        if kept and len(_STYLE_FEATURES) < 4096:
+            _STYLE_FEATURES[style] = found
+    return found
 
 
 def declaration_features(name: str, value: str, known: dict[str, Feature]) -> tuple[str, ...]:

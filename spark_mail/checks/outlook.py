@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from spark_mail.checks.report import Finding, Severity
 from spark_mail.checks.styles import parse_document, style_map
@@ -88,11 +89,23 @@ class TooWide:
     section: str
 
 
-def element_width(element: object, styles: dict[str, str] | None = None) -> float | None:
-    get = element.get  # type: ignore[attr-defined]
-    if styles is None:
-        styles = style_map(get("style") or "")
-    return px(styles.get("width")) or px(get("width"))
+@lru_cache(maxsize=4096)
+def section_in(classes: str) -> str:
+    """The classes that name a part of the layout (MJML's and the Outlook copies left out)."""
+    named = [c for c in classes.split() if not c.startswith("mj-") and not c.endswith("-outlook")]
+    return " ".join(named)
+
+
+@lru_cache(maxsize=4096)
+def style_width(style: str) -> float | None:
+    """The pixel width a style attribute sets, once per process."""
+    return px(style_map(style).get("width"))
+
+
+@lru_cache(maxsize=4096)
+def space_in(style: str, room: float) -> float:
+    """horizontal_space of a style attribute in a cell `room` px wide, once per process."""
+    return horizontal_space(style_map(style), room)
 
 
 def too_wide(html: str) -> list[TooWide]:
@@ -105,18 +118,18 @@ def too_wide(html: str) -> list[TooWide]:
         if not isinstance(tag, str):
             return  # a comment or processing instruction
         get = element.get  # type: ignore[attr-defined]
-        classes = (get("class") or "").split()
-        named = [c for c in classes if not c.startswith("mj-") and not c.endswith("-outlook")]
-        section = " ".join(named) or section
-        styles = style_map(get("style") or "")
-        width = element_width(element, styles)
+        classes = get("class")
+        if classes:
+            section = section_in(classes) or section
+        style = get("style") or ""
+        width = style_width(style) or px(get("width"))
         if width is not None and room is not None and width > room + 0.5:
             found.append(TooWide(tag, width, room, section))
             return  # its children overflow with it: one finding per place
         if width is not None:
             room = width
         if room is not None:
-            room -= horizontal_space(styles, room)
+            room -= space_in(style, room)
         for child in element:  # type: ignore[attr-defined]
             walk(child, room, section)
 
