@@ -133,6 +133,12 @@ def style_look(style: str) -> tuple[bool, Look]:
     return bool(style and HIDDEN_RE.search(style)), look_of(style_map(style))
 
 
+@lru_cache(maxsize=4096)
+def dark_look(style: str, extra: tuple[tuple[str, str], ...]) -> Look:
+    """look_of a style attribute with the dark-mode declarations over it, once per process."""
+    return look_of({**style_map(style), **dict(extra)})
+
+
 def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Iterator[str]:
     """`"#777777 on #ffffff (4.48:1, needs 4.5:1): <div> in 'footer' 'Some text...'"`."""
     seen: set[tuple[str, str, str]] = set()
@@ -146,7 +152,7 @@ def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Ite
             return
         extra = overrides.get(el)
         if extra:
-            look = look_of({**style_map(style), **extra})
+            look = dark_look(style, tuple(extra.items()))
         color, background, px, weight = look
         fg = color or fg
         if background is None:
@@ -159,8 +165,8 @@ def low_contrast(page: StyledEmail, overrides: dict[Any, dict[str, str]]) -> Ite
         ratio = contrast_of(fg, bg)
         if ratio < needed:
             text = " ".join(((el.text or "") + "".join(c.tail or "" for c in el)).split())
-            key = (to_hex(fg), to_hex(bg), page.describe(el))
-            if text and key not in seen:
+            key = (to_hex(fg), to_hex(bg), page.describe(el)) if text else None
+            if key is not None and key not in seen:
                 seen.add(key)
                 problems.append(
                     f"{key[0]} on {key[1]} ({ratio:.2f}:1, needs {needed:g}:1): "
