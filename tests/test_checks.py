@@ -228,8 +228,7 @@ def test_links_images_text_and_boxes_read_from_the_html() -> None:
     ]
     assert page.boxes == [Box("sponsor", "SPONSORED"), Box("promo", "PROMO & more")]
     assert page.visible_text == (
-        "Hello bold world after SPONSORED by Acme Un sub scribe now no href PROMO & more "
-        "tail text"
+        "Hello bold world after SPONSORED by Acme Un sub scribe now no href PROMO & more tail text"
     )
 
 
