@@ -162,22 +162,23 @@ def feature_uses(page: StyledEmail, known: dict[str, Feature]) -> dict[str, Use]
     return {slug: use for slug, use in uses.items() if slug in known}
 
 
-_STYLE_FEATURES: dict[str, tuple[tuple[str, int], ...]] = {}
+_STYLE_FEATURES: dict[str, tuple[dict[str, Feature], tuple[tuple[str, int], ...]]] = {}
 
 
 def style_features(style: str, known: dict[str, Feature]) -> tuple[tuple[str, int], ...]:
     """The features a style attribute uses, each with how many of its declarations use it;
-    kept per process for the caniemail data (a layout repeats its style attributes)."""
-    kept = known is features()
-    found = _STYLE_FEATURES.get(style) if kept else None
-    if found is None:
-        counts: dict[str, int] = {}
-        for name, value in declarations(style):
-            for slug in declaration_features(name, value, known):
-                counts[slug] = counts.get(slug, 0) + 1
-        found = tuple(counts.items())
-        if kept and len(_STYLE_FEATURES) < 4096:
-            _STYLE_FEATURES[style] = found
+    kept per process with the caniemail data they were found in (a layout repeats its style
+    attributes; `caniemail refresh` loads new data)."""
+    kept = _STYLE_FEATURES.get(style)
+    if kept is not None and kept[0] is known:
+        return kept[1]
+    counts: dict[str, int] = {}
+    for name, value in declarations(style):
+        for slug in declaration_features(name, value, known):
+            counts[slug] = counts.get(slug, 0) + 1
+    found = tuple(counts.items())
+    if kept is not None or len(_STYLE_FEATURES) < 4096:
+        _STYLE_FEATURES[style] = (known, found)
     return found
 
 
