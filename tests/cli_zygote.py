@@ -7,10 +7,17 @@ spark_mail except the CLI (whose consoles read the environment when they are mad
 reads one JSON request per line on stdin and forks a child for each: the child takes the
 request's folder, environment, arguments and output files, imports the CLI and runs
 `main()` as `python -m spark_mail` would, so every command is still its own process with
-its own exit code. This process has one thread, so forking it is safe.
+its own exit code and a real pid the tests can signal (SIGKILL, SIGINT) while it runs.
+This process has one thread, so forking it is safe.
 
-Answers on stdout, one JSON line each: {"pid": N} when the child started, then
-{"code": N} when it ended (a negative N: killed by that signal, as subprocess reports it).
+Started as `cli_zygote.py esp_server`, it is the same for the fake ESP of
+tests/esp_server.py instead (`python tests/esp_server.py ARGS`): that process imports
+esp_server, jsonschema and the vendors' schemas; each child is one fresh server.
+
+Children run side by side (a test may start two overlapping runs, or a server and the
+commands that talk to it). Answers on stdout, one JSON line each, tagged with the
+request's "id": {"id": I, "pid": N} when its child started, then {"id": I, "code": N}
+when it ended (a negative N: killed by that signal, as subprocess reports it).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import importlib
 import json
 import os
 import pkgutil
+import select
+import signal
 import sys
 import time
 
@@ -53,20 +62,25 @@ def warm_lazy_imports() -> None:
         importlib.import_module(name)
 
 
+def redirect(request: dict) -> None:
+    """In a forked child: the request's folder, environment and output files; stdin empty."""
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    time.tzset()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
 def run_child(request: dict) -> None:
     """In the forked child: become `python -m spark_mail ARGS` and never return."""
     code = 1
     try:
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        time.tzset()
-        stdin = os.open(os.devnull, os.O_RDONLY)
-        stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            os.dup2(fd, target)
-            os.close(fd)
+        redirect(request)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 (not the request pipe's buffer)
         sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
         # click names the program from __main__ and argv[0], as for `python -m spark_mail`
@@ -86,6 +100,12 @@ def run_child(request: dict) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
+        except KeyboardInterrupt:
+            # as CPython ends on an uncaught Ctrl-C: the traceback, then killed by SIGINT
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         except BaseException:
             sys.excepthook(*sys.exc_info())
             code = 1
@@ -98,26 +118,82 @@ def run_child(request: dict) -> None:
         os._exit(code)
 
 
-def serve() -> None:
-    warm_imports()
-    warm_lazy_imports()
+def run_esp(request: dict) -> None:
+    """In the forked child: become `python tests/esp_server.py ARGS` and never return."""
+    code = 1
+    try:
+        redirect(request)
+        sys.argv = [sys.modules["esp_server"].__file__, *request["args"]]
+        sys.modules["esp_server"].main(request["args"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def warm_esp() -> None:
+    """The fake ESP's imports and schemas; one validation per schema loads what jsonschema
+    loads on first use (every server of this process validates with the same schemas)."""
+    import jsonschema
+
+    import esp_server
+
+    for schema in esp_server._load_schemas().values():
+        list(jsonschema.Draft202012Validator(schema).iter_errors({}))
+
+
+def serve(program: str = "spark_mail") -> None:
+    if program == "esp_server":
+        warm_esp()
+        child = run_esp
+    else:
+        warm_imports()
+        warm_lazy_imports()
+        child = run_child
     # What the children inherit stays out of their garbage collector's sight (and their
     # pages shared with this process: a collection would write to every object it visits).
     gc.freeze()
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            run_child(request)
-        print(json.dumps({"pid": pid}), flush=True)
-        _, status = os.waitpid(pid, 0)
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        print(json.dumps({"code": code}), flush=True)
-    # The worker closed the pipe (its session is over) and every child has been waited
-    # for: nothing is left to clean up, so no interpreter shutdown (it took ~0.5 s of CPU,
-    # with the worker and the run waiting for it).
+    running: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
+    pending = b""
+    while True:
+        ready = select.select([0, *running], [], [])[0]
+        for fd in ready:
+            if fd == 0:
+                continue
+            request_id, pid = running.pop(fd)
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            print(json.dumps({"id": request_id, "code": code}), flush=True)
+        if 0 not in ready:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                for fd in running:
+                    os.close(fd)
+                child(request)
+            running[os.pidfd_open(pid)] = (request["id"], pid)
+            print(json.dumps({"id": request["id"], "pid": pid}), flush=True)
+    # The worker closed the pipe: its session is over. A child still running (a test that
+    # failed before stopping its server) ends now; no interpreter shutdown (it took ~0.5 s
+    # of CPU, with the worker and the run waiting for it).
+    for fd, (_, pid) in running.items():
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.waitpid(pid, 0)
     os._exit(0)
 
 
 if __name__ == "__main__":
-    serve()
+    serve(*sys.argv[1:])

@@ -6,13 +6,11 @@ import atexit
 import gc
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,17 +88,19 @@ def write_issue(root: Path, name: str, front: str, body: str = "Hello, readers.\
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
     """Run `python -m spark_mail ARGS` as a real process: forked from a warm interpreter
-    (tests/cli_zygote.py), or a fresh one when the test sets PYTHON* variables or another
-    command of this worker is still running."""
+    (tests/cli_zygote.py), or a fresh one when the test sets PYTHON* variables."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
     full_env.update(env or {})
-    if not any(name.startswith("PYTHON") for name in env or {}) and WARM_CLI.lock.acquire(
-        blocking=False
-    ):
+    if not any(name.startswith("PYTHON") for name in env or {}):
+        process = WARM_CLI.start(list(args), cwd=cwd, env=full_env)
         try:
-            return WARM_CLI.run(list(args), cwd=cwd, env=full_env, timeout=timeout)
-        finally:
-            WARM_CLI.lock.release()
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            out, err = process.read_output(errors="replace")
+            raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
+        return subprocess.CompletedProcess(process.args, process.returncode, *process.communicate())
     return subprocess.run(
         [sys.executable, "-m", "spark_mail", *args],
         cwd=cwd,
@@ -112,63 +112,129 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     )
 
 
+class WarmProcess:
+    """A child of a warm interpreter (tests/cli_zygote.py), handled as a `subprocess.Popen`
+    with text output: a real process with its own pid, signalled through a pidfd (never a
+    pid reused after it ended), its exit code told by the warm interpreter that waits for
+    it. stdout and stderr go to files, read by `communicate()` once it has ended."""
+
+    stdout = stderr = None  # nothing piped: waiting.poll_until reads communicate() instead
+
+    def __init__(self, warm: WarmCli, request_id: int, args: list[str], folder: Path) -> None:
+        self.warm, self.id, self.args, self.folder = warm, request_id, args, folder
+        self.returncode: int | None = None
+        self.pid: int = warm.answer(request_id, "pid", None)
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+        except ProcessLookupError:  # ended already (and was waited for)
+            self.pidfd = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.warm.answered(self.id, "code"):
+            self.wait()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self.warm.answer(self.id, "code", timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self.returncode = code
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None and self.pidfd is not None:
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def read_output(self, errors: str = "strict") -> tuple[str, str]:
+        return tuple(  # type: ignore[return-value]
+            (self.folder / name).read_text(encoding="utf-8", errors=errors)
+            for name in ("stdout", "stderr")
+        )
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """(stdout, stderr) once the process has ended; its files are then removed."""
+        self.wait(timeout)
+        output = self.read_output()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return output
+
+
 class WarmCli:
-    """The client of tests/cli_zygote.py: one per test worker, started on first use."""
+    """The client of tests/cli_zygote.py: one per test worker and program, started on first
+    use. A thread reads the answers; any number of children may run at once."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, program: str = "spark_mail") -> None:
+        self.program = program
+        self.lock = threading.Condition()
         self.process: subprocess.Popen[bytes] | None = None
-        self.pending = b""
+        self.answers: dict[int, dict[str, int]] = {}
+        self.ids = iter(range(1, 1 << 62))
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float):
+    def start(self, args: list[str], cwd: Path, env: dict[str, str]) -> WarmProcess:
+        """Start the program with `args` (as `python -m spark_mail ARGS`, or `python
+        tests/esp_server.py ARGS`) in `cwd` with exactly `env`."""
         import tempfile
 
-        if self.process is None or self.process.poll() is not None:
-            self.start()
-        assert self.process is not None and self.process.stdin is not None
-        deadline = time.monotonic() + timeout
-        with tempfile.TemporaryDirectory(prefix="spark-cli-") as folder:
-            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-            request = {"args": args, "cwd": str(cwd), "env": env,
-                       "stdout": str(out), "stderr": str(err)}  # fmt: skip
+        folder = Path(tempfile.mkdtemp(prefix="spark-warm-"))
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self.launch()
+            assert self.process is not None and self.process.stdin is not None
+            request_id = next(self.ids)
+            request = {"id": request_id, "args": args, "cwd": str(cwd), "env": env,
+                       "stdout": str(folder / "stdout"), "stderr": str(folder / "stderr")}  # fmt: skip
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
-            pid = self.answer(None)["pid"]
-            code = self.answer(deadline)
-            if code is None:
-                os.kill(pid, signal.SIGKILL)
-                self.answer(None)
-                raise subprocess.TimeoutExpired(
-                    ["spark-mail", *args], timeout, out.read_bytes(), err.read_bytes()
-                )
-            return subprocess.CompletedProcess(
-                ["spark-mail", *args], code["code"],
-                out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8"),
-            )  # fmt: skip
+        return WarmProcess(self, request_id, [self.program, *args], folder)
 
-    def start(self) -> None:
+    def launch(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+        script = str(Path(__file__).with_name("cli_zygote.py"))
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("cli_zygote.py"))],
+            [sys.executable, script, self.program],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )  # fmt: skip
-        self.pending = b""
+        threading.Thread(target=self.read, args=(self.process,), daemon=True).start()
         atexit.register(self.stop)
 
-    def answer(self, deadline: float | None) -> dict | None:
-        """The zygote's next JSON line; None when the deadline passes first."""
-        assert self.process is not None and self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        while b"\n" not in self.pending:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([fd], [], [], wait)[0]:
+    def read(self, process: subprocess.Popen[bytes]) -> None:
+        """The reader thread: each answer line into `answers`, waking who waits for it."""
+        assert process.stdout is not None
+        for line in process.stdout:
+            answer = json.loads(line)
+            with self.lock:
+                self.answers.setdefault(answer.pop("id"), {}).update(answer)
+                self.lock.notify_all()
+        with self.lock:
+            self.answers.setdefault(-1, {})["ended"] = 1  # the warm process is gone
+            self.lock.notify_all()
+
+    def answered(self, request_id: int, key: str) -> bool:
+        with self.lock:
+            return key in self.answers.get(request_id, {})
+
+    def answer(self, request_id: int, key: str, timeout: float | None) -> int | None:
+        """The child's `key` ("pid", "code") once the warm process has told it; None when
+        `timeout` passes first."""
+        with self.lock:
+            got = self.lock.wait_for(
+                lambda: key in self.answers.get(request_id, {}) or -1 in self.answers, timeout
+            )
+            if not got:
                 return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
+            if key not in self.answers.get(request_id, {}):
                 raise RuntimeError("the warm CLI process ended")
-            self.pending += chunk
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+            return self.answers[request_id][key]  # kept: several threads may wait for it
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -178,6 +244,7 @@ class WarmCli:
 
 
 WARM_CLI = WarmCli()
+WARM_ESP = WarmCli("esp_server")  # tests/esp_server.py as its own process (EspProcess)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import poll_until
 
-from conftest import REPO, run_cli
+from conftest import REPO, WARM_CLI, WARM_ESP, WarmProcess, run_cli
 
 TESTS = Path(__file__).resolve().parent
 KEY = "cron-test-key-5f3a"
@@ -34,33 +34,24 @@ SENDING_PATH = {"resend": "/send", "buttondown": "/publish", "postmark": "/email
 
 
 class EspProcess:
-    """tests/esp_server.py running as its own process."""
+    """tests/esp_server.py running as its own process: forked from a warm interpreter that
+    has its imports and schemas (conftest.WARM_ESP), a fresh server in each process."""
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(TESTS / "esp_server.py"),
-                "--port",
-                "0",
-                "--provider",
-                provider,
-                "--api-key",
-                KEY,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout
-        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+        args = ["--port", "0", "--provider", provider, "--api-key", KEY]
+        self.proc = WARM_ESP.start(args, cwd=TESTS, env=dict(os.environ))
         found: dict[str, str] = {}
-        while "URL" not in found:
-            name, _, value = lines.get(timeout=60).strip().partition(" ")
-            found[name] = value
+
+        def listening() -> bool:  # once it has printed its URL (after PORT)
+            try:
+                out = (self.proc.folder / "stdout").read_text()
+            except FileNotFoundError:  # not opened yet
+                return False
+            found.update(line.partition(" ")[::2] for line in out.splitlines())
+            return "URL" in found
+
+        poll_until(listening, "the ESP's URL", process=self.proc, timeout=60)
         self.url = found["URL"]
         self.base = f"http://127.0.0.1:{found['PORT']}"
 
@@ -102,7 +93,7 @@ class EspProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(timeout=5)
+        self.proc.communicate(timeout=5)
 
 
 @pytest.fixture
@@ -144,16 +135,11 @@ def make_newsletter(tmp_path: Path, esp: EspProcess, **extra: str) -> Path:
     return root
 
 
-def start_cli(root: Path, *args: str) -> subprocess.Popen[str]:
+def start_cli(root: Path, *args: str) -> WarmProcess:
+    """`python -m spark_mail ARGS` started and left running: a real process (forked from
+    conftest's warm interpreter) the test can kill, interrupt and wait for, as a Popen."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "spark_mail", *args],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return WARM_CLI.start(list(args), cwd=root, env=env)
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -178,7 +164,7 @@ def test_two_dispatch_processes_started_together_send_once(tmp_path: Path, start
     root = make_newsletter(tmp_path, esp)
     esp.fault(hold=120.0, path=SENDING_PATH["resend"])  # keep the first send open
     procs = [start_cli(root, "dispatch", "--now", NOW) for _ in range(2)]
-    ended: queue.Queue[subprocess.Popen[str]] = queue.Queue()
+    ended: queue.Queue[WarmProcess] = queue.Queue()
     for proc in procs:
         threading.Thread(target=lambda p=proc: (p.wait(), ended.put(p)), daemon=True).start()
     try:
