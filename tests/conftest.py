@@ -195,7 +195,8 @@ class WarmCli:
                        "stdout": str(folder / "stdout"), "stderr": str(folder / "stderr")}  # fmt: skip
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
-        return WarmProcess(self, request_id, [self.program, *args], folder)
+        name = "spark-mail" if self.program == "spark_mail" else "esp_server.py"
+        return WarmProcess(self, request_id, [name, *args], folder)
 
     def launch(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
