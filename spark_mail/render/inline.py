@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +97,31 @@ def inlinable(rule: CssRule) -> bool:
     )
 
 
-def matches(root: Any, rules: list[CssRule]) -> dict[Any, Styles]:
-    """element -> the declarations the rules give it, in cascade order."""
+@dataclass(frozen=True)
+class StyleSheet:
+    """A layout's inline CSS, read once per process (every email of a layout has the same):
+    the rules to inline (each with its selectors), and the CSS left for <head>."""
+
+    inlinable: tuple[CssRule, ...]
+    selectors: tuple[tuple[str, ...], ...]  # of each inlinable rule: its selectors, split
+    leftover: str
+
+
+@lru_cache(maxsize=64)
+def style_sheet(css: str) -> StyleSheet:
+    imports = IMPORT_RE.findall(css)
+    rules = parse_css(IMPORT_RE.sub("", css))
+    kept = tuple(r for r in rules if inlinable(r))
+    selectors = tuple(tuple(s.strip() for s in r.selector.split(",")) for r in kept)
+    leftover = leftover_css([r for r in rules if not inlinable(r)], imports)
+    return StyleSheet(kept, selectors, leftover)
+
+
+def matches(root: Any, sheet: StyleSheet) -> dict[Any, Styles]:
+    """element -> the declarations the sheet's inlinable rules give it, in cascade order."""
     applied: list[tuple[tuple[int, tuple[int, int, int], int], Any, str, str]] = []
-    for position, rule in enumerate(rules):
-        for selector in (s.strip() for s in rule.selector.split(",")):
+    for position, rule in enumerate(sheet.inlinable):
+        for selector in sheet.selectors[position]:
             found = select(root, selector) if selector else None
             if found is None:
                 continue
@@ -160,8 +182,7 @@ def inline_css(html: str, css: str, source: Path | str = "the email") -> str:
     from lxml import etree
 
     protected, tags, nonce = protect_merge_tags(html)
-    imports = IMPORT_RE.findall(css)
-    rules = parse_css(IMPORT_RE.sub("", css))
+    sheet = style_sheet(css)
     parser = etree.HTMLParser()
     tree = etree.fromstring(protected.strip(), parser).getroottree()
     if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
@@ -172,16 +193,15 @@ def inline_css(html: str, css: str, source: Path | str = "the email") -> str:
             hint="flatten the HTML written in the issue (nested <div>s, lists or quotes)",
         )
     root = tree.getroot()
-    for element, from_rules in matches(root, [r for r in rules if inlinable(r)]).items():
+    for element, from_rules in matches(root, sheet).items():
         style = merged_style(element, from_rules)
         element.set("style", "; ".join(f"{n}:{v}" for n, v in style.items()))
         set_basic_attributes(element, style)
     translations().save()
-    leftover = leftover_css([r for r in rules if not inlinable(r)], imports)
     head = root.find("head")
-    if leftover and head is not None:
-        sheet = etree.SubElement(head, "style", type="text/css")
-        sheet.text = leftover
+    if sheet.leftover and head is not None:
+        element = etree.SubElement(head, "style", type="text/css")
+        element.text = sheet.leftover
     out = etree.tostring(tree, method="html", encoding="unicode").rstrip("\n") + "\n"
     if out.lstrip()[:9].lower() != "<!doctype":
         out = DOCTYPE + "\n" + out

@@ -12,6 +12,7 @@ import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from markdown_it.token import Token
@@ -58,6 +59,8 @@ def inline_text(token: Token) -> str:
 def columns(text: str) -> int:
     """How many columns `text` takes in a monospaced mail reader: CJK and emoji take two,
     combining marks and zero-width characters none."""
+    if text.isascii():  # no ASCII character is wide, combining or a format character
+        return len(text)
     return sum(
         0 if unicodedata.combining(c) or unicodedata.category(c) == "Cf"
         else 2 if unicodedata.east_asian_width(c) in "WF"
@@ -71,22 +74,29 @@ def pad(text: str, width: int) -> str:
     return text + " " * (width - columns(text))
 
 
+@lru_cache(maxsize=4096)
 def wrap(text: str, indent: str = "", first: str | None = None) -> str:
+    """`text` wrapped at WIDTH, each line after a hard break again. Cached: a process that
+    builds an issue again (the preview, a send after its check, the personalised copy)
+    wraps the same paragraphs, and wrapping is most of the text part's time."""
     lines: list[str] = []
     for i, para_line in enumerate(text.split("\n")):
         lead = (first if first is not None else indent) if i == 0 else indent
-        lines.extend(
-            textwrap.wrap(
-                para_line,
-                width=WIDTH,
-                initial_indent=lead,
-                subsequent_indent=indent,
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-            or [lead.rstrip()]
-        )
+        lines.extend(wrapper(lead, indent).wrap(para_line) or [lead.rstrip()])
     return "\n".join(lines)
+
+
+@lru_cache(maxsize=64)
+def wrapper(first: str, indent: str) -> textwrap.TextWrapper:
+    """The TextWrapper for these indents (textwrap.wrap would make one for every line;
+    a TextWrapper keeps no state between calls)."""
+    return textwrap.TextWrapper(
+        width=WIDTH,
+        initial_indent=first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 class TextWriter:
