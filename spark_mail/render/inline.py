@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -97,14 +96,22 @@ def inlinable(rule: CssRule) -> bool:
     )
 
 
-@dataclass(frozen=True)
 class StyleSheet:
     """A layout's inline CSS, read once per process (every email of a layout has the same):
-    the rules to inline (each with its selectors), and the CSS left for <head>."""
+    the rules to inline (each with its selectors), and the CSS left for <head>. (A plain
+    class: a dataclass would cost a cold start the compiling of its methods.)"""
 
-    inlinable: tuple[CssRule, ...]
-    selectors: tuple[tuple[str, ...], ...]  # of each inlinable rule: its selectors, split
-    leftover: str
+    __slots__ = ("inlinable", "leftover", "selectors")
+
+    def __init__(
+        self,
+        inlinable: tuple[CssRule, ...],
+        selectors: tuple[tuple[str, ...], ...],  # of each inlinable rule, split
+        leftover: str,
+    ) -> None:
+        self.inlinable = inlinable
+        self.selectors = selectors
+        self.leftover = leftover
 
 
 @lru_cache(maxsize=64)
@@ -120,9 +127,14 @@ def style_sheet(css: str) -> StyleSheet:
 def matches(root: Any, sheet: StyleSheet) -> dict[Any, Styles]:
     """element -> the declarations the sheet's inlinable rules give it, in cascade order."""
     applied: list[tuple[tuple[int, tuple[int, int, int], int], Any, str, str]] = []
+    # A layout often styles the same selector in several rules (`.prose h1, .prose h2`,
+    # then `.prose h1` alone): each is looked up in the tree once.
+    found_by_selector: dict[str, tuple[list[Any], tuple[int, int, int]] | None] = {}
     for position, rule in enumerate(sheet.inlinable):
         for selector in sheet.selectors[position]:
-            found = select(root, selector) if selector else None
+            if selector not in found_by_selector:
+                found_by_selector[selector] = select(root, selector) if selector else None
+            found = found_by_selector[selector]
             if found is None:
                 continue
             elements, specificity = found

@@ -19,7 +19,7 @@ from spark_mail.colors import AA_TEXT, readable
 from spark_mail.config import Settings
 from spark_mail.issue import Issue
 from spark_mail.render import markdown as md
-from spark_mail.render.utm import Tagger, make_tagger
+from spark_mail.render.utm import Tagger, desk_prefixes, make_tagger
 
 # The default layout's fixed surfaces (cards, the sponsor box, the dark-mode cards).
 CARD = "#ffffff"
@@ -170,12 +170,28 @@ def reader_unsubscribe_url(settings: Settings, reader: ReaderSource) -> str:
 
 
 def body_blocks(issue: Issue, settings: Settings) -> list[md.Block]:
-    """The issue's Markdown as blocks, its links UTM-tagged when `utm_source` is set."""
-    tokens = md.parse(issue.body)
-    tagger = make_tagger(settings, issue.slug)
-    if tagger is not None:
-        md.rewrite_links(tokens, lambda url, kind: tagger(url, "body" if kind == "prose" else kind))
-    return md.split_blocks(tokens)
+    """The issue's Markdown as blocks, its links UTM-tagged when `utm_source` is set.
+    Made once per issue text and tagging (a check, a send, the personalised render and
+    the preview build the same issue again); nobody changes a Block or its tokens."""
+    source = settings.utm_source.strip()
+    key = (issue.body, issue.slug, source, desk_prefixes(settings) if source else ())
+    blocks = _BLOCKS.get(key)
+    if blocks is None:
+        tokens = md.parse(issue.body)
+        tagger = make_tagger(settings, issue.slug)
+        if tagger is not None:
+            md.rewrite_links(
+                tokens, lambda url, kind: tagger(url, "body" if kind == "prose" else kind)
+            )
+        blocks = tuple(md.split_blocks(tokens))
+        if len(_BLOCKS) >= MAX_CACHED_BODIES:
+            del _BLOCKS[next(iter(_BLOCKS))]  # the oldest
+        _BLOCKS[key] = blocks
+    return list(blocks)
+
+
+MAX_CACHED_BODIES = 32
+_BLOCKS: dict[tuple[str, str, str, tuple[str, ...]], tuple[md.Block, ...]] = {}
 
 
 def promo_view(issue: Issue, tagger: Tagger | None) -> PromoView | None:
