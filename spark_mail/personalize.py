@@ -93,7 +93,12 @@ class TokenSigner:
 
     def __call__(self, email: str, purpose: str) -> str:
         """URL-safe HMAC-SHA256 tag over (issue slug, canonical address, purpose)."""
-        message = f"{self._prefix}{canonical_address(email)}\0{purpose}".encode()
+        return self.sign_canonical(canonical_address(email), purpose)
+
+    def sign_canonical(self, canonical: str, purpose: str) -> str:
+        """The tag for an address already in its canonical spelling (a reader's copy signs
+        two tokens: the address is made canonical once)."""
+        message = f"{self._prefix}{canonical}\0{purpose}".encode()
         tag = hmac.digest(self._key, message, "sha256")[:TOKEN_BYTES]
         return base64.urlsafe_b64encode(tag).rstrip(b"=").decode()
 
@@ -316,10 +321,13 @@ class PersonalizedTemplate:
             )
         fields: Mapping[str, str] = reader.fields
         values: list[str] = []
+        canonical = None
         for slot in self.slots:
             if slot.kind == "token":
                 assert self._signer is not None  # prepare() refused a template without one
-                values.append(self._signer(email, slot.name))
+                if canonical is None:
+                    canonical = canonical_address(email)
+                values.append(self._signer.sign_canonical(canonical, slot.name))
             elif slot.name == "email":
                 values.append(email)
             else:

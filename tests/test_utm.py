@@ -16,7 +16,7 @@ SLUG = SECOND_ISSUE.stem
 
 
 def tagged_settings(**changes: str) -> Settings:
-    return dataclasses.replace(load_settings(REPO), utm_source="tinybigspark", **changes)
+    return dataclasses.replace(load_settings(REPO), **{"utm_source": "tinybigspark", **changes})
 
 
 def hrefs(email: RenderedEmail) -> list[str]:
@@ -102,3 +102,21 @@ def test_check_shows_the_tagged_links():
     (note,) = [f for f in report.findings if f.rule_id == "utm.tagged"]
     assert note.severity == "info" and "utm_source=tinybigspark" in note.message
     assert "body 1" in note.message and "poll 4" in note.message and "sponsor 1" in note.message
+
+
+def test_builds_in_one_process_never_share_another_tagging():
+    """The body's blocks are made once per text and tagging (render.view.body_blocks): the
+    same issue built untagged, tagged, tagged with another source and again untagged, in
+    one process, gets each time its own links; a tagged build never changes the blocks an
+    untagged one reuses."""
+    body_link = "https://example.com/dora"
+
+    def source(settings: Settings) -> str | None:
+        return params(link_to(build(SECOND_ISSUE, settings), body_link)).get("utm_source")
+
+    assert source(load_settings(REPO)) is None
+    assert source(tagged_settings()) == "tinybigspark"
+    assert source(tagged_settings(utm_source="other")) == "other"
+    assert source(load_settings(REPO)) is None
+    desk = tagged_settings(unsubscribe_url=body_link)
+    assert source(desk) is None  # a link to the reader desk is never tagged
