@@ -9,6 +9,7 @@ writes the text part from the same object, so the two parts can never disagree.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -184,13 +185,15 @@ def body_blocks(issue: Issue, settings: Settings) -> list[md.Block]:
                 tokens, lambda url, kind: tagger(url, "body" if kind == "prose" else kind)
             )
         blocks = tuple(md.split_blocks(tokens))
-        if len(_BLOCKS) >= MAX_CACHED_BODIES:
-            del _BLOCKS[next(iter(_BLOCKS))]  # the oldest
-        _BLOCKS[key] = blocks
+        with _BLOCKS_LOCK:  # the preview builds in its request threads
+            while len(_BLOCKS) >= MAX_CACHED_BODIES:
+                del _BLOCKS[next(iter(_BLOCKS))]  # the oldest
+            _BLOCKS[key] = blocks
     return list(blocks)
 
 
 MAX_CACHED_BODIES = 32
+_BLOCKS_LOCK = threading.Lock()
 _BLOCKS: dict[tuple[str, str, str, tuple[str, ...]], tuple[md.Block, ...]] = {}
 
 
