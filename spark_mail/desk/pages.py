@@ -9,6 +9,7 @@ classes (`w0` .. `w100`), since a strict CSP forbids inline style attributes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from typing import Any
@@ -95,16 +96,24 @@ def content_security_policy(css: str, logo_url: str) -> str:
     )
 
 
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The desk's templates, one Environment per process: they are package files, so each
+    is compiled once and kept, whatever number of apps the process makes (Jinja renders
+    from any thread; the settings go in as values at each render)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("spark_mail.desk", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # package files: compiled once per process
+    )
+
+
 class Pages:
     """Renders the desk's pages to (status, headers, body)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.env = jinja2.Environment(
-            loader=jinja2.PackageLoader("spark_mail.desk", "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            auto_reload=False,  # package files: compiled once per process
-        )
+        self.env = environment()
         css = stylesheet(settings.brand)
         logo = settings.brand.logo_url if settings.brand.logo_url.startswith("https://") else ""
         self.common = {
