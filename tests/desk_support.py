@@ -5,8 +5,8 @@ reader's own-list copy carries (made by the real personalisation), an in-process
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-import functools
 import os
 import re
 import socket
@@ -41,11 +41,29 @@ class ReaderLinks:
     polls: tuple[str, ...]  # one per option, in order
 
 
-@functools.lru_cache(maxsize=8)
 def _template(settings: Settings) -> Any:
-    from spark_mail.personalize import prepare
+    """The sample issue prepared for personal copies, shared by the tests whose newsletter
+    folders hold the same settings and files: every test has a folder of its own, so the
+    key leaves the folder's name out and holds what the copies are made of instead (the
+    settings but their root, the issue's text and the folder's own layouts, if any)."""
+    issue = settings.issues_path / f"{SAMPLE_SLUG}.md"
+    layouts = settings.layout_dirs()[0]
+    own_layouts = tuple(
+        (str(path.relative_to(layouts)), path.read_bytes())
+        for path in sorted(layouts.rglob("*"))
+        if path.is_file()
+    )
+    key = (dataclasses.replace(settings, root=Path("/")), issue.read_bytes(), own_layouts)
+    if key not in _PREPARED:
+        from spark_mail.personalize import prepare
 
-    return prepare(settings.issues_path / f"{SAMPLE_SLUG}.md", settings)
+        if len(_PREPARED) >= 8:
+            _PREPARED.pop(next(iter(_PREPARED)))  # the oldest
+        _PREPARED[key] = prepare(issue, settings)
+    return _PREPARED[key]
+
+
+_PREPARED: dict[tuple[Any, ...], Any] = {}
 
 
 def reader_links(settings: Settings, email: str) -> ReaderLinks:
