@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import os
 import re
 import socket
@@ -140,13 +141,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@functools.cache
+def local_client() -> httpx.Client:
+    """One client for the tests' requests to servers on 127.0.0.1: httpx.get() makes a
+    client per call, and each new one builds a TLS context (~50 ms of CPU), 20 times a
+    second in a wait. No keep-alive: each request opens a connection of its own, as
+    httpx.get() did."""
+    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
-    # One client for the whole wait: httpx.get() makes a client per call, and each new
-    # client builds a TLS context (~50 ms of CPU) even for http://, 50 times a second here,
-    # beside a server that is starting up on the same cores.
-    with httpx.Client(timeout=1) as client:
-        healthz = answers(lambda: client.get(f"{base}/healthz").status_code, httpx.TransportError)
-        poll_until(healthz, "serve answered /healthz", process=process, timeout=timeout)
+    healthz = answers(
+        lambda: local_client().get(f"{base}/healthz", timeout=1).status_code,
+        httpx.TransportError,
+    )
+    poll_until(healthz, "serve answered /healthz", process=process, timeout=timeout)
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import functools
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from desk_support import (
     fast_links,
     form_of,
     free_port,
+    local_client,
     path_of,
     reader_links,
     wait_until_healthy,
@@ -542,24 +542,18 @@ def serving(root: Path, **kwargs: Any) -> Iterator[Serve]:
 
 
 def visit(server: Serve, link: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, server.base + path_of(link), headers={"host": HOST}, **kwargs)
+    return local_client().request(
+        method, server.base + path_of(link), headers={"host": HOST}, **kwargs
+    )
 
 
 def wait_for(condition: Any, what: str, timeout: float = 20) -> None:
     poll_until(condition, what, timeout=timeout, interval=0.05)
 
 
-@functools.cache
-def polling() -> httpx.Client:
-    """The client of the waits below: httpx.get() makes a client per call, and each new one
-    builds a TLS context (~50 ms of CPU), 20 times a second in a wait. No keep-alive: each
-    request opens a connection of its own, as httpx.get() did."""
-    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
-
-
 def refuses_connections(port: int) -> bool:
     try:
-        polling().get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        local_client().get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     except httpx.TransportError:
         return True
     return False
@@ -660,7 +654,7 @@ def test_one_address_cannot_hold_every_connection(
             connection.close()
         extra.close()
         wait_for(
-            lambda: polling().get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
+            lambda: local_client().get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
             "the address to be served again",
         )
 

@@ -18,6 +18,7 @@ from desk_support import (
     SECRET,
     desk_settings,
     fast_links,
+    local_client,
     path_of,
     reader_links,
     serve_process,
@@ -31,7 +32,7 @@ ENV = {"SPARK_MAIL_POLL_DAYS": "0", "SPARK_MAIL_DESK_RATE_LIMIT": "0"}  # the sa
 
 def visit(base: str, link: str, method: str = "GET", **kwargs) -> httpx.Response:
     """Open a link of an email the way the proxy in front of the desk would pass it on."""
-    return httpx.request(method, base + path_of(link), headers={"host": HOST}, **kwargs)
+    return local_client().request(method, base + path_of(link), headers={"host": HOST}, **kwargs)
 
 
 def poll_json(root: Path) -> dict:
