@@ -146,8 +146,9 @@ def local_client() -> httpx.Client:
     """One client for the tests' requests to servers on 127.0.0.1: httpx.get() makes a
     client per call, and each new one builds a TLS context (~50 ms of CPU), 20 times a
     second in a wait. No keep-alive: each request opens a connection of its own, as
-    httpx.get() did."""
-    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+    httpx.get() did. Its timeout only bounds a wait (httpx's 5 s ran out once for a
+    webhook's answer beside four CPU hogs); a wait for a server to start asks for 1 s."""
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import SAMPLE_SLUG, run_cli
-from desk_support import InProcess, desk_settings, serve_process
+from desk_support import InProcess, desk_settings, local_client, serve_process
 from spark_mail.audience.suppressions import Suppression, SuppressionStore, store_path
 from spark_mail.clock import FakeClock
 from spark_mail.config import Settings, load_settings
@@ -491,8 +491,6 @@ def test_a_real_serve_process_records_signed_events_and_refuses_forged_ones(news
     """`spark-mail serve` with the webhook secrets in its environment: a Postmark bounce and
     a Mailgun complaint are recorded, a forged one is 401, `audience suppressions` shows
     the reasons, and the secrets appear nowhere in what it printed."""
-    import httpx
-
     env = {
         "SPARK_MAIL_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
         "SPARK_MAIL_MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_KEY,
@@ -500,14 +498,18 @@ def test_a_real_serve_process_records_signed_events_and_refuses_forged_ones(news
     logs: list[str] = []
     with serve_process(newsletter, env=env, logs=logs) as base:
         bounce = dumps(postmark_bounce(READER, bounce_id=77))
-        answer = httpx.post(f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth())
+        answer = local_client().post(
+            f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth()
+        )
         assert answer.status_code == 200 and answer.json()["suppressed"] == 1, answer.text
         complaint = mailgun_body(mailgun_event("complained", "c@example.com", "mg-77"))
-        answer = httpx.post(f"{base}/webhooks/mailgun", content=complaint)
+        answer = local_client().post(f"{base}/webhooks/mailgun", content=complaint)
         assert answer.status_code == 200 and answer.json()["suppressed"] == 1, answer.text
         forged = mailgun_body(mailgun_event("complained", "f@example.com", "mg-78"), key="guess")
-        assert httpx.post(f"{base}/webhooks/mailgun", content=forged).status_code == 401
-        again = httpx.post(f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth())
+        assert local_client().post(f"{base}/webhooks/mailgun", content=forged).status_code == 401
+        again = local_client().post(
+            f"{base}/webhooks/postmark", content=bounce, headers=postmark_auth()
+        )
         assert again.json()["replayed"] == 1
     listed = run_cli("audience", "suppressions", "--json", cwd=newsletter)
     reasons = {s["address"]: s["reason"] for s in json.loads(listed.stdout)["suppressions"]}
