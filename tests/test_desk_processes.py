@@ -4,6 +4,7 @@ SQLite store, real `spark-mail send` / `poll results` processes reading it after
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 from pathlib import Path
@@ -149,3 +150,36 @@ def test_serve_says_in_one_line_why_it_cannot_start(newsletter: Path):
     assert busy.returncode == 2 and "already in use" in busy.stderr
     for result in (no_secret, busy):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# Spawned uvicorn workers (multiprocessing's "--multiprocessing-fork" children) start this
+# much later than their parent, as on a machine where a worker's imports take that long.
+SLOW_WORKER_START = """\
+import sys
+import time
+
+if "--multiprocessing-fork" in sys.argv:
+    time.sleep({seconds})
+"""
+
+
+def test_workers_slower_to_start_than_uvicorns_5_s_are_not_restarted_over_and_over(
+    newsletter: Path, tmp_path: Path
+):
+    """`serve --workers 2` on a machine where a new worker needs 7 s to answer (a busy
+    or slow machine, a Raspberry Pi): uvicorn's supervisor gave each 5 s, killed it, and
+    started another that needed 7 s too, so the desk never answered. Right: the workers are
+    given WORKER_SILENCE_SECONDS, start once and serve."""
+    from spark_mail.desk.server import WORKER_SILENCE_SECONDS
+
+    assert WORKER_SILENCE_SECONDS > 7
+    slow = tmp_path / "slow-start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_WORKER_START.format(seconds=7))
+    path = os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH", "")) if p)
+    logs: list[str] = []
+    with serve_process(newsletter, workers=2, env={"PYTHONPATH": path}, logs=logs) as base:
+        assert local_client().get(f"{base}/healthz").status_code == 200
+    printed = "".join(logs)
+    assert "died" not in printed, printed
+    assert printed.count("Started server process") == 2, printed

@@ -37,6 +37,10 @@ from spark_mail.personalize import require_secret
 MAX_CONNECTIONS = 2048  # per worker; uvicorn answers 503 beyond
 HEADER_SECONDS = 10.0  # from a request's first byte (or the connection's start) to its blank line
 MAX_CONNECTIONS_PER_ADDRESS = 64  # per worker; a browser opens 6
+# uvicorn's supervisor restarts a worker that answers no ping for this long. Its 5 s also
+# ran out while a new worker was still importing (a busy or slow machine: a Raspberry Pi,
+# a send on the same cores), and the worker that replaced it was restarted in turn.
+WORKER_SILENCE_SECONDS = 60
 TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
@@ -188,6 +192,7 @@ def serve(
         "log_level": "info",
         "limit_concurrency": MAX_CONNECTIONS,
         "timeout_graceful_shutdown": 10,
+        "timeout_worker_healthcheck": WORKER_SILENCE_SECONDS,
         "http": f"{__name__}:DeskProtocol",
     }
     raise_open_files_limit(MAX_CONNECTIONS + 256)
