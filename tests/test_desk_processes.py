@@ -63,6 +63,29 @@ def test_one_click_unsubscribe_then_an_own_list_send_skips_that_reader(newslette
     ]
 
 
+def test_a_stopped_serve_leaves_every_unsubscribe_in_the_store_file_itself(
+    newsletter: Path, tmp_path: Path
+):
+    """When `serve` stops, its SQLite connections are closed: the store's write-ahead log is
+    folded into readers.sqlite3 and removed, so a copy of that one file (a backup, a move to
+    another machine) holds every unsubscribe the desk took. (The connections were closed by
+    the last garbage collection at exit; `main()` now freezes the objects instead.)"""
+    settings = desk_settings(newsletter)
+    with serve_process(newsletter, env=ENV) as base:
+        link = fast_links(settings, "bob@example.com").unsubscribe
+        answer = visit(base, link, "POST", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200
+    store = store_path(settings)
+    assert sorted(p.name for p in store.parent.glob(store.name + "-*")) == [
+        "readers.sqlite3-writer"
+    ]
+    copy = tmp_path / "backup" / store.name
+    copy.parent.mkdir()
+    copy.write_bytes(store.read_bytes())  # the file alone
+    with SuppressionStore(copy) as backup:
+        assert backup.is_suppressed("bob@example.com")
+
+
 def test_a_scanner_opening_every_link_of_an_email_changes_nothing(newsletter: Path):
     """Unsubscribe GET and every poll option within a second: no suppression, no vote."""
     settings = desk_settings(newsletter)
