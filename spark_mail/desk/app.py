@@ -21,8 +21,10 @@ the request.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -433,6 +435,7 @@ def create_app(
 ) -> Any:
     """The desk for these settings (needs a signing secret: ConfigError without one).
     `sns_policy`: where SNS certificates may come from (tests only; see webhooks/ses.py)."""
+    own_store = store is None
     store = store or SuppressionStore.for_settings(settings)
     guard = Guard(clock, settings.desk_rate_limit)
     desk = Desk(settings, clock=clock, store=store, guard=guard, sns_policy=sns_policy)
@@ -448,8 +451,20 @@ def create_app(
         Route(desk.poll_route.path, desk.poll_comment, methods=["POST"]),
         Mount(site or "/", app=SiteFiles(site_folder(settings), site)),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        # Closed here, not left to the process's exit: main() freezes its objects out of the
+        # last garbage collection, and an unclosed connection leaves the unsubscribes in
+        # readers.sqlite3-wal (a copy of readers.sqlite3 alone would not have them).
+        desk.commits.close()
+        if own_store:
+            store.close()
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         exception_handlers={
             RequestRefused: desk.refused,
             HTTPException: desk.http_error,

@@ -68,3 +68,11 @@ class GroupCommit:
                         future.set_result(result)
         finally:
             self._drainer = None
+
+    def close(self) -> None:
+        """Wait for the writer thread's batch, then close the connection (at shutdown: the
+        last connection to close folds the write-ahead log into the store's file)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.store.close()
