@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,10 +264,12 @@ def run_on_terminal(
     answers: list[tuple[str, str]],
     env: dict[str, str] | None = None,
     timeout: float = 60,
+    stdout: Any = None,
 ) -> tuple[int, str]:
     """Run `python -m spark_mail ARGS` on a pseudo-terminal (stdin, stdout and stderr are a
     terminal); each time the output shows the next prompt text in `answers`, type its answer.
-    Returns (exit code, everything printed, with "\\n" line ends)."""
+    `stdout`: a file that takes stdout instead (`cmd > file` typed on a terminal).
+    Returns (exit code, everything printed on the terminal, with "\\n" line ends)."""
     import os
     import pty
     import select
@@ -277,7 +280,7 @@ def run_on_terminal(
     master, terminal = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "spark_mail", *args],
-        cwd=cwd, env=full_env, stdin=terminal, stdout=terminal, stderr=terminal,
+        cwd=cwd, env=full_env, stdin=terminal, stdout=stdout or terminal, stderr=terminal,
     )  # fmt: skip
     os.close(terminal)
     printed, seen, pending = b"", 0, list(answers)

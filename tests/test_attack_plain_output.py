@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import io
 import os
-import pty
-import select
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.errors import MarkupError
 
-from conftest import REPO, SAMPLE_ISSUE, run_cli, write_issue
+from conftest import REPO, SAMPLE_ISSUE, run_cli, run_on_terminal, write_issue
 from spark_mail.cli.markup import plain_text
 
 
@@ -141,35 +138,13 @@ def test_dispatch_into_a_file_from_a_terminal_writes_its_lines_to_the_file(
     terminal) puts rich's proxy in sys.stdout while it runs; rich wrote "sent ..." to the
     proxied file, the log; spark-mail's reader wrote it into the proxy: onto the terminal."""
     own_list_due(newsletter)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
-    master, terminal = pty.openpty()
     log_file = newsletter / "dispatch.log"
     with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "spark_mail", "dispatch", "--now", "2025-01-20T07:00"],
-            cwd=newsletter, env={**env, "COLUMNS": "100"},
-            stdin=subprocess.DEVNULL, stdout=out, stderr=terminal,
+        code, printed = run_on_terminal(
+            "dispatch", "--now", "2025-01-20T07:00",
+            cwd=newsletter, answers=[], env={"COLUMNS": "100"}, stdout=out,
         )  # fmt: skip
-    os.close(terminal)
-    printed = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            if not select.select([master], [], [], 1)[0]:
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the process closed the terminal
-                break
-            if not chunk:
-                break
-            printed += chunk
-        assert proc.wait(timeout=60) == 0, printed
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert b"2/2" in printed  # the bar ran
-    assert b"sent issue-1" not in printed
+    assert code == 0, printed
+    assert "2/2" in printed  # the bar ran
+    assert "sent issue-1" not in printed
     assert "sent issue-1 via outbox: Issue one\n" in log_file.read_text()
