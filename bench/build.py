@@ -64,7 +64,7 @@ def forget_the_issue() -> None:
     are ready, not the same issue built again (see rebuild())."""
     from spark_mail.render import text, view
 
-    view._BLOCKS.clear()
+    view.parsed_body.cache_clear()
     text.wrap.cache_clear()
 
 

@@ -50,9 +50,14 @@ def add_params(url: str, params: dict[str, str]) -> str:
 def make_tagger(settings: Settings, slug: str) -> Tagger | None:
     """The function that tags one block's link, or None when `utm_source` is not set."""
     source = settings.utm_source.strip()
+    return tagger_for(source, desk_prefixes(settings) if source else (), slug)
+
+
+def tagger_for(source: str, desk: tuple[str, ...], slug: str) -> Tagger | None:
+    """make_tagger from what it reads of the settings: the source and the desk's prefixes."""
     if not source:
         return None
-    skip = tuple(same_site(p) for p in desk_prefixes(settings))
+    skip = tuple(same_site(p) for p in desk)
     base = {"utm_source": source, "utm_medium": "email", "utm_campaign": slug}
 
     def tag(url: str, block: str) -> str:

@@ -9,8 +9,8 @@ writes the text part from the same object, so the two parts can never disagree.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ from spark_mail.colors import AA_TEXT, readable
 from spark_mail.config import Settings
 from spark_mail.issue import Issue
 from spark_mail.render import markdown as md
-from spark_mail.render.utm import Tagger, desk_prefixes, make_tagger
+from spark_mail.render.utm import Tagger, desk_prefixes, make_tagger, tagger_for
 
 # The default layout's fixed surfaces (cards, the sponsor box, the dark-mode cards).
 CARD = "#ffffff"
@@ -171,30 +171,22 @@ def reader_unsubscribe_url(settings: Settings, reader: ReaderSource) -> str:
 
 
 def body_blocks(issue: Issue, settings: Settings) -> list[md.Block]:
-    """The issue's Markdown as blocks, its links UTM-tagged when `utm_source` is set.
-    Made once per issue text and tagging (a check, a send, the personalised render and
-    the preview build the same issue again); nobody changes a Block or its tokens."""
+    """The issue's Markdown as blocks, its links UTM-tagged when `utm_source` is set."""
     source = settings.utm_source.strip()
-    key = (issue.body, issue.slug, source, desk_prefixes(settings) if source else ())
-    blocks = _BLOCKS.get(key)
-    if blocks is None:
-        tokens = md.parse(issue.body)
-        tagger = make_tagger(settings, issue.slug)
-        if tagger is not None:
-            md.rewrite_links(
-                tokens, lambda url, kind: tagger(url, "body" if kind == "prose" else kind)
-            )
-        blocks = tuple(md.split_blocks(tokens))
-        with _BLOCKS_LOCK:  # the preview builds in its request threads
-            while len(_BLOCKS) >= MAX_CACHED_BODIES:
-                del _BLOCKS[next(iter(_BLOCKS))]  # the oldest
-            _BLOCKS[key] = blocks
-    return list(blocks)
+    desk = desk_prefixes(settings) if source else ()
+    return list(parsed_body(issue.body, issue.slug, source, desk))
 
 
-MAX_CACHED_BODIES = 32
-_BLOCKS_LOCK = threading.Lock()
-_BLOCKS: dict[tuple[str, str, str, tuple[str, ...]], tuple[md.Block, ...]] = {}
+@lru_cache(maxsize=32)
+def parsed_body(body: str, slug: str, source: str, desk: tuple[str, ...]) -> tuple[md.Block, ...]:
+    """body_blocks, once per issue text and tagging: a check, a send, the personalised
+    render and the preview build the same issue again. Nobody changes a Block or its
+    tokens (lru_cache: bounded, and safe in the preview's request threads)."""
+    tokens = md.parse(body)
+    tagger = tagger_for(source, desk, slug)
+    if tagger is not None:
+        md.rewrite_links(tokens, lambda url, kind: tagger(url, "body" if kind == "prose" else kind))
+    return tuple(md.split_blocks(tokens))
 
 
 def promo_view(issue: Issue, tagger: Tagger | None) -> PromoView | None:
