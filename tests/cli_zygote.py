@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
@@ -68,9 +69,14 @@ def redirect(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()
+    if request.get("session"):
+        os.setsid()
     stdin = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if request["stderr"] == request["stdout"]:  # stderr=subprocess.STDOUT
+        stderr = os.dup(stdout)
+    else:
+        stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)
@@ -83,8 +89,13 @@ def run_child(request: dict) -> None:
         redirect(request)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 (not the request pipe's buffer)
         sys.path[0] = os.getcwd()  # as `python -m` puts the current folder first
-        # click names the program from __main__ and argv[0], as for `python -m spark_mail`
-        sys.modules["__main__"].__package__ = "spark_mail"
+        # click names the program from __main__ and argv[0], as for `python -m spark_mail`;
+        # multiprocessing's spawned children (serve's uvicorn workers) import __main__ by
+        # its spec or file: spark_mail.__main__'s, which they skip, as for `python -m`
+        main_module = sys.modules["__main__"]
+        main_module.__package__ = "spark_mail"
+        main_module.__spec__ = importlib.util.find_spec("spark_mail.__main__")
+        main_module.__file__ = main_module.__spec__.origin
         sys.argv = [os.path.join(os.path.dirname(sys.modules["spark_mail"].__file__), "__main__.py"),
                     *request["args"]]  # fmt: skip
         try:

@@ -181,19 +181,30 @@ class WarmCli:
         self.answers: dict[int, dict[str, int]] = {}
         self.ids = iter(range(1, 1 << 62))
 
-    def start(self, args: list[str], cwd: Path, env: dict[str, str]) -> WarmProcess:
+    def start(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        *,
+        session: bool = False,
+        output: Path | None = None,
+    ) -> WarmProcess:
         """Start the program with `args` (as `python -m spark_mail ARGS`, or `python
-        tests/esp_server.py ARGS`) in `cwd` with exactly `env`."""
+        tests/esp_server.py ARGS`) in `cwd` with exactly `env`. `session`: in a session
+        of its own (Popen's start_new_session). `output`: a file (a FIFO the test reads)
+        that takes both stdout and stderr, instead of files read by `communicate()`."""
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="spark-warm-"))
+        stdout, stderr = (output, output) if output else (folder / "stdout", folder / "stderr")
         with self.lock:
             if self.process is None or self.process.poll() is not None:
                 self.launch()
             assert self.process is not None and self.process.stdin is not None
             request_id = next(self.ids)
             request = {"id": request_id, "args": args, "cwd": str(cwd), "env": env,
-                       "stdout": str(folder / "stdout"), "stderr": str(folder / "stderr")}  # fmt: skip
+                       "stdout": str(stdout), "stderr": str(stderr), "session": session}  # fmt: skip
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
         name = "spark-mail" if self.program == "spark_mail" else "esp_server.py"

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from waiting import answers, poll_until
 
-from conftest import SAMPLE_SLUG
+from conftest import SAMPLE_SLUG, WARM_CLI, WarmProcess
 from spark_mail.config import Settings, load_settings
 
 SECRET = "desk-test-signing-secret-0123456789"
@@ -151,7 +151,9 @@ def local_client() -> httpx.Client:
     return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def wait_until_healthy(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+def wait_until_healthy(
+    base: str, process: subprocess.Popen[str] | WarmProcess, timeout: float = 30
+) -> None:
     healthz = answers(
         lambda: local_client().get(f"{base}/healthz", timeout=1).status_code,
         httpx.TransportError,
@@ -168,18 +170,32 @@ def serve_process(
     logs: list[str] | None = None,
 ) -> Iterator[str]:
     """A real `spark-mail serve` on a free port; yields its base URL, stops it after (and
-    puts what it printed into `logs`)."""
+    puts what it printed into `logs`). Its own process, forked from conftest's warm
+    interpreter (as run_cli's commands), or a fresh one when `env` sets PYTHON* variables;
+    its --workers are spawned fresh by uvicorn either way."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
     full_env.update({"SPARK_MAIL_SIGNING_SECRET": SECRET, **(env or {})})
-    command = [sys.executable, "-m", "spark_mail", "serve", "--port", str(port)]
-    command += ["--workers", str(workers)]
-    process = subprocess.Popen(
-        command, cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = ["serve", "--port", str(port), "--workers", str(workers)]
+    process: subprocess.Popen[str] | WarmProcess
+    if any(name.startswith("PYTHON") for name in env or {}):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spark_mail", *args], cwd=root, env=full_env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    else:
+        process = WARM_CLI.start(args, cwd=root, env=full_env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process)
+    except BaseException as exc:
+        process.kill()
+        process.wait()
+        if isinstance(exc, AssertionError) and isinstance(process, WarmProcess):
+            # what it printed (poll_until tells only what a process printed to a pipe)
+            raise AssertionError(f"{exc}: {process.communicate()}") from None
+        raise
+    try:
         yield base
     finally:
         process.terminate()

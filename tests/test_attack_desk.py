@@ -19,7 +19,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +32,7 @@ import pytest
 from test_desk import Desk, make_desk, with_query
 from waiting import poll_until
 
-from conftest import SAMPLE_SLUG, run_cli, write_issue
+from conftest import SAMPLE_SLUG, WARM_CLI, run_cli, write_issue
 from desk_support import (
     HOST,
     SECRET,
@@ -479,9 +479,10 @@ ENV = {"SPARK_MAIL_POLL_DAYS": "0", "SPARK_MAIL_DESK_RATE_LIMIT": "0"}  # the sa
 
 
 class Serve:
-    """A real `spark-mail serve` in a session of its own (so a test can kill -9 all of it,
-    and nothing outlives the test); what it prints is read through a pipe (a file would
-    stop taking lines when the disk is full) into `log()`."""
+    """A real `spark-mail serve` (its own process, forked from conftest's warm interpreter)
+    in a session of its own (so a test can kill -9 all of it, and nothing outlives the
+    test); what it prints is read through a pipe (a FIFO: a file would stop taking lines
+    when the disk is full) into `log()`."""
 
     def __init__(
         self, root: Path, *, workers: int = 1, port: int = 0, env: dict[str, str] | None = None
@@ -492,14 +493,12 @@ class Serve:
         self.lines: list[str] = []
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
         full_env.update({"SPARK_MAIL_SIGNING_SECRET": SECRET, **ENV, **(env or {})})
-        command = [sys.executable, "-m", "spark_mail", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            cwd=root, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+        self.fifo = Path(tempfile.mkdtemp(prefix="spark-serve-")) / "output"
+        os.mkfifo(self.fifo)
         self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.reader.start()  # opens the FIFO: serve's opening it for writing waits for that
+        args = ["serve", "--port", str(self.port), "--workers", str(workers)]
+        self.process = WARM_CLI.start(args, cwd=root, env=full_env, session=True, output=self.fifo)
         try:
             wait_until_healthy(self.base, self.process)
         except (AssertionError, AttributeError):
@@ -507,9 +506,10 @@ class Serve:
             raise AssertionError(f"serve did not start:\n{self.log()}") from None
 
     def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+        with open(self.fifo, encoding="utf-8", errors="replace") as output:
+            for line in output:
+                self.lines.append(line)
+        shutil.rmtree(self.fifo.parent, ignore_errors=True)
 
     def log(self) -> str:
         return "".join(self.lines)
@@ -530,6 +530,7 @@ class Serve:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(20)
         self.kill_all()  # and whatever it left behind
+        self.reader.join(10)  # the rest of what it printed
 
 
 @contextmanager
