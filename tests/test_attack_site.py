@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import httpx
 import pytest
 from waiting import poll_until
 
-from conftest import SAMPLE_SLUG, run_cli, write_issue
+from conftest import SAMPLE_SLUG, WARM_CLI, run_cli, write_issue
 from desk_support import InProcess, desk_settings
 from site_support import (
     DRAFT,
@@ -545,8 +544,8 @@ def test_pins_a_build_killed_mid_way_leaves_the_old_site_whole(newsletter: Path)
     assert run_cli("site", "build", cwd=newsletter).returncode == 0
     before = snapshot(newsletter / "site")
     set_setting(newsletter, 'name = "A new name for every page"')  # every page is redone
-    command = [sys.executable, "-m", "spark_mail", "site", "build"]
-    process = subprocess.Popen(command, cwd=newsletter, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
+    process = WARM_CLI.start(["site", "build"], cwd=newsletter, env=env)  # its own process
     try:
         poll_until(
             lambda: any(newsletter.glob(".site.building-*/p")),  # pages are being written
@@ -557,7 +556,8 @@ def test_pins_a_build_killed_mid_way_leaves_the_old_site_whole(newsletter: Path)
         )
         process.send_signal(signal.SIGKILL)
     finally:
-        process.wait()
+        process.kill()
+        process.communicate()
     assert snapshot(newsletter / "site") == before
     again = run_cli("site", "build", cwd=newsletter)
     assert again.returncode == 0, again.stderr
