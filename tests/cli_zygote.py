@@ -17,7 +17,10 @@ esp_server, jsonschema and the vendors' schemas; each child is one fresh server.
 Children run side by side (a test may start two overlapping runs, or a server and the
 commands that talk to it). Answers on stdout, one JSON line each, tagged with the
 request's "id": {"id": I, "pid": N} when its child started, then {"id": I, "code": N}
-when it ended (a negative N: killed by that signal, as subprocess reports it).
+when it ended (a negative N: killed by that signal, as subprocess reports it). A request
+may also ask for a session of the child's own ("session"), a file for stdin ("stdin"; a
+FIFO makes it a pipe), and Python code the child runs before the command ("prelude", with
+its "params"), as a script that wraps the CLI would.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def redirect(request: dict) -> None:
     time.tzset()
     if request.get("session"):
         os.setsid()
-    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdin = os.open(request.get("stdin") or os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     if request["stderr"] == request["stdout"]:  # stderr=subprocess.STDOUT
         stderr = os.dup(stdout)
@@ -98,6 +101,8 @@ def run_child(request: dict) -> None:
         main_module.__file__ = main_module.__spec__.origin
         sys.argv = [os.path.join(os.path.dirname(sys.modules["spark_mail"].__file__), "__main__.py"),
                     *request["args"]]  # fmt: skip
+        if request.get("prelude"):  # a test's code to run first (tests/test_attack_init.py)
+            exec(request["prelude"], {"__name__": "__prelude__", "params": request["params"]})
         try:
             from spark_mail.cli import main
 

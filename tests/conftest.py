@@ -189,11 +189,16 @@ class WarmCli:
         *,
         session: bool = False,
         output: Path | None = None,
+        stdin: Path | None = None,
+        prelude: str = "",
+        params: tuple[str, ...] = (),
     ) -> WarmProcess:
         """Start the program with `args` (as `python -m spark_mail ARGS`, or `python
         tests/esp_server.py ARGS`) in `cwd` with exactly `env`. `session`: in a session
         of its own (Popen's start_new_session). `output`: a file (a FIFO the test reads)
-        that takes both stdout and stderr, instead of files read by `communicate()`."""
+        that takes both stdout and stderr, instead of files read by `communicate()`.
+        `stdin`: a file to read instead of /dev/null. `prelude`: Python code the child runs
+        before the CLI (with `params` as a global)."""
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="spark-warm-"))
@@ -204,7 +209,8 @@ class WarmCli:
             assert self.process is not None and self.process.stdin is not None
             request_id = next(self.ids)
             request = {"id": request_id, "args": args, "cwd": str(cwd), "env": env,
-                       "stdout": str(stdout), "stderr": str(stderr), "session": session}  # fmt: skip
+                       "stdout": str(stdout), "stderr": str(stderr), "session": session,
+                       "stdin": str(stdin or ""), "prelude": prelude, "params": list(params)}  # fmt: skip
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
         name = "spark-mail" if self.program == "spark_mail" else "esp_server.py"

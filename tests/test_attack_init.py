@@ -7,7 +7,6 @@ Real processes where users meet them (kills, terminals, cron's environment, git)
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from test_first_newsletter import finish_draft
 from test_init import ANSWERS, FLAGS, tree
 from waiting import poll_until
 
-from conftest import REPO, run_cli
+from conftest import REPO, WARM_CLI, WarmProcess, run_cli
 from spark_mail.config import load_settings
 from spark_mail.errors import ConfigError
 from spark_mail.init import GITIGNORE, create_newsletter, newsletter_spec
@@ -51,14 +50,15 @@ real_open, real_fdopen = io.open, os.fdopen
 io.open = builtins.open = lambda *a, **k: watched(real_open(*a, **k))
 os.fdopen = lambda *a, **k: watched(real_fdopen(*a, **k))
 """
-# Runs the CLI with every file write watched: `count:N` acts on the N-th write, `text:RE`
-# on the first write whose data matches RE. Actions: kill (SIGKILL after writing half the
-# data), int (Ctrl-C after half), pause (touch PAUSED, wait until the test writes to the
-# GO pipe, then write).
+# The CLI with every file write watched (conftest's warm interpreter runs this in the
+# command's own process before the CLI, with `params`): `count:N` acts on the N-th write,
+# `text:RE` on the first write whose data matches RE. Actions: kill (SIGKILL after writing
+# half the data), int (Ctrl-C after half), pause (touch PAUSED, wait until the test writes
+# to the GO pipe, then write).
 WRITE_HOOK = (
     r"""
-import builtins, io, os, re, select, signal, sys
-trigger, action, paused, go = sys.argv[1:5]
+import builtins, io, os, re, select, signal
+trigger, action, paused, go = params
 state = {"count": 0}
 def fire(data):
     state["count"] += 1
@@ -78,78 +78,7 @@ def on_write(fh, data):
             os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGINT)
 """
     + WATCH_WRITES
-    + r"""sys.argv = ["spark-mail", *sys.argv[5:]]
-from spark_mail.cli import main
-main()
-"""
 )
-
-
-# WRITE_HOOK's kill for one write after another, without a fresh interpreter for each: this
-# process installs the same watch on every file write, imports the CLI once and forks a
-# child per request, a JSON line {"at": N, "args",
-# "cwd", "env", "stdout", "stderr"}: the child runs the command as cli_zygote's children do
-# and SIGKILLs itself after writing half of its N-th write. Each answer is a JSON line
-# {"code": N} (negative: the signal that ended the child).
-KILL_AT_WRITE = (
-    r"""
-import builtins, io, json, os, signal, sys
-sys.path.insert(0, sys.argv[1])
-import cli_zygote
-state = {"count": 0, "at": 0}
-def on_write(fh, data):
-    state["count"] += 1
-    if state["count"] == state["at"]:
-        fh.write(data[: len(data) // 2])
-        fh.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-"""
-    + WATCH_WRITES
-    + r"""import spark_mail.cli  # what every start imports; each child has the same environment
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        state["count"], state["at"] = 0, request["at"]
-        cli_zygote.run_child(request)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    print(json.dumps({"code": code}), flush=True)
-"""
-)
-
-
-class KillAtWrite:
-    """KILL_AT_WRITE's process: `run(n, ...)` is `spark-mail ARGS` killed at its n-th write
-    (or its exit code when it makes fewer), and what it printed on stderr."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        script = tmp / "kill_at_write.py"
-        script.write_text(KILL_AT_WRITE)
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), str(Path(__file__).parent)],
-            env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-
-    def run(self, at: int, *args: str, cwd: Path) -> tuple[int, str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        out, err = self.tmp / f"out-{at}", self.tmp / f"err-{at}"
-        request = {"at": at, "args": list(args), "cwd": str(cwd), "env": clean_env(),
-                   "stdout": str(out), "stderr": str(err)}  # fmt: skip
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        assert answer, f"the kill-at-write process ended ({self.process.wait(timeout=60)})"
-        return json.loads(answer)["code"], err.read_text(encoding="utf-8", errors="replace")
-
-    def __enter__(self) -> KillAtWrite:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -157,21 +86,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "NO_COLOR": "1", **extra}
 
 
-def hooked(tmp: Path, trigger: str, action: str, *args: str, cwd: Path) -> subprocess.Popen:
-    """`spark-mail ARGS` as its own process, with WRITE_HOOK acting on one write."""
-    hook = tmp / "write_hook.py"
-    hook.write_text(WRITE_HOOK)
+def hooked(tmp: Path, trigger: str, action: str, *args: str, cwd: Path) -> WarmProcess:
+    """`spark-mail ARGS` as its own process (forked from conftest's warm interpreter, so
+    one write after another is killed without a fresh interpreter for each), with
+    WRITE_HOOK acting on one write."""
     if not (tmp / "GO").exists():
         os.mkfifo(tmp / "GO")
-    return subprocess.Popen(
-        [sys.executable, str(hook), trigger, action, str(tmp / "PAUSED"), str(tmp / "GO"),
-         *args],
-        cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    params = (trigger, action, str(tmp / "PAUSED"), str(tmp / "GO"))
+    return WARM_CLI.start(list(args), cwd=cwd, env=clean_env(), prelude=WRITE_HOOK, params=params)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+def killed_at_write(tmp: Path, at: int, *args: str, cwd: Path) -> tuple[int, str]:
+    """`spark-mail ARGS` killed at its `at`-th write (or its exit code when it makes
+    fewer), and what it printed on stderr."""
+    process = hooked(tmp, f"count:{at}", "kill", *args, cwd=cwd)
+    _, err = process.communicate(timeout=60)
+    return process.wait(), err
+
+
+def wait_for(path: Path, proc: WarmProcess, timeout: float = 60) -> None:
     """Until `path` exists (the hooked process got there) or the process ends."""
     poll_until(path.exists, path.name, process=proc, timeout=timeout, interval=0.01)
 
@@ -375,25 +308,24 @@ def test_init_killed_at_any_write_leaves_no_half_file_and_a_rerun_completes(
     a half .env that the re-run kept (no signing secret), or a half spark-mail.toml that the
     re-run called "a newsletter already" and every command refused as TOML; a half line in an
     existing .gitignore. Now the re-run completes a whole newsletter every time. (Each killed
-    init is its own process, forked from one that imported spark_mail once.)"""
+    init is its own process, forked from conftest's warm interpreter.)"""
     own = "node_modules/\n"
-    with KillAtWrite(tmp_path) as killing:
-        for n in range(1, 30):
-            folder = tmp_path / f"kill-{n}"
-            folder.mkdir()
-            if had_gitignore:
-                (folder / ".gitignore").write_text(own)
-            returncode, err = killing.run(n, "init", *FLAGS, cwd=folder)
-            if returncode == 0:
-                break  # fewer than n writes: every write has been killed once
-            assert returncode == -signal.SIGKILL, err
-            rerun = run_cli("init", *FLAGS, cwd=folder)
-            assert rerun.returncode == 0, f"write {n}: {rerun.stderr}"
-            assert_complete_newsletter(folder)
-            if had_gitignore:
-                assert (folder / ".gitignore").read_text().startswith(own + "# spark-mail")
-        else:
-            raise AssertionError("init never finished")
+    for n in range(1, 30):
+        folder = tmp_path / f"kill-{n}"
+        folder.mkdir()
+        if had_gitignore:
+            (folder / ".gitignore").write_text(own)
+        returncode, err = killed_at_write(tmp_path, n, "init", *FLAGS, cwd=folder)
+        if returncode == 0:
+            break  # fewer than n writes: every write has been killed once
+        assert returncode == -signal.SIGKILL, err
+        rerun = run_cli("init", *FLAGS, cwd=folder)
+        assert rerun.returncode == 0, f"write {n}: {rerun.stderr}"
+        assert_complete_newsletter(folder)
+        if had_gitignore:
+            assert (folder / ".gitignore").read_text().startswith(own + "# spark-mail")
+    else:
+        raise AssertionError("init never finished")
     assert n > 3  # .gitignore, .env.example, .env and spark-mail.toml were each killed
 
 
@@ -592,20 +524,20 @@ def test_init_where_the_file_system_has_no_hard_links(
 def test_init_with_stdin_a_pipe_that_stays_open_never_waits(tmp_path: Path) -> None:
     """stdin a pipe nobody writes to or closes: no prompt, no read; the missing flags are
     named at once (a hang here would block a provisioning script forever)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spark_mail", "init", "--name", "News"],
-        cwd=tmp_path, env=clean_env(), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    pipe = tmp_path / "stdin"
+    os.mkfifo(pipe)
+    writer = os.open(pipe, os.O_RDWR)  # the writing end, held open (O_RDWR: no wait)
     try:
-        assert proc.stdout is not None and proc.stderr is not None
-        err = proc.stderr.read()  # ends when the process does; stdin is still open
-        code = proc.wait(timeout=60)
+        proc = WARM_CLI.start(["init", "--name", "News"], cwd=tmp_path, env=clean_env(),
+                              stdin=pipe)  # fmt: skip
+        try:
+            code = proc.wait(timeout=60)  # while its stdin is still open
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, err = proc.communicate()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        assert proc.stdin is not None
-        proc.stdin.close()
+        os.close(writer)
     assert code == 2 and "init needs --from, --postal-address and --url" in err
 
 
