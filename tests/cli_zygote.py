@@ -101,9 +101,9 @@ def run_child(request: dict) -> None:
         main_module.__file__ = main_module.__spec__.origin
         sys.argv = [os.path.join(os.path.dirname(sys.modules["spark_mail"].__file__), "__main__.py"),
                     *request["args"]]  # fmt: skip
-        if request.get("prelude"):  # a test's code to run first (tests/test_attack_init.py)
-            exec(request["prelude"], {"__name__": "__prelude__", "params": request["params"]})
         try:
+            if request.get("prelude"):  # a test's code to run first (test_attack_init.py)
+                exec(request["prelude"], {"__name__": "__prelude__", "params": request["params"]})
             from spark_mail.cli import main
 
             main()
