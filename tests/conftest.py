@@ -124,6 +124,7 @@ class WarmProcess:
     def __init__(self, warm: WarmCli, request_id: int, args: list[str], folder: Path) -> None:
         self.warm, self.id, self.args, self.folder = warm, request_id, args, folder
         self.returncode: int | None = None
+        self.pidfd_lock = threading.Lock()  # two threads may wait (or signal) at once
         self.pid: int = warm.answer(request_id, "pid", None)
         try:
             self.pidfd: int | None = os.pidfd_open(self.pid)
@@ -140,15 +141,18 @@ class WarmProcess:
             code = self.warm.answer(self.id, "code", timeout)
             if code is None:
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            self.returncode = code
-            if self.pidfd is not None:
-                os.close(self.pidfd)
-                self.pidfd = None
+            with self.pidfd_lock:  # closed once (a second close could hit a reused fd)
+                if self.pidfd is not None:
+                    os.close(self.pidfd)
+                    self.pidfd = None
+                self.returncode = code
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        if self.poll() is None and self.pidfd is not None:
-            signal.pidfd_send_signal(self.pidfd, signum)
+        if self.poll() is None:
+            with self.pidfd_lock:
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signum)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
