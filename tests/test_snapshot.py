@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,8 +38,12 @@ def check_pngs(folder: Path) -> None:
 
 @pytest.mark.slow
 @needs_chromium
-def test_snapshot_command_writes_four_pngs(newsletter: Path, tmp_path: Path):
-    """A real `spark-mail preview ISSUE --snapshot DIR`: four full-page PNGs, then exit 0."""
+def test_snapshot_command_writes_four_pngs_over_chromiums_devtools_pipe_as_playwright_would(
+    newsletter: Path, tmp_path: Path, browser: Any
+):
+    """A real `spark-mail preview ISSUE --snapshot DIR`: four full-page PNGs, then exit 0.
+    With Chromium on PATH it is driven over its DevTools pipe, Playwright installed or not:
+    Playwright's driver is not started, and its pictures are the same, byte for byte."""
     out = tmp_path / "shots"
     result = run_cli(
         "preview", SAMPLE_ISSUE.stem, "--snapshot", str(out), cwd=newsletter, timeout=180
@@ -46,19 +51,27 @@ def test_snapshot_command_writes_four_pngs(newsletter: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     check_pngs(out)
     assert result.stdout.count(".png") == 4
+    assert snapshot.pick_shooter(CHROMIUM) is snapshot.with_devtools
+
+    # Playwright's pictures (the page it shoots in, in the test process's Chromium)
+    email = build(newsletter / "issues" / f"{SAMPLE_ISSUE.stem}.md", load_settings(newsletter))
+    shots = snapshot.plan(tmp_path / "playwright", email.slug)
+    (tmp_path / "playwright").mkdir()
+    snapshot.shoot_in(browser, email.html, shots)
+    check_pngs(tmp_path / "playwright")
+    for shot in shots:
+        assert shot.path.read_bytes() == (out / shot.path.name).read_bytes(), shot.path.name
 
 
-@pytest.mark.slow
-@needs_chromium
-def test_snapshots_without_playwright_drive_chromium_over_its_devtools_pipe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_playwright_takes_them_only_where_chromium_is_not_on_path(
+    monkeypatch: pytest.MonkeyPatch,
 ):
-    """Without Playwright, one Chromium driven over its DevTools pipe takes the same four
-    pictures."""
+    """Playwright (with a browser of its own) where no Chromium is on PATH; without
+    Playwright, Chromium on PATH is driven over its DevTools pipe all the same."""
+    pytest.importorskip("playwright.sync_api")
+    assert snapshot.pick_shooter(None) is snapshot.with_playwright
     monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
-    email = build(SAMPLE_ISSUE, load_settings(SAMPLE_ISSUE.parent))
-    snapshot.take_snapshots(email.html, email.slug, tmp_path)
-    check_pngs(tmp_path)
+    assert snapshot.pick_shooter("/usr/bin/chromium") is snapshot.with_devtools
 
 
 def test_without_any_chromium_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
