@@ -8,12 +8,22 @@ Playwright's Python package brings its driver but no browser; Debian's `chromium
         page = browser.new_page(viewport={"width": 375, "height": 800})
         page.goto(url)
         violations = axe_violations(page)   # axe-core's findings, as dicts
+
+    def test_y(browser):
+        page = content_page(browser, html, width=700, height=900, scheme="dark")
+        violations = axe_violations(page)   # the worker's one page for HTML set as content
+
+One Playwright driver and one Chromium serve every browser test of a test process (each
+started costs ~2 s of CPU, and each new page a renderer of its own, ~1.5 s more).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,24 +41,87 @@ CHROMIUM_ARGS = [
 ]
 
 
-# Module scope, not session: Playwright's sync API leaves its event loop marked as running
-# on the main thread while it is open, so every later asyncio.run() in the session (link
-# checks, in-process app tests) would fail with "cannot be called from a running event loop".
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the test module (skipped where it cannot run here)."""
+@dataclass
+class Session:
+    """The test process's Playwright: its event loop, its Chromium, the page for content."""
+
+    loop: asyncio.AbstractEventLoop
+    browser: Any
+    content: Any = None
+
+
+@contextlib.contextmanager
+def driving(session: Session) -> Iterator[Any]:
+    """Playwright's loop marked as the thread's running loop for as long as the block runs.
+
+    Playwright's sync API runs its event loop in a greenlet that stays suspended inside
+    run_until_complete() between calls, and marks that loop as the thread's running loop
+    after each call; its next call switches straight back into the loop and needs the mark.
+    Left marked, every asyncio.run() of the test process (link checks, in-process app tests)
+    would fail with "cannot be called from a running event loop". So the mark is set only
+    while a browser test runs, and taken away again after it.
+    """
+    # A test process runs its tests one by one on its main thread: nothing else is running.
+    asyncio._set_running_loop(session.loop)
+    try:
+        yield session.browser
+    finally:
+        asyncio._set_running_loop(None)
+
+
+@pytest.fixture(scope="session")
+def browser_session() -> Iterator[Session]:
+    """The test process's one Playwright driver and headless Chromium, started at the first
+    test that asks for them (skipped where they cannot run here)."""
     if CHROMIUM is None:
         pytest.skip("headless Chromium is not installed")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    manager = sync_playwright()
+    playwright = manager.start()
+    try:
+        session = Session(asyncio.get_running_loop(), None)
+        session.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except BaseException:
+        manager.__exit__()
+        asyncio._set_running_loop(None)
+        raise
+    asyncio._set_running_loop(None)
+    try:
+        yield session
+    finally:
+        with driving(session):
+            try:
+                session.browser.close()
+            finally:
+                manager.__exit__()
+
+
+@pytest.fixture
+def browser(browser_session: Session) -> Iterator[Any]:
+    """Headless Chromium (Playwright's Browser), for this test."""
+    with driving(browser_session) as chromium:
+        yield chromium
+
+
+def content_page(browser: Any, html: str, *, width: int, height: int, scheme: str) -> Any:
+    """The test process's one page for HTML set as its content, set to `html` at this
+    viewport and colour scheme (`prefers-color-scheme`); nothing from the internet loads
+    (images, fonts). The page stays open for the next test: a new page each test started a
+    renderer process and compiled axe-core again, ~1.5 s of CPU."""
+    page = _CONTENT_PAGES.get(id(browser))
+    if page is None or page.is_closed():
+        page = _CONTENT_PAGES[id(browser)] = browser.new_page()
+        page.route("http*://**", lambda route: route.abort())
+    page.set_viewport_size({"width": width, "height": height})
+    page.emulate_media(color_scheme=scheme)
+    page.set_content(html)  # a new document, in the same window (document.open())
+    return page
+
+
+_CONTENT_PAGES: dict[int, Any] = {}
 
 
 def axe_violations(
@@ -56,7 +129,7 @@ def axe_violations(
 ) -> list[dict[str, Any]]:
     """axe-core's violations on the page as it is now (only `rules`, or only the rules
     tagged with one of `tags` such as "wcag2aa", when given)."""
-    from axe_playwright_python.sync_playwright import Axe
+    from axe_playwright_python.base import AXE_SCRIPT
 
     # resultTypes: only the violations come back in full (every rule still runs, and every
     # violating node is still listed); passes and the rest would be serialized by the page
@@ -66,8 +139,11 @@ def axe_violations(
         options["runOnly"] = {"type": "rule", "values": rules}
     elif tags:
         options["runOnly"] = {"type": "tag", "values": tags}
-    result = Axe().run(page, options=options)
-    return list(result.response["violations"])
+    # axe-core (570 kB) goes into a window once: a page loaded by set_content keeps its
+    # window, so the next email on it finds axe there; a navigation starts a new window.
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE_SCRIPT)
+    return list(page.evaluate("options => axe.run(options)", options)["violations"])
 
 
 def page_width(page: Any) -> tuple[int, int]:

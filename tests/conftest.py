@@ -32,7 +32,7 @@ sys.dont_write_bytecode = False
 if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK | os.X_OK):
     os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
 
-from browser import browser  # noqa: E402, F401  (the shared headless Chromium fixture)
+from browser import browser, browser_session  # noqa: E402, F401  (the shared headless Chromium)
 from ses_support import moto_server, ses_moto  # noqa: E402, F401  (the local SES stand-in)
 
 # A suite started in the background by a shell without job control (`cmd &` in a script, as a

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from browser import axe_violations
+from browser import axe_violations, content_page
 from conftest import REPO, SAMPLE_ISSUE
 from spark_mail.config import load_settings
 from spark_mail.render import RenderedEmail, build
@@ -28,13 +28,9 @@ def built(path: Path) -> RenderedEmail:
 
 
 def axe_in(browser: Any, html: str, scheme: str) -> list[dict[str, Any]]:
-    page = browser.new_page(viewport={"width": 700, "height": 900}, color_scheme=scheme)
-    try:
-        page.route("http*://**", lambda route: route.abort())  # no images from the internet
-        page.set_content(html)
-        return axe_violations(page, tags=WCAG)
-    finally:
-        page.close()
+    # no images from the internet (content_page loads nothing from it)
+    page = content_page(browser, html, width=700, height=900, scheme=scheme)
+    return axe_violations(page, tags=WCAG)
 
 
 def summary(violations: list[dict[str, Any]]) -> list[str]:

@@ -5,65 +5,21 @@ Skipped where Chromium is not installed (.ci/run installs Debian's chromium when
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from browser import content_page, page_width
 from conftest import write_issue
 from spark_mail.config import load_settings
 from spark_mail.render import build
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed"),
-    pytest.mark.slow,  # a Chromium process per test
-]
-# Headless Chromium will not make its window narrower than 500 px, so the email is measured
-# inside a 375 px iframe, as a phone's mail app shows it.
-HOST = """<!DOCTYPE html><html><body style="margin:0">
-<iframe id="f" src="{src}" width="{width}" height="900" style="border:0"></iframe>
-<script>document.getElementById('f').addEventListener('load', (e) => {{
-  const w = e.target.contentWindow;
-  document.title = 'width=' + w.document.documentElement.scrollWidth + ' viewport=' + w.innerWidth;
-}});</script></body></html>"""
-
-
-def page_widths(html_file: Path, width: int, profile: Path) -> tuple[int, int]:
-    """(scroll width of the email's page, width of the frame it is shown in)."""
-    probe = html_file.with_suffix(".probe.html")
-    probe.write_text(HOST.format(src=html_file.name, width=width), encoding="utf-8")
-    assert CHROMIUM is not None
-    out = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--allow-file-access-from-files",
-            "--virtual-time-budget=5000",
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    match = re.search(r"<title>width=(\d+) viewport=(\d+)</title>", out.stdout)
-    assert match, out.stderr[-500:]
-    return int(match.group(1)), int(match.group(2))
+pytestmark = pytest.mark.slow  # Chromium
 
 
 @pytest.mark.parametrize("width", [375, 800])
-def test_no_horizontal_scrolling(newsletter: Path, tmp_path: Path, width: int):
+def test_no_horizontal_scrolling(newsletter: Path, browser: Any, width: int):
     """At 375 px (a phone) and on a desktop the page is never wider than the window,
     even with a long code line and a wide table in the issue."""
     body = (
@@ -74,7 +30,28 @@ def test_no_horizontal_scrolling(newsletter: Path, tmp_path: Path, width: int):
     email = build(
         write_issue(newsletter, "wide", "title: T\ndate: 2025-01-01", body), load_settings()
     )
-    html_file = tmp_path / "email.html"
-    html_file.write_text(email.html, encoding="utf-8")
-    scroll_width, viewport = page_widths(html_file, width, tmp_path / "profile")
+    # The page's viewport is the window: Playwright sets it to any width (a headless
+    # Chromium window alone will not go below 500 px).
+    page = content_page(browser, email.html, width=width, height=900, scheme="light")
+    scroll_width, viewport = page_width(page)
+    assert viewport == width
     assert scroll_width <= viewport, f"page is {scroll_width}px wide in a {viewport}px window"
+
+
+def test_asyncio_runs_between_and_after_browser_tests(browser_session: Any) -> None:
+    """The test process's one Chromium stays open for the whole session, and asyncio.run()
+    (link checks, in-process app tests) works outside the browser tests all the same."""
+    import asyncio
+
+    from browser import driving
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    for _ in range(2):
+        with driving(browser_session) as chromium:  # as the `browser` fixture does
+            page = chromium.new_page()
+            assert page.evaluate("() => 6 * 7") == 42
+            page.close()
+        assert asyncio.run(answer()) == 42

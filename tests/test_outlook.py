@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from browser import content_page
 from conftest import REPO, SAMPLE_ISSUE
 from spark_mail.checks import run_checks
 from spark_mail.checks.outlook import outlook_branch, too_wide
@@ -52,14 +53,9 @@ def built(path: Path) -> RenderedEmail:
 
 
 def outlook_reach(browser: Any, html: str) -> list[dict[str, Any]]:
-    page = browser.new_page(viewport={"width": 900, "height": 900})
-    try:
-        # Images and fonts from the internet: refused, their width attributes still count.
-        page.route("http*://**", lambda route: route.abort())
-        page.set_content(outlook_branch(html))
-        return list(page.evaluate(MEASURE))
-    finally:
-        page.close()
+    # Images and fonts from the internet: refused, their width attributes still count.
+    page = content_page(browser, outlook_branch(html), width=900, height=900, scheme="light")
+    return list(page.evaluate(MEASURE))
 
 
 @pytest.mark.slow
