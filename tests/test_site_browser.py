@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from browser import axe_violations, page_width
+from browser import axe_context, axe_violations, page_width
 from site_support import DRAFT, SECOND, send_two, serve_folder, set_site_url, settings_for
 from spark_mail.site import build_site
 
@@ -37,7 +37,7 @@ def test_pages_pass_axe_and_fit_a_phone(newsletter: Path, browser: Any, scheme: 
     set_site_url(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
     with serve_folder(newsletter / "site-preview") as base:
-        context = browser.new_context(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+        context = axe_context(browser, viewport={"width": 375, "height": 800}, color_scheme=scheme)
         page = context.new_page()
         for path in PAGES:
             page.goto(base + path)
