@@ -222,13 +222,15 @@ from spark_mail.audience.suppressions import SuppressionStore, suppress
 
 store = SuppressionStore(Path(sys.argv[1]))
 store.check()  # open, with the writer lock file open
+# Each line is one write(2) to the pipe (atomic): a forked child's print() and its
+# parent's could interleave: "childholding", then an empty line.
 if sys.argv[2] == "fork" and os.fork() == 0:  # a child that never touches the store
-    print("child", flush=True)
+    os.write(1, b"child\\n")
     signal.pause()
 with store.transaction() as db:
     at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     suppress("held@example.com", how="form", issue="a", at=at)(db)
-    print("holding", flush=True)
+    os.write(1, b"holding\\n")
     if sys.argv[2] == "stop":
         os.kill(os.getpid(), signal.SIGSTOP)  # kill -STOP mid-transaction
     else:
