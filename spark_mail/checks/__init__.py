@@ -20,6 +20,7 @@ Link checking (network, spark_mail/checks/links.py) only runs with `links=True`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -51,9 +52,7 @@ def run_checks(
     page = StyledEmail(email.html)  # the one parse of the HTML that all rules read
     checker = Checker(email, settings, page.root)
     findings = checker.run()
-    findings.extend(outlook_width_findings(email.html))
-    findings.extend(client_findings(page, clients))
-    findings.extend(a11y_findings(page))
+    findings.extend(html_findings(page, clients))
     findings.extend(utm_findings(checker.page.anchors))
     report = Report(
         slug=email.slug,
@@ -78,6 +77,33 @@ def run_checks(
         report.findings.extend(link_findings(report.links))
     report.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return report
+
+
+# The findings of the rules that read nothing but the HTML (and the clients asked about),
+# for the last few emails checked: a process that checks the same HTML again (the desk, a
+# dispatch that tries again, a test suite) does not walk it again (~13 of a check's 17 ms).
+_KEEP = 8
+_known: dict[tuple[str, tuple[Client, ...] | None], tuple[Finding, ...]] = {}
+_known_lock = threading.Lock()
+
+
+def html_findings(page: StyledEmail, clients: Sequence[Client] | None) -> tuple[Finding, ...]:
+    """Outlook's widths, the clients' features and accessibility: what depends on the HTML
+    alone, each HTML's findings made once while it is among the last `_KEEP` checked."""
+    key = (page.html, None if clients is None else tuple(clients))
+    with _known_lock:
+        found = _known.get(key)
+    if found is None:
+        found = (
+            *outlook_width_findings(page.html),
+            *client_findings(page, clients),
+            *a11y_findings(page),
+        )
+        with _known_lock:
+            _known[key] = found
+            while len(_known) > _KEEP:
+                del _known[next(iter(_known))]
+    return found
 
 
 def check_issue(
