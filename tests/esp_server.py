@@ -162,6 +162,9 @@ class FakeEsp:
         self.sendgrid = SendgridState()
         self.ses = SesFront()
         self.stopping = threading.Event()  # releases hanging answers
+        # client address (host, port) -> when (time.monotonic()) the answer to its request
+        # began to hang or drip, the ESP having acted: see test_faults' spoilt_requests_end
+        self.spoilt: dict[tuple[str, int], float] = {}
         self.released = threading.Event()  # releases held answers (release_holds)
         self._ids = itertools.count(1)
         self._schemas = _load_schemas() if validate else {}
@@ -424,6 +427,7 @@ class EspHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.hold:
             esp.released.wait(fault.hold)
         if fault is not None and fault.hang:
+            esp.spoilt[self.client_address[:2]] = time.monotonic()
             esp.stopping.wait()
             return
         if fault is not None:
@@ -471,6 +475,7 @@ class EspHandler(BaseHTTPRequestHandler):
             if not drip:
                 self.wfile.write(data)
                 return
+            self.server_esp.spoilt[self.client_address[:2]] = time.monotonic()
             for byte in data:  # a slow-drip server: one byte at a time
                 if self.server_esp.stopping.wait(drip):
                     return

@@ -13,9 +13,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import pytest
 
 from conftest import SAMPLE_SLUG
@@ -49,7 +51,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "act-then-string-json": {"shape": "queued"},
     "act-then-reset": {"reset": True},
     "act-then-hang": {"hang": True},
-    "act-then-slow-drip": {"drip": 0.2},
+    "act-then-slow-drip": {"drip": 0.03},  # a byte well within each read's timeout
     "429-with-retry-after": {"refuse": 429},
     "clear-refusal-422": {"refuse": 422},
 }
@@ -60,6 +62,40 @@ FAULTS: dict[str, dict[str, Any]] = {
 BATCH_SIZE = 5
 READERS = 8  # 5 + 3
 DUE = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
+
+
+# The request the fake ESP acts on and then leaves hanging (or drips its answer into) can
+# only end by its deadline, and waiting out send_timeout for it was most of these cases' time
+# (1 s each). So once the fake ESP has acted and begun to hang or drip on a connection, what
+# is left of that one request's deadline is cut to SPOILT_DEADLINE s: it still ends as the
+# deadline ends it (spark_mail/providers/deadline.py), after the ESP acted, and a drip still
+# has several bytes arrive each within its read's timeout. Every other request keeps
+# send_timeout, however busy the machine.
+SPOILT_DEADLINE = 0.2
+LOOK_EVERY = 0.02  # how often a waiting read looks whether its answer began to hang or drip
+
+
+def spoilt_requests_end(esp: FakeEsp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads wait in LOOK_EVERY slices while the deadline lasts; a read whose connection the
+    fake ESP marked spoilt gets the cut deadline, then reads as it would."""
+    from spark_mail.providers import deadline as module
+
+    read = module._DeadlineStream.read
+
+    def watched(stream: Any, max_bytes: int, timeout: float | None = None) -> bytes:
+        address = tuple(stream.get_extra_info("client_addr")[:2])
+        while True:
+            began = esp.spoilt.get(address)
+            if began is not None:
+                module._local.deadline = min(module._local.deadline, began + SPOILT_DEADLINE)
+                return read(stream, max_bytes, timeout)
+            try:  # raises ReadTimeout at once when the deadline has passed
+                return read(stream, max_bytes, min(timeout or LOOK_EVERY, LOOK_EVERY))
+            except httpcore.ReadTimeout:
+                if time.monotonic() >= module._local.deadline:
+                    raise
+
+    monkeypatch.setattr(module._DeadlineStream, "read", watched)
 
 
 def inject(esp: FakeEsp, path: str, fault: dict[str, Any]) -> None:
@@ -159,6 +195,8 @@ def test_no_reader_twice_and_nobody_silently_skipped(
         monkeypatch.setattr(provider_class(provider), "batch_size", BATCH_SIZE)
     settings = newsletter_for(esp, newsletter, provider, path)
     inject(esp, SENDING[(provider, path)], FAULTS[fault])
+    if fault in ("act-then-hang", "act-then-slow-drip"):
+        spoilt_requests_end(esp, monkeypatch)
     clock = FakeClock(DUE)
     outcomes = [attempt(lambda: send_issue(SAMPLE_SLUG, settings, mode="send", clock=clock))]
     clock.advance(60)
