@@ -1287,7 +1287,8 @@ def more_error_body(provider: str, code: str, message: str) -> Any:
 def parse_form(req: Recorded) -> list[tuple[str, str]]:
     """multipart/form-data (or urlencoded) fields in order, as the API reads them."""
     from email.parser import BytesParser
-    from email.policy import HTTP
+    from email.policy import compat32
+    from email.utils import collapse_rfc2231_value
     from urllib.parse import parse_qsl
 
     content_type = req.header("Content-Type") or ""
@@ -1295,14 +1296,19 @@ def parse_form(req: Recorded) -> list[tuple[str, str]]:
         return parse_qsl(req.raw.decode(), keep_blank_values=True)
     if not content_type.startswith("multipart/form-data"):
         return []
-    message = BytesParser(policy=HTTP).parsebytes(
+    # The same MIME parser (email.feedparser) under the compat32 policy: the parts, their
+    # names and payloads are the same; the HTTP policy's header objects, which nothing here
+    # reads, made a 1,000-reader Mailgun batch take ~0.25 s to read (8x this).
+    message = BytesParser(policy=compat32).parsebytes(
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + req.raw
     )
     fields = []
-    for part in message.iter_parts():
+    for part in message.get_payload() if message.is_multipart() else []:
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True) or b""
-        fields.append((str(name), payload.decode("utf-8")))
+        fields.append(
+            (str(name if name is None else collapse_rfc2231_value(name)), payload.decode("utf-8"))
+        )
     return fields
 
 
