@@ -73,6 +73,28 @@ def test_clients_option_narrows_the_rules(custom_layout: Path):
     assert [f for f in apple if f.severity == "warning"] == []
 
 
+def test_a_check_after_a_refresh_sees_the_new_data(
+    custom_layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The same email checked again in one process (preview, the desk) after `caniemail
+    refresh` has rewritten the data: the findings are the new data's, not the kept ones."""
+    email = build(custom_layout, load_settings())
+    assert any("flex" in f.message for f in clients_findings(email))
+    everywhere = json.loads(DATA_FILE.read_text(encoding="utf-8"))
+    for feature in everywhere["features"].values():
+        feature["support"] = {}  # no client drops anything
+    refreshed = tmp_path / "caniemail.json"
+    refreshed.write_text(json.dumps(everywhere), encoding="utf-8")
+    monkeypatch.setattr("spark_mail.checks.caniemail.DATA_FILE", refreshed)
+    features.cache_clear()  # what refresh() does once it has written the file
+    try:
+        assert clients_findings(email) == []
+    finally:
+        monkeypatch.undo()
+        features.cache_clear()
+    assert any("flex" in f.message for f in clients_findings(email))
+
+
 def test_unknown_client_is_one_clear_error(newsletter: Path):
     """`check --clients hotmail`: exit 2, the known names listed, no traceback."""
     result = run_cli(

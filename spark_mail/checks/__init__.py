@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from spark_mail.checks.a11y import a11y_findings
-from spark_mail.checks.caniemail import Client
+from spark_mail.checks.caniemail import Client, features
 from spark_mail.checks.clients import client_findings
 from spark_mail.checks.outlook import outlook_width_findings
 from spark_mail.checks.report import SEVERITY_ORDER, Finding, Report, Severity
@@ -80,10 +80,12 @@ def run_checks(
 
 
 # The findings of the rules that read nothing but the HTML (and the clients asked about),
-# for the last few emails checked: a process that checks the same HTML again (the desk, a
-# dispatch that tries again, a test suite) does not walk it again (~13 of a check's 17 ms).
+# for the last few emails checked: a process that checks the same HTML again (preview at
+# each save, the desk, a dispatch that tries again) does not walk it again (~13 of a
+# check's 17 ms). Each entry holds the caniemail data it was found with and counts only
+# while that is still the data (`caniemail refresh` reloads it).
 _KEEP = 8
-_known: dict[tuple[str, tuple[Client, ...] | None], tuple[Finding, ...]] = {}
+_known: dict[tuple[str, tuple[Client, ...] | None], tuple[object, tuple[Finding, ...]]] = {}
 _known_lock = threading.Lock()
 
 
@@ -91,18 +93,21 @@ def html_findings(page: StyledEmail, clients: Sequence[Client] | None) -> tuple[
     """Outlook's widths, the clients' features and accessibility: what depends on the HTML
     alone, each HTML's findings made once while it is among the last `_KEEP` checked."""
     key = (page.html, None if clients is None else tuple(clients))
+    data = features()
     with _known_lock:
-        found = _known.get(key)
-    if found is None:
-        found = (
-            *outlook_width_findings(page.html),
-            *client_findings(page, clients),
-            *a11y_findings(page),
-        )
-        with _known_lock:
-            _known[key] = found
-            while len(_known) > _KEEP:
-                del _known[next(iter(_known))]
+        kept = _known.get(key)
+    if kept is not None and kept[0] is data:
+        return kept[1]
+    found = (
+        *outlook_width_findings(page.html),
+        *client_findings(page, clients),
+        *a11y_findings(page),
+    )
+    with _known_lock:
+        _known.pop(key, None)  # newest last: the oldest goes first
+        _known[key] = (data, found)
+        while len(_known) > _KEEP:
+            del _known[next(iter(_known))]
     return found
 
 
