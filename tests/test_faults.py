@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,13 @@ def spoilt_requests_end(esp: FakeEsp, monkeypatch: pytest.MonkeyPatch) -> None:
         while True:
             end = getattr(module._local, "deadline", None)  # http.py sets it per request
             began = esp.spoilt.get(address)
-            if end is None or began is not None:
+            if end is None or began is not None or time.monotonic() >= end:
                 if end is not None and began is not None:
                     module._local.deadline = min(end, began + SPOILT_DEADLINE)
-                return read(stream, max_bytes, timeout)
-            try:  # once the deadline has passed, read raises its ReadTimeout at once
+                return read(stream, max_bytes, timeout)  # a deadline passed: its ReadTimeout
+            try:
                 return read(stream, max_bytes, min(timeout or LOOK_EVERY, LOOK_EVERY))
-            except httpcore.ReadTimeout:
+            except httpcore.ReadTimeout:  # a slice ended (or the deadline, seen above)
                 continue
 
     monkeypatch.setattr(module._DeadlineStream, "read", watched)
