@@ -3,11 +3,11 @@
 Starting the interpreter and importing typer, rich, jinja2, mjml, premailer and httpx costs
 about half a second of CPU per command, and the suite runs a few hundred commands. This
 script is started once per test worker (see `run_cli` in conftest.py). It imports all of
-spark_mail except the CLI (whose consoles read the environment when they are made), then
-reads one JSON request per line on stdin and forks a child for each: the child takes the
-request's folder, environment, arguments and output files, imports the CLI and runs
-`main()` as `python -m spark_mail` would, so every command is still its own process with
-its own exit code and a real pid the tests can signal (SIGKILL, SIGINT) while it runs.
+spark_mail, its CLI included (see warm_imports: nothing it imports reads the environment
+or the terminal for the command), then reads one JSON request per line on stdin and forks a
+child for each: the child takes the request's folder, environment, arguments and output
+files and runs `main()` as `python -m spark_mail` would, so every command is still its own
+process with its own exit code and a real pid the tests can signal (SIGKILL, SIGINT) while it runs.
 This process has one thread, so forking it is safe.
 
 Started as `cli_zygote.py esp_server`, it is the same for the fake ESP of
@@ -26,6 +26,7 @@ its "params"), as a script that wraps the CLI would.
 from __future__ import annotations
 
 import gc
+import glob
 import importlib
 import importlib.util
 import json
@@ -38,18 +39,27 @@ import time
 
 
 def warm_imports(package: str = "spark_mail") -> None:
-    """Import `package` and everything under it but the CLI (walk_packages would import
-    spark_mail.cli to look inside it)."""
+    """Import `package` and everything under it, the CLI included, and the folders of
+    modules without an __init__.py (namespace packages: spark_mail.drafting), which
+    pkgutil does not list. Nothing spark_mail, typer or click imports reads the
+    environment or the terminal for the command: the consoles are made on first use
+    (cli/output.py's DeferredConsole), typer.rich_utils (which reads TERMINAL_WIDTH and
+    others when imported) is never imported by a CLI with rich_markup_mode=None, and rich
+    reads COLUMNS, NO_COLOR, TERM, ... when a Console is made, in the child."""
     module = importlib.import_module(package)
     for found in pkgutil.iter_modules(module.__path__, f"{package}."):
-        if found.name in ("spark_mail.cli", "spark_mail.__main__"):
+        if found.name == "spark_mail.__main__":  # runs the CLI
             continue
         if found.ispkg:
             warm_imports(found.name)
         else:
             importlib.import_module(found.name)
-    import rich.console  # noqa: F401
-    import typer  # noqa: F401
+    for folder in module.__path__:
+        for entry in os.scandir(folder):
+            inner = os.path.join(entry.path, "__init__.py")
+            if entry.is_dir() and not os.path.exists(inner) and glob.glob(f"{entry.path}/*.py"):
+                warm_imports(f"{package}.{entry.name}")
+    import rich.console  # noqa: F401 (the consoles import it when they are made)
 
 
 # What spark_mail's commands import only when they need it (a cold start stays lean): the
@@ -58,6 +68,7 @@ def warm_imports(package: str = "spark_mail") -> None:
 LAZY_IMPORTS = (
     "lxml.etree", "lxml.html", "cssselect", "mjml", "zoneinfo", "gzip", "sysconfig",
     "encodings.utf_8_sig", "typer._click.decorators", "feedgen.feed", "dateutil.parser",
+    "typer._click._textwrap", "anyio._backends._asyncio",
 )  # fmt: skip
 
 
