@@ -125,6 +125,7 @@ def make_newsletter(tmp_path: Path, esp: EspProcess, **extra: str) -> Path:
         "SPARK_MAIL_SEND_TIMEOUT": "20",
         "SPARK_MAIL_SEND_ATTEMPTS": "3",
         "SPARK_MAIL_SEND_BACKOFF": "0.01",
+        "SPARK_MAIL_SEND_RATE": "100",  # Resend's 2/s: not waited out
         **extra,
     }
     if esp.provider == "postmark":
@@ -355,7 +356,7 @@ def test_corrupt_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, s
 def test_locked_ledger_gives_one_error_line_and_sends_nothing(tmp_path: Path, start_esp):
     """Another process holds the ledger's write lock past ledger_timeout: exit 1, one line."""
     esp = start_esp("resend")
-    root = make_newsletter(tmp_path, esp, SPARK_MAIL_LEDGER_TIMEOUT="0.3")
+    root = make_newsletter(tmp_path, esp, SPARK_MAIL_LEDGER_TIMEOUT="0.05")
     assert run(root, "status").returncode == 0
     ledger = root / ".spark-mail" / "ledger.sqlite3"
     ledger.parent.mkdir()

@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from test_faults import spoilt_requests_end
 
 from conftest import SAMPLE_SLUG, write_issue
 from esp_server import FakeEsp, settings_for
@@ -43,16 +44,19 @@ def due_issue(root: Path, name: str, body: str = "Hello, readers.\n") -> None:
 
 @pytest.mark.slow
 def test_resend_send_timing_out_every_attempt_is_asked_about_not_sent_again(
-    esp: FakeEsp, newsletter: Path
+    esp: FakeEsp, newsletter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 1: /broadcasts/{id}/send times out on every attempt. The row is not `failed`:
     the next dispatch asks Resend about the recorded broadcast and creates no second one."""
     due_issue(newsletter, "issue-1")
     settings = quick(
         settings_for(esp, newsletter, "resend", SPARK_MAIL_SEND_RATE="100"),
-        send_timeout=1.0,  # both attempts wait it out for real: 1 s each, as in test_faults
+        send_timeout=1.0,
     )
     esp.act_then(hang=True, times=2, path="/send")
+    # each attempt ends by its deadline, cut to 0.2 s once the ESP has acted and hangs
+    # (as in test_faults): the 1 s send_timeout is not waited out twice
+    spoilt_requests_end(esp, monkeypatch)
     with pytest.raises(SendUnconfirmed, match="may have gone out"):
         send_issue("issue-1", settings, mode="send", clock=FakeClock(DUE))
     assert state(settings, "issue-1") == SendState.SENDING
@@ -170,7 +174,7 @@ def test_a_refused_send_is_failed_and_the_next_run_sends_once(
 ) -> None:
     """The other side of the rule: a 422 says why it did not act, so `failed`, and trying
     again is safe."""
-    settings = settings_for(esp, newsletter, "resend")
+    settings = settings_for(esp, newsletter, "resend", SPARK_MAIL_SEND_RATE="100")
     esp.fail(422, path="/broadcasts", method="POST")
     with pytest.raises(SparkMailError, match="422"):
         send_issue(SAMPLE_SLUG, settings, mode="send")

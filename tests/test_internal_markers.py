@@ -84,7 +84,7 @@ def test_bad_gzip_answer_is_one_unconfirmed_line_and_the_next_run_settles_it(
     """Resend sends the broadcast, then every answer is a body that claims gzip and is not:
     exit 1 with one `error:` line saying it may have gone out (no traceback); the next
     `send` asks Resend and records it sent; the readers got it once."""
-    env = esp_env(esp, "resend")
+    env = esp_env(esp, "resend", SPARK_MAIL_SEND_RATE="100")  # Resend's 2/s: not waited out
     esp.act_then(gzip=True, path="/send", times=3)
     first = run_cli("send", SAMPLE_SLUG, "--yes", cwd=newsletter, env=env)
     assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr

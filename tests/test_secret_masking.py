@@ -35,7 +35,7 @@ def ledger_texts(root: Path) -> str:
 
 def use_esp(root: Path, esp: FakeEsp) -> dict[str, str]:
     esp.api_key = KEY
-    return esp_env(esp, "resend")
+    return esp_env(esp, "resend", SPARK_MAIL_SEND_RATE="100")  # Resend's 2/s: not waited out
 
 
 @pytest.mark.parametrize("at", [280, 290, 295, 300])
