@@ -163,7 +163,7 @@ class FakeEsp:
         self.ses = SesFront()
         self.stopping = threading.Event()  # releases hanging answers
         # client address (host, port) -> when (time.monotonic()) the answer to its request
-        # began to hang or drip, the ESP having acted: see test_faults' spoilt_requests_end
+        # began to hang or drip, the ESP having acted: see provider_support.spoilt_requests_end
         self.spoilt: dict[tuple[str, int], float] = {}
         self.released = threading.Event()  # releases held answers (release_holds)
         self._ids = itertools.count(1)

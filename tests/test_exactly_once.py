@@ -8,10 +8,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from test_faults import spoilt_requests_end
 
 from conftest import SAMPLE_SLUG, write_issue
 from esp_server import FakeEsp, settings_for
+from provider_support import spoilt_requests_end
 from spark_mail.clock import FakeClock
 from spark_mail.config import Settings
 from spark_mail.errors import AlreadySent, SendUnconfirmed, SparkMailError

@@ -13,15 +13,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import time
 from pathlib import Path
 from typing import Any
 
-import httpcore
 import pytest
 
 from conftest import SAMPLE_SLUG
 from esp_server import FakeEsp, moto_messages, settings_for
+from provider_support import spoilt_requests_end
 from spark_mail.clock import FakeClock
 from spark_mail.config import Settings
 from spark_mail.errors import SparkMailError
@@ -62,41 +61,6 @@ FAULTS: dict[str, dict[str, Any]] = {
 BATCH_SIZE = 5
 READERS = 8  # 5 + 3
 DUE = dt.datetime(2025, 1, 20, 12, 0, tzinfo=dt.UTC)
-
-
-# The request the fake ESP acts on and then leaves hanging (or drips its answer into) can
-# only end by its deadline, and waiting out send_timeout for it was most of these cases' time
-# (1 s each). So once the fake ESP has acted and begun to hang or drip on a connection, what
-# is left of that one request's deadline is cut to SPOILT_DEADLINE s: it still ends as the
-# deadline ends it (spark_mail/providers/deadline.py), after the ESP acted, and a drip still
-# has several bytes arrive each within its read's timeout. Every other request keeps
-# send_timeout, however busy the machine.
-SPOILT_DEADLINE = 0.2
-LOOK_EVERY = 0.02  # how often a waiting read looks whether its answer began to hang or drip
-
-
-def spoilt_requests_end(esp: FakeEsp, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reads wait in LOOK_EVERY slices while the deadline lasts; a read whose connection the
-    fake ESP marked spoilt gets the cut deadline, then reads as it would."""
-    from spark_mail.providers import deadline as module
-
-    read = module._DeadlineStream.read
-
-    def watched(stream: Any, max_bytes: int, timeout: float | None = None) -> bytes:
-        address = tuple(stream.get_extra_info("client_addr")[:2])
-        while True:
-            end = getattr(module._local, "deadline", None)  # http.py sets it per request
-            began = esp.spoilt.get(address)
-            if end is None or began is not None or time.monotonic() >= end:
-                if end is not None and began is not None:
-                    module._local.deadline = min(end, began + SPOILT_DEADLINE)
-                return read(stream, max_bytes, timeout)  # a deadline passed: its ReadTimeout
-            try:
-                return read(stream, max_bytes, min(timeout or LOOK_EVERY, LOOK_EVERY))
-            except httpcore.ReadTimeout:  # a slice ended (or the deadline, seen above)
-                continue
-
-    monkeypatch.setattr(module._DeadlineStream, "read", watched)
 
 
 def inject(esp: FakeEsp, path: str, fault: dict[str, Any]) -> None:
