@@ -45,6 +45,7 @@ def rich_prints(markup: str) -> str | None:
     return out.getvalue()
 
 
+@pytest.mark.slow  # 400 generated examples (~1.6 s): the whole suite runs them
 @settings(max_examples=400, deadline=None)
 @given(MARKUP)
 @example("[bold]Issue[/]  x")
@@ -64,6 +65,7 @@ def test_plain_text_is_what_rich_prints_or_none(markup: str) -> None:
     assert plain_text(message) + "\n" == rich_prints(message)
 
 
+@pytest.mark.slow  # 400 generated examples (~1.1 s)
 @settings(max_examples=400, deadline=None)
 @given(MARKUP)
 @example("x\\")
