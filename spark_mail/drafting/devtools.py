@@ -93,22 +93,28 @@ class DevTools:
 
     def close(self) -> None:
         """Ask Chromium to close (it then ends its helper processes itself); kill it when
-        it has not within a few seconds."""
-        if self.pid:
-            with contextlib.suppress(OSError):  # gone already
-                os.write(self.commands, b'{"id": 0, "method": "Browser.close"}\0')
-            deadline = time.monotonic() + CLOSE_SECONDS
-            _read_to_the_end(self.answers, deadline)  # its end closes as it exits
-            while not os.waitpid(self.pid, os.WNOHANG)[0]:
-                if time.monotonic() > deadline:
+        it has not within a few seconds, or when the wait is cut short (a second Ctrl-C)."""
+        try:
+            if self.pid:
+                with contextlib.suppress(OSError):  # gone already
+                    os.write(self.commands, b'{"id": 0, "method": "Browser.close"}\0')
+                deadline = time.monotonic() + CLOSE_SECONDS
+                _read_to_the_end(self.answers, deadline)  # its end closes as it exits
+                while not os.waitpid(self.pid, os.WNOHANG)[0]:
+                    if time.monotonic() > deadline:
+                        break
+                    SYSTEM_CLOCK.sleep(0.01)  # it ends just after its pipe: a moment at most
+                else:
+                    self.pid = 0
+        finally:
+            if self.pid:
+                with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGKILL)
                     os.waitpid(self.pid, 0)
-                    break
-                SYSTEM_CLOCK.sleep(0.01)  # the process ends just after its pipe: a moment at most
-            self.pid = 0
-        for fd in (self.commands, self.answers):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+                self.pid = 0
+            for fd in (self.commands, self.answers):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def open_page(self) -> str:
         """A new blank page; the session id its commands go to."""
