@@ -1,5 +1,6 @@
-"""`preview --snapshot` against a `chromium` on PATH that misbehaves: a second Ctrl-C
-while spark-mail waits for it to close. Each fake is a real process on PATH, spawned as spark-mail would."""
+"""`preview --snapshot` against a `chromium` on PATH that misbehaves: garbage on its
+DevTools pipe, answers that are not what was asked, and a second Ctrl-C while spark-mail
+waits for it to close. Each fake is a real process on PATH, spawned as spark-mail would."""
 
 from __future__ import annotations
 
@@ -12,10 +13,33 @@ from pathlib import Path
 import pytest
 from waiting import poll_until
 
-from conftest import REPO, SAMPLE_ISSUE
+from conftest import REPO, SAMPLE_ISSUE, run_cli
 
 SLUG = SAMPLE_ISSUE.stem
 OLD = b"last week's picture"
+
+# Answers every command with `reply(id)`; exits when asked to close
+ANSWERING = """
+import json, os, sys
+reply = {reply}
+pending = b""
+while chunk := os.read(3, 65536):
+    pending += chunk
+    while b"\\0" in pending:
+        raw, pending = pending.split(b"\\0", 1)
+        if b"Browser.close" in raw:
+            sys.exit()
+        os.write(4, reply(json.loads(raw)["id"]) + b"\\0")
+"""
+
+REPLIES = {
+    "not JSON": 'lambda i: b"not json at all"',
+    "not UTF-8": 'lambda i: b"\\xff\\xfe"',
+    "a list": 'lambda i: b"[1, 2]"',
+    "an empty result": 'lambda i: json.dumps({"id": i, "result": {}}).encode()',
+    "a string error": 'lambda i: json.dumps({"id": i, "error": "no"}).encode()',
+    "a result that is a list": 'lambda i: json.dumps({"id": i, "result": [1]}).encode()',
+}
 
 
 def fake_chromium(folder: Path, body: str) -> dict[str, str]:
@@ -38,6 +62,22 @@ def old_pngs(newsletter: Path) -> Path:
 def assert_old_pngs_whole(shots: Path) -> None:
     assert sorted(p.name for p in shots.iterdir()) == [f"{SLUG}-375-light.png"]
     assert (shots / f"{SLUG}-375-light.png").read_bytes() == OLD
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", list(REPLIES))
+def test_chromium_answering_garbage_on_its_pipe_is_one_error_line(newsletter: Path, answer: str):
+    """Garbage on the pipe crashed `preview --snapshot` with a traceback (JSONDecodeError,
+    AttributeError, KeyError), where a Chromium that exits gives one error line."""
+    env = fake_chromium(newsletter, ANSWERING.format(reply=REPLIES[answer]))
+    shots = old_pngs(newsletter)
+    done = run_cli("preview", SLUG, "--snapshot", "shots", cwd=newsletter, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "headless Chromium failed" in lines[0] and "chromium --headless" in lines[0]
+    assert_old_pngs_whole(shots)
 
 
 HANGING = """

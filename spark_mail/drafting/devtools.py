@@ -47,6 +47,17 @@ def _read_to_the_end(fd: int, deadline: float) -> None:
             return
 
 
+def _parse(raw: bytes, what: str) -> dict[str, Any]:
+    """One message from Chromium: a JSON object, else SnapshotError (not a DevTools pipe)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:  # not JSON, not UTF-8
+        message = None
+    if not isinstance(message, dict):
+        raise failed(f"what came back for {what} is not the DevTools protocol: {raw[:40]!r}")
+    return message
+
+
 class DevTools:
     """One headless Chromium process and the pipe to it (POSIX: descriptors 3 and 4)."""
 
@@ -136,7 +147,10 @@ class DevTools:
             raise failed(f"Chromium stopped reading ({exc.strerror})") from None
         answer = self._receive(lambda m: m.get("id") == self.next_id, method)
         if "error" in answer:
-            raise failed(f"{method}: {answer['error'].get('message', answer['error'])}")
+            error = answer["error"]
+            raise failed(
+                f"{method}: {error.get('message', error) if isinstance(error, dict) else error}"
+            )
         return answer.get("result", {})
 
     def wait_for(self, event: str, session: str = "") -> dict[str, Any]:
@@ -155,7 +169,7 @@ class DevTools:
         while True:
             while b"\0" in self.pending:
                 raw, self.pending = self.pending.split(b"\0", 1)
-                message = json.loads(raw)
+                message = _parse(raw, what)
                 if wanted(message):
                     return dict(message)
                 if "method" in message:

@@ -184,7 +184,7 @@ def block_network(route: Any) -> None:
 def with_devtools(email_html: str, shots: list[Shot], chromium: str | None) -> None:
     """One Chromium over its DevTools pipe: the email loaded once, then per shot the width
     and colour scheme set (as Playwright does) and the whole page captured."""
-    from spark_mail.drafting.devtools import DevTools
+    from spark_mail.drafting.devtools import DevTools, failed
 
     assert chromium is not None
     with tempfile.TemporaryDirectory(prefix="spark-mail-snapshot-") as tmp:
@@ -192,12 +192,15 @@ def with_devtools(email_html: str, shots: list[Shot], chromium: str | None) -> N
         page.write_text(email_html, "utf-8")
         flags = [*CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", "about:blank"]
         with DevTools(chromium, flags, timeout=TIMEOUT_SECONDS) as tools:
-            session = tools.open_page()
-            tools.call("Page.enable", session=session)
-            tools.call("Page.navigate", {"url": page.as_uri()}, session)
-            tools.wait_for("Page.loadEventFired", session)
-            for shot in shots:
-                shot.path.write_bytes(_capture(tools, session, shot))
+            try:
+                session = tools.open_page()
+                tools.call("Page.enable", session=session)
+                tools.call("Page.navigate", {"url": page.as_uri()}, session)
+                tools.wait_for("Page.loadEventFired", session)
+                for shot in shots:
+                    shot.path.write_bytes(_capture(tools, session, shot))
+            except (KeyError, TypeError, ValueError) as exc:  # an answer not as the protocol has it
+                raise failed(f"an answer not as the DevTools protocol has it ({exc!r})") from None
 
 
 def _capture(tools: Any, session: str, shot: Shot) -> bytes:
