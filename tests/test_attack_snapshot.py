@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from waiting import poll_until
+from waiting import poll_until, reaped
 
 from conftest import REPO, SAMPLE_ISSUE, run_cli
 
@@ -119,16 +119,12 @@ def test_a_second_ctrl_c_while_chromium_is_asked_to_close_leaves_no_chromium(new
         text=True,
     )
     pid_file = newsletter / "chromium.pid"
-    try:
+    with reaped(process):
         poll_until(pid_file.exists, "chromium started", process=process)
         process.send_signal(signal.SIGINT)
         poll_until((newsletter / "asked-to-close").exists, "Browser.close", process=process)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     chromium = int(pid_file.read_text())
     still = running(chromium)
     if still:

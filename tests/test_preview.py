@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from waiting import answers, poll_until
+from waiting import answers, poll_until, reaped
 
 from conftest import SAMPLE_SLUG
 from spark_mail.config import load_settings
@@ -193,15 +193,11 @@ def test_preview_command_serves_and_stops_cleanly_on_ctrl_c(newsletter: Path) ->
     """`spark-mail preview` serves the page; SIGINT stops it with exit 0 and no traceback."""
     port = free_port()
     proc = start_preview(newsletter, port)
-    try:
+    with reaped(proc):
         wait_until_serving(port, proc)
         assert "Engineering Leadership" in fetch(f"http://127.0.0.1:{port}/email.html")[1]
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, stderr
     assert f"http://127.0.0.1:{port}/" in stderr and "Preview stopped." in stderr
     assert "Traceback" not in stderr

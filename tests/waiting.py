@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -46,3 +47,15 @@ def answers(get: Callable[[], int], *errors: type[Exception]) -> Callable[[], bo
             return False
 
     return ready
+
+
+@contextmanager
+def reaped(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """`process` for the block; still running at its end (the test failed half-way), it is
+    killed and waited for, so no test leaves a process behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
