@@ -43,11 +43,10 @@ CHROMIUM_ARGS = [
 
 @dataclass
 class Session:
-    """The test process's Playwright: its event loop, its Chromium, the page for content."""
+    """The test process's Playwright: its event loop and its Chromium."""
 
     loop: asyncio.AbstractEventLoop
     browser: Any
-    content: Any = None
 
 
 @contextlib.contextmanager
