@@ -77,6 +77,17 @@ def warm_lazy_imports() -> None:
         importlib.import_module(name)
 
 
+def warm_tls_contexts() -> None:
+    """spark_mail.tls's two contexts, which a process builds once (a CA store each, 25-50 ms
+    of CPU) and every command that sends or checks links would build again. They are kept
+    under SSL_CERT_FILE and SSL_CERT_DIR as this process has them: a child whose request
+    names others builds its own, as a fresh process would."""
+    from spark_mail.tls import https_context, system_context
+
+    https_context()
+    system_context()
+
+
 def redirect(request: dict) -> None:
     """In a forked child: the request's folder, environment and output files; stdin empty."""
     os.chdir(request["cwd"])
@@ -181,6 +192,7 @@ def serve(program: str = "spark_mail") -> None:
     else:
         warm_imports()
         warm_lazy_imports()
+        warm_tls_contexts()
         child = run_child
     # What the children inherit stays out of their garbage collector's sight (and their
     # pages shared with this process: a collection would write to every object it visits).
