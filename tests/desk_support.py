@@ -168,17 +168,21 @@ def serve_process(
     workers: int = 1,
     env: dict[str, str] | None = None,
     logs: list[str] | None = None,
+    warm: bool | None = None,
 ) -> Iterator[str]:
     """A real `spark-mail serve` on a free port; yields its base URL, stops it after (and
     puts what it printed into `logs`). Its own process, forked from conftest's warm
-    interpreter (as run_cli's commands), or a fresh one when `env` sets PYTHON* variables;
-    its --workers are spawned fresh by uvicorn either way."""
+    interpreter (as run_cli's commands), or a fresh one when `env` sets PYTHON* variables
+    (unless `warm`: they are then for its workers alone); its --workers are spawned fresh
+    by uvicorn either way, with `env`."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_MAIL_")}
     full_env.update({"SPARK_MAIL_SIGNING_SECRET": SECRET, **(env or {})})
     args = ["serve", "--port", str(port), "--workers", str(workers)]
     process: subprocess.Popen[str] | WarmProcess
-    if any(name.startswith("PYTHON") for name in env or {}):
+    if warm is None:
+        warm = not any(name.startswith("PYTHON") for name in env or {})
+    if not warm:
         process = subprocess.Popen(
             [sys.executable, "-m", "spark_mail", *args], cwd=root, env=full_env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

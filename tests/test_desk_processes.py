@@ -201,7 +201,10 @@ def test_workers_slower_to_start_than_uvicorns_5_s_are_not_restarted_over_and_ov
     (slow / "sitecustomize.py").write_text(SLOW_WORKER_START.format(seconds=7))
     path = os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH", "")) if p)
     logs: list[str] = []
-    with serve_process(newsletter, workers=2, env={"PYTHONPATH": path}, logs=logs) as base:
+    # `serve` itself forked warm: the slow start is its workers', spawned with this PYTHONPATH
+    with serve_process(
+        newsletter, workers=2, env={"PYTHONPATH": path}, logs=logs, warm=True
+    ) as base:
         assert local_client().get(f"{base}/healthz").status_code == 200
     printed = "".join(logs)
     assert "died" not in printed, printed
