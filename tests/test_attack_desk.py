@@ -726,8 +726,8 @@ async def _acknowledging(port: int, requests: list[bytes], connections: int) -> 
 
 
 def acknowledged(port: int, requests: list[bytes], connections: int = 32) -> dict[int, int]:
-    """On uvloop when it is installed (as loadgen.py): the client's share of the CPU the
-    test and the server split is then about half of asyncio's."""
+    """On uvloop when it is installed (as loadgen.py): the client's CPU (the test and
+    the server share the cores) is then about a third less than on asyncio's."""
     try:
         import uvloop
     except ImportError:
