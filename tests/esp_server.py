@@ -32,9 +32,10 @@ Use it as a context manager or through the `esp` pytest fixture, or as its own p
     python tests/esp_server.py --port 0 --provider resend --api-key KEY
 
 which prints `PORT <n>` and `URL <base url>` on stdout, then serves until killed. Control
-endpoints for other processes: GET /_requests, GET /_state, POST /_fault (JSON: the
-fields of Fault), POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream),
-POST /_release (every held answer goes now, and later holds do not wait), POST /_reset.
+endpoints for other processes: GET /_requests, GET /_state, GET /_delivered?fields=kind,to
+(only those fields of each message delivered), POST /_fault (JSON: the fields of Fault),
+POST /_settings (postmark_search_lag, mailgun_events_lag, ses_upstream), POST /_release
+(every held answer goes now, and later holds do not wait), POST /_reset.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 RESEND_MAX_TO = 50
@@ -490,6 +491,13 @@ class EspHandler(BaseHTTPRequestHandler):
             self._send(200, [r.to_json() for r in esp.calls()], {})
         elif path == "/_state":
             self._send(200, esp.state(), {})
+        elif path == "/_delivered":
+            # only the fields asked for (?fields=kind,to): whole messages, bodies and all,
+            # took 0.2-0.35 s of the server's CPU per look at a send to 2,000 readers
+            fields = parse_qs(urlsplit(self.path).query).get("fields", [""])[0].split(",")
+            with esp.lock:
+                found = [{k: d[k] for k in fields if k in d} for d in esp.delivered]
+            self._send(200, found, {})
         elif path == "/_wait" and method == "POST":
             spec = json.loads(raw or b"{}")
             found = esp.wait_for_request(spec["method"], spec["path"], float(spec["timeout"]))

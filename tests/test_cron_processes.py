@@ -75,7 +75,8 @@ class EspProcess:
         ]
 
     def delivered(self) -> list[dict]:
-        return self.call("/_state")["delivered"]
+        """Each message the ESP delivered: its "kind" and "to" (not its bodies)."""
+        return self.call("/_delivered?fields=kind,to")
 
     def wait_for_request(self, path: str, timeout: float = 60) -> None:
         """Until the ESP has received POST `path`: the ESP answers when it arrives."""
