@@ -16,7 +16,7 @@ from test_bulk import reader_states, write_readers
 
 from conftest import SAMPLE_SLUG
 from esp_server import FakeEsp, moto_messages, settings_for
-from provider_support import sample_email, sample_readers, sample_template
+from provider_support import batches_of, sample_email, sample_readers, sample_template
 from spark_mail.errors import ConfigError
 from spark_mail.providers import get_provider
 from spark_mail.providers.base import EspError
@@ -59,23 +59,24 @@ def test_test_send_is_raw_mime_with_the_unsubscribe_headers_as_built(esp, newsle
     assert "/eu-west-1/ses/" in call.header("Authorization")
 
 
-def test_own_list_send_gives_each_reader_their_own_raw_copy(esp, newsletter, ses_moto):
-    """60 readers through SES (two batches: 50 and 10): moto holds one raw message per
-    reader, addressed to that reader alone, with that reader's own List-Unsubscribe link;
-    the issue is `sent`. (60, not 120: a batch boundary is crossed all the same, and moto
-    takes ~30 ms a message.)"""
-    write_readers(newsletter, 60)
+def test_own_list_send_gives_each_reader_their_own_raw_copy(esp, newsletter, ses_moto, monkeypatch):
+    """12 readers through SES in batches cut at 5 (three batches: 5, 5 and 2; SES's own
+    50 took 60 readers for two, and moto takes ~30 ms a message): moto holds one raw
+    message per reader, addressed to that reader alone, with that reader's own
+    List-Unsubscribe link; the issue is `sent`; the account is read once for all batches."""
+    batches_of(monkeypatch, "ses", 5)
+    write_readers(newsletter, 12)
     settings = settings_for(esp, newsletter, "ses", SPARK_MAIL_AUDIENCE="subscribers.csv")
     result = send_issue(SAMPLE_SLUG, settings, mode="send")
     messages = moto_messages(ses_moto)
-    assert len(messages) == 60
+    assert len(messages) == 12
     for sent in messages:
         (to,) = sent["destinations"]
         message = parsed(sent["raw_data"])
         assert message["To"] == to
         assert f"email={to.replace('@', '%40')}" in message["List-Unsubscribe"]
-    assert len({m["destinations"][0] for m in messages}) == 60
-    assert result.outcome == "sent" and reader_states(settings) == {"sent": 60}
+    assert len({m["destinations"][0] for m in messages}) == 12
+    assert result.outcome == "sent" and reader_states(settings) == {"sent": 12}
     assert len(esp.calls("GET", "/v2/email/account")) == 1
 
 
