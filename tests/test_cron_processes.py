@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,12 +68,9 @@ class EspProcess:
         self.call("/_fault", spec)
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[dict]:
-        found = self.call("/_requests")
-        return [
-            r
-            for r in found
-            if (method is None or r["method"] == method) and (path is None or path in r["path"])
-        ]
+        """The requests received (those with `method`, and whose path contains `path`)."""
+        query = urllib.parse.urlencode({"method": method or "", "path": path or ""})
+        return self.call(f"/_requests?{query}")
 
     def delivered(self) -> list[dict]:
         """Each message the ESP delivered: its "kind" and "to" (not its bodies)."""
