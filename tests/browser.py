@@ -13,8 +13,12 @@ Playwright's Python package brings its driver but no browser; Debian's `chromium
         page = content_page(browser, html, width=700, height=900, scheme="dark")
         violations = axe_violations(page)   # the worker's one page for HTML set as content
 
+    def test_z(browser):
+        page = served_page(browser, width=375, height=800, scheme="light")
+        page.goto(base_url)                 # the worker's one page for served pages
+
 One Playwright driver and one Chromium serve every browser test of a test process (each
-started costs ~2 s of CPU, and each new page a renderer of its own, ~1.5 s more).
+started costs ~4 s of CPU, and each new page a renderer of its own, ~1.5 s more).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# The flags keep Chromium off the network it would otherwise call home to.
+# The flags keep Chromium off the network it would otherwise call home to, and off every
+# host but 127.0.0.1 (the images a site page links to from the internet are not fetched).
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,6 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
 
@@ -123,15 +129,26 @@ def content_page(browser: Any, html: str, *, width: int, height: int, scheme: st
 _CONTENT_PAGES: dict[int, Any] = {}
 
 
-def axe_context(browser: Any, **options: Any) -> Any:
-    """A new browser context (Playwright's new_context `options`) whose every page has
-    axe-core from its start: Chromium puts it into each document it loads, instead of
-    axe_violations sending its 570 kB over Playwright's pipes to each page it is run on."""
-    from axe_playwright_python.base import AXE_FILE_PATH
+def served_page(browser: Any, *, width: int, height: int, scheme: str) -> Any:
+    """The test process's one page for pages served on 127.0.0.1 (the site, the desk), at
+    this viewport and colour scheme, with no cookies and an empty HTTP cache, as a new
+    browser context would have it. The page stays open for the next test: a new context
+    per test started a renderer process of its own and warmed axe-core up again in it,
+    ~1.5-2 s of CPU each."""
+    entry = _SERVED_PAGES.get(id(browser))
+    if entry is None or entry[1].is_closed():
+        context = browser.new_context()
+        page = context.new_page()
+        entry = _SERVED_PAGES[id(browser)] = (context, page, context.new_cdp_session(page))
+    context, page, cdp = entry
+    context.clear_cookies()
+    cdp.send("Network.clearBrowserCache")
+    page.set_viewport_size({"width": width, "height": height})
+    page.emulate_media(color_scheme=scheme)
+    return page
 
-    context = browser.new_context(**options)
-    context.add_init_script(path=AXE_FILE_PATH)
-    return context
+
+_SERVED_PAGES: dict[int, tuple[Any, Any, Any]] = {}
 
 
 def axe_violations(
@@ -149,8 +166,10 @@ def axe_violations(
         options["runOnly"] = {"type": "rule", "values": rules}
     elif tags:
         options["runOnly"] = {"type": "tag", "values": tags}
-    # axe-core (570 kB) goes into a window once: a page loaded by set_content keeps its
-    # window, so the next email on it finds axe there; a navigation starts a new window.
+    # axe-core (570 kB) goes into a window once, and only into those it is run in: a page
+    # loaded by set_content keeps its window, so the next email on it finds axe there; a
+    # navigation starts a new window. (Compiled into every document by add_init_script, it
+    # cost each navigation that no axe run followed, and each new page's about:blank.)
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(AXE_SCRIPT)
     return list(page.evaluate("options => axe.run(options)", options)["violations"])

@@ -51,7 +51,6 @@ def test_asyncio_runs_between_and_after_browser_tests(browser_session: Any) -> N
 
     for _ in range(2):
         with driving(browser_session) as chromium:  # as the `browser` fixture does
-            page = chromium.new_page()
+            page = content_page(chromium, "<p>6 * 7</p>", width=375, height=800, scheme="light")
             assert page.evaluate("() => 6 * 7") == 42
-            page.close()
         assert asyncio.run(answer()) == 42

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import axe_context, axe_violations, page_width
+from browser import axe_violations, page_width, served_page
 from desk_support import SECRET, desk_settings, path_of, reader_links, serve_process
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,7 @@ def test_a_reader_unsubscribes_with_the_button_and_votes_on_a_phone(browser, new
     settings = desk_settings(newsletter)
     links = reader_links(settings, "anna@example.com")
     with serve_process(newsletter, env=ENV) as base:
-        context = axe_context(browser, viewport={"width": 375, "height": 800})
-        page = context.new_page()
+        page = served_page(browser, width=375, height=800, scheme="light")
         # Chromium sends Host 127.0.0.1, which the desk serves (like a proxy's health check).
         page.goto(base + path_of(links.unsubscribe))
         assert page.locator("h1").inner_text() == "Unsubscribe?"
@@ -43,4 +42,3 @@ def test_a_reader_unsubscribes_with_the_button_and_votes_on_a_phone(browser, new
         page.fill("#comment", "Loved the part about teams")
         page.get_by_role("button", name="Send").click()
         page.wait_for_selector("text=Thanks for your comment")
-        context.close()

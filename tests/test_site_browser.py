@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from browser import axe_context, axe_violations, page_width
+from browser import axe_violations, page_width, served_page
 from site_support import DRAFT, SECOND, send_two, serve_folder, set_site_url, settings_for
 from spark_mail.site import build_site
 
@@ -37,12 +37,10 @@ def test_pages_pass_axe_and_fit_a_phone(newsletter: Path, browser: Any, scheme: 
     set_site_url(newsletter)
     build_site(settings_for(newsletter), include_unsent=True)
     with serve_folder(newsletter / "site-preview") as base:
-        context = axe_context(browser, viewport={"width": 375, "height": 800}, color_scheme=scheme)
-        page = context.new_page()
+        page = served_page(browser, width=375, height=800, scheme=scheme)
         for path in PAGES:
             page.goto(base + path)
             assert page.title(), path
             scroll_width, viewport = page_width(page)
             assert scroll_width <= viewport, f"{path} is {scroll_width} px wide on a phone"
             assert summary(axe_violations(page)) == [], f"{path} in {scheme} mode"
-        context.close()
