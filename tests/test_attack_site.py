@@ -221,7 +221,7 @@ def test_long_unbroken_words_still_fit_a_phone(newsletter: Path, browser: Any) -
     a product name): the header's name, the tag pills and the promo button kept their
     full width, and the pages scrolled sideways on a 375 px phone (668 px wide). Now
     they wrap like the rest of the text."""
-    from browser import page_width
+    from browser import page_width, served_page
 
     set_setting(newsletter, 'name = "TheVeryLongNewsletterNameWithoutAnySpacesInItWhatsoever"')
     tag = "Donaudampfschifffahrtselektrizitaetenhauptbetriebswerkbauunterbeamtengesellschaft"
@@ -234,14 +234,11 @@ def test_long_unbroken_words_still_fit_a_phone(newsletter: Path, browser: Any) -
     )
     build_site(settings_for(newsletter))
     with serve_folder(newsletter / "site") as base:
-        page = browser.new_page(viewport={"width": 375, "height": 800})
-        try:
-            for path in ("/", "/p/longy/", "/tags/"):
-                page.goto(base + path)
-                width, viewport = page_width(page)
-                assert width <= viewport, f"{path} is {width} px wide on a phone"
-        finally:
-            page.close()
+        page = served_page(browser, width=375, height=800, scheme="light")
+        for path in ("/", "/p/longy/", "/tags/"):
+            page.goto(base + path)
+            width, viewport = page_width(page)
+            assert width <= viewport, f"{path} is {width} px wide on a phone"
 
 
 # -- the site folder and the disk ----------------------------------------------------------------------
