@@ -489,8 +489,8 @@ class EspHandler(BaseHTTPRequestHandler):
         esp = self.server_esp
         if path == "/_requests":  # ?method=POST&path=/send: those whose path contains it
             query = parse_qs(urlsplit(self.path).query)
-            method, part = query.get("method", [""])[0], query.get("path", [""])[0]
-            found = [r for r in esp.calls(method or None) if part in r.path]
+            wanted, part = query.get("method", [""])[0], query.get("path", [""])[0]
+            found = [r for r in esp.calls(wanted or None) if part in r.path]
             self._send(200, [r.to_json() for r in found], {})
         elif path == "/_state":
             self._send(200, esp.state(), {})

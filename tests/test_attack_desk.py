@@ -46,6 +46,7 @@ from desk_support import (
     reader_links,
     wait_until_healthy,
 )
+from loadgen import run_fast
 from spark_mail.audience.suppressions import SuppressionStore, store_path, suppress
 from spark_mail.desk import guard
 from spark_mail.desk.app import create_app
@@ -726,13 +727,7 @@ async def _acknowledging(port: int, requests: list[bytes], connections: int) -> 
 
 
 def acknowledged(port: int, requests: list[bytes], connections: int = 32) -> dict[int, int]:
-    """On uvloop when it is installed (as loadgen.py): the client's CPU (the test and
-    the server share the cores) is then about a third less than on asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_acknowledging(port, requests, connections))
-    return uvloop.run(_acknowledging(port, requests, connections))
+    return run_fast(_acknowledging(port, requests, connections))
 
 
 def one_click(link: str) -> bytes:
