@@ -30,6 +30,9 @@ EXTRAS = [
     '<a href="https://example.com/x">click here</a>',  # a11y.link-text
 ]
 CLIENT_SETS = [None, "gmail", "outlook", "outlook-windows,gmail-web", "apple-mail-macos"]
+# 6 threads x 20 checks of 35 keys (the cache keeps 8), a refresh every 10 checks: nearly
+# every check is a miss (~12 ms of CPU); 40 a thread, a refresh every 12, took 2.9 s of CPU
+CHECKS_PER_THREAD = 20
 
 
 def data_of(data: dict) -> int:
@@ -83,11 +86,11 @@ def test_kept_findings_are_the_rules_findings_under_threads_churn_and_refresh(
         done = threading.Condition()
         checks = [0]
 
-        def refresher() -> None:  # a refresh after every 12 checks, mid-flight for others
+        def refresher() -> None:  # a refresh after every 10 checks, mid-flight for others
             while not stop.is_set():
                 with done:
                     seen = checks[0]
-                    done.wait_for(lambda seen=seen: checks[0] >= seen + 12 or stop.is_set())
+                    done.wait_for(lambda seen=seen: checks[0] >= seen + 10 or stop.is_set())
                 refreshes[0] += 1
                 data_file = files[refreshes[0] % 2]
                 monkeypatch.setattr("spark_mail.checks.caniemail.DATA_FILE", data_file)
@@ -95,7 +98,7 @@ def test_kept_findings_are_the_rules_findings_under_threads_churn_and_refresh(
 
         def checker(seed: int) -> None:
             rng = random.Random(seed)
-            for _ in range(40):
+            for _ in range(CHECKS_PER_THREAD):
                 html, clients = key = rng.choice(keys)
                 chosen = None if clients is None else resolve_clients(clients)
                 before = features()
@@ -120,7 +123,7 @@ def test_kept_findings_are_the_rules_findings_under_threads_churn_and_refresh(
             done.notify_all()
         swapper.join()
         assert wrong == []
-        assert compared[0] > 60 and refreshes[0] > 10, (compared, refreshes)  # both happened
+        assert compared[0] > 30 and refreshes[0] >= 10, (compared, refreshes)  # both happened
     finally:
         monkeypatch.undo()
         features.cache_clear()
