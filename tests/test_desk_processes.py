@@ -189,16 +189,16 @@ if "--multiprocessing-fork" in sys.argv:
 def test_workers_slower_to_start_than_uvicorns_5_s_are_not_restarted_over_and_over(
     newsletter: Path, tmp_path: Path
 ):
-    """`serve --workers 2` on a machine where a new worker needs 7 s to answer (a busy
+    """`serve --workers 2` on a machine where a new worker needs 6 s to answer (a busy
     or slow machine, a Raspberry Pi): uvicorn's supervisor gave each 5 s, killed it, and
-    started another that needed 7 s too, so the desk never answered. Right: the workers are
+    started another that needed 6 s too, so the desk never answered. Right: the workers are
     given WORKER_SILENCE_SECONDS, start once and serve."""
     from spark_mail.desk.server import WORKER_SILENCE_SECONDS
 
-    assert WORKER_SILENCE_SECONDS > 7
+    assert WORKER_SILENCE_SECONDS > 6
     slow = tmp_path / "slow-start"
     slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_WORKER_START.format(seconds=7))
+    (slow / "sitecustomize.py").write_text(SLOW_WORKER_START.format(seconds=6))
     path = os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH", "")) if p)
     logs: list[str] = []
     # `serve` itself forked warm: the slow start is its workers', spawned with this PYTHONPATH
