@@ -49,7 +49,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     a process starting or dying, a socket); two CPUs sat idle ~23 % of a 2-process run. On
     2 CPUs, 3 processes took 59.5-68.6 s where 2 took 70.3-82.0 s in the same sittings; 4
     took as long as 3 or longer (each brings its own Chromium, warm interpreters, moto_server)."""
-    return len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else 3
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return (len(usable) if usable else os.cpu_count() or 1) + 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load` (what `-n` does by default), with the tests that share a Chromium or a
+    moto_server sent to one test process (tests/process_groups.py)."""
+    if config.getoption("dist") != "load":
+        return None  # another --dist asked for: pytest-xdist's own
+    from process_groups import make_scheduler
+
+    return make_scheduler(config, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
