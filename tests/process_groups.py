@@ -63,10 +63,44 @@ def make_scheduler(config: Any, log: Any) -> Any:
             # itself short of CPU beside 3 test processes, for each next test.
             if node.shutting_down:
                 return
+            if node not in self.registered_collections:
+                # a process started in place of a crashed one, still collecting: its work
+                # comes when its collection does (schedule()); sending now was a KeyError
+                # (INTERNALERROR) when two processes crashed close together
+                return
             if not self.workqueue:
                 node.shutdown()
                 return
             while self.workqueue and self._pending_of(self.assigned_work[node]) < PENDING:
                 self._assign_work_unit(node)
+
+        def remove_node(self, node: Any) -> str | None:
+            # The scope scheduler put the test a process crashed in back in the queue with
+            # the rest of its unit: the next process ran it and crashed too, until
+            # --max-worker-restart (4 a process) was used up, the test reported failed that
+            # many times and the tests still queued never run. As `load` does: the crashed
+            # test is reported once (by pytest-xdist, with the id returned) and not run
+            # again; the rest of its unit and of the process's queue go back, first in the queue.
+            workload = self.assigned_work.pop(node)
+            crashed = next(
+                (
+                    (scope, nodeid)
+                    for scope, unit in workload.items()
+                    for nodeid, done in unit.items()
+                    if not done
+                ),
+                None,
+            )
+            if crashed is None:
+                return None
+            scope, crashitem = crashed
+            workload[scope][crashitem] = True
+            for scope, unit in reversed(workload.items()):  # ahead of the queue, in order
+                if not all(unit.values()):
+                    self.workqueue[scope] = unit
+                    self.workqueue.move_to_end(scope, last=False)
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashitem
 
     return GroupScheduling(config, log)
