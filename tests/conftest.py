@@ -43,12 +43,16 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 @pytest.hookimpl(optionalhook=True)  # the hook is pytest-xdist's: `-p no:xdist` runs without
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one test process more than this process may use CPUs. A fifth to a quarter
     of the suite's time a test waits on something that needs no CPU (a timeout running out,
     a process starting or dying, a socket); two CPUs sat idle ~23 % of a 2-process run. On
     2 CPUs, 3 processes took 59.5-68.6 s where 2 took 70.3-82.0 s in the same sittings; 4
-    took as long as 3 or longer (each brings its own Chromium, warm interpreters, moto_server)."""
+    took as long as 3 or longer (each brings its own Chromium, warm interpreters, moto_server).
+    PYTEST_XDIST_AUTO_NUM_WORKERS (pytest-xdist's own, for a smaller or shared machine) still
+    says how many: pytest-xdist's hook reads it, and this one ran first and ignored it."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's hook next: it reads the variable
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return (len(usable) if usable else os.cpu_count() or 1) + 1
 

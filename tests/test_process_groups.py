@@ -166,3 +166,20 @@ def test_a_deselected_test_is_not_a_stale_prefix(tmp_path: Path):
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "only a part of the suite is collected" in done.stdout
+
+
+def test_pytest_xdist_auto_num_workers_still_says_how_many_processes_auto_starts(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+):
+    """`PYTEST_XDIST_AUTO_NUM_WORKERS=1 pytest -n auto` (a small CI machine, a shared one)
+    started 3 test processes: conftest's hook answered first and never looked."""
+    hook = request.config.hook
+    if not request.config.pluginmanager.hasplugin("xdist"):
+        pytest.skip("pytest-xdist is not loaded (-p no:xdist)")
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "1")
+    assert hook.pytest_xdist_auto_num_workers(config=request.config) == 1
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    assert (
+        hook.pytest_xdist_auto_num_workers(config=request.config)
+        == len(os.sched_getaffinity(0)) + 1
+    )
