@@ -3,6 +3,7 @@ every collected test that asks for that server, and no prefix names a test that 
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -25,6 +26,37 @@ def test_every_test_that_asks_for_a_shared_server_is_in_its_group(request: pytes
         for name, fixtures in SERVERS.items()
         if fixtures & set(item.fixturenames) and group_of(item.nodeid) != name
     ]
+    assert outside == [], "add these to tests/process_groups.py's GROUPS"
+
+
+def test_tests_asking_for_a_shared_server_by_name_are_in_its_group(
+    request: pytest.FixtureRequest,
+):
+    """A test asking at run time (request.getfixturevalue("ses_moto"), as test_faults'
+    matrix does for its ses cases) is not seen by the check above (its fixturenames do not
+    name the server): taking its prefix out of GROUPS passed both checks. The sources are
+    read for such calls; some of the function's collected cases must be in the group."""
+    named = {fixture: name for name, fixtures in SERVERS.items() for fixture in fixtures}
+    nodeids = [item.nodeid for item in request.session.items]
+    outside = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef) or not function.name.startswith("test"):
+                continue
+            asked = {
+                call.args[0].value
+                for call in ast.walk(function)
+                if isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "getfixturevalue"
+                and call.args
+                and isinstance(call.args[0], ast.Constant)
+                and call.args[0].value in named
+            }
+            cases = [n for n in nodeids if n.split("[")[0] == f"tests/{path.name}::{function.name}"]
+            for fixture in asked:
+                if cases and not any(group_of(n) == named[fixture] for n in cases):
+                    outside.append((cases[0].split("[")[0], fixture))
     assert outside == [], "add these to tests/process_groups.py's GROUPS"
 
 
