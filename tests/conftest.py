@@ -68,15 +68,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return make_scheduler(config, log)
 
 
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    """Tests left out of this run (-m, -k, --deselect, --lf, --sw): noted for
-    test_process_groups, whose check for stale group prefixes needs them all."""
-    from process_groups import SOME_DESELECTED
-
-    for item in items[:1]:
-        item.config.stash[SOME_DESELECTED] = True
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What collection imported (spark_mail, the test modules, pytest, httpx, starlette, ...)
     lives until the process ends: moved out of the garbage collector's sight, each full

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 GROUPS: dict[str, tuple[str, ...]] = {
     "chromium": (
         "tests/test_a11y.py::",
@@ -40,10 +38,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 PENDING = 8
-
-# Set (conftest's pytest_deselected) when -m, -k, --deselect, --lf or --sw left tests out:
-# test_process_groups' check for stale prefixes needs every test collected.
-SOME_DESELECTED = pytest.StashKey[bool]()
 
 
 def group_of(nodeid: str) -> str | None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from process_groups import GROUPS, SOME_DESELECTED, group_of
+from process_groups import GROUPS, group_of
 
 SERVERS = {"chromium": {"browser", "browser_session"}, "moto_server": {"ses_moto", "moto_server"}}
 
@@ -63,20 +61,27 @@ def test_tests_asking_for_a_shared_server_by_name_are_in_its_group():
     assert outside == [], "add these to tests/process_groups.py's GROUPS"
 
 
-def test_each_prefix_names_a_collected_test(request: pytest.FixtureRequest):
-    """(When the whole suite is collected, as `pytest -n auto` collects it.)"""
-    nodeids = [item.nodeid for item in request.session.items]
-    modules = {n.split("::")[0] for n in nodeids}
-    on_disk = {f"tests/{path.name}" for path in Path(__file__).parent.glob("test_*.py")}
-    if modules != on_disk or request.config.stash.get(SOME_DESELECTED, False):
-        # (--deselect or --lf of a test a prefix alone names: that prefix looked stale)
-        pytest.skip("only a part of the suite is collected")
-    stale = [
-        prefix
-        for prefixes in GROUPS.values()
-        for prefix in prefixes
-        if not any(nodeid.startswith(prefix) for nodeid in nodeids)
-    ]
+def test_each_prefix_names_a_test_module_or_function():
+    """No prefix is stale: it names a test module, or a test function in it (the part
+    before a case's `[`). Read from the sources, so any selection (-m, -k, --deselect,
+    --lf) checks the same."""
+    stale = []
+    for prefix in (p for prefixes in GROUPS.values() for p in prefixes):
+        module, _, function = prefix.partition("::")
+        path = Path(__file__).parent.parent / module
+        if not path.is_file():
+            stale.append(prefix)
+            continue
+        name = function.split("[")[0]
+        defined = {
+            node.name
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test")
+        }
+        if name and not any(
+            d.startswith(name) if "[" not in function else d == name for d in defined
+        ):
+            stale.append(prefix)
     assert stale == []
 
 
@@ -168,39 +173,6 @@ def test_a_replacement_still_collecting_is_not_sent_tests(scheduler: Any):
     scheduler.add_node_collection(fourth, COLLECTION)
     scheduler.schedule()
     assert fourth.sent
-
-
-ONLY_THIS_FILE = '''
-import pytest
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item, nextitem):
-    """Every test collected, only the stale prefix check run."""
-    return None if item.name == "test_each_prefix_names_a_collected_test" else True
-'''
-
-
-PYTEST = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider"]
-
-
-@pytest.mark.slow  # a whole collection in a pytest of its own (~2 s)
-def test_a_deselected_test_is_not_a_stale_prefix(tmp_path: Path):
-    """The whole suite collected but a grouped test left out (--deselect; --lf and --sw
-    deselect too): the prefix naming only that test was reported stale."""
-    (tmp_path / "only_this_file.py").write_text(ONLY_THIS_FILE)
-    tests = Path(__file__).parent
-    left_out = GROUPS["chromium"][-1]  # the one test of test_attack_site in the group
-    assert "::test_" in left_out
-    done = subprocess.run(
-        [*PYTEST, "-p", "only_this_file", f"--deselect={left_out}", "-rs", str(tests)],
-        cwd=tests.parent,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(tests.parent)])},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "only a part of the suite is collected" in done.stdout
 
 
 def test_pytest_xdist_auto_num_workers_still_says_how_many_processes_auto_starts(
