@@ -49,8 +49,8 @@ def group_of(nodeid: str) -> str | None:
 
 def make_scheduler(config: Any, log: Any) -> Any:
     """pytest-xdist's scope scheduler with a test's scope being its group, else itself.
-    Scopes go out largest first (the groups), then in collection order, at least two
-    pending per process, as `load` keeps them."""
+    Scopes go out largest first (the groups), then in collection order, PENDING tests
+    queued per process."""
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):

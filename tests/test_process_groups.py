@@ -4,6 +4,7 @@ every collected test that asks for that server, and no prefix names a test that 
 from __future__ import annotations
 
 import ast
+import functools
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,14 +14,23 @@ import pytest
 from process_groups import GROUPS, group_of
 
 SERVERS = {"chromium": {"browser", "browser_session"}, "moto_server": {"ses_moto", "moto_server"}}
+TESTS = Path(__file__).parent
+
+
+@functools.cache
+def defined_tests(path: Path) -> dict[str, ast.FunctionDef]:
+    """A test module's test functions by name, read from its source (once per path)."""
+    return {
+        node.name: node
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test")
+    }
 
 
 def test_every_test_that_asks_for_a_shared_server_is_in_its_group(request: pytest.FixtureRequest):
-    items = request.session.items
-    assert request.node in items  # (alone, by its node id, -k or --lf: nothing else to check)
     outside = [
         (item.nodeid, name)
-        for item in items
+        for item in request.session.items
         for name, fixtures in SERVERS.items()
         if fixtures & set(item.fixturenames) and group_of(item.nodeid) != name
     ]
@@ -36,13 +46,10 @@ def test_tests_asking_for_a_shared_server_by_name_are_in_its_group():
     out and the others in)."""
     named = {fixture: name for name, fixtures in SERVERS.items() for fixture in fixtures}
     outside = []
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
-        source = path.read_text(encoding="utf-8")
-        if "getfixturevalue" not in source:  # (parsing every module: ~1.5 s in a full run)
+    for path in sorted(TESTS.glob("test_*.py")):
+        if "getfixturevalue" not in path.read_text(encoding="utf-8"):  # (parse only these)
             continue
-        for function in ast.walk(ast.parse(source)):
-            if not isinstance(function, ast.FunctionDef) or not function.name.startswith("test"):
-                continue
+        for function in defined_tests(path).values():
             asked = {
                 call.args[0].value
                 for call in ast.walk(function)
@@ -68,19 +75,13 @@ def test_each_prefix_names_a_test_module_or_function():
     stale = []
     for prefix in (p for prefixes in GROUPS.values() for p in prefixes):
         module, _, function = prefix.partition("::")
-        path = Path(__file__).parent.parent / module
+        path = TESTS.parent / module
         if not path.is_file():
             stale.append(prefix)
             continue
-        name = function.split("[")[0]
-        defined = {
-            node.name
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test")
-        }
-        if name and not any(
-            d.startswith(name) if "[" not in function else d == name for d in defined
-        ):
+        name, case, _ = function.partition("[")
+        defined = defined_tests(path)
+        if name and not (name in defined if case else any(d.startswith(name) for d in defined)):
             stale.append(prefix)
     assert stale == []
 
