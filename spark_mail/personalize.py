@@ -38,9 +38,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from spark_mail.audience import AudienceError, Reader, canonical_address
 from spark_mail.config import ENV_PREFIX, Secret, Settings
 from spark_mail.errors import ConfigError, LayoutError
-from spark_mail.issue import Issue
 
-if TYPE_CHECKING:  # the reader desk checks tokens without loading the renderer
+if TYPE_CHECKING:  # the reader desk checks tokens without the renderer or the issue parser
+    from spark_mail.issue import Issue
     from spark_mail.render import RenderedEmail
 
 MARKER = "spkrdr{nonce}q{index}x"
@@ -397,7 +397,7 @@ def prepare(issue: Issue | Path | str, settings: Settings) -> PersonalizedTempla
     LayoutError when the layout gives readers no per-reader unsubscribe link or applies a
     filter other than `default` to a reader field (the filter would mangle the marker).
     """
-    from spark_mail.issue import load_issue
+    from spark_mail.issue import Issue, load_issue
     from spark_mail.render import render_issue
     from spark_mail.render.inline import content_nonce
 

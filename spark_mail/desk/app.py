@@ -411,8 +411,8 @@ def site_folder(settings: Settings) -> Path:
     """The web archive's folder; ConfigError when it holds the newsletter's own folder or
     its state folder (the desk would publish the subscribers, `.env`, the stores);
     SiteError when its symlinks cannot be followed."""
-    from spark_mail.site.build import site_folder as archive_folder
     from spark_mail.site.store import resolved
+    from spark_mail.site.store import site_folder as archive_folder
 
     folder = archive_folder(settings)
     inside = resolved(folder)

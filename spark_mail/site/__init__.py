@@ -17,10 +17,14 @@ build.py (one build).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from spark_mail.clock import SYSTEM_CLOCK, Clock
 from spark_mail.config import Settings
-from spark_mail.site.build import SiteResult, build_site, site_folder
+from spark_mail.site.store import site_folder
+
+if TYPE_CHECKING:
+    from spark_mail.site.build import SiteResult, build_site
 
 # How long the rebuild after a send waits for another build of the site (a cold build of
 # 500 issues takes ~6 s) before it gives up: a stuck build must not keep a send (or a cron
@@ -36,6 +40,8 @@ def rebuild_site_after_send(
     site stays as it was and the error is raised (the caller reports it; the send stands)."""
     if not settings.site_dir:
         return None
+    from spark_mail.site.build import build_site
+
     return build_site(settings, lock_wait=AFTER_SEND_LOCK_WAIT, clock=clock)
 
 
@@ -55,6 +61,17 @@ def web_page(path: Path, settings: Settings) -> str:
     urls = site_urls(settings, strict=False)
     page = render_issue_page(issue, settings, urls, sent_at=sent_at, zone=time_zone(settings))
     return page.html
+
+
+def __getattr__(name: str) -> Any:
+    """build_site and SiteResult, imported from build.py when first asked for: the desk
+    reads the site folder (urls.py, store.py) and never builds, and build.py brings the
+    sources, entries, feeds and a process pool (~20 ms of each desk worker's start)."""
+    if name in ("SiteResult", "build_site"):
+        from spark_mail.site import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["SiteResult", "build_site", "rebuild_site_after_send", "site_folder", "web_page"]

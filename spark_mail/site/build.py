@@ -39,6 +39,7 @@ from spark_mail.site.store import (
     read_record,
     refuse_foreign,
     resolved,
+    site_folder,
     site_target,
 )
 from spark_mail.site.urls import (
@@ -58,15 +59,9 @@ if TYPE_CHECKING:  # pages.py brings the renderer (Jinja, Markdown): imported wh
     from spark_mail.site.pages import IssuePage
 
 FORMAT = "1"  # bump when the pages change in a way the inputs' hashes do not show
-DEFAULT_FOLDER = "site"
 PREVIEW_FOLDER = "site-preview"  # --include-unsent: never the folder the archive is served from
 PARALLEL_FROM = 24  # issues to render before worker processes pay off
 MAX_WORKERS = 4
-
-
-def site_folder(settings: Settings) -> Path:
-    """Where the site is built by default and served from: `site_dir`, else `site/`."""
-    return settings.path(settings.site_dir or DEFAULT_FOLDER)
 
 
 @dataclass

@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from spark_mail.clock import SYSTEM_CLOCK, Clock
+from spark_mail.config import Settings
 from spark_mail.errors import ConfigError, SiteError
 from spark_mail.site.urls import MANIFEST
 
+DEFAULT_FOLDER = "site"
 RECORD_VERSION = 1
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -122,6 +124,11 @@ def site_target(folder: Path, others: dict[str, Path]) -> Path:
             )
     refuse_foreign(target)
     return target
+
+
+def site_folder(settings: Settings) -> Path:
+    """Where the site is built by default and served from: `site_dir`, else `site/`."""
+    return settings.path(settings.site_dir or DEFAULT_FOLDER)
 
 
 def resolved(folder: Path) -> Path:
