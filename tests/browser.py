@@ -33,6 +33,19 @@ from typing import Any
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Each window of Chromium (a page of its own, a new context) started a renderer for its
+# address bar's popup (chrome://omnibox-popup.top-chrome), ~1 s of CPU a window, and ~0.5 s
+# more in the browser process, for a popup no test opens: these features make it.
+OMNIBOX_POPUP = ["WebUIOmniboxPopup", "WebUIOmniboxAimPopup"]
+# Playwright (1.65) turns these off (and a few for Windows and Edge) with a --disable-features
+# of its own, and Chromium reads only the last --disable-features it is given (the one
+# below): so its list is repeated here.
+PLAYWRIGHT_OFF = [
+    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
+    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
+    "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
+]  # fmt: skip
 # The flags keep Chromium off the network it would otherwise call home to, and off every
 # host but 127.0.0.1 (the images a site page links to from the internet are not fetched).
 CHROMIUM_ARGS = [
@@ -44,6 +57,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--disable-features=" + ",".join([*PLAYWRIGHT_OFF, *OMNIBOX_POPUP]),
 ]
 
 
