@@ -55,3 +55,54 @@ def test_unknown_selectors_are_skipped_not_fatal() -> None:
     """A selector lxml cannot match is left out; the other rules still apply."""
     out = inline_css(PAGE.format("<p>x</p>"), "p::selection, p[ { color: red } p { color: blue }")
     assert '<p style="color:blue">x</p>' in out
+
+
+# Trees and selectors where a look-up by tag and class could go wrong: nesting of the same
+# class (descendants reached twice, out of document order), blanks other than the four
+# XML ones (`\xa0` and `\x0c` do not split a class attribute), comments among children,
+# upper case, a prefixed tag, an empty class, and a class that only contains a name.
+ODD_TREE = (
+    '<div class="a"><!-- c --><p class="b">1<span class="a">2<p class="b a">3</p></span></p>'
+    '<div class="a\tb"><p>4</p><DIV class="c\xa0b">5</DIV></div></div>'
+    '<table class=" card\n x_y "><tr><td class="">6<o:p>7</o:p></td><td class="a-b">8</td>'
+    '</tr></table><p class="ab\x0cb">9</p>'
+)
+SIMPLE_SELECTORS = (
+    ".a", ".b", "p", "*", ".a p", ".a > p", ".a .b", ".a > .b", "p.b", ".a.b", ".b.a p",
+    ".a * p", ".card td", ".card > tr", "table.card td.a-b", ".x_y td", "Div", "div > div",
+    ".a span .b", ".c", ".a-b", "td p", "td > *", "body > div > p", "div.a > p.b > span",
+)  # fmt: skip
+
+
+def test_simple_selectors_select_what_lxml_selects() -> None:
+    """The XPath of a simple selector, run on the tree's index (simple_xpath), selects what
+    lxml selects from the same XPath: the same elements, in document order, each once."""
+    from cssselect import GenericTranslator, HTMLTranslator, SelectorError
+    from lxml import etree
+
+    from spark_mail.render.simple_xpath import TreeIndex, plan
+
+    root = etree.fromstring(PAGE.format(ODD_TREE), etree.HTMLParser())
+    index = TreeIndex(root)
+    planned = 0
+    for selector in SIMPLE_SELECTORS:
+        for translator in (HTMLTranslator(), GenericTranslator()):
+            try:
+                xpath = translator.css_to_xpath(selector)
+            except SelectorError:
+                continue
+            steps = plan(xpath)
+            if steps is not None:
+                planned += 1
+                assert index.select(steps) == etree.XPath(xpath)(root), (selector, xpath)
+    assert planned == 2 * len(SIMPLE_SELECTORS) - 2  # `.a * p`: left to lxml
+
+
+def test_xpath_of_other_shapes_is_left_to_lxml() -> None:
+    from spark_mail.render.simple_xpath import plan
+
+    assert plan("descendant-or-self::*[@id = 'x']") is None
+    assert plan("descendant-or-self::p/following-sibling::p") is None
+    assert plan("descendant-or-self::p[not(@class)]") is None
+    assert plan("descendant-or-self::*[@class and contains(@class, 'a')]") is None
+    assert plan("descendant::p") is None and plan("p") is None

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from spark_mail.render.css import COMMENT_RE, CssRule, declarations, parse_css
+from spark_mail.render.simple_xpath import TreeIndex
 
 __all__ = [
     "CssRule", "StyledEmail", "at_rule_names", "declarations", "describe", "parse_css",
@@ -132,6 +133,11 @@ class StyledEmail:
                 found = "" if parent is None else self.section_of(parent)
             self._sections[element] = found
         return found
+
+    @cached_property
+    def index(self) -> TreeIndex:
+        """The tree's elements by tag and class, for the simple selectors' XPath."""
+        return TreeIndex(self.root)
 
     @cached_property
     def style_texts(self) -> list[str]:

@@ -34,6 +34,7 @@ from typing import Any
 from spark_mail.errors import IssueError
 from spark_mail.render.css import CssRule, declarations, parse_css
 from spark_mail.render.selectors import select, translations
+from spark_mail.render.simple_xpath import TreeIndex
 
 MERGE_TAG_RE = re.compile(
     r"\{\{\{.*?\}\}\}"  # {{{ triple }}} (Resend, Postmark)
@@ -130,10 +131,11 @@ def matches(root: Any, sheet: StyleSheet) -> dict[Any, Styles]:
     # A layout often styles the same selector in several rules (`.prose h1, .prose h2`,
     # then `.prose h1` alone): each is looked up in the tree once.
     found_by_selector: dict[str, tuple[list[Any], tuple[int, int, int]] | None] = {}
+    index = TreeIndex(root)
     for position, rule in enumerate(sheet.inlinable):
         for selector in sheet.selectors[position]:
             if selector not in found_by_selector:
-                found_by_selector[selector] = select(root, selector) if selector else None
+                found_by_selector[selector] = select(root, selector, index) if selector else None
             found = found_by_selector[selector]
             if found is None:
                 continue

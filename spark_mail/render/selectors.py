@@ -27,6 +27,7 @@ from typing import Any
 
 from spark_mail.errors import SparkMailError
 from spark_mail.files import write_atomic
+from spark_mail.render.simple_xpath import TreeIndex, plan
 
 FILE_NAME = "spark-mail-selectors.json"
 MAX_ENTRIES = 4096  # a layout has dozens; a bound keeps a runaway file small (see _kept)
@@ -186,14 +187,20 @@ def translations() -> Translations:
     return Translations(folder / FILE_NAME if folder else None)
 
 
-def select(root: Any, selector: str) -> tuple[list[Any], Specificity] | None:
+def select(
+    root: Any, selector: str, index: TreeIndex | None = None
+) -> tuple[list[Any], Specificity] | None:
     """The elements under `root` that `selector` matches, and its specificity; None when the
     inliner cannot use the selector. Whatever the file holds, the result is elements or
-    None: a translation lxml cannot use is made again, or refused (Translations.unusable)."""
+    None: a translation lxml cannot use is made again, or refused (Translations.unusable).
+    `index`: root's TreeIndex, for the translations of simple selectors (simple_xpath)."""
     remembered = translations()
     found = remembered.get(selector)
     while found is not None:
         xpath, specificity = found
+        steps = plan(xpath) if index is not None else None
+        if steps is not None and index is not None:
+            return index.select(steps), specificity
         elements = evaluate(compiled(xpath), root)
         if elements is not None:
             return elements, specificity
