@@ -184,7 +184,8 @@ def read_issue_file(path: Path) -> bytes:
         raise IssueError(path, "is a folder, not an issue file") from None
     except OSError as exc:
         raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
+    status = os.fstat(fd)
+    mode = status.st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):
@@ -194,9 +195,15 @@ def read_issue_file(path: Path) -> bytes:
             "is not a regular file (a pipe, socket or device): not read",
             hint="an issue is a Markdown file; remove or rename this one",
         )
+    # Asked for the size fstat gives (+1), not the cap: a read of MAX_ISSUE_BYTES + 1 makes
+    # a 10 MB buffer for every issue read (~70 us). Whatever reaches past that size (a file
+    # that grew, one whose size says 0, as in /proc) is read on up to the cap.
+    first = min(status.st_size, MAX_ISSUE_BYTES) + 1
     with os.fdopen(fd, "rb") as fh:
         try:
-            raw = fh.read(MAX_ISSUE_BYTES + 1)
+            raw = fh.read(first)
+            if len(raw) == first and first <= MAX_ISSUE_BYTES:
+                raw += fh.read(MAX_ISSUE_BYTES + 1 - first)
         except OSError as exc:
             raise IssueError(path, f"cannot read the file ({exc.strerror})") from None
     if len(raw) > MAX_ISSUE_BYTES:

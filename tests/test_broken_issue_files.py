@@ -322,6 +322,38 @@ def test_fifo_issue_is_refused_without_blocking(tmp_path: Path):
     assert isinstance(raised[0], IssueError) and "not a regular file" in str(raised[0])
 
 
+@pytest.mark.parametrize("told", [None, 0, 10])  # the size fstat gives: true, /proc's, old
+def test_an_issue_file_is_read_whole_up_to_the_cap_whatever_its_size_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, told: int | None
+) -> None:
+    """read_issue_file asks for the size fstat gives, not for the cap: a file that grew
+    after fstat, or whose size says 0 (/proc), is still read to its end, and one over the
+    cap is still refused (the cap made small here: 100 bytes)."""
+    from spark_mail import files
+
+    monkeypatch.setattr(files, "MAX_ISSUE_BYTES", 100)
+    real_fstat = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        status = real_fstat(fd)
+        if told is None:
+            return status
+        fields = list(status)
+        fields[6] = told  # st_size
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(files.os, "fstat", fstat)
+    for size in (0, 1, 11, 99, 100):
+        path = tmp_path / f"{size}.md"
+        path.write_bytes((b"abcdefghij" * 10)[:size])
+        assert files.read_issue_file(path) == path.read_bytes()
+    for size in (101, 150):
+        path = tmp_path / f"{size}.md"
+        path.write_bytes(b"y" * size)
+        with pytest.raises(IssueError, match="is larger than"):
+            files.read_issue_file(path)
+
+
 @pytest.mark.slow
 def test_fifo_in_issues_does_not_block_dispatch_list_check_or_build(newsletter: Path):
     """Real processes with a deadline: a FIFO in issues/ is an error (row) for list and
