@@ -15,6 +15,7 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +386,14 @@ def load_issue(path: Path | str) -> Issue:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise IssueError(path, "is not UTF-8 text", line=line, hint="save it as UTF-8") from None
+    return parsed_issue(path, text)
+
+
+@lru_cache(maxsize=16)
+def parsed_issue(path: Path, text: str) -> Issue:
+    """parse_issue, once per path and text in a process: a send reads its issue twice (its
+    build, then the per-reader template), dispatch and the site read every issue on each run.
+    An Issue is frozen throughout; a file that does not parse raises again each time."""
     return parse_issue(path, text)
 
 
