@@ -59,13 +59,16 @@ def warm(runs: int) -> tuple[float, dict[str, float]]:
 
 
 def forget_the_issue() -> None:
-    """Drop what a process keeps of an issue's text (its body's blocks, wrapped paragraphs):
-    the warm figure is an issue new to a process whose libraries, templates and layout CSS
-    are ready, not the same issue built again (see rebuild())."""
+    """Drop what a process keeps of an issue's text (its body's blocks, wrapped paragraphs,
+    its compiled and inlined HTML): the warm figure is an issue new to a process whose
+    libraries, templates and layout CSS are ready, not the same issue built again (see
+    rebuild())."""
+    from spark_mail import render
     from spark_mail.render import text, view
 
     view.parsed_body.cache_clear()
     text.wrap.cache_clear()
+    render._KEPT_HTML.clear()
 
 
 def rebuild(runs: int) -> float:

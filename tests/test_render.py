@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from html import unescape
 from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_ISSUE, write_issue
+from conftest import REPO, SAMPLE_ISSUE, write_issue
 from spark_mail.config import Settings, load_settings
 from spark_mail.errors import IssueError
 from spark_mail.issue import load_issue
@@ -218,3 +219,19 @@ def test_settings_defaults_when_no_file(tmp_path: Path):
     path = write_issue(tmp_path, "x", "title: T\ndate: 2025-01-01")
     email = build(path, Settings(root=tmp_path))
     assert email.subject == "T" and "List-Unsubscribe" not in email.headers
+
+
+def test_the_same_mjml_with_other_inline_css_is_inlined_again(newsletter: Path) -> None:
+    """The same issue built twice in one process, the layout's inline CSS edited in between
+    (the MJML left the same): the second email has the new CSS, not the HTML the first build
+    left behind (render_issue keeps the last few emails' HTML by their MJML and CSS)."""
+    folder = newsletter / "layouts" / "default"
+    shutil.copytree(REPO / "layouts" / "default", folder)
+    issue = newsletter / "issues" / SAMPLE_ISSUE.name
+    first = build(issue, load_settings(newsletter)).html
+    assert build(issue, load_settings(newsletter)).html == first
+    styles = folder / "partials" / "styles.mjml"
+    old = ".prose p { margin: 0 0 16px; }"
+    styles.write_text(styles.read_text().replace(old, old.replace("16", "17")))
+    second = build(issue, load_settings(newsletter)).html
+    assert "margin:0 0 17px" in second and "margin:0 0 17px" not in first
