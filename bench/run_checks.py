@@ -1,16 +1,24 @@
-"""CPU of the offline checks (`run_checks`) of the sample issue, this tree against a baseline
-tree (another worktree of spark-mail, e.g. `git worktree add /tmp/base <commit>`), run
+"""CPU of the sample issue's build and offline checks, this tree against a baseline tree
+(another worktree of spark-mail, e.g. `git worktree add /tmp/base <commit>`), run
 alternately in the same run so that both see the same machine load:
 
     python bench/run_checks.py /tmp/base [rounds]
 
-Each round and tree: a fresh process times `run_checks` warm (median CPU time of 200 calls,
-links not checked), and a cold `spark-mail check --no-links` process is timed (user + sys CPU).
-The findings of both trees are printed as identical or not.
+Each round and tree: a fresh process times, in median CPU time,
+- `run_checks` warm (200 calls, links not checked; the HTML-only rules' findings are kept
+  per HTML, so this is the rest of the rules),
+- the HTML-only rules on an HTML new to the process each time (`html_findings`, 100 calls;
+  a comment with a counter makes each HTML new),
+- a build of an issue new to the process (50 builds; what the process keeps of an issue's
+  text and HTML is dropped before each, as bench/build.py does),
+- the same issue built again (50 builds, nothing dropped: preview, dispatch, the desk);
+and a cold `spark-mail check --no-links` process is timed (user + sys CPU).
+The findings, HTML and text part of both trees are printed as identical or not.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -20,22 +28,47 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 SAMPLE = "issues/2025-01-20-engineering-leadership.md"
 WARM = f"""
-import json, statistics, time
+import hashlib, json, statistics, time
 from pathlib import Path
-from spark_mail.checks import run_checks
+from spark_mail import issue as issue_mod, render
+from spark_mail.checks import html_findings, run_checks
+from spark_mail.checks.styles import StyledEmail
 from spark_mail.config import load_settings
-from spark_mail.render import build
+from spark_mail.render import build, text, view
 settings = load_settings(Path.cwd())
-email = build(Path({SAMPLE!r}), settings)
+sample = Path({SAMPLE!r})
+email = build(sample, settings)
 for _ in range(10):
     report = run_checks(email, settings)
-times = []
-for _ in range(200):
-    start = time.process_time()
-    run_checks(email, settings)
-    times.append(time.process_time() - start)
-print(statistics.median(times) * 1000)
-print(json.dumps(report.to_json(), sort_keys=True))
+
+def median_ms(call, runs):
+    times = []
+    for n in range(runs):
+        start = time.process_time()
+        call(n)
+        times.append(time.process_time() - start)
+    return statistics.median(times) * 1000
+
+def forget(n):  # what a process keeps of an issue (this tree's or the baseline's)
+    view.parsed_body.cache_clear()
+    text.wrap.cache_clear()
+    getattr(render, "_KEPT_HTML", {{}}).clear()
+    getattr(getattr(issue_mod, "parsed_issue", None), "cache_clear", int)()
+
+def new_build(n):
+    forget(n)
+    build(sample, settings)
+
+html = email.html
+figures = [
+    median_ms(lambda n: run_checks(email, settings), 200),
+    median_ms(lambda n: html_findings(StyledEmail(html + f"<!-- {{n}} -->"), None), 100),
+    median_ms(new_build, 50),
+    median_ms(lambda n: build(sample, settings), 50),
+]
+print(json.dumps(figures))
+digest = hashlib.sha256((email.html + email.text).encode()).hexdigest()
+print(json.dumps([report.to_json(), digest], sort_keys=True))
 """
 
 
@@ -56,29 +89,32 @@ def cold_cpu(tree: Path) -> float:
     )
 
 
+FIGURES = (
+    "run_checks warm", "html-only rules, new HTML", "build, new issue", "build, same issue",
+)  # fmt: skip
+
+
 def main() -> None:
     base = Path(sys.argv[1]).resolve()
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     trees = {"baseline": base, "this tree": HERE}
-    warm: dict[str, list[float]] = {name: [] for name in trees}
+    warm: dict[str, list[list[float]]] = {name: [] for name in trees}
     cold: dict[str, list[float]] = {name: [] for name in trees}
-    reports: dict[str, str] = {}
+    outputs: dict[str, str] = {}
     for _ in range(rounds):
         for name, tree in trees.items():
-            ms, reports[name] = python(tree, "-c", WARM).stdout.splitlines()
-            warm[name].append(float(ms))
+            figures, outputs[name] = python(tree, "-c", WARM).stdout.splitlines()
+            warm[name].append(json.loads(figures))
             cold[name].append(cold_cpu(tree))
-    print(f"run_checks of {SAMPLE}, {rounds} rounds, trees run alternately")
-    for name in trees:
-        print(
-            f"{name:10s} warm {statistics.median(warm[name]):6.2f} ms CPU (median of 200, per "
-            f"round: {', '.join(f'{x:.1f}' for x in warm[name])})   cold `check` "
-            f"{statistics.median(cold[name]):.3f} s CPU"
-        )
-    ratio = statistics.median(warm["this tree"]) / statistics.median(warm["baseline"])
-    print(f"warm: this tree takes {ratio:.2f}x the baseline's CPU")
-    same = reports["baseline"] == reports["this tree"]
-    print("findings: " + ("identical" if same else "DIFFERENT"))
+    print(f"{SAMPLE}, {rounds} rounds, trees run alternately; medians of CPU time")
+    print(f"{'':28s}{'baseline':>10s}{'this tree':>11s}{'ratio':>7s}")
+    for i, figure in enumerate(FIGURES):
+        old, new = (statistics.median(r[i] for r in warm[name]) for name in trees)
+        print(f"{figure:28s}{old:7.2f} ms{new:8.2f} ms{new / old:7.2f}")
+    old, new = (statistics.median(cold[name]) for name in trees)
+    print(f"{'cold `check` process':28s}{old * 1000:7.0f} ms{new * 1000:8.0f} ms{new / old:7.2f}")
+    same = outputs["baseline"] == outputs["this tree"]
+    print("findings, HTML and text part: " + ("identical" if same else "DIFFERENT"))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ SIMPLE_SELECTORS = (
     ".a", ".b", "p", "*", ".a p", ".a > p", ".a .b", ".a > .b", "p.b", ".a.b", ".b.a p",
     ".a * p", ".card td", ".card > tr", "table.card td.a-b", ".x_y td", "Div", "div > div",
     ".a span .b", ".c", ".a-b", "td p", "td > *", "body > div > p", "div.a > p.b > span",
+    "div Div", ".a > Div", "body > DIV",
 )  # fmt: skip
 
 

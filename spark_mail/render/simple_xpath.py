@@ -95,10 +95,11 @@ class TreeIndex:
     def fits(self, element: Any, tag: str | None, classes: tuple[str, ...]) -> bool:
         if tag is not None and element.tag != tag:
             return False
-        if classes:
-            names = self.classes.get(element)
-            return names is not None and all(c in names for c in classes)
-        return True
+        return not classes or self.has(element, classes)
+
+    def has(self, element: Any, classes: tuple[str, ...]) -> bool:
+        names = self.classes.get(element)
+        return names is not None and all(c in names for c in classes)
 
     def select(self, steps: tuple[Step, ...]) -> list[Any]:
         """The elements the plan's XPath selects from the root, as lxml gives them."""
@@ -115,14 +116,15 @@ class TreeIndex:
                 return found
             reached: dict[Any, None] = {}
             for element in found:
+                # lxml's tag filter is the XPath name test: exact, case and all
                 if axis == CHILD:
-                    below = iter(element)
+                    below = element.iterchildren(tag) if tag is not None else iter(element)
                 else:
                     below = element.iter(tag) if tag is not None else element.iter()
                     if tag is None or element.tag == tag:
                         next(below)  # descendant, not descendant-or-self: itself comes first
-                for candidate in below:
-                    if candidate in self.position and self.fits(candidate, tag, classes):
+                for candidate in below:  # the position: an element, not a comment
+                    if candidate in self.position and (not classes or self.has(candidate, classes)):
                         reached[candidate] = None
             found = list(reached)
             if len(found) > 1:
