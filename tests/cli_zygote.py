@@ -175,14 +175,13 @@ def run_esp(request: dict) -> None:
 
 
 def warm_esp() -> None:
-    """The fake ESP's imports and schemas; one validation per schema loads what jsonschema
-    loads on first use (every server of this process validates with the same schemas)."""
-    import jsonschema
-
+    """The fake ESP's imports and schemas, with their checks; one validation per schema
+    loads what jsonschema loads on first use (every server of this process validates with
+    the same schemas)."""
     import esp_server
 
-    for schema in esp_server._load_schemas().values():
-        list(jsonschema.Draft202012Validator(schema).iter_errors({}))
+    for name in esp_server._load_schemas():
+        list(esp_server.schema_checks(name)[1].iter_errors({}))
 
 
 def serve(program: str = "spark_mail") -> None:
