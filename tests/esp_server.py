@@ -19,7 +19,8 @@ vendor's auth header, status codes, JSON bodies and error bodies, so a provider 
                 `X-Postmark-Server-Token: KEY`; message streams `outbound` and `broadcast`.
 
 Request bodies are validated against the vendors' request schemas copied to tests/schemas/
-(a schema failure answers the vendor's 422 and is kept in `schema_errors`).
+(a schema failure answers the vendor's 422 and is kept in `schema_errors`): a body
+tests/schema_check.py proves valid is not validated again; jsonschema judges the others.
 
 Faults are programmed per request: `esp.fail(429, times=2, retry_after=1)`,
 `esp.fail(500)`, `esp.hold(2.0)` (process the request, then keep the answer back for 2 s),
