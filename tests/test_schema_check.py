@@ -1,6 +1,6 @@
-"""The fake ESP's quick schema check (tests/schema_check.py) never passes a body that
-jsonschema finds an error in, and does pass the bodies spark-mail sends (else the fake ESP
-is only slow again)."""
+"""The fake ESP's quick schema check (fastjsonschema, which knows draft 7, not 2020-12)
+never passes a body that jsonschema's 2020-12 validator finds an error in, and does pass the
+bodies spark-mail sends (else the fake ESP is only slow again)."""
 
 from __future__ import annotations
 
