@@ -233,3 +233,22 @@ def test_an_empty_archive_still_builds_and_says_why(newsletter: Path) -> None:
     assert result.issues == 0 and "no issue has been sent yet" in result.warnings[0]
     assert "No issues yet." in (newsletter / "site" / "index.html").read_text()
     assert feedparser.parse((newsletter / "site" / "atom.xml").read_bytes()).bozo == 0
+
+
+def test_the_site_package_gives_its_names_to_mypy_and_no_others() -> None:
+    """build_site and SiteResult come from build.py when first asked for (the desk never
+    builds); mypy reads them from the TYPE_CHECKING import. A module __getattr__ that mypy
+    sees types every other name of the package as Any: a misspelt `site.buld_site` would
+    pass mypy and fail when run."""
+    import ast
+    import importlib
+
+    import spark_mail.site as site
+
+    assert site.build_site is importlib.import_module("spark_mail.site.build").build_site
+    assert site.SiteResult.__module__ == "spark_mail.site.build"
+    with pytest.raises(AttributeError):
+        site.buld_site  # noqa: B018
+    tree = ast.parse(Path(site.__file__).read_text())
+    seen = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+    assert "__getattr__" not in seen, "mypy reads the module's __getattr__"

@@ -63,15 +63,17 @@ def web_page(path: Path, settings: Settings) -> str:
     return page.html
 
 
-def __getattr__(name: str) -> Any:
-    """build_site and SiteResult, imported from build.py when first asked for: the desk
-    reads the site folder (urls.py, store.py) and never builds, and build.py brings the
-    sources, entries, feeds and a process pool (~20 ms of each desk worker's start)."""
-    if name in ("SiteResult", "build_site"):
-        from spark_mail.site import build
+if not TYPE_CHECKING:  # mypy reads the import above; a __getattr__ it saw would type any name
 
-        return getattr(build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        """build_site and SiteResult, imported from build.py when first asked for: the desk
+        reads the site folder (urls.py, store.py) and never builds, and build.py brings the
+        sources, entries, feeds and a process pool (~20 ms of each desk worker's start)."""
+        if name in ("SiteResult", "build_site"):
+            from spark_mail.site import build
+
+            return getattr(build, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["SiteResult", "build_site", "rebuild_site_after_send", "site_folder", "web_page"]
