@@ -98,29 +98,6 @@ def test_playwright_without_a_chromium_downloaded_is_not_started(
     assert snapshot.playwright_has_chromium()
 
 
-def test_playwright_browsers_folder_as_its_driver_works_it_out(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
-    """Node's rules (`playwright install --dry-run` shows them): HOME set but empty is the
-    home folder "" (not "/"), and a relative cache folder, like a relative
-    PLAYWRIGHT_BROWSERS_PATH, is read from INIT_CWD when set, else the working folder. A
-    folder worked out otherwise says "no Chromium" where Playwright has one."""
-    monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.delenv("PLAYWRIGHT_BROWSERS_PATH", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.delenv("INIT_CWD", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", "")
-    assert snapshot.playwright_browsers_folder() == tmp_path / ".cache" / "ms-playwright"
-    (tmp_path / ".cache" / "ms-playwright" / "chromium_headless_shell-1255").mkdir(parents=True)
-    assert snapshot.playwright_has_chromium()
-    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
-    monkeypatch.setenv("INIT_CWD", str(tmp_path / "init"))
-    assert snapshot.playwright_browsers_folder() == tmp_path / "init" / "relcache" / "ms-playwright"
-    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", "pw")
-    assert snapshot.playwright_browsers_folder() == tmp_path / "init" / "pw"
-
-
 def test_without_any_chromium_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Neither Playwright nor Chromium: a SnapshotError that says what to install."""
     monkeypatch.setitem(sys.modules, "playwright.sync_api", None)

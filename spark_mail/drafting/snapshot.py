@@ -153,27 +153,16 @@ def playwright_has_chromium() -> bool:
 def playwright_browsers_folder() -> Path | None:
     """Where `playwright install` puts its browsers, worked out as its driver does (1.x):
     PLAYWRIGHT_BROWSERS_PATH (or its npm config forms), else `ms-playwright` in the user's
-    cache folder (Node's home folder: HOME even when empty, else the user entry), a relative
-    one read from INIT_CWD, else the working folder; None for "0" (inside Playwright's
-    package) or an unknown system."""
+    cache folder; None for "0" (inside Playwright's package) or an unknown system."""
     npm = ("npm_config_", "npm_package_config_")
     names = ["PLAYWRIGHT_BROWSERS_PATH", *(f"{prefix}playwright_browsers_path" for prefix in npm)]
     setting = next((os.environ[name] for name in names if name in os.environ), None)
     if setting == "0":
         return None
-    folder = Path(setting) if setting else default_cache_folder()
-    if folder is None:
-        return None
+    if setting:
+        return Path(os.environ.get("INIT_CWD") or os.getcwd(), setting)
     try:
-        return Path(os.environ.get("INIT_CWD") or os.getcwd(), folder)
-    except OSError:  # the working folder is gone: Playwright is asked
-        return None
-
-
-def default_cache_folder() -> Path | None:
-    try:
-        posix_home = os.name == "posix" and "HOME" in os.environ  # libuv's rule there
-        home = Path(os.environ["HOME"]) if posix_home else Path.home()
+        home = Path.home()
     except RuntimeError:  # no HOME, and no user entry to find it in
         return None
     caches = {
