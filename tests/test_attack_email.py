@@ -185,22 +185,17 @@ def test_image_whose_alt_text_says_width_still_gets_the_column_width(newsletter:
 @pytest.mark.slow
 def test_snapshot_without_chromium_says_what_to_install_and_leaves_old_pngs(newsletter: Path):
     """Playwright installed but no browser for it and no chromium on PATH: the error said
-    'check that chromium starts', and the folder was made (empty) all the same. Told before
-    Playwright's driver starts where its browser folder holds no Chromium; a Chromium folder
-    there that Playwright cannot launch gets the same error, from Playwright."""
+    'check that chromium starts', and the folder was made (empty) all the same."""
     slug = "2025-01-20-engineering-leadership"
     old = newsletter / "shots" / f"{slug}-375-light.png"
     old.parent.mkdir()
     old.write_bytes(b"last week's picture")
-    stale = newsletter / "pw-stale" / "chromium_headless_shell-1"  # no browser inside
-    stale.mkdir(parents=True)
-    for where, browsers in (("shots", "pw"), ("new-shots", "pw-stale")):
-        env = {"PATH": str(newsletter / "no-bin"), "PLAYWRIGHT_BROWSERS_PATH": browsers}
+    env = {"PATH": str(newsletter / "no-bin"), "PLAYWRIGHT_BROWSERS_PATH": str(newsletter / "pw")}
+    for where in ("shots", "new-shots"):
         done = run_cli("preview", slug, "--snapshot", where, cwd=newsletter, env=env)
         assert done.returncode == 1
         one_error_line(done.stderr)
         assert "install chromium" in done.stderr
-        assert ("BrowserType.launch" in done.stderr) == (browsers == "pw-stale"), done.stderr
     assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
     assert old.read_bytes() == b"last week's picture"
     assert not (newsletter / "new-shots").exists()

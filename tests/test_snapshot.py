@@ -65,37 +65,15 @@ def test_snapshot_command_writes_four_pngs_over_chromiums_devtools_pipe_as_playw
 
 
 def test_playwright_takes_them_only_where_chromium_is_not_on_path(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
 ):
     """Playwright (with a browser of its own) where no Chromium is on PATH; without
     Playwright, Chromium on PATH is driven over its DevTools pipe all the same."""
     for name in ("playwright", "playwright.sync_api"):  # installed (not imported: ~0.4 s)
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    (tmp_path / "browsers" / "chromium_headless_shell-1255").mkdir(parents=True)
-    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "browsers"))
     assert snapshot.pick_shooter(None) is snapshot.with_playwright
     monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # import fails
     assert snapshot.pick_shooter("/usr/bin/chromium") is snapshot.with_devtools
-
-
-def test_playwright_without_a_chromium_downloaded_is_not_started(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
-    """No Chromium on PATH and none in Playwright's browser folder (other browsers, or no
-    folder): the error at once, without Playwright's driver (~1 s) to say the same."""
-    for name in ("playwright", "playwright.sync_api"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    (tmp_path / "firefox-1572").mkdir()
-    for browsers in (tmp_path, tmp_path / "missing"):
-        monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(browsers))
-        with pytest.raises(SnapshotError, match="Playwright has not downloaded one"):
-            snapshot.pick_shooter(None)
-    monkeypatch.delenv("PLAYWRIGHT_BROWSERS_PATH")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(sys, "platform", "linux")
-    assert snapshot.playwright_browsers_folder() == tmp_path / "cache" / "ms-playwright"
-    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", "0")  # inside Playwright: asked
-    assert snapshot.playwright_has_chromium()
 
 
 def test_without_any_chromium_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

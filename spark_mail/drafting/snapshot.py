@@ -8,8 +8,7 @@ Playwright takes, without starting Playwright's driver (a Node.js process, ~2 s 
 and ~3 s of wall time). Playwright is used where Chromium is not on PATH (a browser of its
 own, `playwright install chromium`), and on Windows, where the pipe is not there; neither
 there: Chromium's own `--screenshot`, two launches a picture, the page height measured
-first with `--dump-dom`. No Chromium at all (none on PATH, and Playwright missing or with
-no browser downloaded): one SnapshotError line saying what to install.
+first with `--dump-dom`. No Chromium at all: one SnapshotError line saying what to install.
 
 The snapshots never touch the network: images from the internet are not loaded (their boxes
 keep the size the layout gives them and show their alt text), so nothing is tracked, and
@@ -24,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,52 +124,7 @@ def pick_shooter(chromium: str | None) -> Shooter:
                 hint=INSTALL_HINT,
             ) from None
         return with_chromium_cli
-    if chromium is None and not playwright_has_chromium():
-        raise SnapshotError(
-            "snapshots need headless Chromium: there is none on PATH, and Playwright has "
-            "not downloaded one",
-            hint=INSTALL_HINT,
-        )
     return with_playwright
-
-
-def playwright_has_chromium() -> bool:
-    """False only when the folder Playwright downloads its browsers into holds no Chromium
-    (or is not there): starting Playwright's driver (~1 s of CPU, a Node.js process) only to
-    hear that its browser is missing is then left out."""
-    folder = playwright_browsers_folder()
-    if folder is None:
-        return True  # not known here: Playwright is asked
-    try:
-        return any(entry.name.startswith("chromium") for entry in folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:
-        return True
-
-
-def playwright_browsers_folder() -> Path | None:
-    """Where `playwright install` puts its browsers, worked out as its driver does (1.x):
-    PLAYWRIGHT_BROWSERS_PATH (or its npm config forms), else `ms-playwright` in the user's
-    cache folder; None for "0" (inside Playwright's package) or an unknown system."""
-    npm = ("npm_config_", "npm_package_config_")
-    names = ["PLAYWRIGHT_BROWSERS_PATH", *(f"{prefix}playwright_browsers_path" for prefix in npm)]
-    setting = next((os.environ[name] for name in names if name in os.environ), None)
-    if setting == "0":
-        return None
-    if setting:
-        return Path(os.environ.get("INIT_CWD") or os.getcwd(), setting)
-    try:
-        home = Path.home()
-    except RuntimeError:  # no HOME, and no user entry to find it in
-        return None
-    caches = {
-        "linux": os.environ.get("XDG_CACHE_HOME") or home / ".cache",
-        "darwin": home / "Library" / "Caches",
-        "win32": os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local",
-    }
-    cache = caches.get(sys.platform)
-    return None if cache is None else Path(cache, "ms-playwright")
 
 
 def make_folder(out_dir: Path) -> bool:
