@@ -386,7 +386,12 @@ def load_issue(path: Path | str) -> Issue:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise IssueError(path, "is not UTF-8 text", line=line, hint="save it as UTF-8") from None
+    if len(text) > KEPT_TEXT_LIMIT:
+        return parse_issue(path, text)  # not kept: 16 such files would pin 160 MB in a desk
     return parsed_issue(path, text)
+
+
+KEPT_TEXT_LIMIT = 256_000  # characters; an issue is tens of thousands
 
 
 @lru_cache(maxsize=16)

@@ -235,3 +235,23 @@ def test_the_same_mjml_with_other_inline_css_is_inlined_again(newsletter: Path) 
     styles.write_text(styles.read_text().replace(old, old.replace("16", "17")))
     second = build(issue, load_settings(newsletter)).html
     assert "margin:0 0 17px" in second and "margin:0 0 17px" not in first
+
+
+def test_a_huge_issue_is_neither_kept_parsed_nor_kept_built(newsletter: Path) -> None:
+    """A long-lived process (the desk, preview) keeps the last few issues parsed and emails
+    built; an issue of megabytes (the file cap is 10 MB) is built each time, not pinned."""
+    import spark_mail.render as render
+    from spark_mail.issue import KEPT_TEXT_LIMIT, parsed_issue
+
+    body = "A paragraph of the issue that goes on.\n\n" * (KEPT_TEXT_LIMIT // 40 + 1)
+    path = write_issue(newsletter, "2025-03-03-huge", "title: Huge\ndate: 2025-03-03", body)
+    kept_issues = parsed_issue.cache_info().currsize
+    kept_html = set(render._KEPT_HTML)
+    first = build(path, load_settings(newsletter))
+    assert build(path, load_settings(newsletter)).html == first.html
+    assert parsed_issue.cache_info().currsize == kept_issues
+    assert set(render._KEPT_HTML) <= kept_html  # nothing new kept
+    small = write_issue(newsletter, "2025-03-04-small", "title: Small\ndate: 2025-03-04", "Hi.")
+    build(small, load_settings(newsletter))  # the guard: a small one is kept
+    assert parsed_issue.cache_info().currsize == kept_issues + 1
+    assert len(set(render._KEPT_HTML) - kept_html) == 1

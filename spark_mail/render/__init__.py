@@ -182,7 +182,12 @@ _KEPT_HTML: dict[tuple[str, str], str] = {}
 _kept_html_lock = threading.Lock()
 
 
+_KEPT_HTML_LIMIT = 500_000  # characters of MJML, CSS and HTML: the sample email has ~55,000
+
+
 def keep_html(key: tuple[str, str], html: str) -> None:
+    if len(key[0]) + len(key[1]) + len(html) > _KEPT_HTML_LIMIT:
+        return  # a huge issue (up to the 10 MB file cap) is not pinned in a long-lived process
     with _kept_html_lock:
         _KEPT_HTML.pop(key, None)  # newest last: the oldest goes first
         _KEPT_HTML[key] = html
