@@ -28,6 +28,7 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,15 +38,32 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # address bar's popup (chrome://omnibox-popup.top-chrome), ~1 s of CPU a window, and ~0.5 s
 # more in the browser process, for a popup no test opens: these features make it.
 OMNIBOX_POPUP = ["WebUIOmniboxPopup", "WebUIOmniboxAimPopup"]
-# Playwright (1.65) turns these off (and a few for Windows and Edge) with a --disable-features
-# of its own, and Chromium reads only the last --disable-features it is given (the one
-# below): so its list is repeated here.
-PLAYWRIGHT_OFF = [
-    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
-    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
-    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
-    "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
-]  # fmt: skip
+
+
+def playwright_disabled_features() -> list[str]:
+    """The features Playwright's driver turns off with a --disable-features of its own
+    (chromiumSwitches.ts in its bundle). Chromium reads only the last --disable-features it
+    is given, ours below, so Playwright's list goes into it, read from the installed driver
+    rather than copied (a copy would go stale with a Playwright upgrade, quietly)."""
+    import re
+
+    try:
+        import playwright
+    except ImportError:
+        return []  # no browser tests to run: browser_session skips them
+    lib = Path(playwright.__file__).parent / "driver" / "package" / "lib"
+    for source in (lib / "coreBundle.js", lib / "server" / "chromium" / "chromiumSwitches.js"):
+        if source.is_file():
+            found = re.search(
+                r"disabledFeatures = \[(.*?)\]", source.read_text(encoding="utf-8"), re.S
+            )
+            if found:
+                return re.findall(r'^\s*"(\w+)"', found.group(1), re.M)
+    raise RuntimeError(f"no disabledFeatures list in Playwright's driver under {lib}: see "
+                       "tests/browser.py playwright_disabled_features")  # fmt: skip
+
+
+PLAYWRIGHT_OFF = playwright_disabled_features()
 # The flags keep Chromium off the network it would otherwise call home to, and off every
 # host but 127.0.0.1 (the images a site page links to from the internet are not fetched).
 CHROMIUM_ARGS = [

@@ -68,3 +68,15 @@ def test_no_window_loads_the_address_bars_popup(browser: Any) -> None:
         cdp.detach()
     assert [t["url"] for t in targets if t["type"] == "page"]  # the window is seen
     assert [t["url"] for t in targets if "omnibox" in t["url"]] == []
+
+
+def test_playwrights_own_disabled_features_stay_disabled() -> None:
+    """Our --disable-features replaces Playwright's (Chromium reads the last one): its list
+    is read from the installed driver, features documented in Playwright's source included."""
+    from browser import CHROMIUM_ARGS, playwright_disabled_features
+
+    pytest.importorskip("playwright")
+    features = playwright_disabled_features()
+    assert {"MediaRouter", "PaintHolding", "ThirdPartyStoragePartitioning"} <= set(features)
+    (flag,) = [a for a in CHROMIUM_ARGS if a.startswith("--disable-features=")]
+    assert set(features) <= set(flag.partition("=")[2].split(","))
