@@ -285,6 +285,7 @@ def findings(email: RenderedEmail, settings: Settings, rule: str) -> list[str]:
     return [f.message for f in report.findings if f.rule_id == rule]
 
 
+@pytest.mark.slow  # waits out a 2 s link timeout
 def test_broken_links_are_errors_in_the_report(server: LinkServer, settings: Settings) -> None:
     """404, 500 and timeout links each give a links.broken error; good ones do not."""
     urls = [server.url(p) for p in ("/ok", "/moved", "/missing", "/error", "/slow")]

@@ -237,6 +237,7 @@ def test_the_same_mjml_with_other_inline_css_is_inlined_again(newsletter: Path) 
     assert "margin:0 0 17px" in second and "margin:0 0 17px" not in first
 
 
+@pytest.mark.slow  # builds a 260,000-character issue twice
 def test_a_huge_issue_is_neither_kept_parsed_nor_kept_built(newsletter: Path) -> None:
     """A long-lived process (the desk, preview) keeps the last few issues parsed and emails
     built; an issue of megabytes (the file cap is 10 MB) is built each time, not pinned."""

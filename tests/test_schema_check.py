@@ -74,6 +74,7 @@ def variants(body: Any, schema: dict[str, Any] | None = None) -> Iterator[Any]:
             yield [other, *body[1:]]
 
 
+@pytest.mark.slow  # thousands of bodies through jsonschema
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_the_quick_check_passes_only_what_jsonschema_passes(name: str) -> None:
     assert set(SAMPLES) == set(_load_schemas())
