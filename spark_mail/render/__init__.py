@@ -178,11 +178,9 @@ def date_header(issue: Issue, settings: Settings) -> dt.datetime:
 # send checks its build, preview rebuilds on save, dispatch tries again) does not compile
 # and inline it again (~3 of a build's ~8 ms). A compile or inlining that fails is not kept.
 _KEEP_HTML = 8
+_KEPT_HTML_LIMIT = 500_000  # characters of MJML, CSS and HTML: the sample email has ~55,000
 _KEPT_HTML: dict[tuple[str, str], str] = {}
 _kept_html_lock = threading.Lock()
-
-
-_KEPT_HTML_LIMIT = 500_000  # characters of MJML, CSS and HTML: the sample email has ~55,000
 
 
 def keep_html(key: tuple[str, str], html: str) -> None:

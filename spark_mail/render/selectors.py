@@ -198,8 +198,7 @@ def select(
     found = remembered.get(selector)
     while found is not None:
         xpath, specificity = found
-        steps = plan(xpath) if index is not None else None
-        if steps is not None and index is not None:
+        if index is not None and (steps := plan(xpath)) is not None:
             return index.select(steps), specificity
         elements = evaluate(compiled(xpath), root)
         if elements is not None:
