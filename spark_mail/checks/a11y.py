@@ -22,7 +22,7 @@ from typing import Any
 from spark_mail.checks.report import Finding, RuleBook
 from spark_mail.checks.styles import CssRule, StyledEmail, style_map, text_content
 from spark_mail.colors import AA_LARGE_TEXT, AA_TEXT, RGB, contrast, parse_color, to_hex
-from spark_mail.render.simple_xpath import plan
+from spark_mail.render.selectors import elements_of
 
 DARK_RE = re.compile(r"prefers-color-scheme\s*:\s*dark", re.I)
 VAGUE_LINK_TEXT = {
@@ -76,19 +76,17 @@ contrast_of = lru_cache(maxsize=4096)(contrast)
 
 
 @lru_cache(maxsize=1024)
-def dark_selector(text: str) -> tuple[Any, tuple[int, int, int]] | None:
-    """One selector of a dark-mode rule as (how to find its elements, specificity), once per
-    process: the plan of a simple selector's XPath (simple_xpath), else the compiled XPath;
-    None for one lxml cannot match (a pseudo-class): that rule is left out for it."""
+def dark_selector(text: str) -> tuple[str, tuple[int, int, int]] | None:
+    """One selector of a dark-mode rule as (XPath, specificity), once per process; None for
+    one lxml cannot match (a pseudo-class): that rule is left out for it."""
     from cssselect import GenericTranslator, SelectorError, parse
-    from lxml import etree
 
     try:
         (selector,) = parse(text)
         xpath = GenericTranslator().selector_to_xpath(selector)
     except (SelectorError, ValueError):
         return None
-    return plan(xpath) or etree.XPath(xpath), selector.specificity()
+    return xpath, selector.specificity()
 
 
 def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
@@ -103,10 +101,9 @@ def dark_overrides(page: StyledEmail) -> dict[Any, dict[str, str]]:
             found = dark_selector(selector_text.strip())
             if found is None:
                 continue
-            steps, specificity = found
+            xpath, specificity = found
             key = (specificity, order)
-            elements = page.index.select(steps) if type(steps) is tuple else steps(page.root)
-            for element in elements:
+            for element in elements_of(xpath, page.root, page.index) or ():
                 slot = chosen.setdefault(element, {})
                 for name, value in wanted.items():
                     if name not in slot or key >= slot[name][:2]:

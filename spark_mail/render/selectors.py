@@ -198,13 +198,20 @@ def select(
     found = remembered.get(selector)
     while found is not None:
         xpath, specificity = found
-        if index is not None and (steps := plan(xpath)) is not None:
-            return index.select(steps), specificity
-        elements = evaluate(compiled(xpath), root)
+        elements = elements_of(xpath, root, index)
         if elements is not None:
             return elements, specificity
         found = remembered.unusable(selector)
     return None
+
+
+def elements_of(xpath: str, root: Any, index: TreeIndex | None = None) -> list[Any] | None:
+    """The elements `xpath` selects under `root`: looked up in `index` (root's TreeIndex)
+    when the XPath is a simple selector's (simple_xpath), else run by lxml; None when lxml
+    cannot use it (see evaluate)."""
+    if index is not None and (steps := plan(xpath)) is not None:
+        return index.select(steps)
+    return evaluate(compiled(xpath), root)
 
 
 @lru_cache(maxsize=512)
