@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bytecode import compile_spark_mail
+from kept import forget_the_issue
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "issues" / "2025-01-20-engineering-leadership.md"
@@ -56,19 +57,6 @@ def warm(runs: int) -> tuple[float, dict[str, float]]:
         for phase in PHASES:
             phases[phase].append(email.timings[phase])
     return statistics.median(totals), {p: statistics.median(v) for p, v in phases.items()}
-
-
-def forget_the_issue() -> None:
-    """Drop what a process keeps of an issue's text (its body's blocks, wrapped paragraphs,
-    its compiled and inlined HTML): the warm figure is an issue new to a process whose
-    libraries, templates and layout CSS are ready, not the same issue built again (see
-    rebuild())."""
-    from spark_mail import render
-    from spark_mail.render import text, view
-
-    view.parsed_body.cache_clear()
-    text.wrap.cache_clear()
-    render._KEPT_HTML.clear()
 
 
 def rebuild(runs: int) -> float:

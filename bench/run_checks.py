@@ -28,13 +28,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 SAMPLE = "issues/2025-01-20-engineering-leadership.md"
 WARM = f"""
-import hashlib, json, statistics, time
+import hashlib, json, statistics, sys, time
 from pathlib import Path
-from spark_mail import issue as issue_mod, render
+sys.path.insert(0, {str(HERE / "bench")!r})
+from kept import forget_the_issue
 from spark_mail.checks import html_findings, run_checks
 from spark_mail.checks.styles import StyledEmail
 from spark_mail.config import load_settings
-from spark_mail.render import build, text, view
+from spark_mail.render import build
 settings = load_settings(Path.cwd())
 sample = Path({SAMPLE!r})
 email = build(sample, settings)
@@ -49,14 +50,8 @@ def median_ms(call, runs):
         times.append(time.process_time() - start)
     return statistics.median(times) * 1000
 
-def forget(n):  # what a process keeps of an issue (this tree's or the baseline's)
-    view.parsed_body.cache_clear()
-    text.wrap.cache_clear()
-    getattr(render, "_KEPT_HTML", {{}}).clear()
-    getattr(getattr(issue_mod, "parsed_issue", None), "cache_clear", int)()
-
 def new_build(n):
-    forget(n)
+    forget_the_issue()  # bench/kept.py: what the process keeps of the issue, dropped
     build(sample, settings)
 
 html = email.html
